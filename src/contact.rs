@@ -1,0 +1,397 @@
+//! The Contact row and its value types (SPEC.md §2 and §4).
+//!
+//! Every value that enters the service passes through a `parse` constructor here, so an
+//! un-normalized email, an invalid phone number or an out-of-range timestamp cannot exist past
+//! the edge of the system (the "parse, don't validate" habit of zero-to-production). The graph,
+//! the log and the snapshot only ever see [`Email`], [`Phone`] and [`Timestamp`].
+
+use std::fmt;
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A contact's id: positive, assigned 1, 2, 3, … in insertion order and never reused
+/// (SPEC.md §2). Imported rows keep their ids, so ids may be sparse.
+pub type ContactId = u64;
+
+/// A point in time as milliseconds since the Unix epoch, UTC (SPEC.md §2).
+///
+/// Serialized in JSON as RFC 3339 with millisecond precision and a `Z` suffix
+/// (`2023-04-01T00:00:00.374Z`); inside the log and snapshots as the raw `i64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current wall-clock time, truncated to milliseconds.
+    pub fn now() -> Timestamp {
+        Timestamp(Utc::now().timestamp_millis())
+    }
+
+    /// Parses RFC 3339 (`2023-04-01T00:00:00.374Z`, any offset) or PostgreSQL's text form
+    /// (`2023-04-01 00:00:00.374+00`, `…+05:30`, or without offset meaning UTC), as SPEC.md §7
+    /// requires of imports. Sub-millisecond digits are truncated.
+    ///
+    /// # Errors
+    /// [`ValidationError`] with code `invalid_timestamp` when the text is neither form or is
+    /// outside the years 0–9999.
+    pub fn parse(text: &str) -> Result<Timestamp, ValidationError> {
+        let text = text.trim();
+        let parsed = DateTime::parse_from_rfc3339(text)
+            .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z"))
+            .map(|t| t.with_timezone(&Utc))
+            .or_else(|_| {
+                NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").map(|t| t.and_utc())
+            });
+        match parsed {
+            Ok(t) if (0..=9999).contains(&chrono::Datelike::year(&t)) => {
+                Ok(Timestamp(t.timestamp_millis()))
+            }
+            _ => Err(ValidationError::new(
+                "invalid_timestamp",
+                format!(
+                    "timestamp must be RFC 3339 or PostgreSQL text form, got {:?}",
+                    truncate_for_message(text)
+                ),
+                None,
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// RFC 3339 with milliseconds and `Z`; timestamps outside chrono's range print as the epoch
+    /// (they cannot be constructed through [`Timestamp::parse`] or [`Timestamp::now`]).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = DateTime::<Utc>::from_timestamp_millis(self.0).unwrap_or_default();
+        f.write_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            serializer.serialize_i64(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            Timestamp::parse(&text).map_err(|e| serde::de::Error::custom(e.message))
+        } else {
+            i64::deserialize(deserializer).map(Timestamp)
+        }
+    }
+}
+
+/// A validation failure of one input value, rendered by the HTTP layer as
+/// `{"error": {"code", "message", "field"}}` (SPEC.md §4). The message never echoes parser
+/// internals.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ValidationError {
+    /// Stable machine-readable code, e.g. `invalid_email`.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The request field at fault, when there is one (`email`, `phoneNumber`, …).
+    pub field: Option<&'static str>,
+}
+
+impl ValidationError {
+    /// Builds an error from its three parts.
+    pub fn new(
+        code: &'static str,
+        message: impl Into<String>,
+        field: Option<&'static str>,
+    ) -> Self {
+        ValidationError {
+            code,
+            message: message.into(),
+            field,
+        }
+    }
+}
+
+fn truncate_for_message(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+/// The longest email accepted, in bytes of UTF-8 (SPEC.md §4, after RFC 5321's path limit).
+pub const MAX_EMAIL_BYTES: usize = 254;
+/// The longest phone number accepted, in characters (SPEC.md §4).
+pub const MAX_PHONE_CHARS: usize = 32;
+
+/// A normalized, valid email address (SPEC.md §4): trimmed, Unicode-lowercased, exactly one `@`
+/// with a non-empty part on each side, no white space or control characters, at most
+/// [`MAX_EMAIL_BYTES`] bytes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Email(Box<str>);
+
+impl Email {
+    /// Normalizes and validates `raw`. Returns `Ok(None)` when it is empty after trimming
+    /// (SPEC.md §4: empty → absent).
+    ///
+    /// # Errors
+    /// `invalid_email` (field `email`) when the normalized text breaks a rule of SPEC.md §4.
+    pub fn parse(raw: &str) -> Result<Option<Email>, ValidationError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Ok(None);
+        }
+        let fail = |message: &str| {
+            Err(ValidationError::new(
+                "invalid_email",
+                message,
+                Some("email"),
+            ))
+        };
+        // Byte length is checked before lowercasing too, so a huge value is not copied.
+        if trimmed.len() > MAX_EMAIL_BYTES * 4 {
+            return fail("email must be at most 254 bytes");
+        }
+        let lowered = if trimmed.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
+            trimmed.to_lowercase()
+        } else {
+            trimmed.to_owned()
+        };
+        if lowered.len() > MAX_EMAIL_BYTES {
+            return fail("email must be at most 254 bytes");
+        }
+        if lowered.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return fail("email must not contain white space or control characters");
+        }
+        let mut parts = lowered.split('@');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(local), Some(domain), None) => {
+                if local.is_empty() || domain.is_empty() {
+                    return fail("email must have a non-empty part on each side of '@'");
+                }
+            }
+            _ => return fail("email must contain exactly one '@'"),
+        }
+        Ok(Some(Email(lowered.into_boxed_str())))
+    }
+
+    /// The normalized text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A normalized, valid phone number (SPEC.md §4): trimmed, 1–[`MAX_PHONE_CHARS`] characters
+/// drawn only from ASCII digits, ASCII letters, space and `+ - ( ) .`. No canonical form
+/// (E.164) is imposed by default.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Phone(Box<str>);
+
+impl Phone {
+    /// Normalizes and validates a phone number given as text. Returns `Ok(None)` when it is empty
+    /// after trimming.
+    ///
+    /// # Errors
+    /// `invalid_phone_number` (field `phoneNumber`) when the trimmed text is longer than 32
+    /// characters or has a character outside the allowed set.
+    pub fn parse(raw: &str) -> Result<Option<Phone>, ValidationError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Ok(None);
+        }
+        if trimmed.chars().count() > MAX_PHONE_CHARS {
+            return Err(ValidationError::new(
+                "invalid_phone_number",
+                "phoneNumber must be at most 32 characters",
+                Some("phoneNumber"),
+            ));
+        }
+        let allowed =
+            |c: char| c.is_ascii_alphanumeric() || matches!(c, ' ' | '+' | '-' | '(' | ')' | '.');
+        if !trimmed.chars().all(allowed) {
+            return Err(ValidationError::new(
+                "invalid_phone_number",
+                "phoneNumber may contain only digits, letters, spaces and + - ( ) .",
+                Some("phoneNumber"),
+            ));
+        }
+        Ok(Some(Phone(trimmed.into())))
+    }
+
+    /// A phone number given as a non-negative JSON integer: stored as its decimal digits
+    /// (SPEC.md §4: `123456` ≡ `"123456"`). Always valid (a `u64` has at most 20 digits).
+    pub fn from_u64(number: u64) -> Phone {
+        Phone(number.to_string().into_boxed_str())
+    }
+
+    /// The normalized text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `linkPrecedence` of a row (SPEC.md §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkPrecedence {
+    /// The oldest live contact of its identity; `linkedId` is null.
+    Primary,
+    /// Any other contact; `linkedId` is the identity's primary.
+    Secondary,
+}
+
+impl LinkPrecedence {
+    /// `"primary"` or `"secondary"`, as in the `Contact` table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkPrecedence::Primary => "primary",
+            LinkPrecedence::Secondary => "secondary",
+        }
+    }
+}
+
+/// One row of the `Contact` table exactly as readers see it (SPEC.md §2): the JSON shape of
+/// `GET /contacts/{id}`, of export, and of JSONL import. Field order follows the table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactRow {
+    /// Positive id, never reused.
+    pub id: ContactId,
+    /// Normalized phone, or null.
+    pub phone_number: Option<Phone>,
+    /// Normalized email, or null.
+    pub email: Option<Email>,
+    /// For a secondary, the id of its identity's primary (one hop); null for a primary.
+    pub linked_id: Option<ContactId>,
+    /// Primary or secondary.
+    pub link_precedence: LinkPrecedence,
+    /// When the row was recorded.
+    pub created_at: Timestamp,
+    /// Last change to the row's own record (precedence, deletion).
+    pub updated_at: Timestamp,
+    /// When the row was deleted, or null.
+    pub deleted_at: Option<Timestamp>,
+}
+
+impl ContactRow {
+    /// Age order key `(createdAt, id)` of SPEC.md §2: smaller is older.
+    pub fn age(&self) -> (Timestamp, ContactId) {
+        (self.created_at, self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_is_trimmed_and_lowercased() {
+        let e = Email::parse("  Lorraine@HillValley.EDU \n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.as_str(), "lorraine@hillvalley.edu");
+        let e = Email::parse("ÉMILE@Exemple.FR").unwrap().unwrap();
+        assert_eq!(e.as_str(), "émile@exemple.fr");
+    }
+
+    #[test]
+    fn email_empty_is_absent() {
+        assert_eq!(Email::parse("   ").unwrap(), None);
+        assert_eq!(Email::parse("").unwrap(), None);
+    }
+
+    #[test]
+    fn email_rules() {
+        for bad in ["a", "a@b@c", "@b", "a@", "a b@c", "a\u{7}@b", "a@b\u{a0}c"] {
+            let err = Email::parse(bad).unwrap_err();
+            assert_eq!(err.code, "invalid_email", "{bad:?}");
+            assert_eq!(err.field, Some("email"));
+        }
+        let long = format!("{}@b.co", "a".repeat(249));
+        assert_eq!(long.len(), 254);
+        assert!(Email::parse(&long).unwrap().is_some());
+        let too_long = format!("{}@b.co", "a".repeat(250));
+        assert!(Email::parse(&too_long).is_err());
+    }
+
+    #[test]
+    fn phone_rules() {
+        assert_eq!(
+            Phone::parse(" +1 (555) 010-9999 ")
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "+1 (555) 010-9999"
+        );
+        assert_eq!(
+            Phone::parse("1-800-FLOWERS").unwrap().unwrap().as_str(),
+            "1-800-FLOWERS"
+        );
+        assert_eq!(Phone::parse("  ").unwrap(), None);
+        assert_eq!(
+            Phone::parse(&"1".repeat(32))
+                .unwrap()
+                .unwrap()
+                .as_str()
+                .len(),
+            32
+        );
+        for bad in ["1".repeat(33), "12#3".into(), "١٢٣".into(), "12\t3".into()] {
+            let err = Phone::parse(&bad).unwrap_err();
+            assert_eq!(err.code, "invalid_phone_number", "{bad:?}");
+        }
+        assert_eq!(Phone::from_u64(123456).as_str(), "123456");
+        assert_eq!(Phone::from_u64(u64::MAX).as_str(), "18446744073709551615");
+    }
+
+    #[test]
+    fn timestamps_parse_both_forms_and_print_rfc3339_millis() {
+        let a = Timestamp::parse("2023-04-01T00:00:00.374Z").unwrap();
+        let b = Timestamp::parse("2023-04-01 00:00:00.374+00").unwrap();
+        let c = Timestamp::parse("2023-04-01 05:30:00.374999+05:30").unwrap();
+        let d = Timestamp::parse("2023-04-01 00:00:00.374").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(a, d);
+        assert_eq!(a.to_string(), "2023-04-01T00:00:00.374Z");
+        assert!(Timestamp::parse("yesterday").is_err());
+        assert!(Timestamp::parse("2023-13-01T00:00:00Z").is_err());
+    }
+
+    #[test]
+    fn row_json_uses_table_column_names() {
+        let row = ContactRow {
+            id: 1,
+            phone_number: Phone::parse("123456").unwrap(),
+            email: Email::parse("lorraine@hillvalley.edu").unwrap(),
+            linked_id: None,
+            link_precedence: LinkPrecedence::Primary,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            deleted_at: None,
+        };
+        let json = serde_json::to_string(&row).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":1,"phoneNumber":"123456","email":"lorraine@hillvalley.edu","linkedId":null,"linkPrecedence":"primary","createdAt":"1970-01-01T00:00:00.000Z","updatedAt":"1970-01-01T00:00:00.000Z","deletedAt":null}"#
+        );
+        let back: ContactRow = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, row);
+    }
+}

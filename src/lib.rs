@@ -1,0 +1,2 @@
+pub mod contact;
+pub mod event;
