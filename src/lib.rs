@@ -1,2 +1,37 @@
+//! idrecon: identity reconciliation for checkout events.
+//!
+//! A shop sends every checkout's email and/or phone number to `POST /identify`; idrecon links
+//! every contact detail of the same customer into one identity (oldest contact primary, the
+//! rest secondary) and answers with the consolidated identity. The behaviour contract is
+//! `SPEC.md`; the architecture (DESIGN.md):
+//!
+//! ```text
+//! http ──► store ──► graph           memory: union-find + email/phone indexes
+//!            │
+//!            ├────► wal               disk: checksummed records, group commit
+//!            └────► snapshot          disk: whole state at an LSN, atomic rename
+//! ```
+//!
+//! Modules, one job each:
+//! - [`contact`]: the Contact row and its value types (`Email`, `Phone`, `Timestamp`);
+//! - [`request`]: parsing an `/identify` body;
+//! - [`event`]: the events that change the graph (log payloads);
+//! - [`graph`]: the identity graph: `plan`, `apply`, answers;
+//! - [`wal`]: log segments, framing, group commit, recovery scan;
+//! - [`snapshot`]: snapshot files;
+//! - [`store`]: graph + log + snapshots, locking and durability waits;
+//! - [`http`]: the axum API;
+//! - [`rows`]: CSV / JSON Lines import and export of Contact rows;
+//! - [`cli`]: the command line.
+#![warn(missing_docs)]
+
+pub mod cli;
 pub mod contact;
 pub mod event;
+pub mod graph;
+pub mod http;
+pub mod request;
+pub mod rows;
+pub mod snapshot;
+pub mod store;
+pub mod wal;

@@ -1,0 +1,120 @@
+//! Criterion benchmarks of the identity graph on 1 000 000 contacts (the design card's "merge
+//! latency" benchmarks): merging two identities (union plus metadata), a pure-read
+//! `/identify` (normalize, plan, build the answer), and planning a brand-new contact.
+//!
+//! Run: `cargo bench --bench graph`. Figures belong in a table against a baseline measured in
+//! the same run (see README "Performance").
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use idrecon::contact::{Email, Phone, Timestamp};
+use idrecon::event::{Event, NewContact};
+use idrecon::graph::{IdentifyRequest, IdentityGraph};
+use idrecon::request::parse_identify_body;
+
+const CONTACTS: u64 = 1_000_000;
+/// Contacts `1..=PAIRED` form identities of two (primary + secondary); the rest are singleton
+/// identities that the merge benchmark joins pairwise.
+const PAIRED: u64 = 600_000;
+
+fn email(i: u64) -> Option<Email> {
+    Email::parse(&format!("customer{i}@example.com"))
+        .ok()
+        .flatten()
+}
+
+fn phone(i: u64) -> Option<Phone> {
+    Some(Phone::from_u64(9_000_000_000 + i))
+}
+
+fn build() -> IdentityGraph {
+    let mut graph = IdentityGraph::new();
+    for id in 1..=CONTACTS {
+        let (phone_owner, link) = if id <= PAIRED && id % 2 == 0 {
+            (id - 1, Some(id - 1))
+        } else {
+            (id, None)
+        };
+        let contact = NewContact {
+            id,
+            email: email(id),
+            phone: if link.is_some() {
+                None
+            } else {
+                phone(phone_owner)
+            },
+            created_at: Timestamp(id as i64),
+            updated_at: Timestamp(id as i64),
+            deleted_at: None,
+            link,
+        };
+        graph
+            .apply(&Event::ContactInserted(contact))
+            .expect("valid contact");
+    }
+    graph
+}
+
+fn benches(c: &mut Criterion) {
+    let base = build();
+
+    c.bench_function("merge two identities (1M contacts)", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0;
+            while done < iters {
+                let mut graph = base.clone();
+                let mut left = PAIRED + 1;
+                while done < iters && left < CONTACTS {
+                    let event = Event::IdentitiesMerged {
+                        winner: left,
+                        loser: left + 1,
+                        at: Some(Timestamp(0)),
+                    };
+                    let start = Instant::now();
+                    graph.apply(black_box(&event)).expect("valid merge");
+                    total += start.elapsed();
+                    left += 2;
+                    done += 1;
+                }
+            }
+            total
+        });
+    });
+
+    let known = format!(
+        r#"{{"email":"Customer{}@Example.com","phoneNumber":"{}"}}"#,
+        1001,
+        9_000_000_000u64 + 1001
+    );
+    c.bench_function("pure-read identify incl. parsing (1M contacts)", |b| {
+        b.iter(|| {
+            let request = parse_identify_body(black_box(known.as_bytes())).expect("valid");
+            assert!(base.plan(&request, Timestamp(0)).is_empty());
+            black_box(base.answer(&request))
+        });
+    });
+
+    let request = parse_identify_body(known.as_bytes()).expect("valid");
+    c.bench_function("pure-read plan + answer (1M contacts)", |b| {
+        b.iter(|| {
+            let request = black_box(&request);
+            assert!(base.plan(request, Timestamp(0)).is_empty());
+            black_box(base.answer(request))
+        });
+    });
+
+    let new = IdentifyRequest::new(email(CONTACTS + 5), phone(CONTACTS + 5)).expect("valid");
+    c.bench_function("plan a new contact (1M contacts)", |b| {
+        b.iter(|| black_box(base.plan(black_box(&new), Timestamp(0))));
+    });
+}
+
+criterion_group! {
+    name = graph;
+    config = Criterion::default().sample_size(30).measurement_time(Duration::from_secs(5));
+    targets = benches
+}
+criterion_main!(graph);

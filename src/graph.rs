@@ -1,0 +1,827 @@
+//! The identity graph: contacts in a union-find forest with email and phone hash indexes
+//! (SPEC.md §2–3; DESIGN.md "IdentityGraph").
+//!
+//! The graph is pure: no I/O, no clock, no locks. [`IdentityGraph::plan`] decides what an
+//! `/identify` request does and returns the [`Event`]s it would cause without changing anything;
+//! [`IdentityGraph::apply`] replays one event and is the only code that changes state. Recovery,
+//! import and snapshot loading all go through `apply`.
+//!
+//! # Representation
+//! - Contacts live in slots `0..n` in id order (ids only ever grow), so `id → slot` is a direct
+//!   index for the dense ids the service assigns and a binary search for sparse imported ids.
+//! - Union-find over slots: `parent` pointers, union by size, path halving on the write path
+//!   (reads walk without compressing, so they can share the graph). Every root carries its
+//!   identity's metadata: `size` and `primary`. The primary is metadata of the root, not the
+//!   root itself, so a merge is O(α) whatever the age order says.
+//! - The primary of an identity is always its best member by the key
+//!   `(deleted, createdAt, id)`: the oldest live contact, or the oldest contact when none is
+//!   live. `/identify` keeps this true by construction (new rows are the youngest, a merge keeps
+//!   the older primary) and import computes it, so snapshots need not store precedence.
+//! - Each identity's members form a circular singly linked list through `next`; a merge splices
+//!   two rings in O(1). Answers walk the ring and sort its live members by age.
+//! - `by_email` / `by_phone` map a value to one live contact carrying it. A value is carried by
+//!   one identity only (a request with a known value always lands in its identity), so
+//!   "does this identity have `e`" is "is `e` indexed".
+
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use crate::contact::{
+    ContactId, ContactRow, Email, LinkPrecedence, Phone, Timestamp, ValidationError,
+};
+use crate::event::{Event, NewContact};
+
+/// A validated `/identify` request: the normalized pair `(e, p)` of SPEC.md §3, at least one of
+/// them present.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentifyRequest {
+    email: Option<Email>,
+    phone: Option<Phone>,
+}
+
+impl IdentifyRequest {
+    /// Builds a request from normalized values.
+    ///
+    /// # Errors
+    /// `missing_contact` when both are absent (SPEC.md §4: both absent → 400).
+    pub fn new(email: Option<Email>, phone: Option<Phone>) -> Result<Self, ValidationError> {
+        if email.is_none() && phone.is_none() {
+            return Err(ValidationError::new(
+                "missing_contact",
+                "at least one of email and phoneNumber must be given",
+                None,
+            ));
+        }
+        Ok(IdentifyRequest { email, phone })
+    }
+
+    /// The normalized email, if given.
+    pub fn email(&self) -> Option<&Email> {
+        self.email.as_ref()
+    }
+
+    /// The normalized phone, if given.
+    pub fn phone(&self) -> Option<&Phone> {
+        self.phone.as_ref()
+    }
+}
+
+/// The consolidated identity answered by `/identify` (SPEC.md §3 step 5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// Id of the identity's primary contact.
+    pub primary_contact_id: ContactId,
+    /// Distinct emails of live contacts: the primary's first, then in age order of first carrier.
+    pub emails: Vec<Email>,
+    /// Distinct phones of live contacts, ordered like `emails`.
+    pub phone_numbers: Vec<Phone>,
+    /// Ids of every live secondary, in age order.
+    pub secondary_contact_ids: Vec<ContactId>,
+}
+
+/// Why an event cannot be applied. Events from `/identify` always apply; these errors mean a log
+/// record, snapshot or import plan is inconsistent with the state it is applied to.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The event refers to a contact id the graph does not have.
+    #[error("contact {0} does not exist")]
+    UnknownContact(ContactId),
+    /// A new contact's id is zero or not larger than every id already used.
+    #[error("contact id {id} is not larger than the ids already used (next is {next})")]
+    IdNotIncreasing {
+        /// The offending id.
+        id: ContactId,
+        /// The smallest id that would have been accepted.
+        next: ContactId,
+    },
+    /// A new contact carries a value already carried by another identity it does not join.
+    #[error("contact {id} carries a value that belongs to another identity")]
+    ValueConflict {
+        /// The offending contact id.
+        id: ContactId,
+    },
+    /// A merge names contacts that are not the primaries of two distinct identities in the
+    /// right age order.
+    #[error("merge of {winner} and {loser} does not match the graph")]
+    BadMerge {
+        /// The claimed winner.
+        winner: ContactId,
+        /// The claimed loser.
+        loser: ContactId,
+    },
+    /// The graph holds `u32::MAX - 1` contacts, the most a slot index can address, or a new
+    /// contact's id is `u64::MAX`, after which no id is left to assign.
+    #[error("the graph is full")]
+    Full,
+}
+
+/// Root metadata and links of one slot; `size` and `primary` are meaningful at roots only.
+#[derive(Clone, Copy, Debug)]
+struct Links {
+    parent: u32,
+    next: u32,
+    size: u32,
+    primary: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    id: ContactId,
+    email: Option<Email>,
+    phone: Option<Phone>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    deleted_at: Option<Timestamp>,
+}
+
+impl Node {
+    fn live(&self) -> bool {
+        self.deleted_at.is_none()
+    }
+
+    /// Primary-election key: live before deleted, then age order `(createdAt, id)`.
+    fn key(&self) -> (bool, Timestamp, ContactId) {
+        (self.deleted_at.is_some(), self.created_at, self.id)
+    }
+}
+
+/// Identities of contacts: union-find plus value indexes. See the module docs.
+#[derive(Clone)]
+pub struct IdentityGraph {
+    nodes: Vec<Node>,
+    links: Vec<Links>,
+    by_email: HashTable<u32>,
+    by_phone: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    next_id: ContactId,
+    max_created_at: Timestamp,
+    identities: usize,
+}
+
+impl Default for IdentityGraph {
+    fn default() -> Self {
+        IdentityGraph::new()
+    }
+}
+
+const MAX_SLOTS: usize = (u32::MAX - 1) as usize;
+
+impl IdentityGraph {
+    /// An empty graph; the first contact created by `/identify` gets id 1.
+    pub fn new() -> Self {
+        IdentityGraph {
+            nodes: Vec::new(),
+            links: Vec::new(),
+            by_email: HashTable::new(),
+            by_phone: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            next_id: 1,
+            max_created_at: Timestamp(i64::MIN),
+            identities: 0,
+        }
+    }
+
+    /// Number of contacts (rows), deleted ones included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True when the graph has no contact.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Number of identities (union-find roots).
+    pub fn identity_count(&self) -> usize {
+        self.identities
+    }
+
+    /// The id the next contact created by `/identify` will get.
+    pub fn next_id(&self) -> ContactId {
+        self.next_id
+    }
+
+    /// Raises the next id to at least `next` (snapshots record it so ids are never reused).
+    pub fn reserve_ids_below(&mut self, next: ContactId) {
+        self.next_id = self.next_id.max(next);
+    }
+
+    /// The largest `createdAt` recorded; new rows get `max(this, now)` (SPEC.md §2).
+    pub fn max_created_at(&self) -> Timestamp {
+        self.max_created_at
+    }
+
+    /// The timestamp a row created at wall-clock `now` gets: the clock never goes backwards
+    /// (SPEC.md §2).
+    pub fn clock(&self, now: Timestamp) -> Timestamp {
+        now.max(self.max_created_at)
+    }
+
+    // ----- lookups -------------------------------------------------------------------------
+
+    fn hash(&self, value: &str) -> u64 {
+        self.hasher.hash_one(value)
+    }
+
+    fn lookup_email(&self, email: &Email) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.by_email
+            .find(self.hash(email.as_str()), |&s| {
+                nodes[s as usize].email.as_ref() == Some(email)
+            })
+            .copied()
+    }
+
+    fn lookup_phone(&self, phone: &Phone) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.by_phone
+            .find(self.hash(phone.as_str()), |&s| {
+                nodes[s as usize].phone.as_ref() == Some(phone)
+            })
+            .copied()
+    }
+
+    fn slot_of(&self, id: ContactId) -> Option<u32> {
+        // Ids assigned by the service are dense, so slot = id - 1 is the usual answer.
+        let guess = id.wrapping_sub(1);
+        if guess < self.nodes.len() as u64 && self.nodes[guess as usize].id == id {
+            return Some(guess as u32);
+        }
+        self.nodes
+            .binary_search_by_key(&id, |n| n.id)
+            .ok()
+            .map(|s| s as u32)
+    }
+
+    /// Root of `slot` without compressing (usable behind a shared reference).
+    fn root(&self, mut slot: u32) -> u32 {
+        loop {
+            let parent = self.links[slot as usize].parent;
+            if parent == slot {
+                return slot;
+            }
+            slot = parent;
+        }
+    }
+
+    /// Root of `slot`, halving the path on the way (Tarjan & van Leeuwen's path halving).
+    fn root_mut(&mut self, mut slot: u32) -> u32 {
+        loop {
+            let parent = self.links[slot as usize].parent;
+            if parent == slot {
+                return slot;
+            }
+            let grandparent = self.links[parent as usize].parent;
+            self.links[slot as usize].parent = grandparent;
+            slot = grandparent;
+        }
+    }
+
+    fn primary_of_root(&self, root: u32) -> u32 {
+        self.links[root as usize].primary
+    }
+
+    fn is_better(&self, a: u32, b: u32) -> bool {
+        self.nodes[a as usize].key() < self.nodes[b as usize].key()
+    }
+
+    // ----- deciding ------------------------------------------------------------------------
+
+    /// Decides what `request` does at wall-clock `now` (SPEC.md §3 steps 1–4) without changing
+    /// anything: the events to apply, in order. An empty vector means the request is a pure read.
+    /// At most one event results today: a new primary, a new secondary, or a merge (a merge
+    /// means both values are known, so it never needs a new row).
+    pub fn plan(&self, request: &IdentifyRequest, now: Timestamp) -> Vec<Event> {
+        let clock = self.clock(now);
+        let by_email = request.email.as_ref().and_then(|e| self.lookup_email(e));
+        let by_phone = request.phone.as_ref().and_then(|p| self.lookup_phone(p));
+        let new_contact = |link: Option<ContactId>| {
+            Event::ContactInserted(NewContact {
+                id: self.next_id,
+                email: request.email.clone(),
+                phone: request.phone.clone(),
+                created_at: clock,
+                updated_at: clock,
+                deleted_at: None,
+                link,
+            })
+        };
+        match (by_email, by_phone) {
+            (None, None) => vec![new_contact(None)],
+            (Some(a), Some(b)) => {
+                let (root_a, root_b) = (self.root(a), self.root(b));
+                if root_a == root_b {
+                    return Vec::new();
+                }
+                let (pa, pb) = (self.primary_of_root(root_a), self.primary_of_root(root_b));
+                let (winner, loser) = if self.is_better(pa, pb) {
+                    (pa, pb)
+                } else {
+                    (pb, pa)
+                };
+                vec![Event::IdentitiesMerged {
+                    winner: self.nodes[winner as usize].id,
+                    loser: self.nodes[loser as usize].id,
+                    at: Some(clock),
+                }]
+            }
+            (Some(found), None) | (None, Some(found)) => {
+                let email_is_new = request.email.is_some() && by_email.is_none();
+                let phone_is_new = request.phone.is_some() && by_phone.is_none();
+                if !(email_is_new || phone_is_new) {
+                    return Vec::new();
+                }
+                let primary = self.primary_of_root(self.root(found));
+                vec![new_contact(Some(self.nodes[primary as usize].id))]
+            }
+        }
+    }
+
+    /// The identity the request's values belong to, as `/identify` answers it (SPEC.md §3 step
+    /// 5), or `None` when neither value is known (before the request's events are applied).
+    pub fn answer(&self, request: &IdentifyRequest) -> Option<Identity> {
+        let slot = request
+            .email
+            .as_ref()
+            .and_then(|e| self.lookup_email(e))
+            .or_else(|| request.phone.as_ref().and_then(|p| self.lookup_phone(p)))?;
+        Some(self.build_identity(self.root(slot)))
+    }
+
+    /// Plans, applies and answers one request: the whole of SPEC.md §3 on an exclusive graph.
+    /// Returns the answer and the events applied (empty for a pure read).
+    ///
+    /// # Errors
+    /// [`ApplyError::Full`] when no slot is left for a new contact; no other error can occur
+    /// for events the graph planned itself.
+    pub fn identify(
+        &mut self,
+        request: &IdentifyRequest,
+        now: Timestamp,
+    ) -> Result<(Identity, Vec<Event>), ApplyError> {
+        let events = self.plan(request, now);
+        for event in &events {
+            self.apply(event)?;
+        }
+        // After applying, at least one value is indexed, so an answer always exists.
+        match self.answer(request) {
+            Some(identity) => Ok((identity, events)),
+            None => Err(ApplyError::Full),
+        }
+    }
+
+    // ----- applying ------------------------------------------------------------------------
+
+    /// Replays one event; the only way the graph changes. Validates the event completely before
+    /// changing anything, so an error leaves the graph as it was.
+    ///
+    /// # Errors
+    /// [`ApplyError`] when the event does not fit the current state (unknown or non-increasing
+    /// ids, a merge of non-primaries or in the wrong age order, a value conflict), which only
+    /// a damaged log, snapshot or import plan can produce.
+    pub fn apply(&mut self, event: &Event) -> Result<(), ApplyError> {
+        match event {
+            Event::ContactInserted(contact) => self.apply_insert(contact),
+            Event::IdentitiesMerged { winner, loser, at } => self.apply_merge(*winner, *loser, *at),
+        }
+    }
+
+    fn apply_insert(&mut self, c: &NewContact) -> Result<(), ApplyError> {
+        if c.id == 0 || c.id < self.next_id || self.nodes.last().is_some_and(|n| n.id >= c.id) {
+            return Err(ApplyError::IdNotIncreasing {
+                id: c.id,
+                next: self.next_id.max(self.nodes.last().map_or(1, |n| n.id + 1)),
+            });
+        }
+        if self.nodes.len() >= MAX_SLOTS {
+            return Err(ApplyError::Full);
+        }
+        // The id after this one must exist, or `next_id` would wrap to 0 (a panic in debug
+        // builds) and `/identify` would have no id left to give.
+        let Some(next_id) = c.id.checked_add(1) else {
+            return Err(ApplyError::Full);
+        };
+        let link_root = match c.link {
+            Some(link) => {
+                Some(self.root(self.slot_of(link).ok_or(ApplyError::UnknownContact(link))?))
+            }
+            None => None,
+        };
+        let live = c.deleted_at.is_none();
+        let email_carrier = if live {
+            c.email.as_ref().and_then(|e| self.lookup_email(e))
+        } else {
+            None
+        };
+        let phone_carrier = if live {
+            c.phone.as_ref().and_then(|p| self.lookup_phone(p))
+        } else {
+            None
+        };
+        for carrier in [email_carrier, phone_carrier].into_iter().flatten() {
+            if Some(self.root(carrier)) != link_root {
+                return Err(ApplyError::ValueConflict { id: c.id });
+            }
+        }
+
+        let slot = self.nodes.len() as u32;
+        self.nodes.push(Node {
+            id: c.id,
+            email: c.email.clone(),
+            phone: c.phone.clone(),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            deleted_at: c.deleted_at,
+        });
+        self.links.push(Links {
+            parent: slot,
+            next: slot,
+            size: 1,
+            primary: slot,
+        });
+        self.identities += 1;
+        if live {
+            if let (Some(email), None) = (&c.email, email_carrier) {
+                let hash = self.hash(email.as_str());
+                let (nodes, hasher) = (&self.nodes, &self.hasher);
+                self.by_email.insert_unique(hash, slot, |&s| {
+                    hasher.hash_one(nodes[s as usize].email.as_ref().map_or("", |e| e.as_str()))
+                });
+            }
+            if let (Some(phone), None) = (&c.phone, phone_carrier) {
+                let hash = self.hash(phone.as_str());
+                let (nodes, hasher) = (&self.nodes, &self.hasher);
+                self.by_phone.insert_unique(hash, slot, |&s| {
+                    hasher.hash_one(nodes[s as usize].phone.as_ref().map_or("", |p| p.as_str()))
+                });
+            }
+        }
+        let root = match link_root {
+            Some(link_root) => self.union(slot, link_root),
+            None => slot,
+        };
+        self.next_id = next_id;
+        self.max_created_at = self.max_created_at.max(c.created_at);
+        debug_assert_eq!(self.check_touched_identity(root), Ok(()));
+        Ok(())
+    }
+
+    fn apply_merge(
+        &mut self,
+        winner: ContactId,
+        loser: ContactId,
+        at: Option<Timestamp>,
+    ) -> Result<(), ApplyError> {
+        let bad = ApplyError::BadMerge { winner, loser };
+        let w = self
+            .slot_of(winner)
+            .ok_or(ApplyError::UnknownContact(winner))?;
+        let l = self
+            .slot_of(loser)
+            .ok_or(ApplyError::UnknownContact(loser))?;
+        let (rw, rl) = (self.root_mut(w), self.root_mut(l));
+        if rw == rl
+            || self.primary_of_root(rw) != w
+            || self.primary_of_root(rl) != l
+            || !self.is_better(w, l)
+        {
+            return Err(bad);
+        }
+        let root = self.union(rw, rl);
+        if let Some(at) = at {
+            self.nodes[l as usize].updated_at = at;
+        }
+        debug_assert_eq!(self.links[root as usize].primary, w);
+        debug_assert_eq!(self.check_touched_identity(root), Ok(()));
+        Ok(())
+    }
+
+    /// Unions the identities of two roots (by size); returns the new root. The new primary is
+    /// the better of the two primaries; the member rings are spliced.
+    fn union(&mut self, a: u32, b: u32) -> u32 {
+        let (a, b) = (self.root_mut(a), self.root_mut(b));
+        if a == b {
+            return a;
+        }
+        let (big, small) = if self.links[a as usize].size >= self.links[b as usize].size {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let (pa, pb) = (
+            self.links[big as usize].primary,
+            self.links[small as usize].primary,
+        );
+        let primary = if self.is_better(pa, pb) { pa } else { pb };
+        let size = self.links[big as usize].size + self.links[small as usize].size;
+        let next_big = self.links[big as usize].next;
+        self.links[big as usize].next = self.links[small as usize].next;
+        self.links[small as usize].next = next_big;
+        self.links[small as usize].parent = big;
+        let root = &mut self.links[big as usize];
+        root.size = size;
+        root.primary = primary;
+        self.identities -= 1;
+        big
+    }
+
+    // ----- reading -------------------------------------------------------------------------
+
+    fn members(&self, root: u32) -> impl Iterator<Item = u32> + '_ {
+        let mut current = Some(root);
+        std::iter::from_fn(move || {
+            let slot = current?;
+            let next = self.links[slot as usize].next;
+            current = (next != root).then_some(next);
+            Some(slot)
+        })
+    }
+
+    fn build_identity(&self, root: u32) -> Identity {
+        let primary = self.primary_of_root(root);
+        let mut live: Vec<u32> = self
+            .members(root)
+            .filter(|&s| self.nodes[s as usize].live())
+            .collect();
+        live.sort_unstable_by_key(|&s| {
+            let n = &self.nodes[s as usize];
+            (n.created_at, n.id)
+        });
+        let primary_node = &self.nodes[primary as usize];
+        let mut emails: Vec<Email> = Vec::new();
+        let mut phone_numbers: Vec<Phone> = Vec::new();
+        let mut secondary_contact_ids = Vec::with_capacity(live.len().saturating_sub(1));
+        if primary_node.live() {
+            emails.extend(primary_node.email.iter().cloned());
+            phone_numbers.extend(primary_node.phone.iter().cloned());
+        }
+        let mut seen = Distinct::new(live.len());
+        if primary_node.live() {
+            if let Some(e) = &primary_node.email {
+                seen.first_email(e.as_str());
+            }
+            if let Some(p) = &primary_node.phone {
+                seen.first_phone(p.as_str());
+            }
+        }
+        for &s in &live {
+            let node = &self.nodes[s as usize];
+            if s != primary {
+                secondary_contact_ids.push(node.id);
+            }
+            if let Some(e) = &node.email
+                && seen.first_email(e.as_str())
+            {
+                emails.push(e.clone());
+            }
+            if let Some(p) = &node.phone
+                && seen.first_phone(p.as_str())
+            {
+                phone_numbers.push(p.clone());
+            }
+        }
+        Identity {
+            primary_contact_id: primary_node.id,
+            emails,
+            phone_numbers,
+            secondary_contact_ids,
+        }
+    }
+
+    /// The row with `id` as readers see it (SPEC.md §2), deleted rows included.
+    pub fn contact(&self, id: ContactId) -> Option<ContactRow> {
+        self.slot_of(id).map(|s| self.row(s))
+    }
+
+    /// Up to `limit` rows with ids greater than `after`, in id order (SPEC.md §6 listing).
+    pub fn contacts_after(&self, after: ContactId, limit: usize) -> Vec<ContactRow> {
+        let start = self.nodes.partition_point(|n| n.id <= after);
+        (start..self.nodes.len().min(start.saturating_add(limit)))
+            .map(|s| self.row(s as u32))
+            .collect()
+    }
+
+    /// Every row in id order.
+    pub fn all_contacts(&self) -> impl Iterator<Item = ContactRow> + '_ {
+        (0..self.nodes.len()).map(|s| self.row(s as u32))
+    }
+
+    /// The identity containing contact `id`, whether or not that contact is live; `None` for an
+    /// unknown id.
+    pub fn identity_of(&self, id: ContactId) -> Option<Identity> {
+        self.slot_of(id).map(|s| self.build_identity(self.root(s)))
+    }
+
+    fn row(&self, slot: u32) -> ContactRow {
+        let node = &self.nodes[slot as usize];
+        let primary = self.primary_of_root(self.root(slot));
+        let (link_precedence, linked_id) = if primary == slot {
+            (LinkPrecedence::Primary, None)
+        } else {
+            (
+                LinkPrecedence::Secondary,
+                Some(self.nodes[primary as usize].id),
+            )
+        };
+        ContactRow {
+            id: node.id,
+            phone_number: node.phone.clone(),
+            email: node.email.clone(),
+            linked_id,
+            link_precedence,
+            created_at: node.created_at,
+            updated_at: node.updated_at,
+            deleted_at: node.deleted_at,
+        }
+    }
+
+    /// The graph as a list of [`NewContact`] events in id order that rebuild it exactly when
+    /// applied to an empty graph: each row links to the smallest-id member of its identity
+    /// (used by snapshots).
+    pub fn snapshot_contacts(&self) -> impl Iterator<Item = NewContact> + '_ {
+        let mut first_of_root: Vec<u32> = vec![u32::MAX; self.nodes.len()];
+        (0..self.nodes.len()).map(move |s| {
+            let root = self.root(s as u32) as usize;
+            let link = if first_of_root[root] == u32::MAX {
+                first_of_root[root] = s as u32;
+                None
+            } else {
+                Some(self.nodes[first_of_root[root] as usize].id)
+            };
+            let node = &self.nodes[s];
+            NewContact {
+                id: node.id,
+                email: node.email.clone(),
+                phone: node.phone.clone(),
+                created_at: node.created_at,
+                updated_at: node.updated_at,
+                deleted_at: node.deleted_at,
+                link,
+            }
+        })
+    }
+
+    // ----- invariants ----------------------------------------------------------------------
+
+    /// The invariant check run (in debug builds) after every mutation: the whole identity when
+    /// it has at most 256 members, so a giant identity does not make a test run quadratic;
+    /// [`IdentityGraph::check_invariants`] checks everything.
+    fn check_touched_identity(&self, root: u32) -> Result<(), String> {
+        if self.links[root as usize].size <= 256 {
+            self.check_identity(root)
+        } else if self.links[root as usize].parent != root {
+            Err(format!("slot {root} is not a root"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Checks one identity (O(its size)): ring and union-find agree, the size is right, the
+    /// primary is the best member, and every live value of it is indexed inside it.
+    fn check_identity(&self, root: u32) -> Result<(), String> {
+        let links = self.links[root as usize];
+        if links.parent != root {
+            return Err(format!("slot {root} is not a root"));
+        }
+        let mut count = 0u32;
+        let mut best = root;
+        for s in self.members(root) {
+            count += 1;
+            if self.root(s) != root {
+                return Err(format!(
+                    "slot {s} is in the ring of {root} but not under it"
+                ));
+            }
+            if self.is_better(s, best) {
+                best = s;
+            }
+            let node = &self.nodes[s as usize];
+            if node.live() {
+                if let Some(e) = &node.email {
+                    match self.lookup_email(e) {
+                        Some(c) if self.root(c) == root => {}
+                        _ => {
+                            return Err(format!(
+                                "email of contact {} not indexed in its identity",
+                                node.id
+                            ));
+                        }
+                    }
+                }
+                if let Some(p) = &node.phone {
+                    match self.lookup_phone(p) {
+                        Some(c) if self.root(c) == root => {}
+                        _ => {
+                            return Err(format!(
+                                "phone of contact {} not indexed in its identity",
+                                node.id
+                            ));
+                        }
+                    }
+                }
+            }
+            if count > links.size {
+                break;
+            }
+        }
+        if count != links.size {
+            return Err(format!(
+                "identity at {root}: ring has {count} members, size says {}",
+                links.size
+            ));
+        }
+        if best != links.primary {
+            return Err(format!(
+                "identity at {root}: primary is {} but the oldest live member is {}",
+                self.nodes[links.primary as usize].id, self.nodes[best as usize].id
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks every invariant of the whole graph in O(n): ids strictly increasing, every
+    /// identity consistent (see `check_identity`: exactly one primary, the oldest live member),
+    /// indexes point at live carriers of their value, identity count right.
+    ///
+    /// # Errors
+    /// A description of the first broken invariant.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.nodes.windows(2).any(|w| w[0].id >= w[1].id) {
+            return Err("ids are not strictly increasing".into());
+        }
+        let mut roots = 0;
+        for s in 0..self.nodes.len() as u32 {
+            if self.links[s as usize].parent == s {
+                roots += 1;
+                self.check_identity(s)?;
+            }
+        }
+        if roots != self.identities {
+            return Err(format!(
+                "{roots} roots but identity count is {}",
+                self.identities
+            ));
+        }
+        for &s in self.by_email.iter() {
+            let node = &self.nodes[s as usize];
+            if !node.live() || node.email.is_none() {
+                return Err(format!(
+                    "email index points at contact {} without a live email",
+                    node.id
+                ));
+            }
+        }
+        for &s in self.by_phone.iter() {
+            let node = &self.nodes[s as usize];
+            if !node.live() || node.phone.is_none() {
+                return Err(format!(
+                    "phone index points at contact {} without a live phone",
+                    node.id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// First-occurrence tracking for the values of one answer: a linear scan for the usual handful
+/// of values, a hash set for large identities.
+struct Distinct<'a> {
+    emails: Vec<&'a str>,
+    phones: Vec<&'a str>,
+    large: Option<(hashbrown::HashSet<&'a str>, hashbrown::HashSet<&'a str>)>,
+}
+
+impl<'a> Distinct<'a> {
+    fn new(members: usize) -> Self {
+        Distinct {
+            emails: Vec::new(),
+            phones: Vec::new(),
+            large: (members > 32).then(Default::default),
+        }
+    }
+
+    fn first_email(&mut self, value: &'a str) -> bool {
+        match &mut self.large {
+            Some((emails, _)) => emails.insert(value),
+            None => first_in(&mut self.emails, value),
+        }
+    }
+
+    fn first_phone(&mut self, value: &'a str) -> bool {
+        match &mut self.large {
+            Some((_, phones)) => phones.insert(value),
+            None => first_in(&mut self.phones, value),
+        }
+    }
+}
+
+fn first_in<'a>(seen: &mut Vec<&'a str>, value: &'a str) -> bool {
+    if seen.contains(&value) {
+        false
+    } else {
+        seen.push(value);
+        true
+    }
+}

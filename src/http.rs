@@ -1,0 +1,402 @@
+//! The HTTP API (SPEC.md §3, §4, §6): a thin axum layer that extracts, validates into domain
+//! types, calls the [`Store`] and maps every error to the JSON error shape
+//! `{"error": {"code", "message", "field"?}}`.
+//!
+//! [`serve`] takes an already-bound listener (the mini-redis habit), so tests bind
+//! `127.0.0.1:0` and start a real server in one line.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use tokio::net::TcpListener;
+
+use crate::contact::{ContactId, ContactRow, ValidationError};
+use crate::graph::Identity;
+use crate::request::parse_identify_body;
+use crate::store::{Store, StoreError};
+
+/// The key under which `/identify` names the primary id (SPEC.md §3: clients in the wild use
+/// both spellings).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
+pub enum ResponseKey {
+    /// `primaryContactId` (the default).
+    #[default]
+    #[value(name = "primaryContactId")]
+    #[serde(rename = "primaryContactId")]
+    PrimaryContactId,
+    /// `primaryContatctId`, the original task statement's spelling.
+    #[value(name = "primaryContatctId")]
+    #[serde(rename = "primaryContatctId")]
+    PrimaryContatctId,
+    /// Both keys, same value.
+    #[value(name = "both")]
+    #[serde(rename = "both")]
+    Both,
+}
+
+/// Settings of the HTTP layer.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Spelling of the primary id key in `/identify` answers.
+    pub response_key: ResponseKey,
+    /// Largest accepted request body, in bytes (SPEC.md §4: 16 KiB default → `413` above).
+    pub max_body_bytes: usize,
+    /// Time a request may take, body reading included, before it is answered `408`.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            response_key: ResponseKey::PrimaryContactId,
+            max_body_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// An error answer: status plus the SPEC.md §4 error body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: e.code,
+            message: e.message,
+            field: e.field,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the service cannot durably record changes right now",
+            ),
+            other => {
+                tracing::error!(error = %other, "request failed inside the store");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            code: &'a str,
+            message: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            field: Option<&'a str>,
+        }
+        let body = serde_json::json!({"error": Body { code: self.code, message: &self.message, field: self.field }});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Arc<Store>,
+    options: Arc<HttpOptions>,
+}
+
+/// The router with every route of SPEC.md §3 and §6, JSON 404/405 fallbacks, the body limit and
+/// the request timeout.
+pub fn router(store: Arc<Store>, options: HttpOptions) -> Router {
+    let timeout = options.request_timeout;
+    let max_body = options.max_body_bytes;
+    let state = AppState {
+        store,
+        options: Arc::new(options),
+    };
+    Router::new()
+        .route("/identify", post(identify))
+        .route("/contacts", get(list_contacts))
+        .route("/contacts/{id}", get(get_contact))
+        .route("/healthz", get(healthz))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            deadline(req, next, timeout)
+        }))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn deadline(req: Request, next: Next, timeout: Duration) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "request took too long",
+        )
+        .into_response(),
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
+///
+/// # Errors
+/// The I/O error that stopped the accept loop.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<Store>,
+    options: HttpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(store, options))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is too large",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "request body could not be read",
+            )
+        }
+    })
+}
+
+/// `POST /identify` (SPEC.md §3).
+async fn identify(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if !is_json(&headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        ));
+    }
+    let body = body_bytes(body)?;
+    let request = parse_identify_body(&body)?;
+    let (identity, _outcome) = app.store.identify(&request).await?;
+    let answer = IdentifyAnswer {
+        identity: &identity,
+        key: app.options.response_key,
+    };
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+        .into_response(),
+    }
+}
+
+/// `{"contact": {...}}` with the configured primary key spelling (SPEC.md §3 step 5).
+pub struct IdentifyAnswer<'a> {
+    /// The identity to render.
+    pub identity: &'a Identity,
+    /// Which key spelling(s) to use.
+    pub key: ResponseKey,
+}
+
+impl Serialize for IdentifyAnswer<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Contact<'a>(&'a IdentifyAnswer<'a>);
+        impl Serialize for Contact<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let (identity, key) = (self.0.identity, self.0.key);
+                let mut map = serializer.serialize_map(None)?;
+                if key != ResponseKey::PrimaryContatctId {
+                    map.serialize_entry("primaryContactId", &identity.primary_contact_id)?;
+                }
+                if key != ResponseKey::PrimaryContactId {
+                    map.serialize_entry("primaryContatctId", &identity.primary_contact_id)?;
+                }
+                map.serialize_entry("emails", &identity.emails)?;
+                map.serialize_entry("phoneNumbers", &identity.phone_numbers)?;
+                map.serialize_entry("secondaryContactIds", &identity.secondary_contact_ids)?;
+                map.end()
+            }
+        }
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry("contact", &Contact(self))?;
+        map.end()
+    }
+}
+
+fn parse_id(text: &str, what: &'static str) -> Result<ContactId, ApiError> {
+    match text.parse::<ContactId>() {
+        Ok(id) if id > 0 && !text.starts_with('+') => Ok(id),
+        _ => Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_path_parameter",
+            message: format!("{what} must be a positive integer"),
+            field: Some(what),
+        }),
+    }
+}
+
+/// `GET /contacts/{id}` (SPEC.md §6).
+async fn get_contact(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id, "id")?;
+    match app.store.contact(id).await? {
+        Some(row) => Ok(json_response(StatusCode::OK, &row)),
+        None => Err(ApiError::not_found(format!("contact {id} does not exist"))),
+    }
+}
+
+/// Largest `limit` of the listing (SPEC.md §6).
+pub const MAX_PAGE: usize = 10_000;
+/// Default `limit` of the listing (SPEC.md §6).
+pub const DEFAULT_PAGE: usize = 1_000;
+
+fn query_error(name: &'static str, message: &str) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "invalid_query_parameter",
+        message: message.to_owned(),
+        field: Some(name),
+    }
+}
+
+/// `GET /contacts?after={id}&limit={n}` (SPEC.md §6).
+async fn list_contacts(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let (mut after, mut limit) = (0u64, DEFAULT_PAGE);
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+            .map_err(|_| query_error("query", "query string is not valid URL encoding"))?;
+    for (key, value) in pairs {
+        match key.as_str() {
+            "after" => {
+                after = value
+                    .parse()
+                    .map_err(|_| query_error("after", "after must be a non-negative integer"))?;
+            }
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        query_error("limit", "limit must be an integer from 1 to 10000")
+                    })?;
+            }
+            _ => {}
+        }
+    }
+    let mut rows = app.store.contacts_after(after, limit + 1).await?;
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|r| r.id)
+    } else {
+        None
+    };
+    #[derive(Serialize)]
+    struct Page {
+        contacts: Vec<ContactRow>,
+        next: Option<ContactId>,
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &Page {
+            contacts: rows,
+            next,
+        },
+    ))
+}
+
+/// `GET /healthz` (SPEC.md §6).
+async fn healthz(State(app): State<AppState>) -> Result<Response, ApiError> {
+    if app.store.healthy() {
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok"}),
+        ))
+    } else {
+        Err(StoreError::Unavailable.into())
+    }
+}

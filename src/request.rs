@@ -1,0 +1,295 @@
+//! Parsing an `/identify` request body into an [`IdentifyRequest`] (SPEC.md §3 request shape,
+//! §4 normalization and validation).
+//!
+//! The body must be a JSON object; `email` must be a string or null; `phoneNumber` a string, a
+//! non-negative integer that fits in 64 bits written without fraction or exponent, or null.
+//! Unknown keys are ignored; a duplicated known key is rejected (which of two values a client
+//! meant is a guess this service does not make). Errors never echo parser internals.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+
+use crate::contact::{Email, Phone, ValidationError};
+use crate::graph::IdentifyRequest;
+
+/// The JSON kind of one request field, as far as validation needs it.
+#[derive(Debug, PartialEq, Eq)]
+enum RawField {
+    Null,
+    Text(String),
+    /// A non-negative integer literal that fits in `u64`.
+    Integer(u64),
+    /// Anything else: boolean, negative or fractional or exponent number, array, object.
+    Other,
+}
+
+impl<'de> Deserialize<'de> for RawField {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RawFieldVisitor)
+    }
+}
+
+struct RawFieldVisitor;
+
+impl<'de> Visitor<'de> for RawFieldVisitor {
+    type Value = RawField;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<RawField, E> {
+        Ok(RawField::Null)
+    }
+    fn visit_none<E>(self) -> Result<RawField, E> {
+        Ok(RawField::Null)
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<RawField, D::Error> {
+        d.deserialize_any(RawFieldVisitor)
+    }
+    fn visit_str<E>(self, v: &str) -> Result<RawField, E> {
+        Ok(RawField::Text(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<RawField, E> {
+        Ok(RawField::Text(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<RawField, E> {
+        Ok(RawField::Integer(v))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<RawField, E> {
+        // serde_json calls visit_i64 only for literals with a minus sign.
+        Ok(RawField::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<RawField, E> {
+        Ok(RawField::Other)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<RawField, E> {
+        Ok(RawField::Other)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawField, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(RawField::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawField, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(RawField::Other)
+    }
+}
+
+/// The body's two known fields; `None` when the key is absent.
+#[derive(Debug, Default)]
+struct RawBody {
+    email: Option<RawField>,
+    phone_number: Option<RawField>,
+}
+
+/// Messages of the data errors this module raises itself; anything else from serde_json is a
+/// syntax error.
+const NOT_AN_OBJECT: &str = "request body must be a JSON object";
+
+impl<'de> Deserialize<'de> for RawBody {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BodyVisitor;
+        impl<'de> Visitor<'de> for BodyVisitor {
+            type Value = RawBody;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawBody, A::Error> {
+                let mut body = RawBody::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let slot = match key.as_ref() {
+                        "email" => &mut body.email,
+                        "phoneNumber" => &mut body.phone_number,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(de::Error::custom(format!("duplicate key \"{key}\"")));
+                    }
+                    *slot = Some(map.next_value::<RawField>()?);
+                }
+                Ok(body)
+            }
+        }
+        deserializer.deserialize_map(BodyVisitor)
+    }
+}
+
+fn body_error(error: serde_json::Error) -> ValidationError {
+    use serde_json::error::Category;
+    let message = match error.classify() {
+        Category::Data => {
+            let text = error.to_string();
+            if let Some(start) = text.find("duplicate key") {
+                let end = text[start..]
+                    .find(" at line")
+                    .map_or(text.len(), |e| start + e);
+                text[start..end].to_owned()
+            } else {
+                NOT_AN_OBJECT.to_owned()
+            }
+        }
+        Category::Io | Category::Syntax | Category::Eof => {
+            "request body is not valid JSON".to_owned()
+        }
+    };
+    ValidationError::new("invalid_json", message, None)
+}
+
+fn email_field(raw: Option<RawField>) -> Result<Option<Email>, ValidationError> {
+    match raw {
+        None | Some(RawField::Null) => Ok(None),
+        Some(RawField::Text(text)) => Email::parse(&text),
+        Some(RawField::Integer(_) | RawField::Other) => Err(ValidationError::new(
+            "invalid_email",
+            "email must be a string or null",
+            Some("email"),
+        )),
+    }
+}
+
+fn phone_field(raw: Option<RawField>) -> Result<Option<Phone>, ValidationError> {
+    match raw {
+        None | Some(RawField::Null) => Ok(None),
+        Some(RawField::Text(text)) => Phone::parse(&text),
+        Some(RawField::Integer(n)) => Ok(Some(Phone::from_u64(n))),
+        Some(RawField::Other) => Err(ValidationError::new(
+            "invalid_phone_number",
+            "phoneNumber must be a string, a non-negative integer or null",
+            Some("phoneNumber"),
+        )),
+    }
+}
+
+/// Parses and validates an `/identify` body (SPEC.md §3, §4).
+///
+/// # Errors
+/// - `invalid_json`: not valid JSON, not a JSON object, or a duplicated `email`/`phoneNumber`;
+/// - `invalid_email` / `invalid_phone_number` (with `field`): a wrong type or a value breaking
+///   SPEC.md §4;
+/// - `missing_contact`: both values absent after normalization.
+pub fn parse_identify_body(body: &[u8]) -> Result<IdentifyRequest, ValidationError> {
+    let raw: RawBody = serde_json::from_slice(body).map_err(body_error)?;
+    let email = email_field(raw.email)?;
+    let phone = phone_field(raw.phone_number)?;
+    IdentifyRequest::new(email, phone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(body: &str) -> (Option<String>, Option<String>) {
+        let r = parse_identify_body(body.as_bytes()).unwrap();
+        (
+            r.email().map(|e| e.to_string()),
+            r.phone().map(|p| p.to_string()),
+        )
+    }
+
+    fn err(body: &str) -> ValidationError {
+        parse_identify_body(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn accepts_the_spec_shapes() {
+        assert_eq!(
+            ok(r#"{"email":"A@B.c","phoneNumber":"123456"}"#),
+            (Some("a@b.c".into()), Some("123456".into()))
+        );
+        assert_eq!(
+            ok(r#"{"email":null,"phoneNumber":123456}"#),
+            (None, Some("123456".into()))
+        );
+        assert_eq!(ok(r#"{"email":"a@b.c"}"#), (Some("a@b.c".into()), None));
+        assert_eq!(
+            ok(r#"{"email":"a@b.c","phoneNumber":"  ","extra":[1,{"x":2}]}"#),
+            (Some("a@b.c".into()), None)
+        );
+        assert_eq!(
+            ok(r#"{"phoneNumber":18446744073709551615}"#).1.as_deref(),
+            Some("18446744073709551615")
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_types_and_numbers() {
+        for body in [
+            r#"{"phoneNumber":1e5}"#,
+            r#"{"phoneNumber":123456.0}"#,
+            r#"{"phoneNumber":-1}"#,
+            r#"{"phoneNumber":-0}"#,
+            r#"{"phoneNumber":18446744073709551616}"#,
+            r#"{"phoneNumber":true}"#,
+            r#"{"phoneNumber":[1]}"#,
+            r#"{"phoneNumber":{"n":1}}"#,
+        ] {
+            let e = err(body);
+            assert_eq!(
+                (e.code, e.field),
+                ("invalid_phone_number", Some("phoneNumber")),
+                "{body}"
+            );
+        }
+        for body in [
+            r#"{"email":1}"#,
+            r#"{"email":false}"#,
+            r#"{"email":["a@b.c"]}"#,
+        ] {
+            let e = err(body);
+            assert_eq!(
+                (e.code, e.field),
+                ("invalid_email", Some("email")),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_bodies_without_internals() {
+        for body in [
+            "",
+            "nul",
+            "[]",
+            r#"["a@b.c","1"]"#,
+            "\"x\"",
+            "1",
+            "{",
+            r#"{"email":"a@b.c"} x"#,
+        ] {
+            let e = err(body);
+            assert_eq!(e.code, "invalid_json", "{body}");
+            assert!(!e.message.contains("line"), "{}", e.message);
+        }
+        let e = err(r#"{"email":"a@b.c","email":"c@d.e"}"#);
+        assert_eq!(e.code, "invalid_json");
+        assert_eq!(e.message, "duplicate key \"email\"");
+        // Deep nesting never overflows the stack: under an ignored key it is skipped, as a value
+        // it is a type error, at the top level it is not an object.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(err(&format!("{{\"x\":{deep}}}")).code, "missing_contact");
+        assert_eq!(err(&format!("{{\"email\":{deep}}}")).code, "invalid_email");
+        assert_eq!(err(&deep).code, "invalid_json");
+        assert_eq!(
+            parse_identify_body(b"{\"email\":\"\xff@b.c\"}")
+                .unwrap_err()
+                .code,
+            "invalid_json"
+        );
+    }
+
+    #[test]
+    fn both_absent_is_missing_contact() {
+        for body in [
+            "{}",
+            r#"{"email":null,"phoneNumber":null}"#,
+            r#"{"email":"  ","phoneNumber":""}"#,
+        ] {
+            assert_eq!(err(body).code, "missing_contact", "{body}");
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! Snapshots: the whole graph at one LSN, so recovery replays only the log after it
+//! (SPEC.md §8; DESIGN.md "Snapshots").
+//!
+//! # File format (version 1)
+//! File `snapshots/{lsn:020}.snap`, all integers little-endian:
+//!
+//! ```text
+//! header   magic "IDRSNAP\n" (8) | version u32 | lsn u64 | next_id u64 | contacts u64
+//!          | crc32 of the previous 36 bytes u32                                   = 40 bytes
+//! chunk*   len u32 (1..=CHUNK_LIMIT) | crc32 of the payload u32 | payload (len bytes):
+//!          whole bincode-encoded NewContact events, in id order
+//! trailer  len u32 = 0 | crc32 of (contacts u64 ++ chunks u64) u32
+//! ```
+//!
+//! Every byte is covered by a checksum, and a failure names the file and the byte offset of
+//! the header, chunk or trailer at fault. A snapshot is written to `….snap.tmp`, fsynced,
+//! renamed into place and the directory fsynced, so a crash leaves either the old set of
+//! snapshots or the new one, never a half-written file under a final name.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::contact::ContactId;
+use crate::event::NewContact;
+use crate::wal::Lsn;
+
+const MAGIC: &[u8; 8] = b"IDRSNAP\n";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 40;
+/// Target payload size of one chunk, in bytes.
+const CHUNK_TARGET: usize = 64 * 1024;
+/// The largest chunk payload a reader accepts, in bytes (a single contact is far smaller).
+const CHUNK_LIMIT: usize = 16 * 1024 * 1024;
+const SUFFIX: &str = ".snap";
+const TMP_SUFFIX: &str = ".snap.tmp";
+
+/// Why a snapshot could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The file's bytes do not verify; `offset` is the byte offset of the header, chunk or
+    /// trailer at fault.
+    #[error("snapshot corrupt in {} at byte offset {offset}: {reason}", file.display())]
+    Corrupt {
+        /// The snapshot file.
+        file: PathBuf,
+        /// Byte offset of the damaged structure.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An I/O error on `path`.
+    #[error("snapshot I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The visitor rejected a contact (it does not fit the graph being rebuilt).
+    #[error("snapshot {} does not rebuild a consistent graph at contact {id}: {message}", file.display())]
+    Rebuild {
+        /// The snapshot file.
+        file: PathBuf,
+        /// The contact that failed.
+        id: ContactId,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What a snapshot's header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Every log record with this LSN or lower is contained in the snapshot.
+    pub lsn: Lsn,
+    /// The next contact id to assign (ids are never reused).
+    pub next_id: ContactId,
+    /// Number of contacts stored.
+    pub contacts: u64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Encodes a complete snapshot file in memory.
+///
+/// `contacts` must rebuild the graph when applied in order (see
+/// [`crate::graph::IdentityGraph::snapshot_contacts`]). Returns the file bytes.
+///
+/// # Errors
+/// [`SnapshotError::Io`] only if bincode fails to encode a contact, which these types cannot
+/// cause.
+pub fn encode(
+    lsn: Lsn,
+    next_id: ContactId,
+    contacts: impl Iterator<Item = NewContact>,
+) -> Result<Vec<u8>, SnapshotError> {
+    let mut out = vec![0u8; HEADER_LEN];
+    let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_TARGET + 1024);
+    let (mut count, mut chunks) = (0u64, 0u64);
+    let flush = |out: &mut Vec<u8>, chunk: &mut Vec<u8>, chunks: &mut u64| {
+        if !chunk.is_empty() {
+            out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+            out.extend_from_slice(&crc32fast::hash(chunk).to_le_bytes());
+            out.extend_from_slice(chunk);
+            chunk.clear();
+            *chunks += 1;
+        }
+    };
+    for contact in contacts {
+        bincode::serialize_into(&mut chunk, &contact).map_err(|e| SnapshotError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        count += 1;
+        if chunk.len() >= CHUNK_TARGET {
+            flush(&mut out, &mut chunk, &mut chunks);
+        }
+    }
+    flush(&mut out, &mut chunk, &mut chunks);
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&trailer_crc(count, chunks).to_le_bytes());
+
+    let mut header = [0u8; HEADER_LEN];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    header[12..20].copy_from_slice(&lsn.to_le_bytes());
+    header[20..28].copy_from_slice(&next_id.to_le_bytes());
+    header[28..36].copy_from_slice(&count.to_le_bytes());
+    let crc = crc32fast::hash(&header[..36]);
+    header[36..40].copy_from_slice(&crc.to_le_bytes());
+    out[..HEADER_LEN].copy_from_slice(&header);
+    Ok(out)
+}
+
+fn trailer_crc(contacts: u64, chunks: u64) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&contacts.to_le_bytes());
+    h.update(&chunks.to_le_bytes());
+    h.finalize()
+}
+
+/// The path of the snapshot at `lsn` inside `dir`.
+pub fn path_for(dir: &Path, lsn: Lsn) -> PathBuf {
+    dir.join(format!("{lsn:020}{SUFFIX}"))
+}
+
+/// Writes `bytes` (from [`encode`]) as the snapshot at `lsn` in `dir` atomically: temp file,
+/// fsync, rename, directory fsync. Creates `dir` if needed. Returns the final path.
+///
+/// # Errors
+/// [`SnapshotError::Io`] naming the file on any I/O failure; the temp file is then removed
+/// (best effort) and no final file appears.
+pub fn write_file(dir: &Path, lsn: Lsn, bytes: &[u8]) -> Result<PathBuf, SnapshotError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let final_path = path_for(dir, lsn);
+    let tmp = dir.join(format!("{lsn:020}{TMP_SUFFIX}"));
+    let result = (|| {
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut writer = BufWriter::with_capacity(1 << 20, file);
+        writer.write_all(bytes).map_err(io_err(&tmp))?;
+        let file = writer.into_inner().map_err(|e| SnapshotError::Io {
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &final_path).map_err(io_err(&final_path))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| final_path)
+}
+
+/// Fsyncs a directory so that file creations, renames and removals in it are durable.
+///
+/// # Errors
+/// [`SnapshotError::Io`] naming the directory.
+pub fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Snapshots in `dir`, oldest first, as `(lsn, path)`. A missing directory has none.
+/// Leftover `.snap.tmp` files (from a crash during a write) are ignored.
+///
+/// # Errors
+/// [`SnapshotError::Io`] when the directory cannot be listed.
+pub fn list(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>, SnapshotError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(SUFFIX)
+            && stem.len() == 20
+            && let Ok(lsn) = stem.parse::<Lsn>()
+        {
+            found.push((lsn, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Removes all but the `keep` newest snapshots and any leftover temp files. Returns the LSN of
+/// the oldest snapshot kept, if any.
+///
+/// # Errors
+/// [`SnapshotError::Io`] when listing or removing fails.
+pub fn prune(dir: &Path, keep: usize) -> Result<Option<Lsn>, SnapshotError> {
+    let all = list(dir)?;
+    let cut = all.len().saturating_sub(keep);
+    for (_, path) in &all[..cut] {
+        fs::remove_file(path).map_err(io_err(path))?;
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(TMP_SUFFIX))
+            {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+    if cut > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(all.get(cut).map(|(lsn, _)| *lsn))
+}
+
+/// Reads and verifies the snapshot at `path`, passing each contact to `visit` in order.
+/// Every chunk is checksum-verified before any contact in it is decoded or visited.
+///
+/// # Errors
+/// [`SnapshotError::Corrupt`] naming the file and byte offset for any damage (bad magic,
+/// version, checksum, truncation, undecodable contact, count mismatch, trailing bytes);
+/// [`SnapshotError::Rebuild`] when `visit` fails; [`SnapshotError::Io`] on read errors.
+pub fn read<E: std::fmt::Display>(
+    path: &Path,
+    mut visit: impl FnMut(NewContact) -> Result<(), E>,
+) -> Result<SnapshotInfo, SnapshotError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let corrupt = |offset: u64, reason: &str| SnapshotError::Corrupt {
+        file: path.to_path_buf(),
+        offset,
+        reason: reason.to_owned(),
+    };
+    let mut header = [0u8; HEADER_LEN];
+    read_exact_or(
+        &mut reader,
+        &mut header,
+        || corrupt(0, "file shorter than its header"),
+        path,
+    )?;
+    if &header[..8] != MAGIC {
+        return Err(corrupt(0, "not a snapshot file (bad magic)"));
+    }
+    if u32_at(&header, 36) != crc32fast::hash(&header[..36]) {
+        return Err(corrupt(0, "header checksum mismatch"));
+    }
+    let version = u32_at(&header, 8);
+    if version != VERSION {
+        return Err(corrupt(
+            0,
+            &format!("unsupported snapshot format version {version}"),
+        ));
+    }
+    let info = SnapshotInfo {
+        lsn: u64_at(&header, 12),
+        next_id: u64_at(&header, 20),
+        contacts: u64_at(&header, 28),
+    };
+    let (mut offset, mut count, mut chunks) = (HEADER_LEN as u64, 0u64, 0u64);
+    let mut payload = Vec::new();
+    loop {
+        let mut frame = [0u8; 8];
+        read_exact_or(
+            &mut reader,
+            &mut frame,
+            || corrupt(offset, "truncated: chunk header missing"),
+            path,
+        )?;
+        let (len, crc) = (u32_at(&frame, 0) as usize, u32_at(&frame, 4));
+        if len == 0 {
+            if crc != trailer_crc(count, chunks) || count != info.contacts {
+                return Err(corrupt(offset, "trailer does not match the contacts read"));
+            }
+            let mut extra = [0u8; 1];
+            match reader.read(&mut extra) {
+                Ok(0) => return Ok(info),
+                Ok(_) => return Err(corrupt(offset + 8, "bytes after the trailer")),
+                Err(e) => return Err(io_err(path)(e)),
+            }
+        }
+        if len > CHUNK_LIMIT {
+            return Err(corrupt(offset, "chunk length out of range"));
+        }
+        payload.resize(len, 0);
+        read_exact_or(
+            &mut reader,
+            &mut payload,
+            || corrupt(offset, "truncated chunk"),
+            path,
+        )?;
+        if crc32fast::hash(&payload) != crc {
+            return Err(corrupt(offset, "chunk checksum mismatch"));
+        }
+        let mut rest: &[u8] = &payload;
+        while !rest.is_empty() {
+            let contact =
+                decode_contact(&mut rest).map_err(|_| corrupt(offset, "undecodable contact"))?;
+            count += 1;
+            if count > info.contacts {
+                return Err(corrupt(offset, "more contacts than the header says"));
+            }
+            let id = contact.id;
+            visit(contact).map_err(|e| SnapshotError::Rebuild {
+                file: path.to_path_buf(),
+                id,
+                message: e.to_string(),
+            })?;
+        }
+        chunks += 1;
+        offset += 8 + len as u64;
+    }
+}
+
+/// Verifies a snapshot without rebuilding anything.
+///
+/// # Errors
+/// As [`read`].
+pub fn verify(path: &Path) -> Result<SnapshotInfo, SnapshotError> {
+    read(path, |_| Ok::<(), std::convert::Infallible>(()))
+}
+
+fn decode_contact(rest: &mut &[u8]) -> Result<NewContact, bincode::Error> {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(rest.len() as u64)
+        .deserialize_from(rest)
+}
+
+fn read_exact_or(
+    reader: &mut impl Read,
+    buf: &mut [u8],
+    short: impl FnOnce() -> SnapshotError,
+    path: &Path,
+) -> Result<(), SnapshotError> {
+    match reader.read_exact(buf) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(short()),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contact::{Email, Phone, Timestamp};
+
+    fn contacts(n: u64) -> Vec<NewContact> {
+        (1..=n)
+            .map(|id| NewContact {
+                id,
+                email: Email::parse(&format!("c{id}@example.com")).unwrap(),
+                phone: (id % 3 == 0).then(|| Phone::from_u64(id * 7)),
+                created_at: Timestamp(id as i64),
+                updated_at: Timestamp(id as i64),
+                deleted_at: None,
+                link: (id % 2 == 0).then_some(id - 1),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trip_many_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = contacts(5000);
+        let bytes = encode(77, 5001, all.clone().into_iter()).unwrap();
+        let path = write_file(dir.path(), 77, &bytes).unwrap();
+        let mut back = Vec::new();
+        let info = read(&path, |c| {
+            back.push(c);
+            Ok::<(), String>(())
+        })
+        .unwrap();
+        assert_eq!(
+            info,
+            SnapshotInfo {
+                lsn: 77,
+                next_id: 5001,
+                contacts: 5000
+            }
+        );
+        assert_eq!(back, all);
+        assert_eq!(list(dir.path()).unwrap(), vec![(77, path)]);
+    }
+
+    #[test]
+    fn every_single_bit_flip_and_truncation_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = encode(3, 40, contacts(40).into_iter()).unwrap();
+        let path = dir.path().join("x.snap");
+        for i in 0..bytes.len() {
+            for bit in [0, 3, 7] {
+                let mut damaged = bytes.clone();
+                damaged[i] ^= 1 << bit;
+                fs::write(&path, &damaged).unwrap();
+                match verify(&path) {
+                    Err(SnapshotError::Corrupt { offset, .. }) => assert!(offset <= i as u64),
+                    other => panic!("flip at byte {i} bit {bit} not detected: {other:?}"),
+                }
+            }
+        }
+        for len in 0..bytes.len() {
+            fs::write(&path, &bytes[..len]).unwrap();
+            assert!(
+                matches!(verify(&path), Err(SnapshotError::Corrupt { .. })),
+                "truncation at {len}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        fs::write(&path, &longer).unwrap();
+        assert!(matches!(verify(&path), Err(SnapshotError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn prune_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        for lsn in [5, 9, 12] {
+            write_file(
+                dir.path(),
+                lsn,
+                &encode(lsn, 1, std::iter::empty()).unwrap(),
+            )
+            .unwrap();
+        }
+        fs::write(
+            dir.path().join(format!("{:020}{TMP_SUFFIX}", 20)),
+            b"partial",
+        )
+        .unwrap();
+        assert_eq!(prune(dir.path(), 2).unwrap(), Some(9));
+        let left: Vec<Lsn> = list(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+        assert_eq!(left, vec![9, 12]);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+}

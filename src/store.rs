@@ -1,0 +1,494 @@
+//! The Store: the identity graph in memory, the write-ahead log and snapshots on disk, and the
+//! concurrency rules between them (DESIGN.md "Store"; SPEC.md §8).
+//!
+//! - **Writers are serialized** by the graph's write lock. A write plans, applies and appends
+//!   its events to the log while holding it, so log order is apply order.
+//! - **Pure reads run in parallel.** `/identify` first plans under the read lock; a request
+//!   that writes nothing is answered from there and never takes the write lock. Only when the
+//!   plan has events does it retake the lock for writing and plan again (the state may have
+//!   moved on), which is also why 16 identical new requests create one row.
+//! - **No answer before durability.** Every answer waits until the log is durable up to the
+//!   last LSN applied when it read the state (its own write or anything it saw), so no answer
+//!   reveals state a crash could take back. Locks are never held across that wait.
+//! - **Snapshots** are encoded under the read lock (readers continue, writers wait for the
+//!   encoding only), then written, fsynced and renamed off the lock.
+//!
+//! # Data directory
+//! ```text
+//! DIR/LOCK                     exclusive lock of the serving process
+//! DIR/wal/{first_lsn}.wal      log segments
+//! DIR/snapshots/{lsn}.snap     the two newest snapshots
+//! ```
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::contact::{ContactId, ContactRow, Timestamp};
+use crate::event::Event;
+use crate::graph::{ApplyError, IdentifyRequest, Identity, IdentityGraph};
+use crate::snapshot::{self, SnapshotError};
+use crate::wal::{FsyncMode, Lsn, RecoveryReport, Wal, WalError, WalOptions};
+
+/// How many snapshots are kept. The log is kept from the oldest of them on, so a damaged
+/// newest snapshot can fall back to the older one plus the log.
+pub const SNAPSHOTS_KEPT: usize = 2;
+
+/// Settings of a [`Store`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// When an acknowledged write is on disk (SPEC.md §7 `--fsync`).
+    pub fsync: FsyncMode,
+    /// Take a snapshot after this many events since the last one (0 = only on shutdown).
+    pub snapshot_every: u64,
+    /// Log segment size at which a new segment is started, in bytes.
+    pub segment_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            fsync: FsyncMode::Batch,
+            snapshot_every: 1_000_000,
+            segment_bytes: WalOptions::default().segment_bytes,
+        }
+    }
+}
+
+/// Why the store cannot serve a request or open its data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The log can no longer acknowledge writes (a write or fsync failed); SPEC.md §6 `503`.
+    #[error("the write-ahead log has failed; no further writes can be acknowledged")]
+    Unavailable,
+    /// The log failed to open or recover.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// A snapshot failed to read or write.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// A log record or snapshot does not fit the state it is applied to.
+    #[error("recovery failed at LSN {lsn}: {source}")]
+    Replay {
+        /// The record's LSN.
+        lsn: Lsn,
+        /// Why it did not apply.
+        source: ApplyError,
+    },
+    /// The graph cannot take another contact.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// Snapshots exist but none verifies (each error named, newest first).
+    #[error("no snapshot can be loaded: {0}")]
+    NoUsableSnapshot(String),
+    /// Another process holds the data directory.
+    #[error("data directory {} is in use by another process", .0.display())]
+    Locked(PathBuf),
+    /// An I/O error outside the log and snapshots (creating the directory, the lock file).
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// What an `/identify` request did, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing matched: a new primary was recorded (SPEC.md §3 step 2).
+    NewPrimary,
+    /// New information for a known identity: a new secondary (step 4).
+    NewSecondary,
+    /// Two identities were merged (step 3).
+    Merge,
+    /// Nothing was written.
+    PureRead,
+}
+
+struct State {
+    graph: IdentityGraph,
+    /// LSN of the last event applied to `graph`.
+    lsn: Lsn,
+}
+
+/// What recovery found, for the start-up log line.
+#[derive(Clone, Debug)]
+pub struct Recovery {
+    /// The snapshot loaded, if any.
+    pub snapshot: Option<PathBuf>,
+    /// Contacts loaded from it.
+    pub snapshot_contacts: u64,
+    /// What the log scan found (records replayed, torn tail cut).
+    pub wal: RecoveryReport,
+    /// Snapshots that failed to load before one succeeded (newest first).
+    pub skipped_snapshots: Vec<String>,
+}
+
+/// The durable identity store. Shared as `Arc<Store>` by the HTTP handlers.
+pub struct Store {
+    state: RwLock<State>,
+    wal: Wal,
+    dir: PathBuf,
+    options: StoreOptions,
+    /// Events applied since the last snapshot started.
+    since_snapshot: AtomicU64,
+    /// Set while a snapshot is being taken, so at most one runs.
+    snapshotting: AtomicBool,
+    /// Held for the store's lifetime: an exclusive lock on `DIR/LOCK`.
+    _lock: File,
+}
+
+/// The state a snapshot rebuilt, and what was loaded or skipped on the way.
+struct Loaded {
+    graph: IdentityGraph,
+    lsn: Lsn,
+    path: Option<PathBuf>,
+    contacts: u64,
+    skipped: Vec<String>,
+}
+
+/// Loads the newest snapshot that verifies, falling back to older ones; with no snapshot at
+/// all, the empty graph at LSN 0.
+fn load_snapshot(snapshots_dir: &Path) -> Result<Loaded, StoreError> {
+    let mut skipped = Vec::new();
+    let available = snapshot::list(snapshots_dir)?;
+    for (_, path) in available.iter().rev() {
+        let mut graph = IdentityGraph::new();
+        match snapshot::read(path, |contact| {
+            graph.apply(&Event::ContactInserted(contact))
+        }) {
+            Ok(info) => {
+                graph.reserve_ids_below(info.next_id);
+                return Ok(Loaded {
+                    graph,
+                    lsn: info.lsn,
+                    path: Some(path.clone()),
+                    contacts: info.contacts,
+                    skipped,
+                });
+            }
+            Err(error) => {
+                tracing::error!(%error, "snapshot unusable, trying an older one");
+                skipped.push(error.to_string());
+            }
+        }
+    }
+    if !available.is_empty() {
+        // Never fall back to the empty state: an import is a snapshot at LSN 0 that no log
+        // repeats, so starting empty would silently drop rows. Refuse, naming the newest error.
+        return Err(StoreError::NoUsableSnapshot(skipped.join("; ")));
+    }
+    Ok(Loaded {
+        graph: IdentityGraph::new(),
+        lsn: 0,
+        path: None,
+        contacts: 0,
+        skipped,
+    })
+}
+
+/// Loads the state of a data directory without changing any file (for `export`): newest
+/// valid snapshot plus every valid log record after it; a torn tail is ignored, not cut.
+///
+/// # Errors
+/// As [`Store::open`], for corruption that `serve` would refuse.
+pub fn load_read_only(dir: &Path) -> Result<IdentityGraph, StoreError> {
+    let Loaded {
+        mut graph,
+        lsn: snapshot_lsn,
+        ..
+    } = load_snapshot(&dir.join("snapshots"))?;
+    crate::wal::replay_read_only(&dir.join("wal"), snapshot_lsn, |lsn, payload| {
+        apply_record(&mut graph, lsn, payload)
+    })?;
+    Ok(graph)
+}
+
+fn apply_record(graph: &mut IdentityGraph, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
+    let event =
+        Event::decode(payload).map_err(|e| format!("undecodable event at LSN {lsn}: {e}"))?;
+    graph
+        .apply(&event)
+        .map_err(|e| format!("event at LSN {lsn} does not apply: {e}"))
+}
+
+impl Store {
+    /// Opens the data directory `dir` (creating it if missing): takes its lock, loads the
+    /// newest valid snapshot, replays the log after it (cutting a torn tail with a warning),
+    /// and starts the log writer. SPEC.md §8.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] if another process serves `dir`; [`StoreError::Wal`] or
+    /// [`StoreError::Snapshot`] naming file and offset for corruption; [`StoreError::Io`] when
+    /// the directory cannot be created.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<(Arc<Store>, Recovery), StoreError> {
+        fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
+        if lock.try_lock().is_err() {
+            return Err(StoreError::Locked(dir.to_path_buf()));
+        }
+        let Loaded {
+            mut graph,
+            lsn: snapshot_lsn,
+            path: snapshot_path,
+            contacts: snapshot_contacts,
+            skipped,
+        } = load_snapshot(&dir.join("snapshots"))?;
+        let wal_options = WalOptions {
+            fsync: options.fsync,
+            segment_bytes: options.segment_bytes,
+        };
+        let (wal, report) = Wal::open(
+            &dir.join("wal"),
+            wal_options,
+            snapshot_lsn,
+            |lsn, payload| apply_record(&mut graph, lsn, payload),
+        )?;
+        debug_assert_eq!(graph.check_invariants(), Ok(()));
+        let lsn = report.last_lsn.max(snapshot_lsn);
+        let store = Store {
+            state: RwLock::new(State { graph, lsn }),
+            wal,
+            dir: dir.to_path_buf(),
+            since_snapshot: AtomicU64::new(report.records_replayed),
+            snapshotting: AtomicBool::new(false),
+            options,
+            _lock: lock,
+        };
+        let recovery = Recovery {
+            snapshot: snapshot_path,
+            snapshot_contacts,
+            wal: report,
+            skipped_snapshots: skipped,
+        };
+        Ok((Arc::new(store), recovery))
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// False once the log has failed: nothing more can be acknowledged (SPEC.md §6 `/healthz`).
+    pub fn healthy(&self) -> bool {
+        !self.wal.is_failed()
+    }
+
+    async fn durable(&self, lsn: Lsn) -> Result<(), StoreError> {
+        self.wal
+            .durable(lsn)
+            .await
+            .map_err(|_| StoreError::Unavailable)
+    }
+
+    /// Answers `/identify` (SPEC.md §3): pure reads under the shared lock, writes under the
+    /// exclusive lock, and in both cases only once the state answered from is durable.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the log has failed (before or while waiting);
+    /// [`StoreError::Apply`] when the graph is full.
+    pub async fn identify(
+        self: &Arc<Self>,
+        request: &IdentifyRequest,
+    ) -> Result<(Identity, Outcome), StoreError> {
+        let now = Timestamp::now();
+        let read = {
+            let state = self.state.read();
+            if state.graph.plan(request, now).is_empty() {
+                state
+                    .graph
+                    .answer(request)
+                    .map(|identity| (identity, state.lsn))
+            } else {
+                None
+            }
+        };
+        if let Some((identity, lsn)) = read {
+            self.durable(lsn).await?;
+            return Ok((identity, Outcome::PureRead));
+        }
+        if self.wal.is_failed() {
+            return Err(StoreError::Unavailable);
+        }
+        let (identity, outcome, lsn, applied) = {
+            let mut state = self.state.write();
+            let events = state.graph.plan(request, now);
+            let mut encoded = Vec::with_capacity(events.len());
+            for event in &events {
+                // Encode before applying so a failure changes nothing.
+                encoded.push(event.encode().map_err(|_| StoreError::Unavailable)?);
+            }
+            let mut outcome = Outcome::PureRead;
+            for (event, bytes) in events.iter().zip(&encoded) {
+                state.graph.apply(event)?;
+                // The event is applied in memory; if the log refuses it, the process can no
+                // longer acknowledge anything (the log has failed), so memory ahead of disk is
+                // never revealed: every answer waits for durability first.
+                state.lsn = self
+                    .wal
+                    .append(bytes)
+                    .map_err(|_| StoreError::Unavailable)?;
+                outcome = match event {
+                    Event::ContactInserted(c) if c.link.is_none() => Outcome::NewPrimary,
+                    Event::ContactInserted(_) => Outcome::NewSecondary,
+                    Event::IdentitiesMerged { .. } => Outcome::Merge,
+                };
+            }
+            let identity = state.graph.answer(request).ok_or(ApplyError::Full)?;
+            (identity, outcome, state.lsn, events.len() as u64)
+        };
+        if applied > 0 {
+            self.maybe_snapshot(applied);
+        }
+        self.durable(lsn).await?;
+        Ok((identity, outcome))
+    }
+
+    /// The row `id` (SPEC.md §6), once durable.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the log has failed.
+    pub async fn contact(&self, id: ContactId) -> Result<Option<ContactRow>, StoreError> {
+        let (row, lsn) = {
+            let state = self.state.read();
+            (state.graph.contact(id), state.lsn)
+        };
+        self.durable(lsn).await?;
+        Ok(row)
+    }
+
+    /// Up to `limit` rows after id `after`, in id order (SPEC.md §6), once durable.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the log has failed.
+    pub async fn contacts_after(
+        &self,
+        after: ContactId,
+        limit: usize,
+    ) -> Result<Vec<ContactRow>, StoreError> {
+        let (rows, lsn) = {
+            let state = self.state.read();
+            (state.graph.contacts_after(after, limit), state.lsn)
+        };
+        self.durable(lsn).await?;
+        Ok(rows)
+    }
+
+    /// Runs `f` on the graph under the shared lock (for tests, export and statistics). The
+    /// state seen may not be durable yet.
+    pub fn with_graph<T>(&self, f: impl FnOnce(&IdentityGraph) -> T) -> T {
+        f(&self.state.read().graph)
+    }
+
+    /// LSN of the last event applied.
+    pub fn lsn(&self) -> Lsn {
+        self.state.read().lsn
+    }
+
+    fn maybe_snapshot(self: &Arc<Self>, applied: u64) {
+        let every = self.options.snapshot_every;
+        let since = self.since_snapshot.fetch_add(applied, Ordering::Relaxed) + applied;
+        if every == 0 || since < every || self.snapshotting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("idrecon-snapshot".into())
+            .spawn(move || {
+                if let Err(error) = store.snapshot_blocking() {
+                    tracing::error!(%error, "snapshot failed; will retry after more events");
+                }
+                store.snapshotting.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.snapshotting.store(false, Ordering::Release);
+        }
+    }
+
+    /// Takes a snapshot now (blocking the calling thread for the file write, not the graph):
+    /// encodes under the shared lock, waits until the log is durable up to the snapshot's LSN,
+    /// writes the file atomically, keeps the [`SNAPSHOTS_KEPT`] newest and removes log
+    /// segments wholly below the oldest kept. Returns the snapshot's LSN, or `None` when there
+    /// was nothing new since the last snapshot.
+    ///
+    /// # Errors
+    /// [`StoreError::Snapshot`] / [`StoreError::Wal`] on I/O failure (the previous snapshots
+    /// and the log stay valid); [`StoreError::Unavailable`] when the log has failed.
+    pub fn snapshot_blocking(&self) -> Result<Option<Lsn>, StoreError> {
+        let snapshots_dir = self.dir.join("snapshots");
+        let (lsn, bytes) = {
+            let state = self.state.read();
+            if snapshot::list(&snapshots_dir)?
+                .last()
+                .is_some_and(|(l, _)| *l == state.lsn)
+            {
+                return Ok(None);
+            }
+            let since = self.since_snapshot.swap(0, Ordering::Relaxed);
+            let bytes = snapshot::encode(
+                state.lsn,
+                state.graph.next_id(),
+                state.graph.snapshot_contacts(),
+            );
+            if bytes.is_err() {
+                self.since_snapshot.fetch_add(since, Ordering::Relaxed);
+            }
+            (state.lsn, bytes?)
+        };
+        // A snapshot must never hold state the log could still lose: if it did, recovery
+        // would continue numbering after records that never reached the disk.
+        self.wal
+            .wait_durable_blocking(lsn)
+            .map_err(|_| StoreError::Unavailable)?;
+        let started = std::time::Instant::now();
+        let path = snapshot::write_file(&snapshots_dir, lsn, &bytes)?;
+        let oldest_kept = snapshot::prune(&snapshots_dir, SNAPSHOTS_KEPT)?;
+        let removed = match oldest_kept {
+            Some(oldest) if snapshot::list(&snapshots_dir)?.len() >= SNAPSHOTS_KEPT => {
+                self.wal.remove_segments_through(oldest)?
+            }
+            _ => 0,
+        };
+        tracing::info!(
+            path = %path.display(),
+            lsn,
+            bytes = bytes.len(),
+            segments_removed = removed,
+            write_ms = started.elapsed().as_millis() as u64,
+            "snapshot written"
+        );
+        Ok(Some(lsn))
+    }
+
+    /// Clean shutdown: a final snapshot (so the next start replays nothing), then flush and
+    /// close the log. Safe to call more than once.
+    ///
+    /// # Errors
+    /// As [`Store::snapshot_blocking`] and [`Wal::close`].
+    pub fn close(&self) -> Result<(), StoreError> {
+        let snapshot = if self.wal.is_failed() {
+            Ok(None)
+        } else {
+            self.snapshot_blocking()
+        };
+        self.wal.close()?;
+        snapshot.map(|_| ())
+    }
+}

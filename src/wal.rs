@@ -1,0 +1,1639 @@
+//! Write-ahead log: segment files, record framing, the group-commit writer and the recovery
+//! scan (DESIGN.md "Wal"; durability rules from SPEC.md §8).
+//!
+//! The log knows bytes, not contacts: [`Wal::append`] takes an opaque payload (the store puts a
+//! bincode-encoded event in it) and returns its [`Lsn`]; [`Wal::durable`] resolves once that
+//! record is on disk under the configured [`FsyncMode`]; [`Wal::open`] replays every record
+//! after a snapshot's LSN through a visitor. [`scan`] is the read-only check behind
+//! `idrecon check`.
+//!
+//! # On-disk format (version 1)
+//!
+//! A log is a directory of *segment* files. All integers are little-endian; every checksum is
+//! CRC-32 (IEEE, as computed by `crc32fast`).
+//!
+//! * **File names**: `{first_lsn:020}.wal`, e.g. `00000000000000000001.wal`: exactly 20 decimal
+//!   digits giving the first LSN the segment may contain, then `.wal`. Every other file in the
+//!   directory is ignored. Segments are ordered by that number.
+//! * **Segment header**, 24 bytes at offset 0:
+//!
+//!   | offset | size | field                                      |
+//!   |--------|------|--------------------------------------------|
+//!   | 0      | 8    | magic `b"IDRWAL\r\n"`                      |
+//!   | 8      | 4    | format version, `u32` = 1                  |
+//!   | 12     | 8    | `first_lsn`, `u64`, equal to the file name |
+//!   | 20     | 4    | CRC-32 of bytes 0..20                      |
+//!
+//! * **Records** follow the header back to back, each 16 bytes of framing plus the payload:
+//!
+//!   | offset | size  | field                                            |
+//!   |--------|-------|--------------------------------------------------|
+//!   | 0      | 4     | `len`, `u32`: payload length in bytes, at most [`MAX_PAYLOAD`] |
+//!   | 4      | 4     | `crc`, `u32`: CRC-32 of (`lsn` as 8 LE bytes ++ payload)       |
+//!   | 8      | 8     | `lsn`, `u64`                                     |
+//!   | 16     | `len` | payload                                          |
+//!
+//! * **LSNs** are consecutive and start at 1: a segment's first record has LSN `first_lsn`, and
+//!   every later record, in the same or the next segment, has the previous LSN + 1. The only
+//!   gaps allowed are below a snapshot: when a snapshot at `after_lsn` is newer than the end of
+//!   the log, the next segment is named `after_lsn + 1`, and a later recovery from that
+//!   snapshot accepts the jump because every missing LSN is `<= after_lsn`.
+//!
+//! # Torn tail versus corruption (SPEC.md §8; the etcd / RocksDB / raft-engine rule)
+//!
+//! A record is *invalid* when its 16-byte framing is cut short, `len > MAX_PAYLOAD`, the payload
+//! runs past the end of the file, the CRC does not match, or the LSN is not the expected one.
+//! At the first invalid record of a segment:
+//!
+//! * if the segment is the **newest** and no valid record starts at any later byte offset of the
+//!   file, it is a **torn tail** (an interrupted write, or zeros/garbage the file system left
+//!   after one): [`Wal::open`] truncates the file to that offset, fsyncs it and logs a warning
+//!   naming the file and offset; [`scan`] only reports it in [`RecoveryReport::torn_tail`];
+//! * otherwise it is **corruption**: [`WalError::Corrupt`] names the file and the byte offset of
+//!   the first invalid record, and nothing is modified.
+//!
+//! A "valid record at a later offset" is searched at every byte offset after the bad one; a
+//! candidate's CRC is only computed when its LSN lies in `(last_good, last_good + rest / 16 + 1]`
+//! (`rest` = bytes from the bad offset to the end: each lost record takes at least 16 bytes) and
+//! its payload fits in the file, so the search stays linear in practice.
+//!
+//! Segments other than the newest are complete by construction (the writer fsyncs a segment
+//! before it creates the next one, in every fsync mode), so they must be valid up to their last
+//! byte. A bad segment header is corruption at offset 0, except in the newest segment when the
+//! file is shorter than 24 bytes or consists only of zero bytes (the writer crashed while
+//! creating it, before any record could be written): then it is a torn tail at offset 0 and
+//! `open` rewrites a fresh header.
+//!
+//! # Group commit
+//!
+//! One writer thread owns the active segment. [`Wal::append`] frames the record into a shared
+//! in-memory buffer under a mutex and wakes the writer; the writer swaps the whole buffer out,
+//! writes it with one `write_all`, fsyncs once (`File::sync_data`) and publishes the new durable
+//! LSN through a `tokio::sync::watch` channel that [`Wal::durable`] waits on. Every write or
+//! fsync error is final (the "fsyncgate" rule: after a failed fsync the kernel may have dropped
+//! the dirty pages, so a retry could falsely succeed): the log is marked failed, every waiter
+//! past the durable LSN gets [`WalError::Failed`], and nothing more is acknowledged.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// Log sequence number: the position of a record in the log. The first record ever written has
+/// LSN 1; 0 means "nothing" (an empty log, or a snapshot taken before any record).
+pub type Lsn = u64;
+
+/// Largest payload one record may carry, in bytes (1 MiB). A record header claiming more is
+/// invalid; [`Wal::append`] refuses larger payloads with [`WalError::PayloadTooLarge`].
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+/// Segment file magic, the first 8 bytes of every segment.
+const MAGIC: &[u8; 8] = b"IDRWAL\r\n";
+/// On-disk format version written in every segment header.
+const FORMAT_VERSION: u32 = 1;
+/// Segment header size in bytes.
+const HEADER_LEN: usize = 24;
+/// Record framing size in bytes (`len`, `crc`, `lsn`).
+const RECORD_HEADER_LEN: usize = 16;
+/// Default segment size at which the writer rotates (64 MiB).
+const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// When an appended record counts as durable (SPEC.md §7 `--fsync`, §8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// Every record gets its own write and fsync; no fsync is shared between records.
+    Always,
+    /// Group commit (the default): the writer writes everything queued since its last write and
+    /// fsyncs once for all of it.
+    #[default]
+    Batch,
+    /// No fsync: a record is durable once written to the OS (it survives a process crash, not a
+    /// power loss). Segments are still fsynced on rotation and on [`Wal::close`].
+    Never,
+}
+
+/// Tuning for [`Wal::open`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalOptions {
+    /// When a record counts as durable. Default [`FsyncMode::Batch`].
+    pub fsync: FsyncMode,
+    /// Segment size in bytes at which the writer rotates: before writing a batch, if the active
+    /// segment is at least this large (and holds at least one record), it is fsynced and a new
+    /// segment is started. A segment may exceed this by one batch. Default 64 MiB.
+    pub segment_bytes: u64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            fsync: FsyncMode::default(),
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+        }
+    }
+}
+
+/// Everything that can go wrong in the log.
+#[derive(thiserror::Error, Debug)]
+pub enum WalError {
+    /// A segment holds an invalid record or header that is not a torn tail (SPEC.md §8): the
+    /// log cannot be trusted past `offset`, so recovery refuses to start. `offset` is the byte
+    /// offset in `file` of the first invalid record (0 for a bad segment header).
+    #[error("log corrupt in {} at byte offset {offset}: {reason}", file.display())]
+    Corrupt {
+        /// The segment file.
+        file: PathBuf,
+        /// Byte offset in `file` where the first invalid record (or header) starts.
+        offset: u64,
+        /// What is wrong, e.g. `crc mismatch`.
+        reason: String,
+    },
+    /// The segments do not form one consecutive LSN sequence covering `after_lsn + 1` onwards:
+    /// `file` starts at LSN `found` but the log needs `expected` next (a missing segment, a
+    /// segment overlapping the previous one, or a log that starts after the snapshot ends).
+    #[error(
+        "log gap: segment {} starts at LSN {found}, but the log needs LSN {expected} next",
+        file.display()
+    )]
+    Gap {
+        /// The segment whose first LSN does not continue the log.
+        file: PathBuf,
+        /// The LSN the log needed next.
+        expected: Lsn,
+        /// The segment's first LSN.
+        found: Lsn,
+    },
+    /// An operating-system error on `path` (the log directory or a segment file).
+    #[error("log I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory the operation was on.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The writer hit a write or fsync error earlier, so nothing more can be acknowledged. Never
+    /// retried: after a failed fsync the kernel may have dropped the dirty pages, so a retry
+    /// could report data durable that is not ("fsyncgate").
+    #[error("log writer failed earlier; no more records can be made durable")]
+    Failed,
+    /// [`Wal::append`] after [`Wal::close`].
+    #[error("log is closed")]
+    Closed,
+    /// [`Wal::append`] with a payload longer than [`MAX_PAYLOAD`] bytes.
+    #[error("record payload of {len} bytes exceeds the maximum of {max} bytes")]
+    PayloadTooLarge {
+        /// The payload length in bytes.
+        len: usize,
+        /// [`MAX_PAYLOAD`].
+        max: usize,
+    },
+    /// [`Wal::durable`] for an LSN that has not been appended yet (it would wait forever).
+    #[error("LSN {lsn} has not been appended (last appended LSN is {last})")]
+    NotAppended {
+        /// The LSN asked for.
+        lsn: Lsn,
+        /// The last LSN appended so far.
+        last: Lsn,
+    },
+    /// The visitor given to [`Wal::open`] refused the record with this LSN.
+    #[error("replaying log record {lsn} failed: {message}")]
+    Replay {
+        /// The record's LSN.
+        lsn: Lsn,
+        /// The visitor's error, as text.
+        message: String,
+    },
+}
+
+/// What recovery ([`Wal::open`]) or verification ([`scan`]) found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Number of segment files scanned.
+    pub segments: usize,
+    /// Number of records with LSN `> after_lsn` (given to the visitor, for `open`).
+    pub records_replayed: u64,
+    /// LSN of the last valid record in the log (after cutting a torn tail); if the newest
+    /// segment holds no record, its first LSN - 1; 0 when there is no segment.
+    pub last_lsn: Lsn,
+    /// The torn tail of the newest segment, if any (cut by `open`, only reported by `scan`).
+    pub torn_tail: Option<TornTail>,
+}
+
+/// A torn tail (SPEC.md §8): bytes at the end of the newest segment from its first invalid
+/// record on, with no valid record after them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The newest segment file.
+    pub file: PathBuf,
+    /// Byte offset where the first invalid record starts; the file is cut to this length
+    /// (for a torn segment header: 0, and a fresh header is written).
+    pub offset: u64,
+    /// Number of bytes removed (file length - `offset`).
+    pub bytes_cut: u64,
+}
+
+/// Writer counters since [`Wal::open`], for metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Number of batches written (one `write_all` each; in [`FsyncMode::Always`] one per record).
+    pub batches: u64,
+    /// Number of records in those batches, so the mean batch size is `records / batches`.
+    pub records: u64,
+    /// Bytes written to segment files (records and headers of new segments).
+    pub bytes: u64,
+    /// Number of fsyncs of segment files issued by the writer.
+    pub fsyncs: u64,
+}
+
+/// The write-ahead log: appends, group commit, durability waits, segment removal.
+///
+/// `Send + Sync`; the store shares it as `Arc<Wal>`. Dropping it closes it (best effort; call
+/// [`Wal::close`] to see the error).
+pub struct Wal {
+    /// State shared with the writer thread.
+    shared: Arc<Shared>,
+    /// The writer thread; `None` once closed. A mutex so that a second `close` waits for the
+    /// first to finish instead of returning before the flush.
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What [`Wal`] and its writer thread share.
+struct Shared {
+    /// The log directory (for directory fsyncs and new segment paths).
+    dir: PathBuf,
+    /// Options given to `open`.
+    opts: WalOptions,
+    /// Records waiting for the writer. A parking_lot mutex, not a tokio one: it is held for a
+    /// memcpy and never across an await or I/O.
+    queue: Mutex<Queue>,
+    /// Wakes the writer when the queue gains records or the log is closing.
+    work: Condvar,
+    /// Durable LSN and failure flag, published by the writer; `durable()` waits on it.
+    durable: watch::Sender<DurableState>,
+    /// All segments, oldest first; the last one is the writer's active segment.
+    segments: Mutex<VecDeque<SegmentFile>>,
+    /// Writer counters.
+    stats: AtomicStats,
+}
+
+/// Framed records waiting for the writer.
+struct Queue {
+    /// Framed records, back to back, exactly as they go to disk.
+    buf: Vec<u8>,
+    /// End offset in `buf` of every record (record `i` has LSN `first_lsn + i`).
+    ends: Vec<usize>,
+    /// LSN of the first record in `buf` (meaningless while `buf` is empty).
+    first_lsn: Lsn,
+    /// LSN the next `append` gets.
+    next_lsn: Lsn,
+    /// `close` was called: the writer drains `buf` and exits.
+    closing: bool,
+    /// The writer failed; `append` refuses.
+    failed: bool,
+}
+
+/// Published by the writer through the watch channel.
+#[derive(Clone, Copy, Debug)]
+struct DurableState {
+    /// Every record with LSN `<= lsn` is durable.
+    lsn: Lsn,
+    /// The writer failed; `lsn` will never advance again.
+    failed: bool,
+}
+
+#[derive(Default)]
+struct AtomicStats {
+    batches: AtomicU64,
+    records: AtomicU64,
+    bytes: AtomicU64,
+    fsyncs: AtomicU64,
+}
+
+/// A segment file: its first LSN (from the name) and path.
+#[derive(Clone, Debug)]
+struct SegmentFile {
+    first_lsn: Lsn,
+    path: PathBuf,
+}
+
+impl Wal {
+    /// Opens the log in `dir` (creating the directory if missing), recovers it and starts the
+    /// writer thread.
+    ///
+    /// Recovery scans every segment in LSN order and calls `visit(lsn, payload)` for every
+    /// record with `lsn > after_lsn`, in LSN order; records `<= after_lsn` are verified but not
+    /// visited (a snapshot at `after_lsn` covers them). A torn tail of the newest segment is cut
+    /// (truncated, fsynced, and logged with `tracing::warn!` naming file and offset) and
+    /// reported in [`RecoveryReport::torn_tail`] (SPEC.md §8, module docs).
+    ///
+    /// The next append gets LSN `max(report.last_lsn, after_lsn) + 1`. When there is no
+    /// segment, or the log ends below `after_lsn`, a new segment named after that LSN is
+    /// created (file and directory fsynced); otherwise the newest segment is appended to.
+    ///
+    /// # Errors
+    /// * [`WalError::Corrupt`] for an invalid record or header that is not a torn tail;
+    /// * [`WalError::Gap`] when the segments do not continue each other, or the oldest starts
+    ///   after `after_lsn + 1` (records between the snapshot and the log are missing);
+    /// * [`WalError::Replay`] when `visit` returns an error (with the record's LSN);
+    /// * [`WalError::Io`] for a file-system error.
+    ///
+    /// On `Corrupt`, `Gap` or `Replay` no file has been modified, but `visit` may already have
+    /// seen the records of the segments before the bad one: the caller must discard what it
+    /// rebuilt.
+    ///
+    /// Blocking (reads every segment, fsyncs): call it before serving, or via
+    /// `tokio::task::spawn_blocking`.
+    pub fn open<E: fmt::Display>(
+        dir: &Path,
+        opts: WalOptions,
+        after_lsn: Lsn,
+        visit: impl FnMut(Lsn, &[u8]) -> Result<(), E>,
+    ) -> Result<(Wal, RecoveryReport), WalError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let segments = list_segments(dir)?;
+        let report = recover(&segments, after_lsn, Repair::Cut, visit)?;
+
+        let next_lsn = report.last_lsn.max(after_lsn).saturating_add(1);
+        let mut segments: VecDeque<SegmentFile> = segments.into();
+        let active = match segments.back() {
+            Some(newest) if report.last_lsn >= after_lsn => {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&newest.path)
+                    .map_err(io_err(&newest.path))?;
+                let size = file.metadata().map_err(io_err(&newest.path))?.len();
+                ActiveSegment {
+                    file,
+                    path: newest.path.clone(),
+                    first_lsn: newest.first_lsn,
+                    size,
+                }
+            }
+            _ => {
+                let active = create_segment(dir, next_lsn)?;
+                segments.push_back(SegmentFile {
+                    first_lsn: next_lsn,
+                    path: active.path.clone(),
+                });
+                active
+            }
+        };
+
+        let wal = Wal::start(dir, opts, next_lsn, segments, active)?;
+        Ok((wal, report))
+    }
+
+    /// Starts the writer thread on `active` (the last of `segments`); the next append gets
+    /// `next_lsn`, and everything below it counts as durable.
+    fn start(
+        dir: &Path,
+        opts: WalOptions,
+        next_lsn: Lsn,
+        segments: VecDeque<SegmentFile>,
+        active: ActiveSegment,
+    ) -> Result<Wal, WalError> {
+        let (durable, _) = watch::channel(DurableState {
+            lsn: next_lsn.saturating_sub(1),
+            failed: false,
+        });
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            opts,
+            queue: Mutex::new(Queue {
+                buf: Vec::new(),
+                ends: Vec::new(),
+                first_lsn: next_lsn,
+                next_lsn,
+                closing: false,
+                failed: false,
+            }),
+            work: Condvar::new(),
+            durable,
+            segments: Mutex::new(segments),
+            stats: AtomicStats::default(),
+        });
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            active,
+            dirty: false,
+        };
+        let handle = std::thread::Builder::new()
+            .name("idrecon-wal".to_owned())
+            .spawn(move || writer.run())
+            .map_err(io_err(dir))?;
+        Ok(Wal {
+            shared,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Queues one record carrying `payload` and returns its LSN (the previous one + 1).
+    ///
+    /// Cheap: frames the record into an in-memory buffer under a mutex and wakes the writer; it
+    /// does not wait for the disk (use [`Wal::durable`]). LSNs are handed out in call order, so
+    /// a caller that needs LSN order to match its own order serializes its calls.
+    ///
+    /// # Errors
+    /// [`WalError::PayloadTooLarge`] if `payload` is longer than [`MAX_PAYLOAD`] bytes,
+    /// [`WalError::Failed`] once the writer has failed, [`WalError::Closed`] after `close`.
+    pub fn append(&self, payload: &[u8]) -> Result<Lsn, WalError> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(WalError::PayloadTooLarge {
+                len: payload.len(),
+                max: MAX_PAYLOAD,
+            });
+        }
+        // Checked above: the length fits in u32.
+        let len = payload.len() as u32;
+        let mut q = self.shared.queue.lock();
+        if q.failed {
+            return Err(WalError::Failed);
+        }
+        if q.closing {
+            return Err(WalError::Closed);
+        }
+        let lsn = q.next_lsn;
+        if q.buf.is_empty() {
+            q.first_lsn = lsn;
+        }
+        let crc = record_crc(lsn, payload);
+        q.buf.reserve(RECORD_HEADER_LEN + payload.len());
+        q.buf.extend_from_slice(&len.to_le_bytes());
+        q.buf.extend_from_slice(&crc.to_le_bytes());
+        q.buf.extend_from_slice(&lsn.to_le_bytes());
+        q.buf.extend_from_slice(payload);
+        let end = q.buf.len();
+        q.ends.push(end);
+        q.next_lsn = lsn + 1;
+        drop(q);
+        self.shared.work.notify_one();
+        Ok(lsn)
+    }
+
+    /// Resolves once every record with LSN `<= lsn` is durable under the fsync mode
+    /// ([`FsyncMode::Always`] / [`FsyncMode::Batch`]: written and fsynced;
+    /// [`FsyncMode::Never`]: written to the OS). SPEC.md §8: a 200 waits for this.
+    ///
+    /// Cancel-safe: dropping the future only stops waiting.
+    ///
+    /// # Errors
+    /// [`WalError::Failed`] if the writer failed before making `lsn` durable;
+    /// [`WalError::NotAppended`] if `lsn` is larger than [`Wal::last_lsn`].
+    pub async fn durable(&self, lsn: Lsn) -> Result<(), WalError> {
+        let mut rx = self.shared.durable.subscribe();
+        if rx.borrow().lsn >= lsn {
+            return Ok(());
+        }
+        let last = self.last_lsn();
+        if lsn > last {
+            return Err(WalError::NotAppended { lsn, last });
+        }
+        let state = match rx.wait_for(|d| d.lsn >= lsn || d.failed).await {
+            Ok(state) => *state,
+            Err(_) => return Err(WalError::Failed),
+        };
+        if state.lsn >= lsn {
+            Ok(())
+        } else {
+            Err(WalError::Failed)
+        }
+    }
+
+    /// Blocks the calling thread until [`Wal::durable`] would resolve, for threads outside the
+    /// async runtime (the snapshot writer, shutdown). Polls every millisecond: it runs once per
+    /// snapshot, and the LSN waited for is almost always durable already.
+    ///
+    /// # Errors
+    /// As [`Wal::durable`].
+    pub fn wait_durable_blocking(&self, lsn: Lsn) -> Result<(), WalError> {
+        let last = self.last_lsn();
+        if lsn > last {
+            return Err(WalError::NotAppended { lsn, last });
+        }
+        loop {
+            let state = *self.shared.durable.borrow();
+            if state.lsn >= lsn {
+                return Ok(());
+            }
+            if state.failed {
+                return Err(WalError::Failed);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// The durable LSN: every record with LSN `<=` it is durable under the fsync mode.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.shared.durable.borrow().lsn
+    }
+
+    /// The LSN of the last appended record (durable or not); after `open`, the last recovered
+    /// LSN or `after_lsn`, whichever is larger.
+    pub fn last_lsn(&self) -> Lsn {
+        self.shared.queue.lock().next_lsn - 1
+    }
+
+    /// Whether the writer has failed (a write or fsync error): nothing more can be acknowledged
+    /// and the service should report itself unhealthy (SPEC.md §6 `/healthz`).
+    pub fn is_failed(&self) -> bool {
+        self.shared.durable.borrow().failed
+    }
+
+    /// Deletes every closed segment all of whose LSNs are `<= lsn` (a segment covers LSNs from
+    /// its first LSN up to the next segment's first LSN - 1), never the active segment, then
+    /// fsyncs the directory. Called after a snapshot at `lsn` is durable (DESIGN.md
+    /// "Snapshots"). Returns how many segment files were removed.
+    ///
+    /// # Errors
+    /// [`WalError::Io`] if a file cannot be removed or the directory cannot be fsynced; segments
+    /// removed before the error stay removed.
+    pub fn remove_segments_through(&self, lsn: Lsn) -> Result<usize, WalError> {
+        let mut segments = self.shared.segments.lock();
+        let mut removed = 0;
+        let mut result = Ok(());
+        while segments.len() > 1 {
+            let (Some(oldest), Some(next)) = (segments.front(), segments.get(1)) else {
+                break;
+            };
+            if next.first_lsn.saturating_sub(1) > lsn {
+                break;
+            }
+            match fs::remove_file(&oldest.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    result = Err(WalError::Io {
+                        path: oldest.path.clone(),
+                        source: e,
+                    });
+                    break;
+                }
+            }
+            tracing::info!(file = %oldest.path.display(), "removed log segment covered by snapshot");
+            segments.pop_front();
+            removed += 1;
+        }
+        drop(segments);
+        if removed > 0 {
+            sync_dir(&self.shared.dir)?;
+        }
+        result.map(|()| removed)
+    }
+
+    /// Writes and fsyncs everything queued (in every fsync mode) and stops the writer thread;
+    /// later appends get [`WalError::Closed`]. Idempotent; also done (best effort) on drop.
+    ///
+    /// Blocking (waits for the writer's last write and fsync).
+    ///
+    /// # Errors
+    /// [`WalError::Failed`] if the writer failed, now or earlier.
+    pub fn close(&self) -> Result<(), WalError> {
+        let mut writer = self.writer.lock();
+        if let Some(handle) = writer.take() {
+            self.shared.queue.lock().closing = true;
+            self.shared.work.notify_all();
+            if handle.join().is_err() {
+                // The writer's unwind guard already marked the log failed.
+                tracing::error!("log writer thread panicked");
+            }
+        }
+        if self.is_failed() {
+            Err(WalError::Failed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writer counters since `open` (batches, records, bytes, fsyncs).
+    pub fn stats(&self) -> WalStats {
+        let s = &self.shared.stats;
+        WalStats {
+            batches: s.batches.load(Ordering::Relaxed),
+            records: s.records.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+            fsyncs: s.fsyncs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::warn!(error = %e, "closing the log on drop failed");
+        }
+    }
+}
+
+impl fmt::Debug for Wal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir)
+            .field("opts", &self.shared.opts)
+            .field("durable", &*self.shared.durable.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Verifies the log in `dir` without modifying anything (`idrecon check`, SPEC.md §7).
+///
+/// Applies exactly the rules of [`Wal::open`] with snapshot LSN `after_lsn`:
+/// `Ok(report)` when `open` would start, with a torn tail that `open` would cut reported in
+/// [`RecoveryReport::torn_tail`] and `records_replayed` counting the records `open` would
+/// replay. A missing directory is an empty, valid log.
+///
+/// # Errors
+/// [`WalError::Corrupt`] (file and byte offset) or [`WalError::Gap`] for anything `open` would
+/// refuse; [`WalError::Io`] if a file cannot be read.
+pub fn scan(dir: &Path, after_lsn: Lsn) -> Result<RecoveryReport, WalError> {
+    replay_read_only(
+        dir,
+        after_lsn,
+        |_, _| Ok::<(), std::convert::Infallible>(()),
+    )
+}
+
+/// Like [`scan`], but also passes every record with LSN `> after_lsn` to `visit` in order, as
+/// [`Wal::open`] would, without modifying any file and without starting a writer (`idrecon
+/// export` and `check`). A torn tail is reported, not cut.
+///
+/// # Errors
+/// As [`scan`], plus [`WalError::Replay`] when `visit` fails.
+pub fn replay_read_only<E: fmt::Display>(
+    dir: &Path,
+    after_lsn: Lsn,
+    visit: impl FnMut(Lsn, &[u8]) -> Result<(), E>,
+) -> Result<RecoveryReport, WalError> {
+    match fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(RecoveryReport {
+                segments: 0,
+                records_replayed: 0,
+                last_lsn: 0,
+                torn_tail: None,
+            });
+        }
+        Err(e) => return Err(io_err(dir)(e)),
+        Ok(_) => {}
+    }
+    let segments = list_segments(dir)?;
+    recover(&segments, after_lsn, Repair::ReadOnly, visit)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writer thread
+// ---------------------------------------------------------------------------------------------
+
+/// The segment the writer appends to.
+struct ActiveSegment {
+    file: File,
+    path: PathBuf,
+    first_lsn: Lsn,
+    /// Current file length in bytes.
+    size: u64,
+}
+
+/// The writer thread's state.
+struct Writer {
+    shared: Arc<Shared>,
+    active: ActiveSegment,
+    /// Bytes written to `active` since its last fsync.
+    dirty: bool,
+}
+
+/// Marks the log failed if the writer thread unwinds, so no `durable()` waits forever.
+struct UnwindGuard(Arc<Shared>);
+
+impl Drop for UnwindGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            mark_failed(&self.0);
+        }
+    }
+}
+
+impl Writer {
+    fn run(mut self) {
+        let _guard = UnwindGuard(Arc::clone(&self.shared));
+        let mut batch = Vec::new();
+        let mut ends = Vec::new();
+        loop {
+            let first_lsn = {
+                let mut q = self.shared.queue.lock();
+                while q.buf.is_empty() && !q.closing && !q.failed {
+                    self.shared.work.wait(&mut q);
+                }
+                if q.buf.is_empty() || q.failed {
+                    break;
+                }
+                std::mem::swap(&mut q.buf, &mut batch);
+                std::mem::swap(&mut q.ends, &mut ends);
+                q.first_lsn
+            };
+            let result = match self.shared.opts.fsync {
+                FsyncMode::Always => self.write_each(first_lsn, &batch, &ends),
+                FsyncMode::Batch | FsyncMode::Never => self.write_batch(first_lsn, &batch, &ends),
+            };
+            batch.clear();
+            ends.clear();
+            if let Err(e) = result {
+                self.fail(e);
+                return;
+            }
+        }
+        // Closing: make everything written durable in every mode.
+        if self.dirty
+            && !self.shared.queue.lock().failed
+            && let Err(e) = self.sync()
+        {
+            self.fail(e);
+        }
+    }
+
+    /// Batch / Never: one write (and in Batch one fsync) for every queued record.
+    fn write_batch(
+        &mut self,
+        first_lsn: Lsn,
+        batch: &[u8],
+        ends: &[usize],
+    ) -> Result<(), WalError> {
+        let records = ends.len() as u64;
+        self.rotate_if_full(first_lsn)?;
+        self.write(batch, records)?;
+        if self.shared.opts.fsync != FsyncMode::Never {
+            self.sync()?;
+        }
+        self.publish(first_lsn + records - 1);
+        Ok(())
+    }
+
+    /// Always: every record gets its own write and fsync, published one by one.
+    fn write_each(&mut self, first_lsn: Lsn, batch: &[u8], ends: &[usize]) -> Result<(), WalError> {
+        let mut start = 0;
+        for (i, &end) in ends.iter().enumerate() {
+            let lsn = first_lsn + i as u64;
+            self.rotate_if_full(lsn)?;
+            self.write(batch.get(start..end).unwrap_or_default(), 1)?;
+            self.sync()?;
+            self.publish(lsn);
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8], records: u64) -> Result<(), WalError> {
+        self.dirty = true;
+        self.active
+            .file
+            .write_all(bytes)
+            .map_err(io_err(&self.active.path))?;
+        self.active.size += bytes.len() as u64;
+        let stats = &self.shared.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.records.fetch_add(records, Ordering::Relaxed);
+        stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), WalError> {
+        self.active
+            .file
+            .sync_data()
+            .map_err(io_err(&self.active.path))?;
+        self.dirty = false;
+        self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Publishes `lsn` as durable, unless the log has failed (its durable LSN is frozen).
+    fn publish(&self, lsn: Lsn) {
+        self.shared.durable.send_modify(|d| {
+            if !d.failed {
+                d.lsn = d.lsn.max(lsn);
+            }
+        });
+    }
+
+    /// Before writing the record `next_lsn`: if the active segment has reached
+    /// `segment_bytes` and holds a record, fsync it and start segment `next_lsn`.
+    fn rotate_if_full(&mut self, next_lsn: Lsn) -> Result<(), WalError> {
+        if self.active.size < self.shared.opts.segment_bytes || self.active.first_lsn >= next_lsn {
+            return Ok(());
+        }
+        // Fsync in every mode, so only the newest segment can ever have a torn tail.
+        self.sync()?;
+        let next = create_segment(&self.shared.dir, next_lsn)?;
+        self.shared
+            .stats
+            .bytes
+            .fetch_add(HEADER_LEN as u64, Ordering::Relaxed);
+        self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            closed = %self.active.path.display(),
+            size = self.active.size,
+            new = %next.path.display(),
+            "rotated log segment"
+        );
+        self.shared.segments.lock().push_back(SegmentFile {
+            first_lsn: next_lsn,
+            path: next.path.clone(),
+        });
+        self.active = next;
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn fail(&self, error: WalError) {
+        tracing::error!(%error, "log writer failed; no more writes will be acknowledged");
+        mark_failed(&self.shared);
+    }
+}
+
+/// Marks the log failed: appends refuse, queued records are dropped, and every `durable()`
+/// waiter past the durable LSN gets `Failed`. The durable LSN never moves again.
+fn mark_failed(shared: &Shared) {
+    {
+        let mut q = shared.queue.lock();
+        q.failed = true;
+        q.buf.clear();
+        q.ends.clear();
+    }
+    shared.durable.send_modify(|d| d.failed = true);
+    shared.work.notify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------------
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+fn segment_path(dir: &Path, first_lsn: Lsn) -> PathBuf {
+    dir.join(format!("{first_lsn:020}.wal"))
+}
+
+/// The first LSN encoded in a segment file name, or `None` if the name is not
+/// `{20 digits}.wal`.
+fn parse_segment_name(name: &str) -> Option<Lsn> {
+    let digits = name.strip_suffix(".wal")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Segment files in `dir`, ordered by first LSN.
+fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>, WalError> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let Some(first_lsn) = entry.file_name().to_str().and_then(parse_segment_name) else {
+            continue;
+        };
+        let path = entry.path();
+        if !fs::metadata(&path).map_err(io_err(&path))?.is_file() {
+            continue;
+        }
+        segments.push(SegmentFile { first_lsn, path });
+    }
+    segments.sort_by_key(|s| s.first_lsn);
+    Ok(segments)
+}
+
+/// Creates segment `first_lsn` in `dir`: header written, file fsynced, directory fsynced.
+fn create_segment(dir: &Path, first_lsn: Lsn) -> Result<ActiveSegment, WalError> {
+    let path = segment_path(dir, first_lsn);
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    file.write_all(&encode_header(first_lsn))
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(&path))?;
+    sync_dir(dir)?;
+    Ok(ActiveSegment {
+        file,
+        path,
+        first_lsn,
+        size: HEADER_LEN as u64,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Framing
+// ---------------------------------------------------------------------------------------------
+
+fn encode_header(first_lsn: Lsn) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..20].copy_from_slice(&first_lsn.to_le_bytes());
+    let crc = crc32fast::hash(&h[0..20]);
+    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Checks a segment header (at least `HEADER_LEN` bytes of `data`) against the file name's
+/// first LSN; `Err(reason)` if it is invalid.
+fn check_header(data: &[u8], name_lsn: Lsn) -> Result<(), String> {
+    let (Some(magic), Some(version), Some(first_lsn), Some(crc)) = (
+        data.get(0..8),
+        le_u32(data, 8),
+        le_u64(data, 12),
+        le_u32(data, 20),
+    ) else {
+        return Err("segment header truncated".to_owned());
+    };
+    if magic != MAGIC {
+        return Err("bad magic: not an idrecon log segment".to_owned());
+    }
+    if crc32fast::hash(data.get(0..20).unwrap_or_default()) != crc {
+        return Err("segment header crc mismatch".to_owned());
+    }
+    if version != FORMAT_VERSION {
+        return Err(format!("unsupported log format version {version}"));
+    }
+    if first_lsn != name_lsn {
+        return Err(format!(
+            "segment header says first LSN {first_lsn}, file name says {name_lsn}"
+        ));
+    }
+    Ok(())
+}
+
+fn record_crc(lsn: Lsn, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&lsn.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+fn le_u32(data: &[u8], at: usize) -> Option<u32> {
+    let bytes = data.get(at..at.checked_add(4)?)?;
+    bytes.try_into().ok().map(u32::from_le_bytes)
+}
+
+fn le_u64(data: &[u8], at: usize) -> Option<u64> {
+    let bytes = data.get(at..at.checked_add(8)?)?;
+    bytes.try_into().ok().map(u64::from_le_bytes)
+}
+
+/// A record read from a segment: its LSN, payload, and total size (framing + payload).
+#[derive(Debug)]
+struct Record<'a> {
+    lsn: Lsn,
+    payload: &'a [u8],
+    size: usize,
+}
+
+/// Reads the record framed at `off`, without checking CRC or LSN; `Err(reason)` if the framing
+/// is cut short, claims more than `MAX_PAYLOAD` or runs past the end of `data`.
+fn read_record(data: &[u8], off: usize) -> Result<(Record<'_>, u32), String> {
+    let rest = data.len().saturating_sub(off);
+    let (Some(len), Some(crc), Some(lsn)) = (
+        le_u32(data, off),
+        le_u32(data, off + 4),
+        le_u64(data, off + 8),
+    ) else {
+        return Err(format!(
+            "record header truncated ({rest} of {RECORD_HEADER_LEN} bytes)"
+        ));
+    };
+    let len = len as usize;
+    if len > MAX_PAYLOAD {
+        return Err(format!(
+            "record length {len} exceeds the maximum of {MAX_PAYLOAD} bytes"
+        ));
+    }
+    let start = off + RECORD_HEADER_LEN;
+    let Some(payload) = data.get(start..start + len) else {
+        return Err(format!(
+            "record of {len} payload bytes runs past the end of the file ({} bytes left)",
+            rest.saturating_sub(RECORD_HEADER_LEN)
+        ));
+    };
+    Ok((
+        Record {
+            lsn,
+            payload,
+            size: RECORD_HEADER_LEN + len,
+        },
+        crc,
+    ))
+}
+
+/// Validates the record at `off`, which must carry LSN `expected`.
+fn check_record(data: &[u8], off: usize, expected: Lsn) -> Result<Record<'_>, String> {
+    let (record, crc) = read_record(data, off)?;
+    if record_crc(record.lsn, record.payload) != crc {
+        return Err("crc mismatch".to_owned());
+    }
+    if record.lsn != expected {
+        return Err(format!(
+            "record has LSN {}, expected {expected}",
+            record.lsn
+        ));
+    }
+    Ok(record)
+}
+
+/// Searches every byte offset after `bad` for a valid record with an LSN after `last_good`
+/// (module docs, "Torn tail versus corruption"); returns its offset.
+fn valid_record_after(data: &[u8], bad: usize, last_good: Lsn) -> Option<usize> {
+    let rest = data.len().saturating_sub(bad) as u64;
+    let max_lsn = last_good.saturating_add(rest / RECORD_HEADER_LEN as u64 + 1);
+    let last_start = data.len().checked_sub(RECORD_HEADER_LEN)?;
+    (bad + 1..=last_start).find(|&off| {
+        let Some(lsn) = le_u64(data, off + 8) else {
+            return false;
+        };
+        if lsn <= last_good || lsn > max_lsn {
+            return false;
+        }
+        match read_record(data, off) {
+            Ok((record, crc)) => record_crc(record.lsn, record.payload) == crc,
+            Err(_) => false,
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery scan
+// ---------------------------------------------------------------------------------------------
+
+/// Whether recovery may modify files.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repair {
+    /// `open`: cut a torn tail.
+    Cut,
+    /// `scan`: report only.
+    ReadOnly,
+}
+
+/// How a segment ends.
+enum SegmentEnd {
+    /// Valid up to its last byte.
+    Clean,
+    /// Newest segment with a torn tail from this offset on.
+    TornTail(usize),
+    /// Newest segment whose header is cut short or all zeros: rewrite the header.
+    TornHeader,
+}
+
+/// Result of validating one segment.
+struct SegmentScan {
+    /// End offset of the last valid record (`HEADER_LEN` if none; 0 for a torn header).
+    valid_end: usize,
+    /// LSN the next record after this segment must have.
+    next_lsn: Lsn,
+    end: SegmentEnd,
+}
+
+/// Validates one segment whose name says `first_lsn` (module docs, "Torn tail versus
+/// corruption").
+fn scan_segment(
+    path: &Path,
+    first_lsn: Lsn,
+    data: &[u8],
+    newest: bool,
+) -> Result<SegmentScan, WalError> {
+    let corrupt = |offset: usize, reason: String| WalError::Corrupt {
+        file: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    if let Err(reason) = check_header(data, first_lsn) {
+        if newest && (data.len() < HEADER_LEN || data.iter().all(|&b| b == 0)) {
+            return Ok(SegmentScan {
+                valid_end: 0,
+                next_lsn: first_lsn,
+                end: SegmentEnd::TornHeader,
+            });
+        }
+        return Err(corrupt(0, reason));
+    }
+    let mut off = HEADER_LEN;
+    let mut expected = first_lsn;
+    while off < data.len() {
+        match check_record(data, off, expected) {
+            Ok(record) => {
+                off += record.size;
+                expected = expected.saturating_add(1);
+            }
+            Err(reason) => {
+                if !newest {
+                    return Err(corrupt(
+                        off,
+                        format!("{reason} (in a segment that is not the newest)"),
+                    ));
+                }
+                if let Some(later) = valid_record_after(data, off, expected.saturating_sub(1)) {
+                    return Err(corrupt(
+                        off,
+                        format!("{reason} (a valid record follows at byte offset {later})"),
+                    ));
+                }
+                return Ok(SegmentScan {
+                    valid_end: off,
+                    next_lsn: expected,
+                    end: SegmentEnd::TornTail(off),
+                });
+            }
+        }
+    }
+    Ok(SegmentScan {
+        valid_end: off,
+        next_lsn: expected,
+        end: SegmentEnd::Clean,
+    })
+}
+
+/// Validates `segments` (ordered by first LSN) as one log for a snapshot at `after_lsn`,
+/// visiting records `> after_lsn` segment by segment (each segment is validated before any of
+/// its records is visited), and cuts a torn tail when `repair` is `Cut`.
+fn recover<E: fmt::Display>(
+    segments: &[SegmentFile],
+    after_lsn: Lsn,
+    repair: Repair,
+    mut visit: impl FnMut(Lsn, &[u8]) -> Result<(), E>,
+) -> Result<RecoveryReport, WalError> {
+    let mut report = RecoveryReport {
+        segments: segments.len(),
+        records_replayed: 0,
+        last_lsn: 0,
+        torn_tail: None,
+    };
+    let first_needed = after_lsn.saturating_add(1);
+    let mut next_lsn: Option<Lsn> = None;
+    for (i, segment) in segments.iter().enumerate() {
+        let path = &segment.path;
+        let newest = i + 1 == segments.len();
+        if segment.first_lsn == 0 {
+            return Err(WalError::Corrupt {
+                file: path.clone(),
+                offset: 0,
+                reason: "segment name gives first LSN 0, but LSNs start at 1".to_owned(),
+            });
+        }
+        let expected = next_lsn.unwrap_or(first_needed);
+        let continues = match next_lsn {
+            None => segment.first_lsn <= first_needed,
+            // A jump is allowed only inside the snapshot-covered range (module docs, "LSNs").
+            Some(n) => {
+                segment.first_lsn == n
+                    || (segment.first_lsn > n && segment.first_lsn <= first_needed)
+            }
+        };
+        if !continues {
+            return Err(WalError::Gap {
+                file: path.clone(),
+                expected,
+                found: segment.first_lsn,
+            });
+        }
+
+        let data = fs::read(path).map_err(io_err(path))?;
+        let scanned = scan_segment(path, segment.first_lsn, &data, newest)?;
+
+        let mut off = HEADER_LEN;
+        while off < scanned.valid_end {
+            let Ok((record, _)) = read_record(&data, off) else {
+                break;
+            };
+            if record.lsn > after_lsn {
+                visit(record.lsn, record.payload).map_err(|e| WalError::Replay {
+                    lsn: record.lsn,
+                    message: e.to_string(),
+                })?;
+                report.records_replayed += 1;
+            }
+            off += record.size;
+        }
+        next_lsn = Some(scanned.next_lsn);
+
+        let cut_at = match scanned.end {
+            SegmentEnd::Clean => continue,
+            SegmentEnd::TornTail(offset) => offset,
+            SegmentEnd::TornHeader => 0,
+        };
+        let tail = TornTail {
+            file: path.clone(),
+            offset: cut_at as u64,
+            bytes_cut: (data.len() - cut_at) as u64,
+        };
+        if repair == Repair::Cut {
+            cut_torn_tail(
+                &tail,
+                segment.first_lsn,
+                matches!(scanned.end, SegmentEnd::TornHeader),
+            )?;
+        }
+        report.torn_tail = Some(tail);
+    }
+    report.last_lsn = next_lsn.map_or(0, |n| n - 1);
+    Ok(report)
+}
+
+/// Truncates the newest segment to `tail.offset` and fsyncs it; for a torn header, writes a
+/// fresh header for `first_lsn` first.
+fn cut_torn_tail(tail: &TornTail, first_lsn: Lsn, rewrite_header: bool) -> Result<(), WalError> {
+    let path = &tail.file;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.set_len(tail.offset).map_err(io_err(path))?;
+    if rewrite_header {
+        file.write_all(&encode_header(first_lsn))
+            .map_err(io_err(path))?;
+    }
+    file.sync_all().map_err(io_err(path))?;
+    tracing::warn!(
+        file = %path.display(),
+        offset = tail.offset,
+        bytes_cut = tail.bytes_cut,
+        "cut torn tail of the newest log segment (SPEC.md §8)"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames one record exactly as `append` does.
+    fn frame(lsn: Lsn, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&record_crc(lsn, payload).to_le_bytes());
+        out.extend_from_slice(&lsn.to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A segment image starting at `first_lsn` with the given payloads; returns the bytes and
+    /// each record's start offset.
+    fn segment(first_lsn: Lsn, payloads: &[&[u8]]) -> (Vec<u8>, Vec<usize>) {
+        let mut data = encode_header(first_lsn).to_vec();
+        let mut offsets = Vec::new();
+        for (i, p) in payloads.iter().enumerate() {
+            offsets.push(data.len());
+            data.extend(frame(first_lsn + i as u64, p));
+        }
+        (data, offsets)
+    }
+
+    fn corrupt_offset(result: Result<SegmentScan, WalError>) -> u64 {
+        match result {
+            Err(WalError::Corrupt { offset, .. }) => offset,
+            Err(e) => panic!("expected Corrupt, got {e}"),
+            Ok(_) => panic!("expected Corrupt, got Ok"),
+        }
+    }
+
+    #[test]
+    fn header_round_trips_and_rejects_damage() {
+        let h = encode_header(42);
+        assert_eq!(&h[0..8], b"IDRWAL\r\n");
+        assert_eq!(check_header(&h, 42), Ok(()));
+        assert!(
+            check_header(&h, 43)
+                .unwrap_err()
+                .contains("file name says 43")
+        );
+        for i in 0..HEADER_LEN {
+            let mut bad = h;
+            bad[i] ^= 0x01;
+            assert!(check_header(&bad, 42).is_err(), "flip at byte {i} accepted");
+        }
+        assert!(check_header(&h[..23], 42).is_err());
+        // A version-2 header with a correct CRC is refused by version, not CRC.
+        let mut v2 = h;
+        v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32fast::hash(&v2[0..20]);
+        v2[20..24].copy_from_slice(&crc.to_le_bytes());
+        assert!(check_header(&v2, 42).unwrap_err().contains("version 2"));
+    }
+
+    #[test]
+    fn segment_names_are_twenty_digits_dot_wal() {
+        assert_eq!(parse_segment_name("00000000000000000001.wal"), Some(1));
+        assert_eq!(
+            segment_path(Path::new("/d"), 1234),
+            Path::new("/d/00000000000000001234.wal")
+        );
+        assert_eq!(
+            parse_segment_name("18446744073709551615.wal"),
+            Some(u64::MAX)
+        );
+        for other in [
+            "1.wal",
+            "0000000000000000001.wal",
+            "00000000000000000001.wal.tmp",
+            "00000000000000000001.WAL",
+            "+0000000000000000001.wal",
+            "99999999999999999999.wal",
+            "snapshot-00000000000000000001",
+        ] {
+            assert_eq!(parse_segment_name(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn record_checks_name_each_kind_of_damage() {
+        let rec = frame(7, b"hello");
+        let mut data = vec![0u8; 3];
+        data.extend(&rec);
+        assert_eq!(check_record(&data, 3, 7).map(|r| r.size).ok(), Some(21));
+        assert!(
+            check_record(&data, 3, 8)
+                .unwrap_err()
+                .contains("expected 8")
+        );
+        assert!(
+            check_record(&data[..3 + 15], 3, 7)
+                .unwrap_err()
+                .contains("truncated")
+        );
+        assert!(
+            check_record(&data[..3 + 20], 3, 7)
+                .unwrap_err()
+                .contains("runs past")
+        );
+        let mut flipped = data.clone();
+        flipped[3 + 17] ^= 0x80;
+        assert_eq!(
+            check_record(&flipped, 3, 7).err().as_deref(),
+            Some("crc mismatch")
+        );
+        let mut huge = data.clone();
+        huge[3..7].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
+        assert!(check_record(&huge, 3, 7).unwrap_err().contains("exceeds"));
+        // A maximal payload is valid.
+        let big = vec![0xAB; MAX_PAYLOAD];
+        assert!(check_record(&frame(1, &big), 0, 1).is_ok());
+    }
+
+    #[test]
+    fn valid_record_after_finds_misaligned_records_and_ignores_noise() {
+        let (mut data, offsets) = segment(1, &[b"aaaa", b"bbbb", b"cccc"]);
+        // Record 2 damaged: record 3 (LSN 3) is found after it.
+        data[offsets[1] + 17] ^= 1;
+        assert_eq!(valid_record_after(&data, offsets[1], 1), Some(offsets[2]));
+        // LSNs at or below last_good do not count (a stale copy is not "later").
+        assert_eq!(valid_record_after(&data, offsets[1], 3), None);
+        // A record placed at an odd offset inside garbage is still found.
+        let mut noisy = encode_header(1).to_vec();
+        noisy.extend([0xFF, 0x13, 0x00]);
+        noisy.extend(frame(1, b"x"));
+        assert_eq!(
+            valid_record_after(&noisy, HEADER_LEN, 0),
+            Some(HEADER_LEN + 3)
+        );
+        // Zeros and short tails hold nothing.
+        let mut zeros = encode_header(1).to_vec();
+        zeros.extend([0u8; 100]);
+        assert_eq!(valid_record_after(&zeros, HEADER_LEN, 0), None);
+        assert_eq!(valid_record_after(&zeros[..30], HEADER_LEN, 0), None);
+    }
+
+    #[test]
+    fn scan_segment_tells_torn_tail_from_corruption() {
+        let p = Path::new("/x/00000000000000000005.wal");
+        let (data, offsets) = segment(5, &[b"one", b"two", b"three"]);
+        let ok = scan_segment(p, 5, &data, true).unwrap();
+        assert_eq!((ok.valid_end, ok.next_lsn), (data.len(), 8));
+        assert!(matches!(ok.end, SegmentEnd::Clean));
+
+        // Incomplete last record: torn in the newest segment, corrupt in an older one.
+        let cut = &data[..data.len() - 1];
+        let torn = scan_segment(p, 5, cut, true).unwrap();
+        assert!(matches!(torn.end, SegmentEnd::TornTail(o) if o == offsets[2]));
+        assert_eq!(torn.next_lsn, 7);
+        assert_eq!(
+            corrupt_offset(scan_segment(p, 5, cut, false)),
+            offsets[2] as u64
+        );
+
+        // Damage followed by a valid record: corrupt even in the newest segment.
+        let mut mid = data.clone();
+        mid[offsets[1] + 5] ^= 0x10;
+        assert_eq!(
+            corrupt_offset(scan_segment(p, 5, &mid, true)),
+            offsets[1] as u64
+        );
+
+        // A valid record with the wrong LSN is corruption when followed by valid records.
+        let mut skipped = encode_header(5).to_vec();
+        skipped.extend(frame(5, b"a"));
+        let bad_at = skipped.len();
+        skipped.extend(frame(9, b"b"));
+        skipped.extend(frame(6, b"c"));
+        assert_eq!(
+            corrupt_offset(scan_segment(p, 5, &skipped, true)),
+            bad_at as u64
+        );
+
+        // Header: short or all zeros in the newest segment is torn; otherwise corrupt at 0.
+        assert!(matches!(
+            scan_segment(p, 5, &data[..10], true).unwrap().end,
+            SegmentEnd::TornHeader
+        ));
+        assert!(matches!(
+            scan_segment(p, 5, &[0u8; 64], true).unwrap().end,
+            SegmentEnd::TornHeader
+        ));
+        assert_eq!(corrupt_offset(scan_segment(p, 5, &data[..10], false)), 0);
+        assert_eq!(corrupt_offset(scan_segment(p, 4, &data, true)), 0);
+        let mut bad_magic = data.clone();
+        bad_magic[0] = b'X';
+        assert_eq!(corrupt_offset(scan_segment(p, 5, &bad_magic, true)), 0);
+    }
+
+    #[test]
+    fn scanning_arbitrary_bytes_never_panics() {
+        // Deterministic xorshift noise after a valid header, at many lengths.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut noise = Vec::new();
+        for _ in 0..4096 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            noise.push(x as u8);
+        }
+        let p = Path::new("/x/00000000000000000001.wal");
+        for len in (0..noise.len()).step_by(37) {
+            let mut data = encode_header(1).to_vec();
+            data.extend(&noise[..len]);
+            for newest in [true, false] {
+                let _ = scan_segment(p, 1, &data, newest);
+                let _ = scan_segment(p, u64::MAX, &data, newest);
+            }
+            let _ = scan_segment(p, 1, &noise[..len], true);
+        }
+    }
+
+    #[test]
+    fn fsync_mode_names_and_defaults() {
+        use clap::ValueEnum;
+        assert_eq!(FsyncMode::default(), FsyncMode::Batch);
+        let names: Vec<String> = FsyncMode::value_variants()
+            .iter()
+            .filter_map(|m| m.to_possible_value().map(|v| v.get_name().to_owned()))
+            .collect();
+        assert_eq!(names, ["always", "batch", "never"]);
+        assert_eq!(
+            serde_json::to_string(&FsyncMode::Never).unwrap(),
+            "\"never\""
+        );
+        assert_eq!(
+            serde_json::from_str::<FsyncMode>("\"always\"").unwrap(),
+            FsyncMode::Always
+        );
+        let opts = WalOptions::default();
+        assert_eq!(
+            (opts.fsync, opts.segment_bytes),
+            (FsyncMode::Batch, 64 << 20)
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_offset() {
+        let e = WalError::Corrupt {
+            file: PathBuf::from("/x/00000000000000000001.wal"),
+            offset: 1234,
+            reason: "crc mismatch".to_owned(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "log corrupt in /x/00000000000000000001.wal at byte offset 1234: crc mismatch"
+        );
+        let e = WalError::Io {
+            path: PathBuf::from("/x/y.wal"),
+            source: io::Error::other("boom"),
+        };
+        assert!(e.to_string().contains("/x/y.wal"));
+    }
+
+    #[test]
+    fn wal_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Wal>();
+    }
+
+    #[tokio::test]
+    async fn always_mode_fsyncs_every_record_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            fsync: FsyncMode::Always,
+            ..WalOptions::default()
+        };
+        let (wal, _) = Wal::open(dir.path(), opts, 0, |_, _| Ok::<(), String>(())).unwrap();
+        for i in 0..20u8 {
+            wal.append(&[i]).unwrap();
+        }
+        wal.durable(20).await.unwrap();
+        let stats = wal.stats();
+        assert_eq!((stats.batches, stats.records), (20, 20));
+        assert!(stats.fsyncs >= 20);
+        wal.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn append_and_durable_refuse_what_they_cannot_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), WalOptions::default(), 0, |_, _| {
+            Ok::<(), String>(())
+        })
+        .unwrap();
+        assert!(matches!(
+            wal.append(&vec![0; MAX_PAYLOAD + 1]),
+            Err(WalError::PayloadTooLarge { .. })
+        ));
+        assert!(matches!(
+            wal.durable(1).await,
+            Err(WalError::NotAppended { lsn: 1, last: 0 })
+        ));
+        assert_eq!(wal.append(&vec![7; MAX_PAYLOAD]).unwrap(), 1);
+        wal.durable(0).await.unwrap();
+        wal.close().unwrap();
+        wal.close().unwrap();
+        assert_eq!(wal.durable_lsn(), 1);
+        assert!(matches!(wal.append(b"late"), Err(WalError::Closed)));
+        wal.durable(1).await.unwrap();
+    }
+
+    /// The failure path, end to end: the active segment is `/dev/full`, so the first write
+    /// fails with ENOSPC. Nothing is acknowledged, and nothing ever is again.
+    #[tokio::test]
+    async fn write_error_fails_the_log_for_good() {
+        let Ok(full) = OpenOptions::new().append(true).open("/dev/full") else {
+            return; // not Linux
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let active = ActiveSegment {
+            file: full,
+            path: PathBuf::from("/dev/full"),
+            first_lsn: 11,
+            size: HEADER_LEN as u64,
+        };
+        let segments = VecDeque::from([SegmentFile {
+            first_lsn: 11,
+            path: active.path.clone(),
+        }]);
+        let wal = Wal::start(dir.path(), WalOptions::default(), 11, segments, active).unwrap();
+        assert_eq!(wal.durable_lsn(), 10);
+        let lsn = wal.append(b"never durable").unwrap();
+        assert_eq!(lsn, 11);
+        assert!(matches!(wal.durable(lsn).await, Err(WalError::Failed)));
+        assert!(wal.is_failed());
+        assert_eq!(wal.durable_lsn(), 10);
+        assert!(matches!(wal.append(b"more"), Err(WalError::Failed)));
+        // Already-durable LSNs stay fine; the writer is gone, close reports the failure.
+        wal.durable(10).await.unwrap();
+        assert!(matches!(wal.close(), Err(WalError::Failed)));
+        assert!(matches!(wal.close(), Err(WalError::Failed)));
+    }
+
+    #[tokio::test]
+    async fn rotation_never_reuses_a_name_for_an_empty_segment() {
+        // segment_bytes below the header size: every batch would rotate, but a segment is only
+        // closed once it holds a record.
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            fsync: FsyncMode::Batch,
+            segment_bytes: 1,
+        };
+        let (wal, _) = Wal::open(dir.path(), opts, 0, |_, _| Ok::<(), String>(())).unwrap();
+        for i in 1..=3u64 {
+            assert_eq!(wal.append(b"r").unwrap(), i);
+            wal.durable(i).await.unwrap();
+        }
+        wal.close().unwrap();
+        let names: Vec<Lsn> = list_segments(dir.path())
+            .unwrap()
+            .iter()
+            .map(|s| s.first_lsn)
+            .collect();
+        assert_eq!(names, [1, 2, 3]);
+    }
+}

@@ -1,0 +1,161 @@
+//! Test helpers: a real server on `127.0.0.1:0` per test (the zero-to-production `spawn_app`),
+//! and the real binary for CLI tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use idrecon::http::HttpOptions;
+use idrecon::store::{Store, StoreOptions};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running server over a data directory.
+pub struct TestApp {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub store: Arc<Store>,
+    pub dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl TestApp {
+    /// Opens (recovers) `dir` and serves it with default options.
+    pub async fn spawn(dir: &Path) -> TestApp {
+        TestApp::spawn_with(dir, StoreOptions::default(), HttpOptions::default()).await
+    }
+
+    pub async fn spawn_with(dir: &Path, store_options: StoreOptions, http: HttpOptions) -> TestApp {
+        let (store, _recovery) = Store::open(dir, store_options).expect("store opens");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let server_store = store.clone();
+        let server = tokio::spawn(async move {
+            idrecon::http::serve(listener, server_store, http, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        TestApp {
+            url,
+            client: reqwest::Client::new(),
+            store,
+            dir: dir.to_path_buf(),
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// POST /identify with a JSON body; returns status and parsed body.
+    pub async fn identify(&self, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}/identify", self.url))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// GET a path; returns status and parsed body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// Every row, via the listing endpoint (all pages).
+    pub async fn all_rows(&self) -> Vec<Value> {
+        let mut rows = Vec::new();
+        let mut after = 0u64;
+        loop {
+            let (status, page) = self.get(&format!("/contacts?after={after}&limit=7")).await;
+            assert_eq!(status, 200);
+            rows.extend(
+                page["contacts"]
+                    .as_array()
+                    .expect("contacts array")
+                    .iter()
+                    .cloned(),
+            );
+            match page["next"].as_u64() {
+                Some(next) => after = next,
+                None => return rows,
+            }
+        }
+    }
+
+    /// Graceful shutdown: stop serving, final snapshot, close the log, release the directory.
+    pub async fn stop(mut self) {
+        self.stop_server().await;
+        self.store.close().expect("clean close");
+    }
+
+    /// Stops serving without the final snapshot or a log close (the log writer has already
+    /// made every acknowledged write durable): the closest an in-process test gets to a crash.
+    pub async fn abandon(mut self) {
+        self.stop_server().await;
+    }
+
+    async fn stop_server(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task");
+        }
+    }
+}
+
+/// Runs the real `idrecon` binary with `args`.
+pub fn idrecon(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_idrecon"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("binary runs")
+}
+
+/// Path of a file in the repository's `data/` directory.
+pub fn data_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(name)
+}
+
+/// The `contact` answer as a compact tuple: (primary, emails, phones, secondaries).
+pub fn summary(answer: &Value) -> (u64, Vec<String>, Vec<String>, Vec<u64>) {
+    let c = &answer["contact"];
+    let strings = |v: &Value| {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s.as_str().expect("string").to_owned())
+            .collect()
+    };
+    (
+        c["primaryContactId"].as_u64().expect("primary id"),
+        strings(&c["emails"]),
+        strings(&c["phoneNumbers"]),
+        c["secondaryContactIds"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|v| v.as_u64().expect("id"))
+            .collect(),
+    )
+}

@@ -1,0 +1,545 @@
+//! Differential test of [`IdentityGraph`] against a deliberately naive model of SPEC.md §3
+//! (DESIGN.md "Habits").
+//!
+//! The model below is a `Vec` of rows with exactly the columns of the `Contact` table, changed
+//! the way SPEC.md §3 describes it in prose: scan everything, collect identities through
+//! `linkedId`, demote, re-point, insert. It is quadratic on purpose and shares no code with
+//! `src/graph.rs` (union-find, indexes, rings).
+//!
+//! Random request sequences over small pools of emails and phones make merges common; the wall
+//! clock advances 0–3 ms per request (so ties in `createdAt` happen) and now and then jumps
+//! backwards (the service clock is `max(previous createdAt, now)`, SPEC.md §2). Rarely a deleted
+//! row is inserted through `apply` (as an import would), so "deleted rows never match and never
+//! appear in answers" is checked too. After every request the answers, the pure-read flag and
+//! every column of every row must agree, and the graph's invariants must hold. Each case also
+//! rebuilds the graph from `snapshot_contacts()` at a random point and drives the rebuilt graph
+//! in lock step, and replays the returned events into a fresh graph at the end.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use idrecon::contact::{ContactRow, Email, LinkPrecedence, Phone, Timestamp};
+use idrecon::event::{Event, NewContact};
+use idrecon::graph::{IdentifyRequest, Identity, IdentityGraph};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+// ----- the naive model of SPEC.md §3 ------------------------------------------------------------
+
+/// One row of the `Contact` table, plain values only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Row {
+    id: u64,
+    email: Option<String>,
+    phone: Option<String>,
+    linked_id: Option<u64>,
+    primary: bool,
+    created_at: i64,
+    updated_at: i64,
+    deleted_at: Option<i64>,
+}
+
+/// An `/identify` answer, plain values only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Answer {
+    primary: u64,
+    emails: Vec<String>,
+    phones: Vec<String>,
+    secondaries: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Model {
+    rows: Vec<Row>,
+}
+
+impl Model {
+    fn get(&self, id: u64) -> &Row {
+        self.rows
+            .iter()
+            .find(|r| r.id == id)
+            .expect("model row exists")
+    }
+
+    /// The identity of a row is its primary: itself, or the row its `linkedId` names.
+    fn identity(r: &Row) -> u64 {
+        if r.primary {
+            r.id
+        } else {
+            r.linked_id.expect("a secondary has a linkedId")
+        }
+    }
+
+    fn age(&self, id: u64) -> (i64, u64) {
+        let r = self.get(id);
+        (r.created_at, r.id)
+    }
+
+    /// SPEC.md §2: the clock never goes backwards for new rows.
+    fn clock(&self, now: i64) -> i64 {
+        self.rows.iter().map(|r| r.created_at).fold(now, i64::max)
+    }
+
+    fn next_id(&self) -> u64 {
+        self.rows.iter().map(|r| r.id + 1).max().unwrap_or(1)
+    }
+
+    fn push(&mut self, email: Option<&str>, phone: Option<&str>, linked_id: Option<u64>, at: i64) {
+        let id = self.next_id();
+        self.rows.push(Row {
+            id,
+            email: email.map(str::to_owned),
+            phone: phone.map(str::to_owned),
+            linked_id,
+            primary: linked_id.is_none(),
+            created_at: at,
+            updated_at: at,
+            deleted_at: None,
+        });
+    }
+
+    /// SPEC.md §3 steps 1–5 at wall-clock `now`. Returns the answer and whether anything was
+    /// written.
+    fn identify(&mut self, e: Option<&str>, p: Option<&str>, now: i64) -> (Answer, bool) {
+        let now = self.clock(now);
+        // 1. Match: live rows with email e or phone p.
+        let mut identities: Vec<u64> = self
+            .rows
+            .iter()
+            .filter(|r| r.deleted_at.is_none())
+            .filter(|r| {
+                (e.is_some() && r.email.as_deref() == e) || (p.is_some() && r.phone.as_deref() == p)
+            })
+            .map(Model::identity)
+            .collect();
+        identities.sort_unstable();
+        identities.dedup();
+        // 2. New customer.
+        let Some(winner) = identities.iter().copied().min_by_key(|&id| self.age(id)) else {
+            self.push(e, p, None, now);
+            let id = self.rows.last().expect("just pushed").id;
+            return (self.answer(id), true);
+        };
+        // 3. Merge: demote every other primary, re-point its secondaries.
+        let mut wrote = false;
+        for &loser in identities.iter().filter(|&&id| id != winner) {
+            for r in &mut self.rows {
+                if r.id == loser {
+                    r.primary = false;
+                    r.linked_id = Some(winner);
+                    r.updated_at = now;
+                    wrote = true;
+                } else if r.linked_id == Some(loser) {
+                    r.linked_id = Some(winner);
+                }
+            }
+        }
+        // 4. New information.
+        let live_members: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.deleted_at.is_none() && Model::identity(r) == winner)
+            .collect();
+        let knows_e = e.is_none_or(|e| live_members.iter().any(|r| r.email.as_deref() == Some(e)));
+        let knows_p = p.is_none_or(|p| live_members.iter().any(|r| r.phone.as_deref() == Some(p)));
+        if !(knows_e && knows_p) {
+            self.push(e, p, Some(winner), now);
+            wrote = true;
+        }
+        // 5. Answer.
+        (self.answer(winner), wrote)
+    }
+
+    fn answer(&self, primary: u64) -> Answer {
+        let mut members: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.deleted_at.is_none() && Model::identity(r) == primary)
+            .collect();
+        members.sort_by_key(|r| (r.created_at, r.id));
+        let p = self.get(primary);
+        let mut emails: Vec<String> = Vec::new();
+        for v in p
+            .email
+            .iter()
+            .chain(members.iter().filter_map(|r| r.email.as_ref()))
+        {
+            if !emails.contains(v) {
+                emails.push(v.clone());
+            }
+        }
+        let mut phones: Vec<String> = Vec::new();
+        for v in p
+            .phone
+            .iter()
+            .chain(members.iter().filter_map(|r| r.phone.as_ref()))
+        {
+            if !phones.contains(v) {
+                phones.push(v.clone());
+            }
+        }
+        let secondaries = members
+            .iter()
+            .map(|r| r.id)
+            .filter(|&id| id != primary)
+            .collect();
+        Answer {
+            primary,
+            emails,
+            phones,
+            secondaries,
+        }
+    }
+}
+
+// ----- generated cases --------------------------------------------------------------------------
+
+const BASE_MS: i64 = 1_680_307_200_000; // 2023-04-01T00:00:00Z
+
+/// A deleted row recorded through `apply` (as an import would), before a request.
+#[derive(Clone, Debug)]
+struct DeletedRow {
+    email: Option<usize>,
+    phone: Option<usize>,
+    /// Joins the identity of an existing row (any member, not only a primary).
+    link: Option<Index>,
+    /// How much older than the service clock its `createdAt` is.
+    older_by: i64,
+}
+
+#[derive(Clone, Debug)]
+struct Step {
+    email: Option<usize>,
+    phone: Option<usize>,
+    /// Wall-clock change since the previous step, ms (negative: the clock jumped back).
+    dt: i64,
+    deleted: Option<DeletedRow>,
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    steps: Vec<Step>,
+    /// Where the graph is rebuilt from its snapshot.
+    snapshot_at: Index,
+}
+
+/// Email only, phone only, or both (`both` times as likely as each of the others).
+fn pair(pool: usize, both: u32) -> impl Strategy<Value = (Option<usize>, Option<usize>)> {
+    prop_oneof![
+        1 => (0..pool).prop_map(|e| (Some(e), None)),
+        1 => (0..pool).prop_map(|p| (None, Some(p))),
+        both => (0..pool, 0..pool).prop_map(|(e, p)| (Some(e), Some(p))),
+    ]
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    // Mostly small pools with every kind of request (merges everywhere); sometimes large pools
+    // with mostly two-value requests and longer runs, so that one identity grows past the size
+    // where the graph switches to hash sets for distinct values (32 live members).
+    let shape = prop_oneof![
+        4 => (2usize..=8, Just(1u32), Just(50usize)),
+        1 => (24usize..=40, Just(8u32), Just(100usize)),
+    ];
+    shape
+        .prop_flat_map(|(pool, both, min_len)| {
+            let deleted = (pair(pool, 1), any::<Option<Index>>(), 0i64..=40).prop_map(
+                |((email, phone), link, older_by)| DeletedRow {
+                    email,
+                    phone,
+                    link,
+                    older_by,
+                },
+            );
+            let step = (
+                pair(pool, both),
+                prop_oneof![12 => 0i64..=3, 1 => -30i64..=-1],
+                proptest::option::weighted(0.04, deleted),
+            )
+                .prop_map(|((email, phone), dt, deleted)| Step {
+                    email,
+                    phone,
+                    dt,
+                    deleted,
+                });
+            let steps = proptest::collection::vec(step, min_len..=min_len + 50);
+            (steps, any::<Index>())
+        })
+        .prop_map(|(steps, snapshot_at)| Case { steps, snapshot_at })
+}
+
+fn email_text(i: usize) -> String {
+    format!("user{i}@hillvalley.edu")
+}
+
+fn phone_text(i: usize) -> String {
+    format!("55501{i}")
+}
+
+// ----- comparing --------------------------------------------------------------------------------
+
+fn row_of(r: ContactRow) -> Row {
+    Row {
+        id: r.id,
+        email: r.email.map(|e| e.as_str().to_owned()),
+        phone: r.phone_number.map(|p| p.as_str().to_owned()),
+        linked_id: r.linked_id,
+        primary: r.link_precedence == LinkPrecedence::Primary,
+        created_at: r.created_at.0,
+        updated_at: r.updated_at.0,
+        deleted_at: r.deleted_at.map(|t| t.0),
+    }
+}
+
+fn rows_of(graph: &IdentityGraph) -> Vec<Row> {
+    graph.all_contacts().map(row_of).collect()
+}
+
+fn answer_of(identity: &Identity) -> Answer {
+    Answer {
+        primary: identity.primary_contact_id,
+        emails: identity
+            .emails
+            .iter()
+            .map(|e| e.as_str().to_owned())
+            .collect(),
+        phones: identity
+            .phone_numbers
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
+        secondaries: identity.secondary_contact_ids.clone(),
+    }
+}
+
+fn fail(what: impl std::fmt::Display) -> TestCaseError {
+    TestCaseError::fail(what.to_string())
+}
+
+fn rebuild_from_snapshot(graph: &IdentityGraph) -> Result<IdentityGraph, TestCaseError> {
+    let mut fresh = IdentityGraph::new();
+    for contact in graph.snapshot_contacts() {
+        let id = contact.id;
+        fresh
+            .apply(&Event::ContactInserted(contact))
+            .map_err(|e| fail(format!("snapshot row {id} does not apply: {e}")))?;
+    }
+    fresh.reserve_ids_below(graph.next_id());
+    Ok(fresh)
+}
+
+fn same_state(what: &str, a: &IdentityGraph, b: &IdentityGraph) -> Result<(), TestCaseError> {
+    prop_assert_eq!(rows_of(a), rows_of(b), "{}: rows differ", what);
+    prop_assert_eq!(a.next_id(), b.next_id(), "{}: next id differs", what);
+    prop_assert_eq!(
+        a.max_created_at(),
+        b.max_created_at(),
+        "{}: clock differs",
+        what
+    );
+    prop_assert_eq!(a.identity_count(), b.identity_count(), "{}", what);
+    b.check_invariants()
+        .map_err(|e| fail(format!("{what}: {e}")))?;
+    Ok(())
+}
+
+/// Requests driven through `IdentityGraph::identify` (all runs of the property, shrinking
+/// included).
+static REQUESTS: AtomicUsize = AtomicUsize::new(0);
+
+fn run_case(case: &Case) -> Result<(), TestCaseError> {
+    let mut graph = IdentityGraph::new();
+    let mut model = Model::default();
+    let mut log: Vec<Event> = Vec::new();
+    let mut rebuilt: Option<IdentityGraph> = None;
+    let snapshot_at = case.snapshot_at.index(case.steps.len() + 1);
+    let mut now = BASE_MS;
+
+    for (i, step) in case.steps.iter().enumerate() {
+        if i == snapshot_at {
+            let fresh = rebuild_from_snapshot(&graph)?;
+            same_state("rebuilt from snapshot", &graph, &fresh)?;
+            rebuilt = Some(fresh);
+        }
+        now += step.dt;
+
+        if let Some(d) = &step.deleted {
+            // A deleted row joins the identity of an existing row, or stands alone. Its
+            // createdAt may be older than the clock unless that would make it the oldest row
+            // of an identity without live rows (the graph's primary rule for such identities
+            // is not SPEC.md's business).
+            let email = d.email.map(email_text);
+            let phone = d.phone.map(phone_text);
+            let target = d
+                .link
+                .as_ref()
+                .filter(|_| !model.rows.is_empty())
+                .map(|ix| {
+                    let row = &model.rows[ix.index(model.rows.len())];
+                    (row.id, Model::identity(row))
+                });
+            let clock = model.clock(now);
+            let primary_live = target.is_none_or(|(_, p)| model.get(p).deleted_at.is_none());
+            let created_at = if primary_live {
+                clock - d.older_by
+            } else {
+                clock
+            };
+            let event = Event::ContactInserted(NewContact {
+                id: graph.next_id(),
+                email: email.as_deref().map(|e| Email::parse(e).unwrap().unwrap()),
+                phone: phone.as_deref().map(|p| Phone::parse(p).unwrap().unwrap()),
+                created_at: Timestamp(created_at),
+                updated_at: Timestamp(clock),
+                deleted_at: Some(Timestamp(clock)),
+                link: target.map(|(id, _)| id),
+            });
+            graph
+                .apply(&event)
+                .map_err(|e| fail(format!("step {i}: deleted row rejected: {e}")))?;
+            if let Some(r) = &mut rebuilt {
+                r.apply(&event)
+                    .map_err(|e| fail(format!("step {i}: rebuilt graph rejects: {e}")))?;
+            }
+            log.push(event);
+            let id = model.next_id();
+            model.rows.push(Row {
+                id,
+                email,
+                phone,
+                linked_id: target.map(|(_, p)| p),
+                primary: target.is_none(),
+                created_at,
+                updated_at: clock,
+                deleted_at: Some(clock),
+            });
+            prop_assert_eq!(
+                rows_of(&graph),
+                model.rows.clone(),
+                "step {}: deleted row",
+                i
+            );
+        }
+
+        let email = step.email.map(email_text);
+        let phone = step.phone.map(phone_text);
+        let request = IdentifyRequest::new(
+            email.as_deref().map(|e| Email::parse(e).unwrap().unwrap()),
+            phone.as_deref().map(|p| Phone::parse(p).unwrap().unwrap()),
+        )
+        .map_err(fail)?;
+        REQUESTS.fetch_add(1, Ordering::Relaxed);
+        let (identity, events) = graph
+            .identify(&request, Timestamp(now))
+            .map_err(|e| fail(format!("step {i}: identify failed: {e}")))?;
+        let (expected, wrote) = model.identify(email.as_deref(), phone.as_deref(), now);
+        let ctx = format!("step {i}: email {email:?} phone {phone:?} now {now}");
+        prop_assert_eq!(answer_of(&identity), expected, "{}: answer", ctx);
+        prop_assert_eq!(!events.is_empty(), wrote, "{}: events {:?}", ctx, events);
+        prop_assert_eq!(rows_of(&graph), model.rows.clone(), "{}: rows", ctx);
+        prop_assert_eq!(graph.next_id(), model.next_id(), "{}: next id", ctx);
+        graph
+            .check_invariants()
+            .map_err(|e| fail(format!("{ctx}: invariant: {e}")))?;
+
+        if let Some(r) = &mut rebuilt {
+            let (again, again_events) = r
+                .identify(&request, Timestamp(now))
+                .map_err(|e| fail(format!("{ctx}: rebuilt graph: {e}")))?;
+            prop_assert_eq!(
+                &again,
+                &identity,
+                "{}: rebuilt graph answers differently",
+                ctx
+            );
+            prop_assert_eq!(&again_events, &events, "{}: rebuilt graph events", ctx);
+        }
+        log.extend(events);
+    }
+
+    // The snapshot point may be the very end.
+    let rebuilt = match rebuilt {
+        Some(r) => r,
+        None => rebuild_from_snapshot(&graph)?,
+    };
+    same_state("rebuilt from snapshot, at the end", &graph, &rebuilt)?;
+
+    // Replaying the returned events in order rebuilds the same rows.
+    let mut replayed = IdentityGraph::new();
+    for (n, event) in log.iter().enumerate() {
+        replayed
+            .apply(event)
+            .map_err(|e| fail(format!("event {n} {event:?} does not replay: {e}")))?;
+    }
+    same_state("replayed from events", &graph, &replayed)?;
+    graph.check_invariants().map_err(fail)?;
+    Ok(())
+}
+
+#[test]
+fn graph_agrees_with_naive_model_of_spec_section_3() {
+    const CASES: u32 = 1000;
+    let config = Config {
+        cases: CASES,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let before = REQUESTS.load(Ordering::Relaxed);
+    if let Err(e) = runner.run(&case(), |c| run_case(&c)) {
+        panic!("{e}");
+    }
+    let requests = REQUESTS.load(Ordering::Relaxed) - before;
+    eprintln!("graph_model: {CASES} cases, {requests} requests");
+    assert!(requests >= 10_000, "only {requests} requests generated");
+}
+
+/// The model itself reproduces SPEC.md §5, so a disagreement above is the graph's.
+#[test]
+fn model_reproduces_spec_section_5() {
+    let mut m = Model::default();
+    let (lorraine, mcfly, george, biff) = (
+        "lorraine@hillvalley.edu",
+        "mcfly@hillvalley.edu",
+        "george@hillvalley.edu",
+        "biffsucks@hillvalley.edu",
+    );
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(m.identify(Some(lorraine), Some("123456"), 10).0.primary, 1);
+    let two = m.identify(Some(mcfly), Some("123456"), 11);
+    assert_eq!(
+        two,
+        (
+            Answer {
+                primary: 1,
+                emails: s(&[lorraine, mcfly]),
+                phones: s(&["123456"]),
+                secondaries: vec![2]
+            },
+            true
+        )
+    );
+    assert_eq!(m.identify(None, Some("123456"), 12), (two.0.clone(), false));
+    assert_eq!(m.identify(Some(lorraine), None, 12), (two.0.clone(), false));
+    assert_eq!(m.identify(Some(mcfly), None, 12), (two.0, false));
+    m.identify(Some(george), Some("919191"), 13);
+    m.identify(Some(biff), Some("717171"), 14);
+    let six = m.identify(Some(george), Some("717171"), 15);
+    assert_eq!(
+        six,
+        (
+            Answer {
+                primary: 3,
+                emails: s(&[george, biff]),
+                phones: s(&["919191", "717171"]),
+                secondaries: vec![4]
+            },
+            true
+        )
+    );
+    assert_eq!(m.rows.len(), 4);
+    let row4 = m.get(4);
+    assert_eq!(
+        (row4.primary, row4.linked_id, row4.updated_at),
+        (false, Some(3), 15)
+    );
+}

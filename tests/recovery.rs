@@ -1,0 +1,325 @@
+//! Durability through restarts (SPEC.md §8): same rows after a clean restart, after a restart
+//! without the final snapshot, after a snapshot plus more log; a torn tail cut at every byte
+//! offset of the last record; corruption in the middle of the log refused with file and offset,
+//! by `serve` and by `idrecon check`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{TestApp, idrecon};
+use idrecon::http::HttpOptions;
+use idrecon::store::{Store, StoreError, StoreOptions};
+use serde_json::{Value, json};
+
+/// A deterministic little workload with merges, secondaries and pure reads.
+fn workload(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            // Pools that grow with i: new customers keep arriving, and merges keep happening.
+            let e = format!("user{}@shop.io", (i * 7) % (13 + i / 4));
+            let p = format!("555{}", (i * 5) % (11 + i / 5));
+            match i % 3 {
+                0 => json!({"email": e, "phoneNumber": p}),
+                1 => json!({"email": e}),
+                _ => json!({"phoneNumber": p, "email": format!("alt{}@shop.io", i % 17)}),
+            }
+        })
+        .collect()
+}
+
+async fn run(app: &TestApp, requests: &[Value]) -> Vec<Value> {
+    let mut answers = Vec::new();
+    for r in requests {
+        let (status, answer) = app.identify(r).await;
+        assert_eq!(status, 200, "{r}");
+        answers.push(answer);
+    }
+    answers
+}
+
+fn wal_segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn snapshots(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("snapshots")).map_or(0, |d| d.count())
+}
+
+/// Start offsets of every record in a segment (header 24 bytes; record = len u32, crc u32,
+/// lsn u64, payload), plus the end.
+fn record_offsets(segment: &[u8]) -> Vec<usize> {
+    let mut offsets = vec![];
+    let mut at = 24;
+    while at + 16 <= segment.len() {
+        offsets.push(at);
+        let len = u32::from_le_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
+        at += 16 + len;
+    }
+    assert_eq!(at, segment.len(), "test parses whole records");
+    offsets.push(at);
+    offsets
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for sub in ["wal", "snapshots"] {
+        let src = from.join(sub);
+        if !src.exists() {
+            continue;
+        }
+        std::fs::create_dir_all(to.join(sub)).unwrap();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(sub).join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn same_rows_after_clean_restart_and_after_abandon() {
+    let dir = tempfile::tempdir().unwrap();
+    let requests = workload(60);
+    let app = TestApp::spawn(dir.path()).await;
+    run(&app, &requests).await;
+    let answers = run(&app, &requests).await; // every request is a pure read now
+    let rows = app.all_rows().await;
+    app.abandon().await; // no final snapshot: recovery replays the log
+    assert_eq!(snapshots(dir.path()), 0);
+
+    let app = TestApp::spawn(dir.path()).await;
+    assert_eq!(app.all_rows().await, rows);
+    assert!(
+        run(&app, &requests).await == answers,
+        "same answers after restart"
+    );
+    assert_eq!(app.all_rows().await, rows);
+    app.stop().await; // final snapshot
+    assert_eq!(snapshots(dir.path()), 1);
+
+    let app = TestApp::spawn(dir.path()).await;
+    assert_eq!(app.all_rows().await, rows);
+    let (_, a) = app.identify(&json!({"email": "fresh@shop.io"})).await;
+    assert_eq!(
+        a["contact"]["primaryContactId"],
+        rows.len() as u64 + 1,
+        "ids continue after restart"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn snapshot_plus_more_log_recovers_and_prunes_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    // Only explicit snapshots here, so the log after the newest one is known to be non-empty.
+    let options = StoreOptions {
+        snapshot_every: 0,
+        segment_bytes: 512,
+        ..StoreOptions::default()
+    };
+    let requests = workload(300);
+    let app = TestApp::spawn_with(dir.path(), options.clone(), HttpOptions::default()).await;
+    run(&app, &requests[..100]).await;
+    app.store.snapshot_blocking().unwrap();
+    run(&app, &requests[100..200]).await;
+    let newest = app.store.snapshot_blocking().unwrap().unwrap();
+    run(&app, &requests[200..]).await;
+    let rows = app.all_rows().await;
+    let lsn = app.store.lsn();
+    assert!(lsn > newest);
+    app.abandon().await;
+    assert_eq!(snapshots(dir.path()), 2, "two snapshots kept");
+    let first_segment = wal_segments(dir.path())[0].clone();
+    let first_lsn: u64 = first_segment
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        first_lsn > 1,
+        "segments wholly below the older snapshot were removed"
+    );
+
+    let (store, recovery) = Store::open(dir.path(), options).unwrap();
+    assert!(recovery.snapshot.is_some());
+    assert_eq!(
+        recovery.wal.records_replayed,
+        lsn - newest,
+        "exactly the log after the snapshot replayed"
+    );
+    assert_eq!(store.lsn(), lsn);
+    let recovered: Vec<Value> = store.with_graph(|g| {
+        g.all_contacts()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect()
+    });
+    assert_eq!(recovered, rows);
+    store.close().unwrap();
+}
+
+#[tokio::test]
+async fn snapshots_are_taken_automatically_every_n_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        snapshot_every: 20,
+        segment_bytes: 512,
+        ..StoreOptions::default()
+    };
+    let app = TestApp::spawn_with(dir.path(), options.clone(), HttpOptions::default()).await;
+    run(&app, &workload(200)).await;
+    let rows = app.all_rows().await;
+    // The snapshot thread runs in the background; give it a bounded time.
+    for _ in 0..200 {
+        if snapshots(dir.path()) == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(snapshots(dir.path()), 2);
+    app.abandon().await;
+    let app = TestApp::spawn_with(dir.path(), options, HttpOptions::default()).await;
+    assert_eq!(app.all_rows().await, rows);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn torn_tail_cut_at_every_byte_offset_of_the_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path()).await;
+    let requests = workload(12);
+    run(&app, &requests).await;
+    let rows = app.all_rows().await;
+    app.abandon().await;
+
+    let segment = wal_segments(dir.path()).pop().unwrap();
+    let bytes = std::fs::read(&segment).unwrap();
+    let offsets = record_offsets(&bytes);
+    let last_start = offsets[offsets.len() - 2];
+    let records = offsets.len() - 1;
+
+    // The rows with the last event undone: recover once from a log without it.
+    let expected_dir = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), expected_dir.path());
+    let expected_segment = expected_dir
+        .path()
+        .join("wal")
+        .join(segment.file_name().unwrap());
+    std::fs::write(&expected_segment, &bytes[..last_start]).unwrap();
+    let (store, report) = Store::open(expected_dir.path(), StoreOptions::default()).unwrap();
+    assert!(report.wal.torn_tail.is_none());
+    assert_eq!(report.wal.records_replayed as usize, records - 1);
+    let expected_rows = store.with_graph(|g| g.all_contacts().collect::<Vec<_>>());
+    drop(store);
+    assert!(expected_rows.len() <= rows.len());
+
+    for cut in last_start + 1..bytes.len() {
+        let trial = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), trial.path());
+        let trial_segment = trial.path().join("wal").join(segment.file_name().unwrap());
+        std::fs::write(&trial_segment, &bytes[..cut]).unwrap();
+        let (store, recovery) = Store::open(trial.path(), StoreOptions::default()).unwrap();
+        let torn = recovery
+            .wal
+            .torn_tail
+            .as_ref()
+            .unwrap_or_else(|| panic!("cut at {cut}: no torn tail"));
+        assert_eq!(torn.offset as usize, last_start, "cut at {cut}");
+        assert_eq!(torn.file.file_name(), segment.file_name());
+        assert_eq!(
+            store.with_graph(|g| g.all_contacts().collect::<Vec<_>>()),
+            expected_rows,
+            "cut at {cut}"
+        );
+        drop(store);
+        assert_eq!(
+            std::fs::metadata(&trial_segment).unwrap().len() as usize,
+            last_start,
+            "tail was cut"
+        );
+    }
+}
+
+#[tokio::test]
+async fn corruption_in_the_middle_is_refused_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path()).await;
+    run(&app, &workload(10)).await;
+    app.abandon().await;
+    let segment = wal_segments(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let offsets = record_offsets(&bytes);
+    let victim = offsets[2];
+    bytes[victim + 20] ^= 0x10; // inside record 3's payload
+    std::fs::write(&segment, &bytes).unwrap();
+
+    match Store::open(dir.path(), StoreOptions::default()) {
+        Err(error @ StoreError::Wal(_)) => {
+            let text = error.to_string();
+            assert!(text.contains(&segment.display().to_string()), "{text}");
+            assert!(text.contains(&format!("offset {victim}")), "{text}");
+        }
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("corrupt log accepted"),
+    }
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        bytes,
+        "refusal changes no file"
+    );
+
+    let output = idrecon(&["check", "--data-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(&format!("offset {victim}")), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_passes_a_healthy_dir_and_warns_on_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path()).await;
+    run(&app, &workload(10)).await;
+    app.abandon().await;
+    let d = dir.path().to_str().unwrap();
+    let output = idrecon(&["check", "--data-dir", d]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    let segment = wal_segments(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.set_len(len - 3).unwrap();
+    let output = idrecon(&["check", "--data-dir", d]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("torn tail"), "{stdout}");
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        len - 3,
+        "check changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), StoreOptions::default()),
+        Err(StoreError::Locked(_))
+    ));
+    store.close().unwrap();
+}
