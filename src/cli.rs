@@ -18,7 +18,7 @@ use crate::http::{HttpOptions, ResponseKey};
 use crate::rows::{self, RowFormat};
 use crate::snapshot;
 use crate::store::{self, Store, StoreOptions};
-use crate::wal::{self, FsyncMode};
+use crate::wal::FsyncMode;
 
 /// The default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "idrecon-data";
@@ -43,6 +43,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Verify every snapshot and log checksum; non-zero exit on corruption serve would refuse.
     Check(CheckArgs),
+    /// Send every JSON line of a checkout-events file to a running service's /identify.
+    Feed(FeedArgs),
 }
 
 /// `--data-dir`, shared by every subcommand.
@@ -115,6 +117,19 @@ pub struct CheckArgs {
     pub data: DataDir,
 }
 
+/// Flags of `idrecon feed`.
+#[derive(Debug, Args)]
+pub struct FeedArgs {
+    /// Base URL of the running service.
+    #[arg(long, env = "IDRECON_URL", default_value = "http://127.0.0.1:3000")]
+    pub url: String,
+    /// Requests in flight at once (1 keeps the file's order exactly).
+    #[arg(long, env = "IDRECON_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: usize,
+    /// JSON Lines file of /identify request bodies.
+    pub file: PathBuf,
+}
+
 /// Runs a parsed command line. Returns the process exit code.
 ///
 /// # Errors
@@ -125,6 +140,19 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Import(args) => import(args).map(|()| 0),
         Command::Export(args) => export(args).map(|()| 0),
         Command::Check(args) => check(&args.data.data_dir),
+        Command::Feed(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let summary =
+                runtime.block_on(crate::feed::feed(&args.file, &args.url, args.concurrency))?;
+            print!("{summary}");
+            Ok(if summary.errors.is_empty() && summary.unreachable == 0 {
+                0
+            } else {
+                1
+            })
+        }
     }
 }
 
@@ -257,8 +285,9 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
 /// `idrecon export` (SPEC.md §7): read-only; every row in id order to stdout.
 fn export(args: ExportArgs) -> anyhow::Result<()> {
     let dir = &args.data.data_dir;
-    let graph =
-        store::load_read_only(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let graph = store::inspect(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .graph;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     rows::write_rows(&mut out, args.format, graph.all_contacts())?;
@@ -266,76 +295,61 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `idrecon check` (SPEC.md §7): verifies every snapshot and log record. Exit 0 when `serve`
-/// would start (a torn tail or a damaged snapshot it can fall back from is a warning), 1 when
-/// it would refuse.
+/// `idrecon check` (SPEC.md §7): verifies every snapshot and log record, then rebuilds the
+/// state exactly as `serve` would (same snapshot choice, every event replayed) without changing
+/// any file. Exit 0 when `serve` would start (a torn tail, or a damaged snapshot it falls back
+/// from, is a warning), 1 when it would refuse.
 fn check(dir: &Path) -> anyhow::Result<i32> {
     if !dir.exists() {
         bail!("data directory {} does not exist", dir.display());
     }
     let mut out = std::io::stdout().lock();
-    let mut newest_valid = None;
-    let mut snapshot_errors = Vec::new();
-    let snapshots = snapshot::list(&dir.join("snapshots"))?;
-    for (_, path) in &snapshots {
-        match snapshot::verify(path) {
-            Ok(info) => {
-                writeln!(
-                    out,
-                    "ok       {}: {} contacts at LSN {}",
-                    path.display(),
-                    info.contacts,
-                    info.lsn
-                )?;
-                newest_valid = Some(info.lsn);
-            }
-            Err(error) => {
-                writeln!(out, "CORRUPT  {error}")?;
-                snapshot_errors.push(error.to_string());
-            }
-        }
-    }
-    if !snapshots.is_empty() && newest_valid.is_none() {
-        writeln!(
-            out,
-            "error: no snapshot verifies; serve would refuse to start"
-        )?;
-        return Ok(1);
-    }
-    match wal::scan(&dir.join("wal"), newest_valid.unwrap_or(0)) {
-        Ok(report) => {
-            writeln!(
+    for (_, path) in snapshot::list(&dir.join("snapshots"))? {
+        match snapshot::verify(&path) {
+            Ok(info) => writeln!(
                 out,
-                "ok       log: {} segments, {} records after the snapshot, last LSN {}",
-                report.segments, report.records_replayed, report.last_lsn
-            )?;
-            if let Some(torn) = &report.torn_tail {
-                writeln!(
-                    out,
-                    "warning: torn tail in {} at byte offset {} ({} bytes); serve will cut it",
-                    torn.file.display(),
-                    torn.offset,
-                    torn.bytes_cut
-                )?;
-            }
-            // Checksums can all hold while an event still does not fit the state (a bug or a
-            // hand-edited file): replay everything, as serve would.
-            if let Err(error) = store::load_read_only(dir) {
-                writeln!(out, "CORRUPT  replay failed: {error}")?;
-                return Ok(1);
-            }
-            if !snapshot_errors.is_empty() {
-                writeln!(
-                    out,
-                    "warning: {} damaged snapshot(s); serve falls back to an older one",
-                    snapshot_errors.len()
-                )?;
-            }
-            Ok(0)
+                "ok       {}: {} contacts at LSN {}",
+                path.display(),
+                info.contacts,
+                info.lsn
+            )?,
+            Err(error) => writeln!(out, "CORRUPT  {error}")?,
         }
+    }
+    let inspection = match store::inspect(dir) {
+        Ok(inspection) => inspection,
         Err(error) => {
             writeln!(out, "CORRUPT  {error}")?;
-            Ok(1)
+            writeln!(out, "error: serve would refuse to start")?;
+            return Ok(1);
         }
+    };
+    let report = &inspection.wal;
+    writeln!(
+        out,
+        "ok       log: {} segments, {} records after LSN {}, last LSN {}",
+        report.segments, report.records_replayed, inspection.snapshot_lsn, report.last_lsn
+    )?;
+    writeln!(
+        out,
+        "ok       state: {} contacts in {} identities",
+        inspection.graph.len(),
+        inspection.graph.identity_count()
+    )?;
+    if let Some(torn) = &report.torn_tail {
+        writeln!(
+            out,
+            "warning: torn tail in {} at byte offset {} ({} bytes); serve will cut it",
+            torn.file.display(),
+            torn.offset,
+            torn.bytes_cut
+        )?;
     }
+    for skipped in &inspection.skipped_snapshots {
+        writeln!(
+            out,
+            "warning: serve skips a damaged snapshot and falls back to an older one: {skipped}"
+        )?;
+    }
+    Ok(0)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -119,6 +119,11 @@ impl From<StoreError> for ApiError {
                 "unavailable",
                 "the service cannot durably record changes right now",
             ),
+            StoreError::Apply(crate::graph::ApplyError::Full) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "capacity_exhausted",
+                "no contact id or slot is left for a new contact",
+            ),
             other => {
                 tracing::error!(error = %other, "request failed inside the store");
                 ApiError::new(
@@ -140,8 +145,18 @@ impl IntoResponse for ApiError {
             #[serde(skip_serializing_if = "Option::is_none")]
             field: Option<&'a str>,
         }
-        let body = serde_json::json!({"error": Body { code: self.code, message: &self.message, field: self.field }});
-        (self.status, axum::Json(body)).into_response()
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            error: Body<'a>,
+        }
+        let body = Envelope {
+            error: Body {
+                code: self.code,
+                message: &self.message,
+                field: self.field,
+            },
+        };
+        json_response(self.status, &body)
     }
 }
 
@@ -234,6 +249,10 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
+/// Response header of `/identify` naming what the request did: `new-primary`,
+/// `new-secondary`, `merge` or `read` (an addition to SPEC.md, for load tools and debugging).
+pub const OUTCOME_HEADER: &str = "x-idrecon-outcome";
+
 /// `POST /identify` (SPEC.md §3).
 async fn identify(
     State(app): State<AppState>,
@@ -249,12 +268,17 @@ async fn identify(
     }
     let body = body_bytes(body)?;
     let request = parse_identify_body(&body)?;
-    let (identity, _outcome) = app.store.identify(&request).await?;
+    let (identity, outcome) = app.store.identify(&request).await?;
     let answer = IdentifyAnswer {
         identity: &identity,
         key: app.options.response_key,
     };
-    Ok(json_response(StatusCode::OK, &answer))
+    let mut response = json_response(StatusCode::OK, &answer);
+    response.headers_mut().insert(
+        OUTCOME_HEADER,
+        header::HeaderValue::from_static(outcome.as_str()),
+    );
+    Ok(response)
 }
 
 fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
@@ -317,8 +341,10 @@ fn parse_id(text: &str, what: &'static str) -> Result<ContactId, ApiError> {
 /// `GET /contacts/{id}` (SPEC.md §6).
 async fn get_contact(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    // A rejected path (e.g. invalid percent-encoded UTF-8) gets the same JSON 400.
+    let id = id.map(|Path(id)| id).unwrap_or_default();
     let id = parse_id(&id, "id")?;
     match app.store.contact(id).await? {
         Some(row) => Ok(json_response(StatusCode::OK, &row)),

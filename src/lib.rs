@@ -22,12 +22,14 @@
 //! - [`store`]: graph + log + snapshots, locking and durability waits;
 //! - [`http`]: the axum API;
 //! - [`rows`]: CSV / JSON Lines import and export of Contact rows;
+//! - [`feed`]: a client that replays checkout events against a running service;
 //! - [`cli`]: the command line.
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod contact;
 pub mod event;
+pub mod feed;
 pub mod graph;
 pub mod http;
 pub mod request;

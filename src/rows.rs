@@ -480,7 +480,10 @@ fn validate<'a>(raw: &RawRow<'a>) -> Result<ImportRow, ImportError> {
             RawValue::Number(number) => number.as_u64(),
         };
         match id {
-            Some(id) if id > 0 => Ok(id),
+            // PostgreSQL's bigint bound: larger ids cannot come from a Contact table and would
+            // leave the service no id to assign next.
+            Some(id) if id > 0 && id <= crate::snapshot::MAX_COUNTER => Ok(id),
+            Some(id) if id > 0 => Err(fail(column, "must be at most 9223372036854775807")),
             _ => Err(fail(column, "must be a positive integer")),
         }
     };

@@ -33,6 +33,8 @@ const CHUNK_TARGET: usize = 64 * 1024;
 /// The largest chunk payload a reader accepts, in bytes (a single contact is far smaller).
 const CHUNK_LIMIT: usize = 16 * 1024 * 1024;
 const SUFFIX: &str = ".snap";
+/// The largest LSN or contact id a snapshot may carry (`i64::MAX`, PostgreSQL's bigint).
+pub const MAX_COUNTER: u64 = i64::MAX as u64;
 const TMP_SUFFIX: &str = ".snap.tmp";
 
 /// Why a snapshot could not be written or read.
@@ -157,11 +159,21 @@ pub fn path_for(dir: &Path, lsn: Lsn) -> PathBuf {
 /// [`SnapshotError::Io`] naming the file on any I/O failure; the temp file is then removed
 /// (best effort) and no final file appears.
 pub fn write_file(dir: &Path, lsn: Lsn, bytes: &[u8]) -> Result<PathBuf, SnapshotError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    create_dir_durably(dir)?;
     let final_path = path_for(dir, lsn);
-    let tmp = dir.join(format!("{lsn:020}{TMP_SUFFIX}"));
+    // A unique temp name, created exclusively: two writers never share (or truncate) a file.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(
+        "{lsn:020}{TMP_SUFFIX}.{}.{unique}",
+        std::process::id()
+    ));
     let result = (|| {
-        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
         let mut writer = BufWriter::with_capacity(1 << 20, file);
         writer.write_all(bytes).map_err(io_err(&tmp))?;
         let file = writer.into_inner().map_err(|e| SnapshotError::Io {
@@ -176,6 +188,24 @@ pub fn write_file(dir: &Path, lsn: Lsn, bytes: &[u8]) -> Result<PathBuf, Snapsho
         let _ = fs::remove_file(&tmp);
     }
     result.map(|()| final_path)
+}
+
+/// Creates `dir` (and missing parents) and fsyncs it and its parent, so the directory
+/// entries themselves survive a crash (a new data directory's `snapshots/` and `wal/`).
+///
+/// # Errors
+/// [`SnapshotError::Io`] naming the directory that could not be created or fsynced.
+pub fn create_dir_durably(dir: &Path) -> Result<(), SnapshotError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    sync_dir(dir)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+        if let Some(grandparent) = parent.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // The data directory itself may be new too (import); best effort above that.
+            let _ = sync_dir(grandparent);
+        }
+    }
+    Ok(())
 }
 
 /// Fsyncs a directory so that file creations, renames and removals in it are durable.
@@ -231,7 +261,7 @@ pub fn prune(dir: &Path, keep: usize) -> Result<Option<Lsn>, SnapshotError> {
             if entry
                 .file_name()
                 .to_str()
-                .is_some_and(|n| n.ends_with(TMP_SUFFIX))
+                .is_some_and(|n| n.contains(TMP_SUFFIX))
             {
                 let _ = fs::remove_file(entry.path());
             }
@@ -286,6 +316,11 @@ pub fn read<E: std::fmt::Display>(
         next_id: u64_at(&header, 20),
         contacts: u64_at(&header, 28),
     };
+    // LSNs and ids stay below 2^63 (PostgreSQL bigint); anything above cannot have been
+    // written by this service and would overflow the counters that continue from it.
+    if info.lsn > MAX_COUNTER || info.next_id > MAX_COUNTER {
+        return Err(corrupt(0, "header LSN or next id out of range"));
+    }
     let (mut offset, mut count, mut chunks) = (HEADER_LEN as u64, 0u64, 0u64);
     let mut payload = Vec::new();
     loop {

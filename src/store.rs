@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::contact::{ContactId, ContactRow, Timestamp};
 use crate::event::Event;
@@ -110,6 +110,18 @@ pub enum Outcome {
     PureRead,
 }
 
+impl Outcome {
+    /// `new-primary`, `new-secondary`, `merge` or `read`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::NewPrimary => "new-primary",
+            Outcome::NewSecondary => "new-secondary",
+            Outcome::Merge => "merge",
+            Outcome::PureRead => "read",
+        }
+    }
+}
+
 struct State {
     graph: IdentityGraph,
     /// LSN of the last event applied to `graph`.
@@ -137,8 +149,14 @@ pub struct Store {
     options: StoreOptions,
     /// Events applied since the last snapshot started.
     since_snapshot: AtomicU64,
-    /// Set while a snapshot is being taken, so at most one runs.
+    /// Set while a background snapshot is scheduled or running, so at most one is.
     snapshotting: AtomicBool,
+    /// Serializes snapshots (background, explicit, shutdown) and remembers the LSN of the
+    /// newest good snapshot (`None` before the first).
+    snapshot_lock: Mutex<Option<Lsn>>,
+    /// The background snapshot thread, joined by [`Store::close`] and
+    /// [`Store::wait_for_snapshot`].
+    snapshot_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held for the store's lifetime: an exclusive lock on `DIR/LOCK`.
     _lock: File,
 }
@@ -150,12 +168,14 @@ struct Loaded {
     path: Option<PathBuf>,
     contacts: u64,
     skipped: Vec<String>,
+    /// Files of the snapshots that failed before one loaded.
+    skipped_paths: Vec<PathBuf>,
 }
 
 /// Loads the newest snapshot that verifies, falling back to older ones; with no snapshot at
 /// all, the empty graph at LSN 0.
 fn load_snapshot(snapshots_dir: &Path) -> Result<Loaded, StoreError> {
-    let mut skipped = Vec::new();
+    let (mut skipped, mut skipped_paths) = (Vec::new(), Vec::new());
     let available = snapshot::list(snapshots_dir)?;
     for (_, path) in available.iter().rev() {
         let mut graph = IdentityGraph::new();
@@ -170,11 +190,13 @@ fn load_snapshot(snapshots_dir: &Path) -> Result<Loaded, StoreError> {
                     path: Some(path.clone()),
                     contacts: info.contacts,
                     skipped,
+                    skipped_paths,
                 });
             }
             Err(error) => {
                 tracing::error!(%error, "snapshot unusable, trying an older one");
                 skipped.push(error.to_string());
+                skipped_paths.push(path.clone());
             }
         }
     }
@@ -189,24 +211,47 @@ fn load_snapshot(snapshots_dir: &Path) -> Result<Loaded, StoreError> {
         path: None,
         contacts: 0,
         skipped,
+        skipped_paths,
     })
 }
 
-/// Loads the state of a data directory without changing any file (for `export`): newest
-/// valid snapshot plus every valid log record after it; a torn tail is ignored, not cut.
+/// What a data directory holds, read without changing any file.
+pub struct Inspection {
+    /// The rebuilt state: newest usable snapshot plus every valid log record after it.
+    pub graph: IdentityGraph,
+    /// The snapshot that was loaded, and its LSN (0 without one).
+    pub snapshot: Option<PathBuf>,
+    /// LSN of that snapshot.
+    pub snapshot_lsn: Lsn,
+    /// Snapshots that failed to load before one succeeded, newest first.
+    pub skipped_snapshots: Vec<String>,
+    /// The log scan: records after the snapshot, last LSN, a torn tail `serve` would cut.
+    pub wal: RecoveryReport,
+}
+
+/// Loads the state of a data directory exactly as [`Store::open`] would, without changing any
+/// file (for `export` and `check`): a torn tail is reported, not cut, and no lock is taken.
 ///
 /// # Errors
-/// As [`Store::open`], for corruption that `serve` would refuse.
-pub fn load_read_only(dir: &Path) -> Result<IdentityGraph, StoreError> {
+/// As [`Store::open`], for everything `serve` would refuse.
+pub fn inspect(dir: &Path) -> Result<Inspection, StoreError> {
     let Loaded {
         mut graph,
         lsn: snapshot_lsn,
+        path,
+        skipped,
         ..
     } = load_snapshot(&dir.join("snapshots"))?;
-    crate::wal::replay_read_only(&dir.join("wal"), snapshot_lsn, |lsn, payload| {
+    let wal = crate::wal::replay_read_only(&dir.join("wal"), snapshot_lsn, |lsn, payload| {
         apply_record(&mut graph, lsn, payload)
     })?;
-    Ok(graph)
+    Ok(Inspection {
+        graph,
+        snapshot: path,
+        snapshot_lsn,
+        skipped_snapshots: skipped,
+        wal,
+    })
 }
 
 fn apply_record(graph: &mut IdentityGraph, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
@@ -227,10 +272,7 @@ impl Store {
     /// [`StoreError::Snapshot`] naming file and offset for corruption; [`StoreError::Io`] when
     /// the directory cannot be created.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<(Arc<Store>, Recovery), StoreError> {
-        fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        snapshot::create_dir_durably(dir)?;
         let lock_path = dir.join("LOCK");
         let lock = File::options()
             .create(true)
@@ -250,6 +292,7 @@ impl Store {
             path: snapshot_path,
             contacts: snapshot_contacts,
             skipped,
+            skipped_paths,
         } = load_snapshot(&dir.join("snapshots"))?;
         let wal_options = WalOptions {
             fsync: options.fsync,
@@ -262,6 +305,23 @@ impl Store {
             |lsn, payload| apply_record(&mut graph, lsn, payload),
         )?;
         debug_assert_eq!(graph.check_invariants(), Ok(()));
+        // Recovery succeeded from an older snapshot: set the damaged newer ones aside (kept
+        // for inspection) so retention never counts them as good.
+        for path in &skipped_paths {
+            let mut aside = path.clone().into_os_string();
+            aside.push(".corrupt");
+            match fs::rename(path, &aside) {
+                Ok(()) => {
+                    tracing::warn!(from = %path.display(), to = ?aside, "damaged snapshot set aside")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, path = %path.display(), "could not set a damaged snapshot aside")
+                }
+            }
+        }
+        if !skipped_paths.is_empty() {
+            snapshot::sync_dir(&dir.join("snapshots"))?;
+        }
         let lsn = report.last_lsn.max(snapshot_lsn);
         let store = Store {
             state: RwLock::new(State { graph, lsn }),
@@ -269,6 +329,8 @@ impl Store {
             dir: dir.to_path_buf(),
             since_snapshot: AtomicU64::new(report.records_replayed),
             snapshotting: AtomicBool::new(false),
+            snapshot_lock: Mutex::new(snapshot_path.as_ref().map(|_| snapshot_lsn)),
+            snapshot_thread: Mutex::new(None),
             options,
             _lock: lock,
         };
@@ -338,13 +400,17 @@ impl Store {
             let mut outcome = Outcome::PureRead;
             for (event, bytes) in events.iter().zip(&encoded) {
                 state.graph.apply(event)?;
-                // The event is applied in memory; if the log refuses it, the process can no
-                // longer acknowledge anything (the log has failed), so memory ahead of disk is
-                // never revealed: every answer waits for durability first.
-                state.lsn = self
-                    .wal
-                    .append(bytes)
-                    .map_err(|_| StoreError::Unavailable)?;
+                match self.wal.append(bytes) {
+                    Ok(lsn) => state.lsn = lsn,
+                    Err(_) => {
+                        // Memory is now ahead of the log for good. Every answer waits for
+                        // durability up to `state.lsn`; at Lsn::MAX that wait always fails, so
+                        // this state is never revealed (nor snapshotted) until a restart
+                        // recovers from disk.
+                        state.lsn = Lsn::MAX;
+                        return Err(StoreError::Unavailable);
+                    }
+                }
                 outcome = match event {
                     Event::ContactInserted(c) if c.link.is_none() => Outcome::NewPrimary,
                     Event::ContactInserted(_) => Outcome::NewSecondary,
@@ -417,8 +483,24 @@ impl Store {
                 }
                 store.snapshotting.store(false, Ordering::Release);
             });
-        if spawned.is_err() {
-            self.snapshotting.store(false, Ordering::Release);
+        match spawned {
+            // The previous thread (if any) has finished: `snapshotting` was clear.
+            Ok(handle) => {
+                let previous = self.snapshot_thread.lock().replace(handle);
+                if let Some(previous) = previous {
+                    let _ = previous.join();
+                }
+            }
+            Err(_) => self.snapshotting.store(false, Ordering::Release),
+        }
+    }
+
+    /// Waits for a background snapshot in progress, if any (it holds a reference to the store,
+    /// so the data directory stays locked until it ends).
+    pub fn wait_for_snapshot(&self) {
+        let handle = self.snapshot_thread.lock().take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
         }
     }
 
@@ -432,13 +514,14 @@ impl Store {
     /// [`StoreError::Snapshot`] / [`StoreError::Wal`] on I/O failure (the previous snapshots
     /// and the log stay valid); [`StoreError::Unavailable`] when the log has failed.
     pub fn snapshot_blocking(&self) -> Result<Option<Lsn>, StoreError> {
+        let mut last_snapshot = self.snapshot_lock.lock();
+        if self.wal.is_failed() {
+            return Err(StoreError::Unavailable);
+        }
         let snapshots_dir = self.dir.join("snapshots");
         let (lsn, bytes) = {
             let state = self.state.read();
-            if snapshot::list(&snapshots_dir)?
-                .last()
-                .is_some_and(|(l, _)| *l == state.lsn)
-            {
+            if *last_snapshot == Some(state.lsn) {
                 return Ok(None);
             }
             let since = self.since_snapshot.swap(0, Ordering::Relaxed);
@@ -459,6 +542,7 @@ impl Store {
             .map_err(|_| StoreError::Unavailable)?;
         let started = std::time::Instant::now();
         let path = snapshot::write_file(&snapshots_dir, lsn, &bytes)?;
+        *last_snapshot = Some(lsn);
         let oldest_kept = snapshot::prune(&snapshots_dir, SNAPSHOTS_KEPT)?;
         let removed = match oldest_kept {
             Some(oldest) if snapshot::list(&snapshots_dir)?.len() >= SNAPSHOTS_KEPT => {
@@ -483,6 +567,7 @@ impl Store {
     /// # Errors
     /// As [`Store::snapshot_blocking`] and [`Wal::close`].
     pub fn close(&self) -> Result<(), StoreError> {
+        self.wait_for_snapshot();
         let snapshot = if self.wal.is_failed() {
             Ok(None)
         } else {

@@ -370,6 +370,11 @@ impl Wal {
                     .open(&newest.path)
                     .map_err(io_err(&newest.path))?;
                 let size = file.metadata().map_err(io_err(&newest.path))?.len();
+                // Recovered records may be in the page cache only (a crash between write and
+                // fsync, or --fsync never): they are about to be reported durable, so make
+                // them so first.
+                file.sync_all().map_err(io_err(&newest.path))?;
+                sync_dir(dir)?;
                 ActiveSegment {
                     file,
                     path: newest.path.clone(),
@@ -472,7 +477,9 @@ impl Wal {
         q.buf.extend_from_slice(payload);
         let end = q.buf.len();
         q.ends.push(end);
-        q.next_lsn = lsn + 1;
+        // LSNs are bounded far below u64::MAX by every reader; running out is a failure, not
+        // an overflow.
+        q.next_lsn = lsn.checked_add(1).ok_or(WalError::Failed)?;
         drop(q);
         self.shared.work.notify_one();
         Ok(lsn)

@@ -319,6 +319,14 @@ async fn errors_are_json_and_change_nothing() {
         ),
         (
             "GET",
+            "/contacts/%FF",
+            None,
+            vec![],
+            400,
+            "invalid_path_parameter",
+        ),
+        (
+            "GET",
             "/contacts/-1",
             None,
             vec![],
@@ -370,6 +378,22 @@ async fn errors_are_json_and_change_nothing() {
     )
     .await;
     assert_eq!(answer["error"]["field"], "email");
+    // SPEC §4's shape, keys in its order: code, message, field.
+    let text = app
+        .client
+        .post(format!("{}/identify", app.url))
+        .header("content-type", "application/json")
+        .body(r#"{"email":"a@@b"}"#)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        text,
+        r#"{"error":{"code":"invalid_email","message":"email must contain exactly one '@'","field":"email"}}"#
+    );
     let (status, _) = raw(
         &app,
         "POST",

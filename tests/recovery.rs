@@ -48,8 +48,15 @@ fn wal_segments(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Number of finished snapshot files (`*.snap`; temp files and set-aside ones excluded).
 fn snapshots(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("snapshots")).map_or(0, |d| d.count())
+    std::fs::read_dir(dir.join("snapshots")).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "snap"))
+        })
+        .count()
+    })
 }
 
 /// Start offsets of every record in a segment (header 24 bytes; record = len u32, crc u32,
@@ -322,4 +329,85 @@ async fn a_second_server_on_the_same_dir_is_refused() {
         Err(StoreError::Locked(_))
     ));
     store.close().unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupt_newest_snapshot_falls_back_to_the_older_one_plus_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        snapshot_every: 0,
+        ..StoreOptions::default()
+    };
+    let app = TestApp::spawn_with(dir.path(), options.clone(), HttpOptions::default()).await;
+    run(&app, &workload(40)).await;
+    app.store.snapshot_blocking().unwrap();
+    run(&app, &workload(80)[40..]).await;
+    let newest = app.store.snapshot_blocking().unwrap().unwrap();
+    let rows = app.all_rows().await;
+    app.abandon().await;
+
+    let newest_path = dir
+        .path()
+        .join("snapshots")
+        .join(format!("{newest:020}.snap"));
+    let mut bytes = std::fs::read(&newest_path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&newest_path, &bytes).unwrap();
+
+    let output = idrecon(&["check", "--data-dir", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("CORRUPT") && stdout.contains("falls back"),
+        "{stdout}"
+    );
+
+    let (store, recovery) = Store::open(dir.path(), options.clone()).unwrap();
+    assert_eq!(recovery.skipped_snapshots.len(), 1);
+    let recovered: Vec<Value> = store.with_graph(|g| {
+        g.all_contacts()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect()
+    });
+    assert_eq!(recovered, rows, "older snapshot + log give the same rows");
+    assert!(!newest_path.exists(), "the damaged snapshot was set aside");
+    assert!(
+        dir.path()
+            .join("snapshots")
+            .join(format!("{newest:020}.snap.corrupt"))
+            .exists()
+    );
+    store.close().unwrap();
+    drop(store);
+    let (store, recovery) = Store::open(dir.path(), options).unwrap();
+    assert!(
+        recovery.skipped_snapshots.is_empty(),
+        "the set-aside file is not retried"
+    );
+    store.close().unwrap();
+}
+
+#[tokio::test]
+async fn nothing_is_revealed_after_the_log_refuses_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path()).await;
+    app.identify(&json!({"email": "kept@x.io"})).await;
+    // Closing the log makes it refuse appends, the same path as a failed write.
+    app.store.close().unwrap();
+    let (status, body) = app.identify(&json!({"email": "ghost@x.io"})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("unavailable"))
+    );
+    let (status, _) = app.identify(&json!({"email": "ghost@x.io"})).await;
+    assert_eq!(status, 503, "the unlogged contact is never answered");
+    let (status, _) = app.get("/contacts/2").await;
+    assert_eq!(status, 503);
+    app.abandon().await;
+    let app = TestApp::spawn(dir.path()).await;
+    let rows = app.all_rows().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["email"], "kept@x.io");
+    app.stop().await;
 }

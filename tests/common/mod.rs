@@ -109,6 +109,8 @@ impl TestApp {
     /// made every acknowledged write durable): the closest an in-process test gets to a crash.
     pub async fn abandon(mut self) {
         self.stop_server().await;
+        // A background snapshot holds the store (and so the directory lock) until it ends.
+        self.store.wait_for_snapshot();
     }
 
     async fn stop_server(&mut self) {

@@ -1,0 +1,178 @@
+//! `idrecon feed`: sends every JSON line of a checkout-events file to a running service's
+//! `POST /identify`, with bounded concurrency and retries on connection errors, and reports
+//! what happened (requests/s, outcomes from the `x-idrecon-outcome` header, errors by code).
+//!
+//! Lines are sent in file order by `--concurrency` workers; with `--concurrency 1` the service
+//! sees exactly the file's order (and so produces deterministic ids).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::http::OUTCOME_HEADER;
+
+/// How often a progress line is printed to stderr.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// Attempts per request when the connection fails (not when the server answers an error).
+const ATTEMPTS: u32 = 5;
+
+/// What a feed run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedSummary {
+    /// Lines sent.
+    pub requests: u64,
+    /// Answers by outcome (`new-primary`, `new-secondary`, `merge`, `read`) for 200s.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Error answers by `status code` (e.g. `400 invalid_email`).
+    pub errors: BTreeMap<String, u64>,
+    /// Requests that never got an answer after every retry.
+    pub unreachable: u64,
+    /// Wall time of the run, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl FeedSummary {
+    /// Requests per second over the run.
+    pub fn rate(&self) -> f64 {
+        self.requests as f64 / (self.elapsed_ms.max(1) as f64 / 1000.0)
+    }
+}
+
+impl std::fmt::Display for FeedSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "sent {} requests in {:.2}s ({:.0} requests/s)",
+            self.requests,
+            self.elapsed_ms as f64 / 1000.0,
+            self.rate()
+        )?;
+        for name in ["new-primary", "new-secondary", "merge", "read"] {
+            writeln!(
+                f,
+                "  {name:<14} {}",
+                self.outcomes.get(name).copied().unwrap_or(0)
+            )?;
+        }
+        for (code, n) in &self.errors {
+            writeln!(f, "  error {code:<20} {n}")?;
+        }
+        if self.unreachable > 0 {
+            writeln!(f, "  unreachable    {}", self.unreachable)?;
+        }
+        Ok(())
+    }
+}
+
+/// Feeds the JSON lines of `file` to `{url}/identify` with `concurrency` workers.
+///
+/// # Errors
+/// The file cannot be read, or the HTTP client cannot be built. Per-request failures are
+/// counted in the summary, not returned.
+pub async fn feed(file: &Path, url: &str, concurrency: usize) -> anyhow::Result<FeedSummary> {
+    let text = tokio::fs::read_to_string(file).await?;
+    let lines: Arc<Vec<String>> = Arc::new(
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect(),
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let endpoint = format!("{}/identify", url.trim_end_matches('/'));
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let summary = Arc::new(Mutex::new(FeedSummary::default()));
+    let started = Instant::now();
+
+    let progress = {
+        let (done, total) = (done.clone(), lines.len());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let n = done.load(Ordering::Relaxed);
+                let rate = n as f64 / started.elapsed().as_secs_f64().max(0.001);
+                eprintln!("{n}/{total} requests ({rate:.0}/s)");
+            }
+        })
+    };
+
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (lines, client, endpoint) = (lines.clone(), client.clone(), endpoint.clone());
+        let (next, done, summary) = (next.clone(), done.clone(), summary.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(line) = lines.get(i) else { break };
+                let result = send(&client, &endpoint, line).await;
+                let mut s = summary.lock();
+                s.requests += 1;
+                match result {
+                    Some(Answer::Ok(outcome)) => *s.outcomes.entry(outcome).or_default() += 1,
+                    Some(Answer::Error(code)) => *s.errors.entry(code).or_default() += 1,
+                    None => s.unreachable += 1,
+                }
+                drop(s);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await?;
+    }
+    progress.abort();
+    let mut summary = summary.lock().clone();
+    summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(summary)
+}
+
+enum Answer {
+    Ok(String),
+    Error(String),
+}
+
+async fn send(client: &reqwest::Client, endpoint: &str, line: &str) -> Option<Answer> {
+    let mut backoff = Duration::from_millis(50);
+    for _ in 0..ATTEMPTS {
+        let sent = client
+            .post(endpoint)
+            .header("content-type", "application/json")
+            .body(line.to_owned())
+            .send()
+            .await;
+        match sent {
+            Ok(response) => {
+                let status = response.status();
+                if status.is_success() {
+                    let outcome = response
+                        .headers()
+                        .get(OUTCOME_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("unknown")
+                        .to_owned();
+                    let _ = response.bytes().await;
+                    return Some(Answer::Ok(outcome));
+                }
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                let code = body["error"]["code"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_owned();
+                return Some(Answer::Error(format!("{} {code}", status.as_u16())));
+            }
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+    }
+    None
+}
