@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// Longest a request may take, body included, in milliseconds (408 after).
     #[arg(long, env = "IDRECON_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+    /// Longest a connection may take to send a complete request head, idle keep-alive time
+    /// included, in milliseconds (the connection is closed after it).
+    #[arg(long, env = "IDRECON_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub idle_timeout_ms: u64,
 }
 
 /// Flags of `idrecon import`.
@@ -185,6 +189,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         response_key: args.response_key,
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
     };
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)

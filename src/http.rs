@@ -64,6 +64,9 @@ pub struct HttpOptions {
     pub max_body_bytes: usize,
     /// Time a request may take, body reading included, before it is answered `408`.
     pub request_timeout: Duration,
+    /// Time a connection may take to deliver a complete request head, idle keep-alive time
+    /// included, before it is closed (see [`crate::server`]).
+    pub idle_timeout: Duration,
 }
 
 impl Default for HttpOptions {
@@ -72,6 +75,7 @@ impl Default for HttpOptions {
             response_key: ResponseKey::PrimaryContactId,
             max_body_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -218,9 +222,11 @@ pub async fn serve(
     options: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store, options))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let timeouts = crate::server::ServerTimeouts {
+        idle_timeout: options.idle_timeout,
+        ..crate::server::ServerTimeouts::default()
+    };
+    crate::server::serve(listener, router(store, options), timeouts, shutdown).await
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

@@ -21,6 +21,7 @@
 //! - [`snapshot`]: snapshot files;
 //! - [`store`]: graph + log + snapshots, locking and durability waits;
 //! - [`http`]: the axum API;
+//! - [`server`]: the connection loop (timeouts, graceful drain);
 //! - [`rows`]: CSV / JSON Lines import and export of Contact rows;
 //! - [`feed`]: a client that replays checkout events against a running service;
 //! - [`cli`]: the command line.
@@ -34,6 +35,7 @@ pub mod graph;
 pub mod http;
 pub mod request;
 pub mod rows;
+pub mod server;
 pub mod snapshot;
 pub mod store;
 pub mod wal;
