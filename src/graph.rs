@@ -67,6 +67,10 @@ impl IdentifyRequest {
     }
 }
 
+/// Names one identity at one moment (see [`IdentityGraph::identity_key`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IdentityKey(u32);
+
 /// The consolidated identity answered by `/identify` (SPEC.md §3 step 5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -347,6 +351,19 @@ impl IdentityGraph {
             .and_then(|e| self.lookup_email(e))
             .or_else(|| request.phone.as_ref().and_then(|p| self.lookup_phone(p)))?;
         Some(self.build_identity(self.root(slot)))
+    }
+
+    /// The identity the request's values belong to, as an opaque key (`None` when neither
+    /// value is known). The key names the identity's union-find root, so it stays valid until
+    /// the next mutation; after a merge the merged identity has the key of one of the two.
+    /// The store uses it to remember the last LSN that changed each identity.
+    pub fn identity_key(&self, request: &IdentifyRequest) -> Option<IdentityKey> {
+        let slot = request
+            .email
+            .as_ref()
+            .and_then(|e| self.lookup_email(e))
+            .or_else(|| request.phone.as_ref().and_then(|p| self.lookup_phone(p)))?;
+        Some(IdentityKey(self.root(slot)))
     }
 
     /// Plans, applies and answers one request: the whole of SPEC.md §3 on an exclusive graph.

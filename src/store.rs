@@ -29,7 +29,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::contact::{ContactId, ContactRow, Timestamp};
 use crate::event::Event;
-use crate::graph::{ApplyError, IdentifyRequest, Identity, IdentityGraph};
+use crate::graph::{ApplyError, IdentifyRequest, Identity, IdentityGraph, IdentityKey};
 use crate::snapshot::{self, SnapshotError};
 use crate::wal::{FsyncMode, Lsn, RecoveryReport, Wal, WalError, WalOptions};
 
@@ -124,9 +124,18 @@ impl Outcome {
 
 struct State {
     graph: IdentityGraph,
-    /// LSN of the last event applied to `graph`.
+    /// LSN of the last event applied to `graph`; `Lsn::MAX` once the log refused an event
+    /// that memory already holds (nothing may be answered after that).
     lsn: Lsn,
+    /// LSN of the last event that changed each identity, for identities changed recently (a
+    /// pure read waits only for its own identity's changes, not for every write in flight:
+    /// SPEC.md §3 "a pure read must not take the write path's cost"). Keys of identities
+    /// merged away are never looked up again; entries already durable are pruned.
+    changed: hashbrown::HashMap<IdentityKey, Lsn>,
 }
+
+/// Prune [`State::changed`] of durable entries when it holds more than this many.
+const CHANGED_PRUNE_AT: usize = 1 << 16;
 
 /// What recovery found, for the start-up log line.
 #[derive(Clone, Debug)]
@@ -324,7 +333,11 @@ impl Store {
         }
         let lsn = report.last_lsn.max(snapshot_lsn);
         let store = Store {
-            state: RwLock::new(State { graph, lsn }),
+            state: RwLock::new(State {
+                graph,
+                lsn,
+                changed: hashbrown::HashMap::new(),
+            }),
             wal,
             dir: dir.to_path_buf(),
             since_snapshot: AtomicU64::new(report.records_replayed),
@@ -373,11 +386,18 @@ impl Store {
         let now = Timestamp::now();
         let read = {
             let state = self.state.read();
+            if state.lsn == Lsn::MAX {
+                return Err(StoreError::Unavailable);
+            }
             if state.graph.plan(request, now).is_empty() {
-                state
+                // Everything this answer reveals was last changed at `lsn` (older changes
+                // to the identity are durable or have smaller LSNs).
+                let lsn = state
                     .graph
-                    .answer(request)
-                    .map(|identity| (identity, state.lsn))
+                    .identity_key(request)
+                    .and_then(|key| state.changed.get(&key).copied())
+                    .unwrap_or(0);
+                state.graph.answer(request).map(|identity| (identity, lsn))
             } else {
                 None
             }
@@ -418,6 +438,16 @@ impl Store {
                 };
             }
             let identity = state.graph.answer(request).ok_or(ApplyError::Full)?;
+            if !events.is_empty() {
+                if state.changed.len() >= CHANGED_PRUNE_AT {
+                    let durable = self.wal.durable_lsn();
+                    state.changed.retain(|_, lsn| *lsn > durable);
+                }
+                if let Some(key) = state.graph.identity_key(request) {
+                    let lsn = state.lsn;
+                    state.changed.insert(key, lsn);
+                }
+            }
             (identity, outcome, state.lsn, events.len() as u64)
         };
         if applied > 0 {
