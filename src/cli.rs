@@ -15,9 +15,11 @@ use crate::contact::Timestamp;
 use crate::event::Event;
 use crate::graph::IdentityGraph;
 use crate::http::{HttpOptions, ResponseKey};
+use crate::progress::Progress;
 use crate::rows::{self, RowFormat};
 use crate::snapshot;
 use crate::store::{self, Store, StoreOptions};
+use crate::telemetry::LogArgs;
 use crate::wal::FsyncMode;
 
 /// The default data directory, relative to the working directory.
@@ -30,6 +32,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Logging flags (global: accepted before or after the subcommand).
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// The subcommands (SPEC.md §7).
@@ -140,7 +145,7 @@ pub struct FeedArgs {
 /// Any failure, with context; `main` prints it and exits non-zero.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Serve(args) => serve(args).map(|()| 0),
+        Command::Serve(args) => serve(args, &cli.log).map(|()| 0),
         Command::Import(args) => import(args).map(|()| 0),
         Command::Export(args) => export(args).map(|()| 0),
         Command::Check(args) => check(&args.data.data_dir),
@@ -160,7 +165,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
+    // Before recovery, so the log writer's and snapshots' metrics count from the start.
+    crate::metrics::install();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -190,6 +197,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        log_pii: log.log_pii,
     };
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -236,7 +244,8 @@ fn is_empty_dir(dir: &Path) -> anyhow::Result<bool> {
 }
 
 /// `idrecon import` (SPEC.md §7): everything is parsed, validated and planned before the first
-/// byte is written, so a bad file writes nothing. The result is one snapshot at LSN 0.
+/// byte is written, so a bad file writes nothing. The result is one snapshot at LSN 0. Rows
+/// parsed and applied are shown as progress on stderr ([`crate::progress`]).
 fn import(args: ImportArgs) -> anyhow::Result<()> {
     let dir = &args.data.data_dir;
     if !is_empty_dir(dir)? {
@@ -256,11 +265,14 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
         }
     };
     let started = Instant::now();
-    let parsed =
-        rows::read_rows(&mut reader, format).with_context(|| format!("{}", args.file.display()))?;
+    let parsing = Progress::stderr("import: parsed", "rows", None);
+    let parsed = rows::read_rows_with_progress(&mut reader, format, |n| parsing.set(n));
+    parsing.finish();
+    let parsed = parsed.with_context(|| format!("{}", args.file.display()))?;
     let plan = rows::plan_import(parsed, Timestamp::now())
         .with_context(|| format!("{}", args.file.display()))?;
     let mut graph = IdentityGraph::new();
+    let applying = Progress::stderr("import: applied", "rows", Some(plan.contacts.len() as u64));
     for contact in &plan.contacts {
         graph
             .apply(&Event::ContactInserted(contact.clone()))
@@ -271,7 +283,9 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
                     contact.id
                 )
             })?;
+        applying.inc(1);
     }
+    applying.finish();
     debug_assert_eq!(graph.check_invariants(), Ok(()));
     let bytes = snapshot::encode(0, graph.next_id(), graph.snapshot_contacts())?;
     let path = snapshot::write_file(&dir.join("snapshots"), 0, &bytes)?;

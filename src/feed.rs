@@ -4,6 +4,9 @@
 //!
 //! Lines are sent in file order by `--concurrency` workers; with `--concurrency 1` the service
 //! sees exactly the file's order (and so produces deterministic ids).
+//!
+//! Progress goes to stderr ([`crate::progress`]): a bar when stderr is a terminal, a plain
+//! `feed: done/total requests (rate/s)` line every two seconds otherwise.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,9 +17,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::http::OUTCOME_HEADER;
+use crate::progress::Progress;
 
-/// How often a progress line is printed to stderr.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// Attempts per request when the connection fails (not when the server answers an error).
 const ATTEMPTS: u32 = 5;
 
@@ -86,28 +88,14 @@ pub async fn feed(file: &Path, url: &str, concurrency: usize) -> anyhow::Result<
         .build()?;
     let endpoint = format!("{}/identify", url.trim_end_matches('/'));
     let next = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
     let summary = Arc::new(Mutex::new(FeedSummary::default()));
     let started = Instant::now();
-
-    let progress = {
-        let (done, total) = (done.clone(), lines.len());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PROGRESS_EVERY);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let n = done.load(Ordering::Relaxed);
-                let rate = n as f64 / started.elapsed().as_secs_f64().max(0.001);
-                eprintln!("{n}/{total} requests ({rate:.0}/s)");
-            }
-        })
-    };
+    let progress = Progress::stderr("feed", "requests", Some(lines.len() as u64));
 
     let mut workers = Vec::new();
     for _ in 0..concurrency.max(1) {
         let (lines, client, endpoint) = (lines.clone(), client.clone(), endpoint.clone());
-        let (next, done, summary) = (next.clone(), done.clone(), summary.clone());
+        let (next, progress, summary) = (next.clone(), progress.clone(), summary.clone());
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -121,14 +109,14 @@ pub async fn feed(file: &Path, url: &str, concurrency: usize) -> anyhow::Result<
                     None => s.unreachable += 1,
                 }
                 drop(s);
-                done.fetch_add(1, Ordering::Relaxed);
+                progress.inc(1);
             }
         }));
     }
     for worker in workers {
         worker.await?;
     }
-    progress.abort();
+    progress.finish();
     let mut summary = summary.lock().clone();
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(summary)

@@ -161,6 +161,8 @@ pub struct IdentityGraph {
     next_id: ContactId,
     max_created_at: Timestamp,
     identities: usize,
+    /// Members of the largest identity (identities only grow, so this only grows).
+    largest: u32,
 }
 
 impl Default for IdentityGraph {
@@ -183,6 +185,7 @@ impl IdentityGraph {
             next_id: 1,
             max_created_at: Timestamp(i64::MIN),
             identities: 0,
+            largest: 0,
         }
     }
 
@@ -199,6 +202,12 @@ impl IdentityGraph {
     /// Number of identities (union-find roots).
     pub fn identity_count(&self) -> usize {
         self.identities
+    }
+
+    /// Number of contacts (deleted ones included) in the largest identity; 0 for an empty
+    /// graph. O(1): maintained by every insert and union (identities never shrink).
+    pub fn largest_identity(&self) -> usize {
+        self.largest as usize
     }
 
     /// The id the next contact created by `/identify` will get.
@@ -458,6 +467,7 @@ impl IdentityGraph {
             primary: slot,
         });
         self.identities += 1;
+        self.largest = self.largest.max(1);
         if live {
             if let (Some(email), None) = (&c.email, email_carrier) {
                 let hash = self.hash(email.as_str());
@@ -540,6 +550,7 @@ impl IdentityGraph {
         root.size = size;
         root.primary = primary;
         self.identities -= 1;
+        self.largest = self.largest.max(size);
         big
     }
 
@@ -759,7 +770,8 @@ impl IdentityGraph {
 
     /// Checks every invariant of the whole graph in O(n): ids strictly increasing, every
     /// identity consistent (see `check_identity`: exactly one primary, the oldest live member),
-    /// indexes point at live carriers of their value, identity count right.
+    /// indexes point at live carriers of their value, identity count and largest identity size
+    /// right.
     ///
     /// # Errors
     /// A description of the first broken invariant.
@@ -767,12 +779,19 @@ impl IdentityGraph {
         if self.nodes.windows(2).any(|w| w[0].id >= w[1].id) {
             return Err("ids are not strictly increasing".into());
         }
-        let mut roots = 0;
+        let (mut roots, mut largest) = (0, 0);
         for s in 0..self.nodes.len() as u32 {
             if self.links[s as usize].parent == s {
                 roots += 1;
+                largest = largest.max(self.links[s as usize].size);
                 self.check_identity(s)?;
             }
+        }
+        if largest != self.largest {
+            return Err(format!(
+                "largest identity has {largest} members but the graph says {}",
+                self.largest
+            ));
         }
         if roots != self.identities {
             return Err(format!(

@@ -4,25 +4,35 @@
 //!
 //! [`serve`] takes an already-bound listener (the mini-redis habit), so tests bind
 //! `127.0.0.1:0` and start a real server in one line.
+//!
+//! Every request passes, outermost first: a request id ([`REQUEST_ID_HEADER`]: the client's,
+//! or a new UUID v4; echoed in the response), a debug-level `http_request` span (method, route
+//! template, request id) ending with a `request finished` event (status, latency), the metrics
+//! middleware (counts and latency by route template and status, `/identify` outcomes; see
+//! [`crate::metrics`]), the request deadline and the body limit.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
 
 use crate::contact::{ContactId, ContactRow, ValidationError};
 use crate::graph::Identity;
+use crate::metrics as metric;
 use crate::request::parse_identify_body;
 use crate::store::{Store, StoreError};
 
@@ -67,6 +77,9 @@ pub struct HttpOptions {
     /// Time a connection may take to deliver a complete request head, idle keep-alive time
     /// included, before it is closed (see [`crate::server`]).
     pub idle_timeout: Duration,
+    /// Whether the debug-level `/identify decision` log line may include the request's email
+    /// and phone number (`--log-pii`); without it they never appear in logs.
+    pub log_pii: bool,
 }
 
 impl Default for HttpOptions {
@@ -76,6 +89,7 @@ impl Default for HttpOptions {
             max_body_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            log_pii: false,
         }
     }
 }
@@ -170,9 +184,11 @@ struct AppState {
     options: Arc<HttpOptions>,
 }
 
-/// The router with every route of SPEC.md §3 and §6, JSON 404/405 fallbacks, the body limit and
-/// the request timeout.
+/// The router with every route of SPEC.md §3 and §6 plus `GET /metrics`, JSON 404/405
+/// fallbacks, the body limit, the request timeout, request ids, request spans and metrics.
+/// Installs the process's metrics recorder if it is not installed yet ([`metric::install`]).
 pub fn router(store: Arc<Store>, options: HttpOptions) -> Router {
+    metric::install();
     let timeout = options.request_timeout;
     let max_body = options.max_body_bytes;
     let state = AppState {
@@ -184,6 +200,7 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> Router {
         .route("/contacts", get(list_contacts))
         .route("/contacts/{id}", get(get_contact))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -196,8 +213,88 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> Router {
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             deadline(req, next, timeout)
         }))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(middleware::from_fn(record_metrics))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(request_finished),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Request and response header carrying the request id: the client's value when it sends one,
+/// otherwise a new UUID v4. Logged as `request_id` on the request's span.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The `route` of logs and metrics: the matched path template (`/contacts/{id}`), or
+/// `unmatched` when no route matched. Never the raw path.
+fn route_of(req: &Request) -> &str {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+}
+
+/// The per-request span. Debug level: with the default `info` filter it costs nothing.
+fn request_span(req: &Request) -> Span {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::debug_span!(
+        "http_request",
+        method = %req.method(),
+        route = route_of(req),
+        request_id,
+    )
+}
+
+/// The last event of a request's span: its status and latency (microseconds).
+fn request_finished(response: &Response, latency: Duration, _span: &Span) {
+    let status = response.status().as_u16();
+    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    tracing::debug!(status, latency_us, "request finished");
+}
+
+/// Counts every answer by route template, method and status, records its latency, and counts
+/// `/identify` outcomes (from [`OUTCOME_HEADER`] on a `200`, `rejected` on a `4xx`).
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = route_of(&req).to_owned();
+    let method = metric::method_label(req.method());
+    let response = next.run(req).await;
+    let status = response.status();
+    if route == "/identify" {
+        let outcome = if status.is_client_error() {
+            Some("rejected")
+        } else if status == StatusCode::OK {
+            match response.headers().get(OUTCOME_HEADER).map(|v| v.as_bytes()) {
+                Some(b"new-primary") => Some("new_primary"),
+                Some(b"new-secondary") => Some("new_secondary"),
+                Some(b"merge") => Some("merge"),
+                Some(b"read") => Some("pure_read"),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        if let Some(outcome) = outcome {
+            ::metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => outcome).increment(1);
+        }
+    }
+    ::metrics::histogram!(metric::HTTP_REQUEST_DURATION, "route" => route.clone(), "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    ::metrics::counter!(
+        metric::HTTP_REQUESTS,
+        "route" => route,
+        "method" => method,
+        "status" => status.as_u16().to_string()
+    )
+    .increment(1);
+    response
 }
 
 async fn deadline(req: Request, next: Next, timeout: Duration) -> Response {
@@ -275,6 +372,21 @@ async fn identify(
     let body = body_bytes(body)?;
     let request = parse_identify_body(&body)?;
     let (identity, outcome) = app.store.identify(&request).await?;
+    if app.options.log_pii {
+        tracing::debug!(
+            outcome = outcome.as_str(),
+            primary_id = identity.primary_contact_id,
+            email = request.email().map(|e| e.as_str()),
+            phone_number = request.phone().map(|p| p.as_str()),
+            "identify decision"
+        );
+    } else {
+        tracing::debug!(
+            outcome = outcome.as_str(),
+            primary_id = identity.primary_contact_id,
+            "identify decision"
+        );
+    }
     let answer = IdentifyAnswer {
         identity: &identity,
         key: app.options.response_key,
@@ -431,4 +543,20 @@ async fn healthz(State(app): State<AppState>) -> Result<Response, ApiError> {
     } else {
         Err(StoreError::Unavailable.into())
     }
+}
+
+/// `GET /metrics`: every metric in the Prometheus text format ([`crate::metrics`]), after
+/// setting the contacts / identities / largest identity gauges from the graph (O(1) under the
+/// shared lock). The counts may include changes not yet durable.
+async fn metrics(State(app): State<AppState>) -> Response {
+    let (contacts, identities, largest) = app
+        .store
+        .with_graph(|g| (g.len(), g.identity_count(), g.largest_identity()));
+    metric::set_state_gauges(contacts, identities, largest);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, metric::CONTENT_TYPE)],
+        metric::render(),
+    )
+        .into_response()
 }

@@ -22,6 +22,9 @@
 //! - [`store`]: graph + log + snapshots, locking and durability waits;
 //! - [`http`]: the axum API;
 //! - [`server`]: the connection loop (timeouts, graceful drain);
+//! - [`metrics`]: Prometheus metric names and the recorder behind `GET /metrics`;
+//! - [`telemetry`]: the logging flags and the `tracing` subscriber;
+//! - [`progress`]: progress bars / lines of long command-line jobs;
 //! - [`rows`]: CSV / JSON Lines import and export of Contact rows;
 //! - [`feed`]: a client that replays checkout events against a running service;
 //! - [`cli`]: the command line.
@@ -33,9 +36,12 @@ pub mod event;
 pub mod feed;
 pub mod graph;
 pub mod http;
+pub mod metrics;
+pub mod progress;
 pub mod request;
 pub mod rows;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod telemetry;
 pub mod wal;

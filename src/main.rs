@@ -5,13 +5,9 @@ use clap::Parser;
 
 fn main() {
     let cli = idrecon::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(error) = idrecon::telemetry::init(&cli.log) {
+        eprintln!("warning: {error}");
+    }
     match idrecon::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(error) => {

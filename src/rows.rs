@@ -200,9 +200,22 @@ impl ImportError {
 /// is not a JSON object or has an unknown key; an invalid value; a row with neither email nor
 /// phone (SPEC.md §4: both absent is invalid). [`ImportError::Io`] when reading fails.
 pub fn read_rows(reader: impl Read, format: RowFormat) -> Result<Vec<ImportRow>, ImportError> {
+    read_rows_with_progress(reader, format, |_| {})
+}
+
+/// [`read_rows`], calling `on_row(n)` after each valid row with the number of rows parsed so
+/// far (for a progress display).
+///
+/// # Errors
+/// As [`read_rows`].
+pub fn read_rows_with_progress(
+    reader: impl Read,
+    format: RowFormat,
+    mut on_row: impl FnMut(u64),
+) -> Result<Vec<ImportRow>, ImportError> {
     match format {
-        RowFormat::Csv => read_csv(reader),
-        RowFormat::Jsonl => read_jsonl(reader),
+        RowFormat::Csv => read_csv(reader, &mut on_row),
+        RowFormat::Jsonl => read_jsonl(reader, &mut on_row),
     }
 }
 
@@ -284,7 +297,7 @@ impl<R> LineTap<R> {
     }
 }
 
-fn read_csv(reader: impl Read) -> Result<Vec<ImportRow>, ImportError> {
+fn read_csv(reader: impl Read, on_row: &mut dyn FnMut(u64)) -> Result<Vec<ImportRow>, ImportError> {
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -359,6 +372,7 @@ fn read_csv(reader: impl Read) -> Result<Vec<ImportRow>, ImportError> {
             raw.fields[column] = (!field.is_empty()).then_some(RawValue::Field(field));
         }
         rows.push(validate(&raw)?);
+        on_row(rows.len() as u64);
     }
     Ok(rows)
 }
@@ -379,7 +393,10 @@ fn csv_error<R>(error: csv::Error, tap: &LineTap<R>, fallback: u64) -> ImportErr
     }
 }
 
-fn read_jsonl(reader: impl Read) -> Result<Vec<ImportRow>, ImportError> {
+fn read_jsonl(
+    reader: impl Read,
+    on_row: &mut dyn FnMut(u64),
+) -> Result<Vec<ImportRow>, ImportError> {
     let mut reader = BufReader::new(reader);
     let mut rows = Vec::new();
     let mut buffer = Vec::new();
@@ -411,6 +428,7 @@ fn read_jsonl(reader: impl Read) -> Result<Vec<ImportRow>, ImportError> {
             Err(_) => return Err(ImportError::invalid(line, "line is not valid JSON")),
         };
         rows.push(validate(&json_raw_row(line, &object)?)?);
+        on_row(rows.len() as u64);
     }
     Ok(rows)
 }

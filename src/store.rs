@@ -24,18 +24,23 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 
 use crate::contact::{ContactId, ContactRow, Timestamp};
 use crate::event::Event;
 use crate::graph::{ApplyError, IdentifyRequest, Identity, IdentityGraph, IdentityKey};
+use crate::metrics as metric;
 use crate::snapshot::{self, SnapshotError};
 use crate::wal::{FsyncMode, Lsn, RecoveryReport, Wal, WalError, WalOptions};
 
 /// How many snapshots are kept. The log is kept from the oldest of them on, so a damaged
 /// newest snapshot can fall back to the older one plus the log.
 pub const SNAPSHOTS_KEPT: usize = 2;
+
+/// Recovery logs a `recovery progress` line (info) every this many events replayed.
+pub const REPLAY_PROGRESS_EVERY: u64 = 1_000_000;
 
 /// Settings of a [`Store`].
 #[derive(Clone, Debug)]
@@ -295,6 +300,7 @@ impl Store {
         if lock.try_lock().is_err() {
             return Err(StoreError::Locked(dir.to_path_buf()));
         }
+        let started = Instant::now();
         let Loaded {
             mut graph,
             lsn: snapshot_lsn,
@@ -303,15 +309,38 @@ impl Store {
             skipped,
             skipped_paths,
         } = load_snapshot(&dir.join("snapshots"))?;
+        if let Some(path) = &snapshot_path {
+            tracing::info!(
+                path = %path.display(),
+                lsn = snapshot_lsn,
+                contacts = snapshot_contacts,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "snapshot loaded; replaying the log"
+            );
+        }
         let wal_options = WalOptions {
             fsync: options.fsync,
             segment_bytes: options.segment_bytes,
         };
+        let replay_started = Instant::now();
+        let mut replayed: u64 = 0;
         let (wal, report) = Wal::open(
             &dir.join("wal"),
             wal_options,
             snapshot_lsn,
-            |lsn, payload| apply_record(&mut graph, lsn, payload),
+            |lsn, payload| {
+                apply_record(&mut graph, lsn, payload)?;
+                replayed += 1;
+                if replayed.is_multiple_of(REPLAY_PROGRESS_EVERY) {
+                    tracing::info!(
+                        events_replayed = replayed,
+                        lsn,
+                        elapsed_ms = replay_started.elapsed().as_millis() as u64,
+                        "recovery progress"
+                    );
+                }
+                Ok::<(), String>(())
+            },
         )?;
         debug_assert_eq!(graph.check_invariants(), Ok(()));
         // Recovery succeeded from an older snapshot: set the damaged newer ones aside (kept
@@ -538,12 +567,28 @@ impl Store {
     /// encodes under the shared lock, waits until the log is durable up to the snapshot's LSN,
     /// writes the file atomically, keeps the [`SNAPSHOTS_KEPT`] newest and removes log
     /// segments wholly below the oldest kept. Returns the snapshot's LSN, or `None` when there
-    /// was nothing new since the last snapshot.
+    /// was nothing new since the last snapshot. Counts [`crate::metrics::SNAPSHOTS`] and records
+    /// [`crate::metrics::SNAPSHOT_DURATION`].
     ///
     /// # Errors
     /// [`StoreError::Snapshot`] / [`StoreError::Wal`] on I/O failure (the previous snapshots
     /// and the log stay valid); [`StoreError::Unavailable`] when the log has failed.
     pub fn snapshot_blocking(&self) -> Result<Option<Lsn>, StoreError> {
+        let started = Instant::now();
+        let result = self.snapshot_inner();
+        match &result {
+            Ok(Some(_)) => {
+                ::metrics::counter!(metric::SNAPSHOTS, "result" => "ok").increment(1);
+                ::metrics::histogram!(metric::SNAPSHOT_DURATION)
+                    .record(started.elapsed().as_secs_f64());
+            }
+            Ok(None) => {}
+            Err(_) => ::metrics::counter!(metric::SNAPSHOTS, "result" => "error").increment(1),
+        }
+        result
+    }
+
+    fn snapshot_inner(&self) -> Result<Option<Lsn>, StoreError> {
         let mut last_snapshot = self.snapshot_lock.lock();
         if self.wal.is_failed() {
             return Err(StoreError::Unavailable);
@@ -570,7 +615,7 @@ impl Store {
         self.wal
             .wait_durable_blocking(lsn)
             .map_err(|_| StoreError::Unavailable)?;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let path = snapshot::write_file(&snapshots_dir, lsn, &bytes)?;
         *last_snapshot = Some(lsn);
         let oldest_kept = snapshot::prune(&snapshots_dir, SNAPSHOTS_KEPT)?;

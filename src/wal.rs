@@ -73,6 +73,10 @@
 //! fsync error is final (the "fsyncgate" rule: after a failed fsync the kernel may have dropped
 //! the dirty pages, so a retry could falsely succeed): the log is marked failed, every waiter
 //! past the durable LSN gets [`WalError::Failed`], and nothing more is acknowledged.
+//!
+//! The writer records the metrics [`crate::metrics::WAL_BYTES_WRITTEN`],
+//! [`crate::metrics::WAL_FSYNC_DURATION`] (each `sync_data` of the active segment) and
+//! [`crate::metrics::WAL_BATCH_RECORDS`] (records per write).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -82,10 +86,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+use crate::metrics as metric;
 
 /// Log sequence number: the position of a record in the log. The first record ever written has
 /// LSN 1; 0 means "nothing" (an empty log, or a snapshot taken before any record).
@@ -773,6 +780,7 @@ impl Writer {
     ) -> Result<(), WalError> {
         let records = ends.len() as u64;
         self.rotate_if_full(first_lsn)?;
+        ::metrics::histogram!(metric::WAL_BATCH_RECORDS).record(records as f64);
         self.write(batch, records)?;
         if self.shared.opts.fsync != FsyncMode::Never {
             self.sync()?;
@@ -787,6 +795,7 @@ impl Writer {
         for (i, &end) in ends.iter().enumerate() {
             let lsn = first_lsn + i as u64;
             self.rotate_if_full(lsn)?;
+            ::metrics::histogram!(metric::WAL_BATCH_RECORDS).record(1.0);
             self.write(batch.get(start..end).unwrap_or_default(), 1)?;
             self.sync()?;
             self.publish(lsn);
@@ -806,14 +815,17 @@ impl Writer {
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.records.fetch_add(records, Ordering::Relaxed);
         stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        ::metrics::counter!(metric::WAL_BYTES_WRITTEN).increment(bytes.len() as u64);
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), WalError> {
+        let started = Instant::now();
         self.active
             .file
             .sync_data()
             .map_err(io_err(&self.active.path))?;
+        ::metrics::histogram!(metric::WAL_FSYNC_DURATION).record(started.elapsed().as_secs_f64());
         self.dirty = false;
         self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -841,6 +853,7 @@ impl Writer {
             .stats
             .bytes
             .fetch_add(HEADER_LEN as u64, Ordering::Relaxed);
+        ::metrics::counter!(metric::WAL_BYTES_WRITTEN).increment(HEADER_LEN as u64);
         self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             closed = %self.active.path.display(),

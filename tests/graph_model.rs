@@ -337,6 +337,7 @@ fn same_state(what: &str, a: &IdentityGraph, b: &IdentityGraph) -> Result<(), Te
         what
     );
     prop_assert_eq!(a.identity_count(), b.identity_count(), "{}", what);
+    prop_assert_eq!(a.largest_identity(), b.largest_identity(), "{}", what);
     b.check_invariants()
         .map_err(|e| fail(format!("{what}: {e}")))?;
     Ok(())

@@ -509,6 +509,14 @@ fn chained_merges(g: &mut IdentityGraph, n: usize, seed: u64, mut now: i64) {
             );
         }
         assert_eq!(g.identity_count(), n - k);
+        let mut sizes = vec![0; n];
+        for &label in &group {
+            sizes[label] += 1;
+        }
+        assert_eq!(
+            g.largest_identity(),
+            sizes.iter().copied().max().unwrap_or(0)
+        );
         g.check_invariants().unwrap();
     }
     let primaries: Vec<ContactRow> = rows(g)

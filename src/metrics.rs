@@ -1,0 +1,237 @@
+//! Prometheus metrics: the names, help texts and buckets of every metric idrecon records, and the
+//! process-wide recorder behind `GET /metrics` (README "Observability").
+//!
+//! Metrics are recorded with the [`metrics`] facade macros where things happen (the HTTP
+//! middleware in [`crate::http`], the log writer thread in [`crate::wal`], snapshots in
+//! [`crate::store`]) and rendered in the Prometheus text exposition format by
+//! [`metrics_exporter_prometheus`]. The recorder is global to the process, so [`install`] sets it
+//! up once (a [`OnceLock`]) however many servers a process starts: tests that run several
+//! servers in one process share it, and must compare values before and after, never absolute
+//! values. Until [`install`] runs, recording goes to the facade's no-op recorder (e.g. in
+//! `idrecon import` and the unit tests of the modules above).
+//!
+//! Names follow the Prometheus conventions: an `idrecon_` prefix, base units in the name
+//! (`_seconds`, `_bytes`), `_total` on counters. Histograms are real Prometheus histograms
+//! (`_bucket`, `_sum`, `_count`) with the buckets below.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::Unit;
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Counter: HTTP requests answered, by `route` (the matched path template such as
+/// `/contacts/{id}`, or `unmatched` for a path no route matches — never the raw path), `method`
+/// (the standard methods, anything else `other`) and `status` (the numeric status code).
+pub const HTTP_REQUESTS: &str = "idrecon_http_requests_total";
+/// Histogram: time from receiving a request's head to its response's head, in seconds, by
+/// `route` and `method` (body reading included, response body streaming not).
+pub const HTTP_REQUEST_DURATION: &str = "idrecon_http_request_duration_seconds";
+/// Counter: `/identify` answers by `outcome`: `new_primary`, `new_secondary`, `merge`,
+/// `pure_read` (the `200`s, from the store's `Outcome`) and `rejected` (every `4xx`, timeouts
+/// and oversized bodies included). `5xx` answers count in [`HTTP_REQUESTS`] only.
+pub const IDENTIFY_OUTCOMES: &str = "idrecon_identify_outcomes_total";
+/// Counter: bytes the log writer wrote to log segments (records and segment headers).
+pub const WAL_BYTES_WRITTEN: &str = "idrecon_wal_bytes_written_total";
+/// Histogram: duration of one log segment fsync (`fdatasync`) by the writer thread, in seconds.
+pub const WAL_FSYNC_DURATION: &str = "idrecon_wal_fsync_duration_seconds";
+/// Histogram: records per write of the log writer (group-commit batch size; always 1 with
+/// `--fsync always`).
+pub const WAL_BATCH_RECORDS: &str = "idrecon_wal_batch_records";
+/// Counter: snapshots attempted, by `result` (`ok` or `error`); a snapshot skipped because
+/// nothing changed since the last one is not counted.
+pub const SNAPSHOTS: &str = "idrecon_snapshots_total";
+/// Histogram: duration of a successful snapshot (encode, durability wait, write, fsyncs and log
+/// pruning), in seconds.
+pub const SNAPSHOT_DURATION: &str = "idrecon_snapshot_duration_seconds";
+/// Gauge: contacts (rows) in memory, deleted ones included; set on every scrape.
+pub const CONTACTS: &str = "idrecon_contacts";
+/// Gauge: identities (union-find roots) in memory; set on every scrape.
+pub const IDENTITIES: &str = "idrecon_identities";
+/// Gauge: contacts in the largest identity, deleted ones included; set on every scrape.
+pub const LARGEST_IDENTITY: &str = "idrecon_largest_identity_contacts";
+
+/// Buckets of the latency histograms, in seconds: 50 µs to 10 s.
+const LATENCY_BUCKETS: [f64; 17] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+/// Buckets of the snapshot duration histogram, in seconds: 10 ms to 5 minutes.
+const SNAPSHOT_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 300.0,
+];
+/// Buckets of the batch size histogram, in records: powers of two up to 4096.
+const BATCH_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
+/// How often histogram samples recorded between scrapes are folded into their buckets, so
+/// memory stays bounded when nobody scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder as the process's global `metrics` recorder (first call
+/// only), describes every metric, starts a background upkeep thread, and returns the handle
+/// that renders the scrape payload. Later calls return the same handle.
+///
+/// Never fails: when another global recorder was installed first (not by idrecon), a warning
+/// is logged and the returned handle renders only the descriptions; the service keeps working.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = buckets().unwrap_or_else(|error| {
+            // Only an empty bucket list fails, which the constants above never are.
+            tracing::warn!(%error, "histogram buckets rejected; histograms become summaries");
+            PrometheusBuilder::new()
+        });
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if let Err(error) = metrics::set_global_recorder(recorder) {
+            tracing::warn!(%error, "another metrics recorder is installed; /metrics stays empty");
+        }
+        describe();
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("idrecon-metrics".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                }
+            });
+        if let Err(error) = spawned {
+            // Rendering drains the samples too, so scrapes alone keep memory bounded.
+            tracing::warn!(%error, "cannot start the metrics upkeep thread");
+        }
+        handle
+    })
+}
+
+/// The scrape payload: every metric in the Prometheus text exposition format (version 0.0.4).
+/// Installs the recorder first if needed.
+pub fn render() -> String {
+    install().render()
+}
+
+/// Content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A builder with the buckets of every histogram, so each renders as a Prometheus histogram.
+fn buckets() -> Result<PrometheusBuilder, BuildError> {
+    let histograms: [(&str, &[f64]); 4] = [
+        (HTTP_REQUEST_DURATION, &LATENCY_BUCKETS),
+        (WAL_FSYNC_DURATION, &LATENCY_BUCKETS),
+        (WAL_BATCH_RECORDS, &BATCH_BUCKETS),
+        (SNAPSHOT_DURATION, &SNAPSHOT_BUCKETS),
+    ];
+    let mut builder = PrometheusBuilder::new();
+    for (name, values) in histograms {
+        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), values)?;
+    }
+    Ok(builder)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        HTTP_REQUESTS,
+        Unit::Count,
+        "HTTP requests answered, by matched route template, method and status code."
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "Time to answer an HTTP request, by matched route template and method."
+    );
+    describe_counter!(
+        IDENTIFY_OUTCOMES,
+        Unit::Count,
+        "/identify answers by outcome: new_primary, new_secondary, merge, pure_read, rejected (4xx)."
+    );
+    describe_counter!(
+        WAL_BYTES_WRITTEN,
+        Unit::Bytes,
+        "Bytes written to write-ahead log segments."
+    );
+    describe_histogram!(
+        WAL_FSYNC_DURATION,
+        Unit::Seconds,
+        "Duration of one write-ahead log segment fsync."
+    );
+    describe_histogram!(
+        WAL_BATCH_RECORDS,
+        Unit::Count,
+        "Records per write-ahead log write (group-commit batch size)."
+    );
+    describe_counter!(
+        SNAPSHOTS,
+        Unit::Count,
+        "Snapshots attempted, by result (ok, error)."
+    );
+    describe_histogram!(
+        SNAPSHOT_DURATION,
+        Unit::Seconds,
+        "Duration of a successful snapshot, encoding to log pruning."
+    );
+    describe_gauge!(
+        CONTACTS,
+        Unit::Count,
+        "Contacts (rows) in memory, deleted ones included."
+    );
+    describe_gauge!(IDENTITIES, Unit::Count, "Identities in memory.");
+    describe_gauge!(
+        LARGEST_IDENTITY,
+        Unit::Count,
+        "Contacts in the largest identity, deleted ones included."
+    );
+}
+
+/// Sets the state gauges ([`CONTACTS`], [`IDENTITIES`], [`LARGEST_IDENTITY`]) from counts.
+pub fn set_state_gauges(contacts: usize, identities: usize, largest_identity: usize) {
+    metrics::gauge!(CONTACTS).set(contacts as f64);
+    metrics::gauge!(IDENTITIES).set(identities as f64);
+    metrics::gauge!(LARGEST_IDENTITY).set(largest_identity as f64);
+}
+
+/// The `method` label of [`HTTP_REQUESTS`]: the standard method names, `other` for extension
+/// methods (so a client cannot create unbounded label values).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_histogram_has_buckets_and_install_is_idempotent() {
+        let first = install() as *const PrometheusHandle;
+        let second = install() as *const PrometheusHandle;
+        assert_eq!(first, second);
+        metrics::histogram!(WAL_BATCH_RECORDS).record(3.0);
+        metrics::histogram!(SNAPSHOT_DURATION).record(0.2);
+        let text = render();
+        assert!(text.contains("idrecon_wal_batch_records_bucket{le=\"4\"}"));
+        assert!(text.contains("idrecon_snapshot_duration_seconds_bucket{le=\"0.25\"}"));
+        assert!(text.contains("# HELP idrecon_wal_batch_records"));
+    }
+
+    #[test]
+    fn method_labels_are_bounded() {
+        assert_eq!(method_label(&axum::http::Method::POST), "POST");
+        let odd = axum::http::Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&odd), "other");
+    }
+}
