@@ -502,6 +502,13 @@ mod tests {
                     .long("verbose")
                     .action(ArgAction::SetTrue),
             )
+            .arg(
+                Arg::new("log_format")
+                    .long("log-format")
+                    .global(true)
+                    .value_parser(["text", "json"])
+                    .default_value("text"),
+            )
             .subcommand(
                 Command::new("run")
                     .arg(
@@ -572,6 +579,37 @@ mod tests {
         let path = f.path().to_str().unwrap();
         let error = load(&command(), ["app", "run", "--config", path]).unwrap_err();
         assert!(error.to_string().contains("key `verbose`"), "{error}");
+    }
+
+    #[test]
+    fn global_options_work_before_or_after_the_subcommand() {
+        let f = file("log_format = \"json\"\n");
+        let path = f.path().to_str().unwrap();
+        // From the file when no flag sets it.
+        let loaded = load(&command(), ["app", "run", "--config", path]).unwrap();
+        let (_, m) = loaded.matches.subcommand().unwrap();
+        assert_eq!(m.get_one::<String>("log_format").unwrap(), "json");
+        // A flag wins wherever it stands.
+        for args in [
+            ["app", "--log-format", "text", "run", "--config", path],
+            ["app", "run", "--log-format", "text", "--config", path],
+        ] {
+            let loaded = load(&command(), args).unwrap();
+            let (_, m) = loaded.matches.subcommand().unwrap();
+            assert_eq!(
+                m.get_one::<String>("log_format").unwrap(),
+                "text",
+                "{args:?}"
+            );
+            assert_eq!(
+                loaded.matches.get_one::<String>("log_format").unwrap(),
+                "text"
+            );
+        }
+        let f = file("log_format = \"xml\"\n");
+        let path = f.path().to_str().unwrap();
+        let error = load(&command(), ["app", "run", "--config", path]).unwrap_err();
+        assert!(error.to_string().contains("key `log_format`"), "{error}");
     }
 
     #[test]
