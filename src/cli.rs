@@ -1,6 +1,7 @@
 //! The `idrecon` command line (SPEC.md §7): flags (clap, each also read from an `IDRECON_*`
-//! environment variable) and the four subcommands `serve`, `import`, `export`, `check`.
-//! `main.rs` only parses, starts tracing and calls [`run`].
+//! environment variable and from the `--config` TOML file, see [`crate::config`]) and the
+//! subcommands `serve`, `import`, `export`, `check`, `feed`.
+//! `main.rs` only parses ([`parse`]), starts tracing and calls [`run`].
 
 use std::fs::File;
 use std::io::{BufReader, Write};
@@ -9,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::admin::AdminToken;
+use crate::config::{ConfigError, EffectiveConfig};
 use crate::contact::Timestamp;
 use crate::event::Event;
 use crate::graph::IdentityGraph;
@@ -29,12 +32,52 @@ pub const DEFAULT_DATA_DIR: &str = "idrecon-data";
 #[derive(Debug, Parser)]
 #[command(name = "idrecon", version, about)]
 pub struct Cli {
+    /// TOML file of settings: keys are the long flag names in snake_case (`data_dir`, `fsync`,
+    /// `snapshot_every`, …). Flags and environment variables override it.
+    #[arg(long, global = true, env = "IDRECON_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
     /// Logging flags (global: accepted before or after the subcommand).
     #[command(flatten)]
     pub log: LogArgs,
+    /// The effective configuration and where each value came from; filled by [`parse`] and
+    /// [`try_parse_from`] (empty after a plain `Cli::parse`).
+    #[arg(skip)]
+    pub effective: EffectiveConfig,
+}
+
+/// Parses the process's command line, environment and `--config` file (precedence flag >
+/// environment > file > default). Like clap's `Parser::parse`, it prints the error and exits
+/// the process on a usage error (exit 2), `--help` or `--version` (exit 0), and on a config file
+/// error (exit 2, naming the file and key).
+pub fn parse() -> Cli {
+    match try_parse_from(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(ConfigError::Cli(error)) => error.exit(),
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Parses `args` (the program name first) with the environment and the `--config` file; see
+/// [`parse`].
+///
+/// # Errors
+/// [`ConfigError`]: a usage error, `--help`/`--version` (as [`ConfigError::Cli`]), or a config
+/// file that cannot be read, is not TOML, has an unknown key or an invalid value.
+pub fn try_parse_from<I, T>(args: I) -> Result<Cli, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let loaded = crate::config::load(&Cli::command(), args)?;
+    let mut cli = Cli::from_arg_matches(&loaded.matches)?;
+    cli.effective = loaded.effective;
+    Ok(cli)
 }
 
 /// The subcommands (SPEC.md §7).
@@ -92,6 +135,42 @@ pub struct ServeArgs {
     /// included, in milliseconds (the connection is closed after it).
     #[arg(long, env = "IDRECON_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
     pub idle_timeout_ms: u64,
+    /// Bearer token that admin routes (`GET /contacts`) require. Prefer the environment or the
+    /// config file: a command line is visible to every local user.
+    #[arg(
+        long,
+        env = "IDRECON_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub admin_token: Option<AdminToken>,
+    /// Serve on a non-loopback address without an admin token: admin routes are then open to
+    /// anyone who can reach the port.
+    #[arg(long, env = "IDRECON_INSECURE_ADMIN")]
+    pub insecure_admin: bool,
+    /// Print the effective configuration as TOML (with where each value came from) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl ServeArgs {
+    /// Refuses settings that would start an unsafe server: a non-loopback `--listen` address
+    /// without `--admin-token`, unless `--insecure-admin`.
+    ///
+    /// # Errors
+    /// The refusal, naming the address and both ways out.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.listen.ip().is_loopback() && self.admin_token.is_none() && !self.insecure_admin {
+            bail!(
+                "refusing to serve on the non-loopback address {} without an admin token: \
+                 anyone who can reach it could read every contact through the admin routes. \
+                 Set --admin-token (IDRECON_ADMIN_TOKEN, or admin_token in the config file), \
+                 or pass --insecure-admin to serve them unprotected",
+                self.listen
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Flags of `idrecon import`.
@@ -145,6 +224,11 @@ pub struct FeedArgs {
 /// Any failure, with context; `main` prints it and exits non-zero.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Serve(args) if args.print_config => {
+            args.validate()?;
+            print!("{}", cli.effective.to_toml());
+            Ok(0)
+        }
         Command::Serve(args) => serve(args, &cli.log).map(|()| 0),
         Command::Import(args) => import(args).map(|()| 0),
         Command::Export(args) => export(args).map(|()| 0),
@@ -166,6 +250,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
+    args.validate()?;
     // Before recovery, so the log writer's and snapshots' metrics count from the start.
     crate::metrics::install();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -198,6 +283,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         log_pii: log.log_pii,
+        admin_token: args.admin_token,
     };
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)

@@ -247,7 +247,7 @@ impl fmt::Display for Phone {
 }
 
 /// `linkPrecedence` of a row (SPEC.md §2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkPrecedence {
     /// The oldest live contact of its identity; `linkedId` is null.
@@ -268,24 +268,43 @@ impl LinkPrecedence {
 
 /// One row of the `Contact` table exactly as readers see it (SPEC.md §2): the JSON shape of
 /// `GET /contacts/{id}`, of export, and of JSONL import. Field order follows the table.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Every key is always present; the nullable ones are `null` when they have no value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "id": 4,
+    "phoneNumber": "717171",
+    "email": "biffsucks@hillvalley.edu",
+    "linkedId": 3,
+    "linkPrecedence": "secondary",
+    "createdAt": "2023-04-20T05:30:00.110Z",
+    "updatedAt": "2023-04-20T05:31:00.221Z",
+    "deletedAt": null
+}))]
 pub struct ContactRow {
     /// Positive id, never reused.
+    #[schema(value_type = u64, minimum = 1, example = 4)]
     pub id: ContactId,
     /// Normalized phone, or null.
+    #[schema(value_type = Option<String>, required = true, example = "717171")]
     pub phone_number: Option<Phone>,
     /// Normalized email, or null.
+    #[schema(value_type = Option<String>, required = true, example = "biffsucks@hillvalley.edu")]
     pub email: Option<Email>,
     /// For a secondary, the id of its identity's primary (one hop); null for a primary.
+    #[schema(value_type = Option<u64>, required = true, minimum = 1, example = 3)]
     pub linked_id: Option<ContactId>,
     /// Primary or secondary.
     pub link_precedence: LinkPrecedence,
-    /// When the row was recorded.
+    /// When the row was recorded (UTC, RFC 3339 with milliseconds).
+    #[schema(value_type = String, format = DateTime, example = "2023-04-20T05:30:00.110Z")]
     pub created_at: Timestamp,
-    /// Last change to the row's own record (precedence, deletion).
+    /// Last change to the row's own record (precedence, deletion); UTC, RFC 3339 with
+    /// milliseconds.
+    #[schema(value_type = String, format = DateTime, example = "2023-04-20T05:31:00.221Z")]
     pub updated_at: Timestamp,
-    /// When the row was deleted, or null.
+    /// When the row was deleted, or null; UTC, RFC 3339 with milliseconds.
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub deleted_at: Option<Timestamp>,
 }
 

@@ -10,6 +10,10 @@
 //! template, request id) ending with a `request finished` event (status, latency), the metrics
 //! middleware (counts and latency by route template and status, `/identify` outcomes; see
 //! [`crate::metrics`]), the request deadline and the body limit.
+//! Routes are registered through `utoipa_axum`'s `OpenApiRouter`, from handlers annotated with
+//! `#[utoipa::path]`, so the OpenAPI 3.1 document served at `GET /openapi.json` is derived from
+//! the very router that serves the requests (see [`crate::openapi`]). Bulk routes sit on an
+//! admin sub-router behind [`crate::admin::guard`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,17 +26,21 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, RawQuery, Request, Stat
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::Serialize;
 use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::admin::{self, AdminToken};
 use crate::contact::{ContactId, ContactRow, ValidationError};
 use crate::graph::Identity;
 use crate::metrics as metric;
+use crate::openapi::{ApiDoc, IdentifyRequestBody, IdentifyResponse};
 use crate::request::parse_identify_body;
 use crate::store::{Store, StoreError};
 
@@ -80,6 +88,9 @@ pub struct HttpOptions {
     /// Whether the debug-level `/identify decision` log line may include the request's email
     /// and phone number (`--log-pii`); without it they never appear in logs.
     pub log_pii: bool,
+    /// When set, admin routes (`GET /contacts`) need `Authorization: Bearer <token>`; when
+    /// unset they are open (see [`crate::admin`]).
+    pub admin_token: Option<AdminToken>,
 }
 
 impl Default for HttpOptions {
@@ -90,6 +101,7 @@ impl Default for HttpOptions {
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             log_pii: false,
+            admin_token: None,
         }
     }
 }
@@ -104,7 +116,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -154,24 +166,42 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The body of every error answer (SPEC.md §4): `{"error": {"code", "message", "field"?}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"error": {
+    "code": "invalid_email",
+    "message": "email must contain exactly one '@'",
+    "field": "email"
+}}))]
+pub struct ErrorEnvelope {
+    /// What went wrong.
+    pub error: ErrorBody,
+}
+
+/// The inside of an [`ErrorEnvelope`]: `{"code", "message", "field"?}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable error code, e.g. `invalid_email`, `not_found`, `unauthorized`
+    /// (README's error table lists them per status).
+    #[schema(example = "invalid_email")]
+    pub code: String,
+    /// Human-readable explanation; never echoes parser internals or stack traces.
+    #[schema(example = "email must contain exactly one '@'")]
+    pub message: String,
+    /// The request field or parameter at fault (`email`, `phoneNumber`, `id`, `after`,
+    /// `limit`, …); absent when the error is not about one field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false, example = "email")]
+    pub field: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            code: &'a str,
-            message: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            field: Option<&'a str>,
-        }
-        #[derive(Serialize)]
-        struct Envelope<'a> {
-            error: Body<'a>,
-        }
-        let body = Envelope {
-            error: Body {
-                code: self.code,
-                message: &self.message,
-                field: self.field,
+        let body = ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field.map(str::to_owned),
             },
         };
         json_response(self.status, &body)
@@ -182,25 +212,56 @@ impl IntoResponse for ApiError {
 struct AppState {
     store: Arc<Store>,
     options: Arc<HttpOptions>,
+    /// The serialized OpenAPI document served at `GET /openapi.json`.
+    openapi: Bytes,
 }
 
-/// The router with every route of SPEC.md §3 and §6 plus `GET /metrics`, JSON 404/405
-/// fallbacks, the body limit, the request timeout, request ids, request spans and metrics.
-/// Installs the process's metrics recorder if it is not installed yet ([`metric::install`]).
+/// Every documented route, registered through `utoipa_axum` so that the router and the OpenAPI
+/// document are built from the same list. Admin routes sit on their own sub-router behind
+/// [`admin::guard`].
+fn api_routes(options: &HttpOptions) -> OpenApiRouter<AppState> {
+    let admin_routes = OpenApiRouter::new().routes(routes!(list_contacts));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(identify))
+        .routes(routes!(get_contact))
+        .routes(routes!(healthz))
+        .routes(routes!(openapi_json))
+        .merge(admin::guard(admin_routes, options.admin_token.clone()))
+}
+
+/// The OpenAPI 3.1 document of a server built with `options`, as served at `GET /openapi.json`:
+/// every route of [`router`] with its parameters, request and response schemas, error bodies
+/// and examples, adapted to `options.response_key` (see [`crate::openapi::document`]).
+pub fn openapi_document(options: &HttpOptions) -> serde_json::Value {
+    let (_, openapi) = api_routes(options).split_for_parts();
+    crate::openapi::document(
+        &openapi,
+        options.response_key,
+        options.admin_token.is_some(),
+    )
+}
+
+/// The router with every route of SPEC.md §3 and §6 plus `GET /openapi.json` and
+/// `GET /metrics`, the admin guard on bulk routes, JSON 404/405 fallbacks, the body limit, the
+/// request timeout, request ids, request spans and metrics. Installs the process's metrics
+/// recorder if it is not installed yet ([`metric::install`]).
 pub fn router(store: Arc<Store>, options: HttpOptions) -> Router {
     metric::install();
     let timeout = options.request_timeout;
     let max_body = options.max_body_bytes;
+    let (routes, openapi) = api_routes(&options).split_for_parts();
+    let document = crate::openapi::document(
+        &openapi,
+        options.response_key,
+        options.admin_token.is_some(),
+    );
     let state = AppState {
         store,
         options: Arc::new(options),
+        openapi: Bytes::from(document.to_string()),
     };
-    Router::new()
-        .route("/identify", post(identify))
-        .route("/contacts", get(list_contacts))
-        .route("/contacts/{id}", get(get_contact))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    routes
+        .route("/metrics", axum::routing::get(metrics))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -357,6 +418,79 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 pub const OUTCOME_HEADER: &str = "x-idrecon-outcome";
 
 /// `POST /identify` (SPEC.md §3).
+#[utoipa::path(
+    post,
+    path = "/identify",
+    tag = "identity",
+    operation_id = "identify",
+    summary = "Identify the customer of a checkout",
+    description = "Links the request's email and/or phone number into the identity graph \
+        (SPEC.md §3): a new primary, a new secondary, a merge of identities, or a pure read. \
+        Answers with the consolidated identity once every change it depends on is durable. \
+        The key of the primary id is `primaryContactId` by default; `--response-key` switches \
+        it to the original task's `primaryContatctId` or sends both.",
+    request_body(
+        content = IdentifyRequestBody,
+        content_type = "application/json",
+        description = "At least one of `email` and `phoneNumber`; unknown keys are ignored. \
+            Larger than `--max-body-bytes` (16 KiB by default) is 413.",
+        examples(
+            ("email and phone" = (value = json!({
+                "email": "mcfly@hillvalley.edu", "phoneNumber": "123456"
+            }))),
+            ("phone only, as a number" = (value = json!({"email": null, "phoneNumber": 123456}))),
+            ("email only" = (value = json!({"email": "lorraine@hillvalley.edu"})))
+        )
+    ),
+    responses(
+        (status = 200, description = "The consolidated identity.", body = IdentifyResponse,
+            headers(("x-idrecon-outcome" = String,
+                description = "What the request did: `new-primary`, `new-secondary`, `merge` or `read`.")),
+            example = json!({"contact": {
+                "primaryContactId": 1,
+                "emails": ["lorraine@hillvalley.edu", "mcfly@hillvalley.edu"],
+                "phoneNumbers": ["123456"],
+                "secondaryContactIds": [23]
+            }})),
+        (status = 400, description = "Not JSON, not an object, a duplicated key, an invalid \
+            email or phone number, or neither given (SPEC.md §4).", body = ErrorEnvelope,
+            examples(
+                ("invalid_json" = (value = json!({"error": {
+                    "code": "invalid_json", "message": "request body is not valid JSON"}}))),
+                ("invalid_email" = (value = json!({"error": {
+                    "code": "invalid_email",
+                    "message": "email must have a non-empty part on each side of '@'",
+                    "field": "email"}}))),
+                ("invalid_phone_number" = (value = json!({"error": {
+                    "code": "invalid_phone_number",
+                    "message": "phoneNumber must be a string, a non-negative integer or null",
+                    "field": "phoneNumber"}}))),
+                ("missing_contact" = (value = json!({"error": {
+                    "code": "missing_contact",
+                    "message": "at least one of email and phoneNumber must be given"}})))
+            )),
+        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "request_timeout", "message": "request took too long"}})),
+        (status = 413, description = "The body is larger than `--max-body-bytes`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "payload_too_large", "message": "request body is too large"}})),
+        (status = 415, description = "`Content-Type` is missing or not `application/json`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "unsupported_media_type",
+                "message": "Content-Type must be application/json"}})),
+        (status = 500, description = "An internal error (logged).", body = ErrorEnvelope,
+            example = json!({"error": {"code": "internal", "message": "internal error"}})),
+        (status = 503, description = "The log can no longer acknowledge writes.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "unavailable",
+                "message": "the service cannot durably record changes right now"}})),
+        (status = 507, description = "No contact id or slot is left for a new contact.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "capacity_exhausted",
+                "message": "no contact id or slot is left for a new contact"}}))
+    )
+)]
 async fn identify(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -457,6 +591,34 @@ fn parse_id(text: &str, what: &'static str) -> Result<ContactId, ApiError> {
 }
 
 /// `GET /contacts/{id}` (SPEC.md §6).
+#[utoipa::path(
+    get,
+    path = "/contacts/{id}",
+    tag = "identity",
+    operation_id = "getContact",
+    summary = "One Contact row",
+    description = "All eight columns of the row, deleted rows included (SPEC.md §6).",
+    params(("id" = u64, Path, description = "Contact id, a positive integer.", minimum = 1,
+        example = 4)),
+    responses(
+        (status = 200, description = "The row.", body = ContactRow),
+        (status = 400, description = "`id` is not a positive integer.", body = ErrorEnvelope,
+            example = json!({"error": {"code": "invalid_path_parameter",
+                "message": "id must be a positive integer", "field": "id"}})),
+        (status = 404, description = "No contact has this id.", body = ErrorEnvelope,
+            example = json!({"error": {"code": "not_found",
+                "message": "contact 99 does not exist"}})),
+        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "request_timeout", "message": "request took too long"}})),
+        (status = 500, description = "An internal error (logged).", body = ErrorEnvelope,
+            example = json!({"error": {"code": "internal", "message": "internal error"}})),
+        (status = 503, description = "The log can no longer acknowledge writes.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "unavailable",
+                "message": "the service cannot durably record changes right now"}}))
+    )
+)]
 async fn get_contact(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -484,7 +646,61 @@ fn query_error(name: &'static str, message: &str) -> ApiError {
     }
 }
 
-/// `GET /contacts?after={id}&limit={n}` (SPEC.md §6).
+/// One page of `GET /contacts` (SPEC.md §6): rows in id order after the `after` id, and the
+/// `after` value of the next page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"contacts": [{
+    "id": 3, "phoneNumber": "919191", "email": "george@hillvalley.edu", "linkedId": null,
+    "linkPrecedence": "primary", "createdAt": "2023-04-11T00:00:00.374Z",
+    "updatedAt": "2023-04-11T00:00:00.374Z", "deletedAt": null
+}], "next": 3}))]
+pub struct ContactPage {
+    /// Up to `limit` rows (deleted rows included), in id order.
+    pub contacts: Vec<ContactRow>,
+    /// The id to pass as `after` for the next page; null when this page reached the end.
+    #[schema(value_type = Option<u64>, required = true, minimum = 1)]
+    pub next: Option<ContactId>,
+}
+
+/// `GET /contacts?after={id}&limit={n}` (SPEC.md §6). An admin route: behind the admin token
+/// when one is configured.
+#[utoipa::path(
+    get,
+    path = "/contacts",
+    tag = "admin",
+    operation_id = "listContacts",
+    summary = "Every Contact row, page by page",
+    description = "Rows in id order, deleted rows included (SPEC.md §6). An admin route: when \
+        the server has an admin token (`--admin-token`), it needs \
+        `Authorization: Bearer <token>`.",
+    params(
+        ("after" = Option<u64>, Query, description = "Answer rows with an id greater than this \
+            (default 0: from the start).", minimum = 0, example = 2),
+        ("limit" = Option<usize>, Query, description = "Rows per page, 1–10 000 (default 1 000).",
+            minimum = 1, maximum = 10000, example = 1)
+    ),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "One page of rows.", body = ContactPage),
+        (status = 400, description = "`after` or `limit` is not a valid number.",
+            body = ErrorEnvelope, example = json!({"error": {"code": "invalid_query_parameter",
+                "message": "limit must be an integer from 1 to 10000", "field": "limit"}})),
+        (status = 401, description = "An admin token is configured and the request did not \
+            present it.", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"idrecon\"`")),
+            example = json!({"error": {"code": "unauthorized",
+                "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
+        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "request_timeout", "message": "request took too long"}})),
+        (status = 500, description = "An internal error (logged).", body = ErrorEnvelope,
+            example = json!({"error": {"code": "internal", "message": "internal error"}})),
+        (status = 503, description = "The log can no longer acknowledge writes.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "unavailable",
+                "message": "the service cannot durably record changes right now"}}))
+    )
+)]
 async fn list_contacts(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
@@ -519,26 +735,51 @@ async fn list_contacts(
     } else {
         None
     };
-    #[derive(Serialize)]
-    struct Page {
-        contacts: Vec<ContactRow>,
-        next: Option<ContactId>,
-    }
     Ok(json_response(
         StatusCode::OK,
-        &Page {
+        &ContactPage {
             contacts: rows,
             next,
         },
     ))
 }
 
+/// The body of a healthy `GET /healthz`: `{"status": "ok"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
 /// `GET /healthz` (SPEC.md §6).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    summary = "Liveness and write health",
+    description = "200 once recovery has finished; 503 once the log can no longer acknowledge \
+        writes (a restart recovers from what is on disk).",
+    responses(
+        (status = 200, description = "Serving and able to acknowledge writes.", body = Health),
+        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "request_timeout", "message": "request took too long"}})),
+        (status = 503, description = "The log failed; no write is acknowledged any more.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "unavailable",
+                "message": "the service cannot durably record changes right now"}}))
+    )
+)]
 async fn healthz(State(app): State<AppState>) -> Result<Response, ApiError> {
     if app.store.healthy() {
         Ok(json_response(
             StatusCode::OK,
-            &serde_json::json!({"status": "ok"}),
+            &Health {
+                status: "ok".to_owned(),
+            },
         ))
     } else {
         Err(StoreError::Unavailable.into())
@@ -557,6 +798,32 @@ async fn metrics(State(app): State<AppState>) -> Response {
         StatusCode::OK,
         [(header::CONTENT_TYPE, metric::CONTENT_TYPE)],
         metric::render(),
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`: this server's OpenAPI 3.1 document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    operation_id = "openapi",
+    summary = "This API's OpenAPI 3.1 document",
+    description = "Generated from the router at start-up, for this server's configuration \
+        (the configured `--response-key` spelling is the required one).",
+    responses(
+        (status = 200, description = "The OpenAPI document.", body = serde_json::Value,
+            content_type = "application/json"),
+        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "request_timeout", "message": "request took too long"}}))
+    )
+)]
+async fn openapi_json(State(app): State<AppState>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        app.openapi.clone(),
     )
         .into_response()
 }

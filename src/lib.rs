@@ -25,18 +25,24 @@
 //! - [`metrics`]: Prometheus metric names and the recorder behind `GET /metrics`;
 //! - [`telemetry`]: the logging flags and the `tracing` subscriber;
 //! - [`progress`]: progress bars / lines of long command-line jobs;
+//! - [`admin`]: the admin-token guard of bulk routes;
+//! - [`openapi`]: the OpenAPI 3.1 document served at `/openapi.json`;
 //! - [`rows`]: CSV / JSON Lines import and export of Contact rows;
 //! - [`feed`]: a client that replays checkout events against a running service;
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line;
+//! - [`config`]: the `--config` TOML file layered under flags and environment variables.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cli;
+pub mod config;
 pub mod contact;
 pub mod event;
 pub mod feed;
 pub mod graph;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod progress;
 pub mod request;
 pub mod rows;

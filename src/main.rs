@@ -1,10 +1,8 @@
 //! The `idrecon` binary: parses the command line, starts tracing, dispatches to
 //! [`idrecon::cli::run`]. No logic lives here.
 
-use clap::Parser;
-
 fn main() {
-    let cli = idrecon::cli::Cli::parse();
+    let cli = idrecon::cli::parse();
     if let Err(error) = idrecon::telemetry::init(&cli.log) {
         eprintln!("warning: {error}");
     }

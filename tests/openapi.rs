@@ -1,0 +1,320 @@
+//! The OpenAPI 3.1 document at `GET /openapi.json`, through a real server on 127.0.0.1:0: it
+//! lists exactly the routes the router serves, every error status of every route has the
+//! error-envelope schema and an example, every example validates against its schema, and real
+//! answers of the server validate against the documented schemas (JSON Schema 2020-12, the
+//! dialect of OpenAPI 3.1).
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::TestApp;
+use idrecon::http::{HttpOptions, ResponseKey};
+use idrecon::store::StoreOptions;
+use serde_json::{Value, json};
+
+/// Whether this build serves `GET /metrics`. The route comes from the metrics work on another
+/// branch; the document lists it regardless. While this is false, the test below checks that
+/// `/metrics` is indeed not served, so the merge that adds the route makes it fail until this
+/// is set to `true`, after which `/metrics` is probed like every other route.
+const METRICS_SERVED: bool = true;
+
+/// Every route the router serves, as (method, OpenAPI path).
+const ROUTES: &[(&str, &str)] = &[
+    ("post", "/identify"),
+    ("get", "/contacts/{id}"),
+    ("get", "/contacts"),
+    ("get", "/healthz"),
+    ("get", "/openapi.json"),
+    ("get", "/metrics"),
+];
+
+const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];
+
+fn operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut found = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths object") {
+        for method in item.as_object().expect("path item").keys() {
+            if METHODS.contains(&method.as_str()) {
+                found.insert((method.clone(), path.clone()));
+            }
+        }
+    }
+    found
+}
+
+async fn fetch_document(app: &TestApp) -> Value {
+    let response = app
+        .client
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+    response.json().await.expect("JSON document")
+}
+
+async fn spawn(key: ResponseKey) -> (tempfile::TempDir, TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let http = HttpOptions {
+        response_key: key,
+        ..HttpOptions::default()
+    };
+    let app = TestApp::spawn_with(dir.path(), StoreOptions::default(), http).await;
+    (dir, app)
+}
+
+#[tokio::test]
+async fn document_lists_exactly_the_routes_the_router_serves() {
+    let (_dir, app) = spawn(ResponseKey::PrimaryContactId).await;
+    let doc = fetch_document(&app).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    // The served document is the one generated from the router's own route list.
+    assert_eq!(
+        doc,
+        idrecon::http::openapi_document(&HttpOptions::default())
+    );
+    let expected: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(operations(&doc), expected);
+
+    // Contact 1 exists, so every documented operation can answer 2xx.
+    let (status, _) = app
+        .identify(&json!({"email": "doc@brown.edu", "phoneNumber": "1955"}))
+        .await;
+    assert_eq!(status, 200);
+    for (method, path) in ROUTES {
+        let url = format!("{}{}", app.url, path.replace("{id}", "1"));
+        let request = match *method {
+            "post" => app
+                .client
+                .post(&url)
+                .json(&json!({"email": "doc@brown.edu"})),
+            _ => app.client.get(&url),
+        };
+        let status = request.send().await.expect("request sent").status();
+        if *path == "/metrics" && !METRICS_SERVED {
+            assert_eq!(
+                status, 404,
+                "GET /metrics is served now: set METRICS_SERVED = true in tests/openapi.rs"
+            );
+            continue;
+        }
+        assert!(
+            status.is_success(),
+            "{method} {path} is documented but answered {status}"
+        );
+        // No undocumented method hides on a documented path.
+        for other in METHODS {
+            if doc["paths"][path].get(*other).is_none() {
+                let response = app
+                    .client
+                    .request(other.to_uppercase().parse().unwrap(), &url)
+                    .send()
+                    .await
+                    .expect("request sent");
+                assert_eq!(response.status(), 405, "{other} {path}");
+            }
+        }
+    }
+    app.stop().await;
+}
+
+/// A JSON Schema for `schema` inside `doc`: the schema itself with the document's `components`
+/// beside it, so `$ref: "#/components/schemas/…"` resolves.
+fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
+    let mut root = schema.clone();
+    if let Some(object) = root.as_object_mut() {
+        object.insert("components".into(), doc["components"].clone());
+    }
+    jsonschema::draft202012::new(&root).unwrap_or_else(|e| panic!("schema {schema}: {e}"))
+}
+
+fn assert_valid(doc: &Value, schema: &Value, instance: &Value, what: &str) {
+    let validator = validator(doc, schema);
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{what}: {instance} does not fit {schema}: {errors:?}"
+    );
+}
+
+/// Every example of a media type object (`example` and `examples.*.value`).
+fn media_examples(media: &Value) -> Vec<Value> {
+    let mut examples: Vec<Value> = media.get("example").cloned().into_iter().collect();
+    if let Some(named) = media.get("examples").and_then(Value::as_object) {
+        examples.extend(named.values().filter_map(|e| e.get("value").cloned()));
+    }
+    examples
+}
+
+/// Validates every example of `doc` against its schema and checks that every error response
+/// documents the error envelope. Returns how many examples were checked.
+fn check_examples(doc: &Value) -> usize {
+    let mut checked = 0;
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+        if let Some(example) = schema.get("example") {
+            let reference = json!({"$ref": format!("#/components/schemas/{name}")});
+            assert_valid(doc, &reference, example, &format!("schema {name}"));
+            checked += 1;
+        }
+    }
+    for (method, path) in operations(doc) {
+        let operation = &doc["paths"][&path][&method];
+        let what = format!("{method} {path}");
+        if let Some(content) = operation["requestBody"]["content"].as_object() {
+            for media in content.values() {
+                for example in media_examples(media) {
+                    assert_valid(doc, &media["schema"], &example, &format!("{what} request"));
+                    checked += 1;
+                }
+            }
+        }
+        let responses = operation["responses"].as_object().expect("responses");
+        assert!(responses.contains_key("200"), "{what} documents no 200");
+        assert!(
+            responses.contains_key("408"),
+            "{what} does not document the request timeout"
+        );
+        for (status, response) in responses {
+            let content = response["content"].as_object().expect("content");
+            if status.as_str() >= "400" {
+                let media = &content["application/json"];
+                assert_eq!(
+                    media["schema"],
+                    json!({"$ref": "#/components/schemas/ErrorEnvelope"}),
+                    "{what} {status}"
+                );
+                assert!(
+                    !media_examples(media).is_empty(),
+                    "{what} {status} has no example"
+                );
+            }
+            for media in content.values() {
+                for example in media_examples(media) {
+                    assert_valid(doc, &media["schema"], &example, &format!("{what} {status}"));
+                    checked += 1;
+                }
+            }
+        }
+    }
+    checked
+}
+
+#[tokio::test]
+async fn every_example_validates_against_its_schema() {
+    for key in [
+        ResponseKey::PrimaryContactId,
+        ResponseKey::PrimaryContatctId,
+        ResponseKey::Both,
+    ] {
+        let (_dir, app) = spawn(key).await;
+        let doc = fetch_document(&app).await;
+        let checked = check_examples(&doc);
+        assert!(checked >= 30, "only {checked} examples found");
+        app.stop().await;
+    }
+}
+
+fn response_schema(doc: &Value, method: &str, path: &str, status: &str) -> Value {
+    doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"].clone()
+}
+
+#[tokio::test]
+async fn real_answers_validate_against_the_documented_schemas() {
+    let (_dir, app) = spawn(ResponseKey::PrimaryContactId).await;
+    let doc = fetch_document(&app).await;
+    let identify = response_schema(&doc, "post", "/identify", "200");
+    let mut answers = Vec::new();
+    for body in [
+        json!({"email": "lorraine@hillvalley.edu", "phoneNumber": "123456"}),
+        json!({"email": "mcfly@hillvalley.edu", "phoneNumber": 123456}),
+        json!({"phoneNumber": "123456"}),
+    ] {
+        let (status, answer) = app.identify(&body).await;
+        assert_eq!(status, 200);
+        assert_valid(&doc, &identify, &answer, "identify answer");
+        answers.push(answer);
+    }
+    let row_schema = response_schema(&doc, "get", "/contacts/{id}", "200");
+    for id in [1, 2] {
+        let (status, row) = app.get(&format!("/contacts/{id}")).await;
+        assert_eq!(status, 200);
+        assert_valid(&doc, &row_schema, &row, "contact row");
+    }
+    let (status, page) = app.get("/contacts?limit=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["next"], 1);
+    assert_valid(
+        &doc,
+        &response_schema(&doc, "get", "/contacts", "200"),
+        &page,
+        "page",
+    );
+    let (_, health) = app.get("/healthz").await;
+    assert_valid(
+        &doc,
+        &response_schema(&doc, "get", "/healthz", "200"),
+        &health,
+        "health",
+    );
+    for (path, status) in [("/contacts/abc", "400"), ("/contacts/99", "404")] {
+        let (code, error) = app.get(path).await;
+        assert_eq!(code.to_string(), status);
+        assert_valid(
+            &doc,
+            &response_schema(&doc, "get", "/contacts/{id}", status),
+            &error,
+            path,
+        );
+    }
+    let (_, error) = app.identify(&json!({"email": "doc@"})).await;
+    assert_valid(
+        &doc,
+        &response_schema(&doc, "post", "/identify", "400"),
+        &error,
+        "identify error",
+    );
+    // The schema is strict enough to catch a wrong answer.
+    let mut wrong = answers[0].clone();
+    wrong["contact"]["emails"] = json!([null]);
+    assert!(!validator(&doc, &identify).is_valid(&wrong));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_document_follows_the_configured_response_key() {
+    let default_doc = idrecon::http::openapi_document(&HttpOptions::default());
+    for key in [ResponseKey::PrimaryContatctId, ResponseKey::Both] {
+        let (_dir, app) = spawn(key).await;
+        let doc = fetch_document(&app).await;
+        let (status, answer) = app
+            .identify(&json!({"email": "a@b.c", "phoneNumber": "1"}))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["contact"]["primaryContatctId"], 1);
+        let schema = response_schema(&doc, "post", "/identify", "200");
+        assert_valid(&doc, &schema, &answer, "identify answer");
+        let required = &doc["components"]["schemas"]["IdentifiedContact"]["required"];
+        assert!(
+            required
+                .as_array()
+                .unwrap()
+                .contains(&json!("primaryContatctId"))
+        );
+        if key == ResponseKey::PrimaryContatctId {
+            // The default document requires `primaryContactId`, which this server does not send.
+            assert!(!validator(&default_doc, &schema).is_valid(&answer));
+        }
+        app.stop().await;
+    }
+}
