@@ -902,14 +902,21 @@ impl Writer {
 
 /// Marks the log failed: appends refuse, queued records are dropped, and every `durable()`
 /// waiter past the durable LSN gets `Failed`. The durable LSN never moves again.
+///
+/// The failure is published ([`Wal::is_failed`], so `/healthz`) under the queue lock, together
+/// with the flag `append` checks: a caller that gets [`WalError::Failed`] from `append` and
+/// answers 503 finds the service unhealthy already, and an `append` after `is_failed` returned
+/// true is refused (found by tests/fault_injection.rs, schedule "the 4th write fails with EIO,
+/// fsync batch": a 503 was answered while `/healthz` still said healthy). Lock order: queue,
+/// then the watch channel; nothing takes them the other way round.
 fn mark_failed(shared: &Shared) {
     {
         let mut q = shared.queue.lock();
+        shared.durable.send_modify(|d| d.failed = true);
         q.failed = true;
         q.buf.clear();
         q.ends.clear();
     }
-    shared.durable.send_modify(|d| d.failed = true);
     shared.work.notify_all();
 }
 
