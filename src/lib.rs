@@ -19,6 +19,7 @@
 //! - [`graph`]: the identity graph: `plan`, `apply`, answers;
 //! - [`wal`]: log segments, framing, group commit, recovery scan;
 //! - [`snapshot`]: snapshot files;
+//! - [`storage`]: the file-system interface under both (real, and `FaultFs` for tests);
 //! - [`store`]: graph + log + snapshots, locking and durability waits;
 //! - [`http`]: the axum API;
 //! - [`server`]: the connection loop (timeouts, graceful drain);
@@ -48,6 +49,7 @@ pub mod request;
 pub mod rows;
 pub mod server;
 pub mod snapshot;
+pub mod storage;
 pub mod store;
 pub mod telemetry;
 pub mod wal;

@@ -17,12 +17,12 @@
 //! renamed into place and the directory fsynced, so a crash leaves either the old set of
 //! snapshots or the new one, never a half-written file under a final name.
 
-use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::contact::ContactId;
 use crate::event::NewContact;
+use crate::storage::{RealFs, Storage};
 use crate::wal::Lsn;
 
 const MAGIC: &[u8; 8] = b"IDRSNAP\n";
@@ -159,7 +159,20 @@ pub fn path_for(dir: &Path, lsn: Lsn) -> PathBuf {
 /// [`SnapshotError::Io`] naming the file on any I/O failure; the temp file is then removed
 /// (best effort) and no final file appears.
 pub fn write_file(dir: &Path, lsn: Lsn, bytes: &[u8]) -> Result<PathBuf, SnapshotError> {
-    create_dir_durably(dir)?;
+    write_file_in(&RealFs, dir, lsn, bytes)
+}
+
+/// [`write_file`] on the given [`Storage`].
+///
+/// # Errors
+/// As [`write_file`].
+pub fn write_file_in(
+    fs: &dyn Storage,
+    dir: &Path,
+    lsn: Lsn,
+    bytes: &[u8],
+) -> Result<PathBuf, SnapshotError> {
+    create_dir_durably_in(fs, dir)?;
     let final_path = path_for(dir, lsn);
     // A unique temp name, created exclusively: two writers never share (or truncate) a file.
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -169,23 +182,15 @@ pub fn write_file(dir: &Path, lsn: Lsn, bytes: &[u8]) -> Result<PathBuf, Snapsho
         std::process::id()
     ));
     let result = (|| {
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        let mut writer = BufWriter::with_capacity(1 << 20, file);
-        writer.write_all(bytes).map_err(io_err(&tmp))?;
-        let file = writer.into_inner().map_err(|e| SnapshotError::Io {
-            path: tmp.clone(),
-            source: e.into_error(),
-        })?;
+        let mut file = fs.open_append(&tmp, true).map_err(io_err(&tmp))?;
+        file.write_all(bytes).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &final_path).map_err(io_err(&final_path))?;
-        sync_dir(dir)
+        drop(file);
+        fs.rename(&tmp, &final_path).map_err(io_err(&final_path))?;
+        sync_dir_in(fs, dir)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs.remove_file(&tmp);
     }
     result.map(|()| final_path)
 }
@@ -196,13 +201,21 @@ pub fn write_file(dir: &Path, lsn: Lsn, bytes: &[u8]) -> Result<PathBuf, Snapsho
 /// # Errors
 /// [`SnapshotError::Io`] naming the directory that could not be created or fsynced.
 pub fn create_dir_durably(dir: &Path) -> Result<(), SnapshotError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    sync_dir(dir)?;
+    create_dir_durably_in(&RealFs, dir)
+}
+
+/// [`create_dir_durably`] on the given [`Storage`].
+///
+/// # Errors
+/// As [`create_dir_durably`].
+pub fn create_dir_durably_in(fs: &dyn Storage, dir: &Path) -> Result<(), SnapshotError> {
+    fs.create_dir_all(dir).map_err(io_err(dir))?;
+    sync_dir_in(fs, dir)?;
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        sync_dir(parent)?;
+        sync_dir_in(fs, parent)?;
         if let Some(grandparent) = parent.parent().filter(|p| !p.as_os_str().is_empty()) {
             // The data directory itself may be new too (import); best effort above that.
-            let _ = sync_dir(grandparent);
+            let _ = sync_dir_in(fs, grandparent);
         }
     }
     Ok(())
@@ -213,9 +226,15 @@ pub fn create_dir_durably(dir: &Path) -> Result<(), SnapshotError> {
 /// # Errors
 /// [`SnapshotError::Io`] naming the directory.
 pub fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    sync_dir_in(&RealFs, dir)
+}
+
+/// [`sync_dir`] on the given [`Storage`].
+///
+/// # Errors
+/// As [`sync_dir`].
+pub fn sync_dir_in(fs: &dyn Storage, dir: &Path) -> Result<(), SnapshotError> {
+    fs.sync_dir(dir).map_err(io_err(dir))
 }
 
 /// Snapshots in `dir`, oldest first, as `(lsn, path)`. A missing directory has none.
@@ -224,21 +243,26 @@ pub fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
 /// # Errors
 /// [`SnapshotError::Io`] when the directory cannot be listed.
 pub fn list(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>, SnapshotError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
+    list_in(&RealFs, dir)
+}
+
+/// [`list`] on the given [`Storage`].
+///
+/// # Errors
+/// As [`list`].
+pub fn list_in(fs: &dyn Storage, dir: &Path) -> Result<Vec<(Lsn, PathBuf)>, SnapshotError> {
+    let names = match fs.list_files(dir) {
+        Ok(names) => names,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_err(dir)(e)),
     };
     let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_err(dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in names {
         if let Some(stem) = name.strip_suffix(SUFFIX)
             && stem.len() == 20
             && let Ok(lsn) = stem.parse::<Lsn>()
         {
-            found.push((lsn, entry.path()));
+            found.push((lsn, dir.join(&name)));
         }
     }
     found.sort();
@@ -251,24 +275,28 @@ pub fn list(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>, SnapshotError> {
 /// # Errors
 /// [`SnapshotError::Io`] when listing or removing fails.
 pub fn prune(dir: &Path, keep: usize) -> Result<Option<Lsn>, SnapshotError> {
-    let all = list(dir)?;
+    prune_in(&RealFs, dir, keep)
+}
+
+/// [`prune`] on the given [`Storage`].
+///
+/// # Errors
+/// As [`prune`].
+pub fn prune_in(fs: &dyn Storage, dir: &Path, keep: usize) -> Result<Option<Lsn>, SnapshotError> {
+    let all = list_in(fs, dir)?;
     let cut = all.len().saturating_sub(keep);
     for (_, path) in &all[..cut] {
-        fs::remove_file(path).map_err(io_err(path))?;
+        fs.remove_file(path).map_err(io_err(path))?;
     }
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.contains(TMP_SUFFIX))
-            {
-                let _ = fs::remove_file(entry.path());
+    if let Ok(names) = fs.list_files(dir) {
+        for name in names {
+            if name.contains(TMP_SUFFIX) {
+                let _ = fs.remove_file(&dir.join(name));
             }
         }
     }
     if cut > 0 {
-        sync_dir(dir)?;
+        sync_dir_in(fs, dir)?;
     }
     Ok(all.get(cut).map(|(lsn, _)| *lsn))
 }
@@ -282,9 +310,21 @@ pub fn prune(dir: &Path, keep: usize) -> Result<Option<Lsn>, SnapshotError> {
 /// [`SnapshotError::Rebuild`] when `visit` fails; [`SnapshotError::Io`] on read errors.
 pub fn read<E: std::fmt::Display>(
     path: &Path,
+    visit: impl FnMut(NewContact) -> Result<(), E>,
+) -> Result<SnapshotInfo, SnapshotError> {
+    read_in(&RealFs, path, visit)
+}
+
+/// [`read`] on the given [`Storage`].
+///
+/// # Errors
+/// As [`read`].
+pub fn read_in<E: std::fmt::Display>(
+    fs: &dyn Storage,
+    path: &Path,
     mut visit: impl FnMut(NewContact) -> Result<(), E>,
 ) -> Result<SnapshotInfo, SnapshotError> {
-    let file = File::open(path).map_err(io_err(path))?;
+    let file = fs.open_read(path).map_err(io_err(path))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let corrupt = |offset: u64, reason: &str| SnapshotError::Corrupt {
         file: path.to_path_buf(),
@@ -422,6 +462,7 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 mod tests {
     use super::*;
     use crate::contact::{Email, Phone, Timestamp};
+    use std::fs;
 
     fn contacts(n: u64) -> Vec<NewContact> {
         (1..=n)

@@ -20,7 +20,6 @@
 //! DIR/snapshots/{lsn}.snap     the two newest snapshots
 //! ```
 
-use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +32,7 @@ use crate::event::Event;
 use crate::graph::{ApplyError, IdentifyRequest, Identity, IdentityGraph, IdentityKey};
 use crate::metrics as metric;
 use crate::snapshot::{self, SnapshotError};
+use crate::storage::{RealFs, Storage};
 use crate::wal::{FsyncMode, Lsn, RecoveryReport, Wal, WalError, WalOptions};
 
 /// How many snapshots are kept. The log is kept from the oldest of them on, so a damaged
@@ -171,8 +171,10 @@ pub struct Store {
     /// The background snapshot thread, joined by [`Store::close`] and
     /// [`Store::wait_for_snapshot`].
     snapshot_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Where the log and snapshots live (the real file system, or a test's `FaultFs`).
+    storage: Arc<dyn Storage>,
     /// Held for the store's lifetime: an exclusive lock on `DIR/LOCK`.
-    _lock: File,
+    _lock: Box<dyn Send + Sync>,
 }
 
 /// The state a snapshot rebuilt, and what was loaded or skipped on the way.
@@ -188,12 +190,12 @@ struct Loaded {
 
 /// Loads the newest snapshot that verifies, falling back to older ones; with no snapshot at
 /// all, the empty graph at LSN 0.
-fn load_snapshot(snapshots_dir: &Path) -> Result<Loaded, StoreError> {
+fn load_snapshot(fs: &dyn Storage, snapshots_dir: &Path) -> Result<Loaded, StoreError> {
     let (mut skipped, mut skipped_paths) = (Vec::new(), Vec::new());
-    let available = snapshot::list(snapshots_dir)?;
+    let available = snapshot::list_in(fs, snapshots_dir)?;
     for (_, path) in available.iter().rev() {
         let mut graph = IdentityGraph::new();
-        match snapshot::read(path, |contact| {
+        match snapshot::read_in(fs, path, |contact| {
             graph.apply(&Event::ContactInserted(contact))
         }) {
             Ok(info) => {
@@ -255,7 +257,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection, StoreError> {
         path,
         skipped,
         ..
-    } = load_snapshot(&dir.join("snapshots"))?;
+    } = load_snapshot(&RealFs, &dir.join("snapshots"))?;
     let wal = crate::wal::replay_read_only(&dir.join("wal"), snapshot_lsn, |lsn, payload| {
         apply_record(&mut graph, lsn, payload)
     })?;
@@ -286,20 +288,30 @@ impl Store {
     /// [`StoreError::Snapshot`] naming file and offset for corruption; [`StoreError::Io`] when
     /// the directory cannot be created.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<(Arc<Store>, Recovery), StoreError> {
-        snapshot::create_dir_durably(dir)?;
+        Store::open_with(dir, options, Arc::new(RealFs))
+    }
+
+    /// [`Store::open`] on the given [`Storage`]: the lock, the log and the snapshots all go
+    /// through `storage` (tests pass a [`crate::storage::FaultFs`]; `open` passes
+    /// [`RealFs`]).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with(
+        dir: &Path,
+        options: StoreOptions,
+        storage: Arc<dyn Storage>,
+    ) -> Result<(Arc<Store>, Recovery), StoreError> {
+        let fs = &*storage;
+        snapshot::create_dir_durably_in(fs, dir)?;
         let lock_path = dir.join("LOCK");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| StoreError::Io {
-                path: lock_path.clone(),
-                source,
-            })?;
-        if lock.try_lock().is_err() {
+        let lock = fs.lock(&lock_path).map_err(|source| StoreError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+        let Some(lock) = lock else {
             return Err(StoreError::Locked(dir.to_path_buf()));
-        }
+        };
         let started = Instant::now();
         let Loaded {
             mut graph,
@@ -308,7 +320,7 @@ impl Store {
             contacts: snapshot_contacts,
             skipped,
             skipped_paths,
-        } = load_snapshot(&dir.join("snapshots"))?;
+        } = load_snapshot(fs, &dir.join("snapshots"))?;
         if let Some(path) = &snapshot_path {
             tracing::info!(
                 path = %path.display(),
@@ -324,7 +336,8 @@ impl Store {
         };
         let replay_started = Instant::now();
         let mut replayed: u64 = 0;
-        let (wal, report) = Wal::open(
+        let (wal, report) = Wal::open_with(
+            Arc::clone(&storage),
             &dir.join("wal"),
             wal_options,
             snapshot_lsn,
@@ -348,7 +361,7 @@ impl Store {
         for path in &skipped_paths {
             let mut aside = path.clone().into_os_string();
             aside.push(".corrupt");
-            match fs::rename(path, &aside) {
+            match fs.rename(path, Path::new(&aside)) {
                 Ok(()) => {
                     tracing::warn!(from = %path.display(), to = ?aside, "damaged snapshot set aside")
                 }
@@ -358,7 +371,7 @@ impl Store {
             }
         }
         if !skipped_paths.is_empty() {
-            snapshot::sync_dir(&dir.join("snapshots"))?;
+            snapshot::sync_dir_in(fs, &dir.join("snapshots"))?;
         }
         let lsn = report.last_lsn.max(snapshot_lsn);
         let store = Store {
@@ -374,6 +387,7 @@ impl Store {
             snapshot_lock: Mutex::new(snapshot_path.as_ref().map(|_| snapshot_lsn)),
             snapshot_thread: Mutex::new(None),
             options,
+            storage,
             _lock: lock,
         };
         let recovery = Recovery {
@@ -616,11 +630,12 @@ impl Store {
             .wait_durable_blocking(lsn)
             .map_err(|_| StoreError::Unavailable)?;
         let started = Instant::now();
-        let path = snapshot::write_file(&snapshots_dir, lsn, &bytes)?;
+        let fs = &*self.storage;
+        let path = snapshot::write_file_in(fs, &snapshots_dir, lsn, &bytes)?;
         *last_snapshot = Some(lsn);
-        let oldest_kept = snapshot::prune(&snapshots_dir, SNAPSHOTS_KEPT)?;
+        let oldest_kept = snapshot::prune_in(fs, &snapshots_dir, SNAPSHOTS_KEPT)?;
         let removed = match oldest_kept {
-            Some(oldest) if snapshot::list(&snapshots_dir)?.len() >= SNAPSHOTS_KEPT => {
+            Some(oldest) if snapshot::list_in(fs, &snapshots_dir)?.len() >= SNAPSHOTS_KEPT => {
                 self.wal.remove_segments_through(oldest)?
             }
             _ => 0,

@@ -80,8 +80,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,6 +92,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::metrics as metric;
+use crate::storage::{RealFs, Storage, StorageFile};
 
 /// Log sequence number: the position of a record in the log. The first record ever written has
 /// LSN 1; 0 means "nothing" (an empty log, or a snapshot taken before any record).
@@ -274,6 +274,8 @@ pub struct Wal {
 
 /// What [`Wal`] and its writer thread share.
 struct Shared {
+    /// Where the files are (the real file system, or a test's `FaultFs`).
+    storage: Arc<dyn Storage>,
     /// The log directory (for directory fsyncs and new segment paths).
     dir: PathBuf,
     /// Options given to `open`.
@@ -364,24 +366,44 @@ impl Wal {
         after_lsn: Lsn,
         visit: impl FnMut(Lsn, &[u8]) -> Result<(), E>,
     ) -> Result<(Wal, RecoveryReport), WalError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let segments = list_segments(dir)?;
-        let report = recover(&segments, after_lsn, Repair::Cut, visit)?;
+        Wal::open_with(Arc::new(RealFs), dir, opts, after_lsn, visit)
+    }
+
+    /// [`Wal::open`] on the given [`Storage`]: every file operation of recovery and of the
+    /// writer goes through `storage` (tests pass a [`crate::storage::FaultFs`]).
+    ///
+    /// # Errors
+    /// As [`Wal::open`].
+    pub fn open_with<E: fmt::Display>(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        opts: WalOptions,
+        after_lsn: Lsn,
+        visit: impl FnMut(Lsn, &[u8]) -> Result<(), E>,
+    ) -> Result<(Wal, RecoveryReport), WalError> {
+        let fs = &*storage;
+        fs.create_dir_all(dir).map_err(io_err(dir))?;
+        // The directory's own entry must survive a crash too: without this fsync of the parent,
+        // a new `DIR/wal` (and every acknowledged record in it) could vanish on power loss.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(fs, parent)?;
+        }
+        let segments = list_segments(fs, dir)?;
+        let report = recover(fs, &segments, after_lsn, Repair::Cut, visit)?;
 
         let next_lsn = report.last_lsn.max(after_lsn).saturating_add(1);
         let mut segments: VecDeque<SegmentFile> = segments.into();
         let active = match segments.back() {
             Some(newest) if report.last_lsn >= after_lsn => {
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(&newest.path)
+                let mut file = fs
+                    .open_append(&newest.path, false)
                     .map_err(io_err(&newest.path))?;
-                let size = file.metadata().map_err(io_err(&newest.path))?.len();
+                let size = file.len().map_err(io_err(&newest.path))?;
                 // Recovered records may be in the page cache only (a crash between write and
                 // fsync, or --fsync never): they are about to be reported durable, so make
                 // them so first.
                 file.sync_all().map_err(io_err(&newest.path))?;
-                sync_dir(dir)?;
+                sync_dir(fs, dir)?;
                 ActiveSegment {
                     file,
                     path: newest.path.clone(),
@@ -390,7 +412,7 @@ impl Wal {
                 }
             }
             _ => {
-                let active = create_segment(dir, next_lsn)?;
+                let active = create_segment(fs, dir, next_lsn)?;
                 segments.push_back(SegmentFile {
                     first_lsn: next_lsn,
                     path: active.path.clone(),
@@ -399,13 +421,14 @@ impl Wal {
             }
         };
 
-        let wal = Wal::start(dir, opts, next_lsn, segments, active)?;
+        let wal = Wal::start(Arc::clone(&storage), dir, opts, next_lsn, segments, active)?;
         Ok((wal, report))
     }
 
     /// Starts the writer thread on `active` (the last of `segments`); the next append gets
     /// `next_lsn`, and everything below it counts as durable.
     fn start(
+        storage: Arc<dyn Storage>,
         dir: &Path,
         opts: WalOptions,
         next_lsn: Lsn,
@@ -417,6 +440,7 @@ impl Wal {
             failed: false,
         });
         let shared = Arc::new(Shared {
+            storage,
             dir: dir.to_path_buf(),
             opts,
             queue: Mutex::new(Queue {
@@ -580,7 +604,7 @@ impl Wal {
             if next.first_lsn.saturating_sub(1) > lsn {
                 break;
             }
-            match fs::remove_file(&oldest.path) {
+            match self.shared.storage.remove_file(&oldest.path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -597,7 +621,7 @@ impl Wal {
         }
         drop(segments);
         if removed > 0 {
-            sync_dir(&self.shared.dir)?;
+            sync_dir(&*self.shared.storage, &self.shared.dir)?;
         }
         result.map(|()| removed)
     }
@@ -685,7 +709,7 @@ pub fn replay_read_only<E: fmt::Display>(
     after_lsn: Lsn,
     visit: impl FnMut(Lsn, &[u8]) -> Result<(), E>,
 ) -> Result<RecoveryReport, WalError> {
-    match fs::metadata(dir) {
+    match std::fs::metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(RecoveryReport {
                 segments: 0,
@@ -697,8 +721,8 @@ pub fn replay_read_only<E: fmt::Display>(
         Err(e) => return Err(io_err(dir)(e)),
         Ok(_) => {}
     }
-    let segments = list_segments(dir)?;
-    recover(&segments, after_lsn, Repair::ReadOnly, visit)
+    let segments = list_segments(&RealFs, dir)?;
+    recover(&RealFs, &segments, after_lsn, Repair::ReadOnly, visit)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -707,7 +731,7 @@ pub fn replay_read_only<E: fmt::Display>(
 
 /// The segment the writer appends to.
 struct ActiveSegment {
-    file: File,
+    file: Box<dyn StorageFile>,
     path: PathBuf,
     first_lsn: Lsn,
     /// Current file length in bytes.
@@ -848,7 +872,7 @@ impl Writer {
         }
         // Fsync in every mode, so only the newest segment can ever have a torn tail.
         self.sync()?;
-        let next = create_segment(&self.shared.dir, next_lsn)?;
+        let next = create_segment(&*self.shared.storage, &self.shared.dir, next_lsn)?;
         self.shared
             .stats
             .bytes
@@ -878,14 +902,21 @@ impl Writer {
 
 /// Marks the log failed: appends refuse, queued records are dropped, and every `durable()`
 /// waiter past the durable LSN gets `Failed`. The durable LSN never moves again.
+///
+/// The failure is published ([`Wal::is_failed`], so `/healthz`) under the queue lock, together
+/// with the flag `append` checks: a caller that gets [`WalError::Failed`] from `append` and
+/// answers 503 finds the service unhealthy already, and an `append` after `is_failed` returned
+/// true is refused (found by tests/fault_injection.rs, schedule "the 4th write fails with EIO,
+/// fsync batch": a 503 was answered while `/healthz` still said healthy). Lock order: queue,
+/// then the watch channel; nothing takes them the other way round.
 fn mark_failed(shared: &Shared) {
     {
         let mut q = shared.queue.lock();
+        shared.durable.send_modify(|d| d.failed = true);
         q.failed = true;
         q.buf.clear();
         q.ends.clear();
     }
-    shared.durable.send_modify(|d| d.failed = true);
     shared.work.notify_all();
 }
 
@@ -900,10 +931,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+fn sync_dir(fs: &dyn Storage, dir: &Path) -> Result<(), WalError> {
+    fs.sync_dir(dir).map_err(io_err(dir))
 }
 
 fn segment_path(dir: &Path, first_lsn: Lsn) -> PathBuf {
@@ -921,35 +950,29 @@ fn parse_segment_name(name: &str) -> Option<Lsn> {
 }
 
 /// Segment files in `dir`, ordered by first LSN.
-fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>, WalError> {
+fn list_segments(fs: &dyn Storage, dir: &Path) -> Result<Vec<SegmentFile>, WalError> {
     let mut segments = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let Some(first_lsn) = entry.file_name().to_str().and_then(parse_segment_name) else {
+    for name in fs.list_files(dir).map_err(io_err(dir))? {
+        let Some(first_lsn) = parse_segment_name(&name) else {
             continue;
         };
-        let path = entry.path();
-        if !fs::metadata(&path).map_err(io_err(&path))?.is_file() {
-            continue;
-        }
-        segments.push(SegmentFile { first_lsn, path });
+        segments.push(SegmentFile {
+            first_lsn,
+            path: dir.join(name),
+        });
     }
     segments.sort_by_key(|s| s.first_lsn);
     Ok(segments)
 }
 
 /// Creates segment `first_lsn` in `dir`: header written, file fsynced, directory fsynced.
-fn create_segment(dir: &Path, first_lsn: Lsn) -> Result<ActiveSegment, WalError> {
+fn create_segment(fs: &dyn Storage, dir: &Path, first_lsn: Lsn) -> Result<ActiveSegment, WalError> {
     let path = segment_path(dir, first_lsn);
-    let mut file = OpenOptions::new()
-        .append(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
+    let mut file = fs.open_append(&path, true).map_err(io_err(&path))?;
     file.write_all(&encode_header(first_lsn))
         .and_then(|()| file.sync_all())
         .map_err(io_err(&path))?;
-    sync_dir(dir)?;
+    sync_dir(fs, dir)?;
     Ok(ActiveSegment {
         file,
         path,
@@ -1191,6 +1214,7 @@ fn scan_segment(
 /// visiting records `> after_lsn` segment by segment (each segment is validated before any of
 /// its records is visited), and cuts a torn tail when `repair` is `Cut`.
 fn recover<E: fmt::Display>(
+    fs: &dyn Storage,
     segments: &[SegmentFile],
     after_lsn: Lsn,
     repair: Repair,
@@ -1231,7 +1255,7 @@ fn recover<E: fmt::Display>(
             });
         }
 
-        let data = fs::read(path).map_err(io_err(path))?;
+        let data = fs.read(path).map_err(io_err(path))?;
         let scanned = scan_segment(path, segment.first_lsn, &data, newest)?;
 
         let mut off = HEADER_LEN;
@@ -1262,6 +1286,7 @@ fn recover<E: fmt::Display>(
         };
         if repair == Repair::Cut {
             cut_torn_tail(
+                fs,
                 &tail,
                 segment.first_lsn,
                 matches!(scanned.end, SegmentEnd::TornHeader),
@@ -1275,12 +1300,15 @@ fn recover<E: fmt::Display>(
 
 /// Truncates the newest segment to `tail.offset` and fsyncs it; for a torn header, writes a
 /// fresh header for `first_lsn` first.
-fn cut_torn_tail(tail: &TornTail, first_lsn: Lsn, rewrite_header: bool) -> Result<(), WalError> {
+fn cut_torn_tail(
+    fs: &dyn Storage,
+    tail: &TornTail,
+    first_lsn: Lsn,
+    rewrite_header: bool,
+) -> Result<(), WalError> {
     let path = &tail.file;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_err(path))?;
+    // Append mode: after the cut, the header (if any) goes at the new end, offset 0.
+    let mut file = fs.open_append(path, false).map_err(io_err(path))?;
     file.set_len(tail.offset).map_err(io_err(path))?;
     if rewrite_header {
         file.write_all(&encode_header(first_lsn))
@@ -1606,7 +1634,7 @@ mod tests {
     /// fails with ENOSPC. Nothing is acknowledged, and nothing ever is again.
     #[tokio::test]
     async fn write_error_fails_the_log_for_good() {
-        let Ok(full) = OpenOptions::new().append(true).open("/dev/full") else {
+        let Ok(full) = RealFs.open_append(Path::new("/dev/full"), false) else {
             return; // not Linux
         };
         let dir = tempfile::tempdir().unwrap();
@@ -1620,7 +1648,15 @@ mod tests {
             first_lsn: 11,
             path: active.path.clone(),
         }]);
-        let wal = Wal::start(dir.path(), WalOptions::default(), 11, segments, active).unwrap();
+        let wal = Wal::start(
+            Arc::new(RealFs),
+            dir.path(),
+            WalOptions::default(),
+            11,
+            segments,
+            active,
+        )
+        .unwrap();
         assert_eq!(wal.durable_lsn(), 10);
         let lsn = wal.append(b"never durable").unwrap();
         assert_eq!(lsn, 11);
@@ -1649,7 +1685,7 @@ mod tests {
             wal.durable(i).await.unwrap();
         }
         wal.close().unwrap();
-        let names: Vec<Lsn> = list_segments(dir.path())
+        let names: Vec<Lsn> = list_segments(&RealFs, dir.path())
             .unwrap()
             .iter()
             .map(|s| s.first_lsn)

@@ -1,0 +1,189 @@
+//! The storage interface: every file operation of the log ([`crate::wal`]) and of snapshots
+//! ([`crate::snapshot`]) goes through a [`Storage`], so tests can run the whole store on an
+//! in-memory file system that fails on demand and loses what was never fsynced.
+//!
+//! - [`RealFs`] is `std::fs`, unchanged behaviour; the writer thread's hot path (one
+//!   `write_all` and one `sync_data` per batch) costs one virtual call each on top of the
+//!   system call.
+//! - [`FaultFs`] (test-only: built with `cfg(test)` or the `fault-injection` feature) keeps
+//!   every file in memory with a *live* and a *durable* image and can fail the N-th operation
+//!   of a kind; see its docs for the durability model.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+/// An open file handle for appending, obtained from [`Storage::open_append`].
+///
+/// Every write goes to the end of the file (`O_APPEND`).
+pub trait StorageFile: Send {
+    /// Appends all of `buf`. On error, any prefix of `buf` may have been written.
+    ///
+    /// # Errors
+    /// The OS error (`EIO`, `ENOSPC`, …).
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Makes the file's data durable (`fdatasync`).
+    ///
+    /// # Errors
+    /// The OS error; after one, the caller must not trust the page cache (never retry).
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// Makes the file's data and metadata durable (`fsync`).
+    ///
+    /// # Errors
+    /// As [`StorageFile::sync_data`].
+    fn sync_all(&mut self) -> io::Result<()>;
+    /// Truncates (or extends with zeros) the file to `len` bytes.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// The current file length in bytes.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty (`len() == 0`).
+    ///
+    /// # Errors
+    /// As [`StorageFile::len`].
+    fn is_empty(&self) -> io::Result<bool> {
+        self.len().map(|n| n == 0)
+    }
+}
+
+/// The file-system operations the log and snapshots use. `Send + Sync`; shared as
+/// `Arc<dyn Storage>`. All paths are as given by the caller (no current-directory magic).
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Creates `dir` and its missing parents (`mkdir -p`); not durable until the parent's
+    /// directory is fsynced.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Fsyncs directory `dir`, making creations, renames and removals of its entries durable.
+    ///
+    /// # Errors
+    /// The OS error (`NotFound` if `dir` does not exist).
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the regular files directly in `dir` (and of entries whose type cannot be
+    /// read), in no particular order; directories and other non-files are left out.
+    ///
+    /// # Errors
+    /// `NotFound` if `dir` does not exist; other OS errors.
+    fn list_files(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Reads the whole file at `path`.
+    ///
+    /// # Errors
+    /// `NotFound` or another OS error.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Opens `path` for sequential reading (for files too large to read whole).
+    ///
+    /// # Errors
+    /// `NotFound` or another OS error.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>>;
+    /// Opens `path` for appending; with `create_new`, creates it and fails with
+    /// `AlreadyExists` if it exists, otherwise it must exist.
+    ///
+    /// # Errors
+    /// `NotFound`, `AlreadyExists` or another OS error.
+    fn open_append(&self, path: &Path, create_new: bool) -> io::Result<Box<dyn StorageFile>>;
+    /// Renames `from` to `to`, replacing `to` (not durable until the directory is fsynced).
+    ///
+    /// # Errors
+    /// The OS error.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes the file at `path` (not durable until the directory is fsynced).
+    ///
+    /// # Errors
+    /// `NotFound` or another OS error.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Takes the exclusive lock of a data directory at `path` (a lock file), held until the
+    /// returned guard is dropped; `Ok(None)` if another holder has it.
+    ///
+    /// # Errors
+    /// The OS error opening the lock file.
+    fn lock(&self, path: &Path) -> io::Result<Option<Box<dyn Send + Sync>>>;
+}
+
+/// The real file system (`std::fs`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealFs;
+
+impl StorageFile for File {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        Write::write_all(self, buf)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+    fn sync_all(&mut self) -> io::Result<()> {
+        File::sync_all(self)
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.metadata().map(|m| m.len())
+    }
+}
+
+impl Storage for RealFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir).and_then(|d| d.sync_all())
+    }
+    fn list_files(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            // Follows symlinks. An entry whose metadata cannot be read is listed, so the
+            // caller's read of it reports the error with its path.
+            if fs::metadata(entry.path()).is_ok_and(|m| !m.is_file()) {
+                continue;
+            }
+            names.push(name);
+        }
+        Ok(names)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(File::open(path)?))
+    }
+    fn open_append(&self, path: &Path, create_new: bool) -> io::Result<Box<dyn StorageFile>> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(create_new)
+            .open(path)?;
+        Ok(Box::new(file))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Option<Box<dyn Send + Sync>>> {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        if file.try_lock().is_err() {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(file)))
+    }
+}
+
+#[cfg(any(test, feature = "fault-injection"))]
+mod fault;
+#[cfg(any(test, feature = "fault-injection"))]
+pub use fault::{Effect, FaultFs, OpKind};
