@@ -222,6 +222,7 @@ struct Checked {
     writes: usize,
     reads: usize,
     events: usize,
+    merges: usize,
     rows: usize,
 }
 
@@ -361,6 +362,10 @@ fn check(records: &[Record], log: &[Event], served: &[Row]) -> Result<Checked, S
         writes: writes.len(),
         reads: reads.len(),
         events: log.len(),
+        merges: log
+            .iter()
+            .filter(|e| matches!(e, Event::IdentitiesMerged { .. }))
+            .count(),
         rows: served.len(),
     })
 }
@@ -381,11 +386,13 @@ async fn run_and_check(clients: Vec<Vec<Key>>) -> (Checked, Vec<Record>) {
 }
 
 const CLIENTS: usize = 16;
-const PER_CLIENT: usize = 32;
-const SEEDS: [u64; 4] = [1, 2, 3, 0x5eed];
+const PER_CLIENT: usize = 16;
+const ROUNDS: u64 = 24;
 
-/// Email only, phone only or both (both twice as likely), over pools of 8.
+/// Email only, phone only or both over pools of 8; how often both depends on the seed (1 in 2
+/// to 1 in 8), so that some rounds keep many identities apart long enough to merge them late.
 fn random_clients(seed: u64) -> Vec<Vec<Key>> {
+    let both_one_in = 2 + (seed % 4) as usize * 2;
     let mut rng = Rng(seed);
     let email = |i: usize| Some(format!("user{i}@lin{seed}.test"));
     let phone = |i: usize| Some(format!("7{seed}0{i}"));
@@ -394,10 +401,12 @@ fn random_clients(seed: u64) -> Vec<Vec<Key>> {
             (0..PER_CLIENT)
                 .map(|_| {
                     let (e, p) = (rng.below(8), rng.below(8));
-                    match rng.below(4) {
-                        0 => (email(e), None),
-                        1 => (None, phone(p)),
-                        _ => (email(e), phone(p)),
+                    if rng.below(both_one_in) == 0 {
+                        (email(e), phone(p))
+                    } else if rng.below(2) == 0 {
+                        (email(e), None)
+                    } else {
+                        (None, phone(p))
                     }
                 })
                 .collect()
@@ -409,21 +418,22 @@ fn random_clients(seed: u64) -> Vec<Vec<Key>> {
 async fn concurrent_identify_is_linearizable() {
     let started = Instant::now();
     let mut total = Checked::default();
-    for seed in SEEDS {
+    for seed in 1..=ROUNDS {
         let (checked, _) = run_and_check(random_clients(seed)).await;
         assert!(checked.writes > 0 && checked.events >= checked.writes);
         total.requests += checked.requests;
         total.writes += checked.writes;
         total.reads += checked.reads;
         total.events += checked.events;
+        total.merges += checked.merges;
         total.rows += checked.rows;
     }
     eprintln!(
-        "linearizability: {} rounds, {total:?}, {:?}",
-        SEEDS.len(),
+        "linearizability: {ROUNDS} rounds, {total:?}, {:?}",
         started.elapsed()
     );
-    assert_eq!(total.requests, SEEDS.len() * CLIENTS * PER_CLIENT);
+    assert_eq!(total.requests, ROUNDS as usize * CLIENTS * PER_CLIENT);
+    assert!(total.merges > 0, "no merges: {total:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
