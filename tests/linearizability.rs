@@ -100,7 +100,12 @@ fn options() -> StoreOptions {
 }
 
 /// Sends one `/identify` and records it.
-async fn send(app: &TestApp, client: usize, email: Option<String>, phone: Option<String>) -> Record {
+async fn send(
+    app: &TestApp,
+    client: usize,
+    email: Option<String>,
+    phone: Option<String>,
+) -> Record {
     let before = app.store.lsn();
     let response = app
         .client
@@ -165,7 +170,11 @@ fn read_log(dir: &Path) -> Vec<Event> {
 }
 
 fn row_of(v: &Value) -> Row {
-    let ts = |v: &Value| Timestamp::parse(v.as_str().expect("timestamp")).expect("valid").0;
+    let ts = |v: &Value| {
+        Timestamp::parse(v.as_str().expect("timestamp"))
+            .expect("valid")
+            .0
+    };
     let text = |v: &Value| v.as_str().map(str::to_owned);
     Row {
         id: v["id"].as_u64().expect("id"),
@@ -477,7 +486,10 @@ async fn two_brand_new_combinations_in_parallel_end_as_one_identity() {
         .collect();
     let (checked, more) = run_and_check(clients).await;
     assert!((1..=2).contains(&checked.rows), "{checked:?}");
-    for r in more.iter().filter(|r| r.email.is_some() && r.phone.is_some()) {
+    for r in more
+        .iter()
+        .filter(|r| r.email.is_some() && r.phone.is_some())
+    {
         assert_eq!(r.answer.primary, 1, "{}", r.describe());
         assert_eq!(r.answer.emails, vec!["halves@new.test".to_owned()]);
         assert_eq!(r.answer.phones, vec!["31337".to_owned()]);

@@ -68,7 +68,13 @@ impl Model {
         self.rows.iter().map(|r| r.id + 1).max().unwrap_or(1)
     }
 
-    pub fn push(&mut self, email: Option<&str>, phone: Option<&str>, linked_id: Option<u64>, at: i64) {
+    pub fn push(
+        &mut self,
+        email: Option<&str>,
+        phone: Option<&str>,
+        linked_id: Option<u64>,
+        at: i64,
+    ) {
         let id = self.next_id();
         self.rows.push(Row {
             id,
