@@ -396,7 +396,7 @@ async fn run_and_check(clients: Vec<Vec<Key>>) -> (Checked, Vec<Record>) {
 
 const CLIENTS: usize = 16;
 const PER_CLIENT: usize = 16;
-const ROUNDS: u64 = 24;
+const ROUNDS: u64 = 64;
 
 /// Email only, phone only or both over pools of 8; how often both depends on the seed (1 in 2
 /// to 1 in 8), so that some rounds keep many identities apart long enough to merge them late.
