@@ -1,10 +1,10 @@
 //! Differential test of [`IdentityGraph`] against a deliberately naive model of SPEC.md §3
 //! (DESIGN.md "Habits").
 //!
-//! The model below is a `Vec` of rows with exactly the columns of the `Contact` table, changed
-//! the way SPEC.md §3 describes it in prose: scan everything, collect identities through
-//! `linkedId`, demote, re-point, insert. It is quadratic on purpose and shares no code with
-//! `src/graph.rs` (union-find, indexes, rings).
+//! The model (`tests/common/model.rs`, shared with `linearizability.rs`) is a `Vec` of rows
+//! with exactly the columns of the `Contact` table, changed the way SPEC.md §3 describes it in
+//! prose: scan everything, collect identities through `linkedId`, demote, re-point, insert. It
+//! is quadratic on purpose and shares no code with `src/graph.rs` (union-find, indexes, rings).
 //!
 //! Random request sequences over small pools of emails and phones make merges common; the wall
 //! clock advances 0–3 ms per request (so ties in `createdAt` happen) and now and then jumps
@@ -24,173 +24,9 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-// ----- the naive model of SPEC.md §3 ------------------------------------------------------------
-
-/// One row of the `Contact` table, plain values only.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Row {
-    id: u64,
-    email: Option<String>,
-    phone: Option<String>,
-    linked_id: Option<u64>,
-    primary: bool,
-    created_at: i64,
-    updated_at: i64,
-    deleted_at: Option<i64>,
-}
-
-/// An `/identify` answer, plain values only.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Answer {
-    primary: u64,
-    emails: Vec<String>,
-    phones: Vec<String>,
-    secondaries: Vec<u64>,
-}
-
-#[derive(Clone, Debug, Default)]
-struct Model {
-    rows: Vec<Row>,
-}
-
-impl Model {
-    fn get(&self, id: u64) -> &Row {
-        self.rows
-            .iter()
-            .find(|r| r.id == id)
-            .expect("model row exists")
-    }
-
-    /// The identity of a row is its primary: itself, or the row its `linkedId` names.
-    fn identity(r: &Row) -> u64 {
-        if r.primary {
-            r.id
-        } else {
-            r.linked_id.expect("a secondary has a linkedId")
-        }
-    }
-
-    fn age(&self, id: u64) -> (i64, u64) {
-        let r = self.get(id);
-        (r.created_at, r.id)
-    }
-
-    /// SPEC.md §2: the clock never goes backwards for new rows.
-    fn clock(&self, now: i64) -> i64 {
-        self.rows.iter().map(|r| r.created_at).fold(now, i64::max)
-    }
-
-    fn next_id(&self) -> u64 {
-        self.rows.iter().map(|r| r.id + 1).max().unwrap_or(1)
-    }
-
-    fn push(&mut self, email: Option<&str>, phone: Option<&str>, linked_id: Option<u64>, at: i64) {
-        let id = self.next_id();
-        self.rows.push(Row {
-            id,
-            email: email.map(str::to_owned),
-            phone: phone.map(str::to_owned),
-            linked_id,
-            primary: linked_id.is_none(),
-            created_at: at,
-            updated_at: at,
-            deleted_at: None,
-        });
-    }
-
-    /// SPEC.md §3 steps 1–5 at wall-clock `now`. Returns the answer and whether anything was
-    /// written.
-    fn identify(&mut self, e: Option<&str>, p: Option<&str>, now: i64) -> (Answer, bool) {
-        let now = self.clock(now);
-        // 1. Match: live rows with email e or phone p.
-        let mut identities: Vec<u64> = self
-            .rows
-            .iter()
-            .filter(|r| r.deleted_at.is_none())
-            .filter(|r| {
-                (e.is_some() && r.email.as_deref() == e) || (p.is_some() && r.phone.as_deref() == p)
-            })
-            .map(Model::identity)
-            .collect();
-        identities.sort_unstable();
-        identities.dedup();
-        // 2. New customer.
-        let Some(winner) = identities.iter().copied().min_by_key(|&id| self.age(id)) else {
-            self.push(e, p, None, now);
-            let id = self.rows.last().expect("just pushed").id;
-            return (self.answer(id), true);
-        };
-        // 3. Merge: demote every other primary, re-point its secondaries.
-        let mut wrote = false;
-        for &loser in identities.iter().filter(|&&id| id != winner) {
-            for r in &mut self.rows {
-                if r.id == loser {
-                    r.primary = false;
-                    r.linked_id = Some(winner);
-                    r.updated_at = now;
-                    wrote = true;
-                } else if r.linked_id == Some(loser) {
-                    r.linked_id = Some(winner);
-                }
-            }
-        }
-        // 4. New information.
-        let live_members: Vec<&Row> = self
-            .rows
-            .iter()
-            .filter(|r| r.deleted_at.is_none() && Model::identity(r) == winner)
-            .collect();
-        let knows_e = e.is_none_or(|e| live_members.iter().any(|r| r.email.as_deref() == Some(e)));
-        let knows_p = p.is_none_or(|p| live_members.iter().any(|r| r.phone.as_deref() == Some(p)));
-        if !(knows_e && knows_p) {
-            self.push(e, p, Some(winner), now);
-            wrote = true;
-        }
-        // 5. Answer.
-        (self.answer(winner), wrote)
-    }
-
-    fn answer(&self, primary: u64) -> Answer {
-        let mut members: Vec<&Row> = self
-            .rows
-            .iter()
-            .filter(|r| r.deleted_at.is_none() && Model::identity(r) == primary)
-            .collect();
-        members.sort_by_key(|r| (r.created_at, r.id));
-        let p = self.get(primary);
-        let mut emails: Vec<String> = Vec::new();
-        for v in p
-            .email
-            .iter()
-            .chain(members.iter().filter_map(|r| r.email.as_ref()))
-        {
-            if !emails.contains(v) {
-                emails.push(v.clone());
-            }
-        }
-        let mut phones: Vec<String> = Vec::new();
-        for v in p
-            .phone
-            .iter()
-            .chain(members.iter().filter_map(|r| r.phone.as_ref()))
-        {
-            if !phones.contains(v) {
-                phones.push(v.clone());
-            }
-        }
-        let secondaries = members
-            .iter()
-            .map(|r| r.id)
-            .filter(|&id| id != primary)
-            .collect();
-        Answer {
-            primary,
-            emails,
-            phones,
-            secondaries,
-        }
-    }
-}
+#[path = "common/model.rs"]
+mod model;
+use model::{Answer, Model, Row};
 
 // ----- generated cases --------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 //! and the real binary for CLI tests.
 #![allow(dead_code)]
 
+pub mod model;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;

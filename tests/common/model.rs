@@ -1,0 +1,319 @@
+//! A deliberately naive model of SPEC.md §3, shared by `graph_model.rs` (differential test of
+//! the graph) and `linearizability.rs` (checks the served answers against the write-ahead log).
+//!
+//! The model is a `Vec` of rows with exactly the columns of the `Contact` table, changed the way
+//! SPEC.md §3 describes it in prose: scan everything, collect identities through `linkedId`,
+//! demote, re-point, insert. It is quadratic on purpose and shares no code with `src/graph.rs`
+//! (union-find, indexes, rings); only the plain event type of `src/event.rs` is read, to apply
+//! logged events.
+#![allow(dead_code)]
+
+use idrecon::event::Event;
+
+/// One row of the `Contact` table, plain values only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub id: u64,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub linked_id: Option<u64>,
+    pub primary: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+/// An `/identify` answer, plain values only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub primary: u64,
+    pub emails: Vec<String>,
+    pub phones: Vec<String>,
+    pub secondaries: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub rows: Vec<Row>,
+}
+
+impl Model {
+    pub fn get(&self, id: u64) -> &Row {
+        self.rows
+            .iter()
+            .find(|r| r.id == id)
+            .expect("model row exists")
+    }
+
+    /// The identity of a row is its primary: itself, or the row its `linkedId` names.
+    pub fn identity(r: &Row) -> u64 {
+        if r.primary {
+            r.id
+        } else {
+            r.linked_id.expect("a secondary has a linkedId")
+        }
+    }
+
+    pub fn age(&self, id: u64) -> (i64, u64) {
+        let r = self.get(id);
+        (r.created_at, r.id)
+    }
+
+    /// SPEC.md §2: the clock never goes backwards for new rows.
+    pub fn clock(&self, now: i64) -> i64 {
+        self.rows.iter().map(|r| r.created_at).fold(now, i64::max)
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.rows.iter().map(|r| r.id + 1).max().unwrap_or(1)
+    }
+
+    pub fn push(
+        &mut self,
+        email: Option<&str>,
+        phone: Option<&str>,
+        linked_id: Option<u64>,
+        at: i64,
+    ) {
+        let id = self.next_id();
+        self.rows.push(Row {
+            id,
+            email: email.map(str::to_owned),
+            phone: phone.map(str::to_owned),
+            linked_id,
+            primary: linked_id.is_none(),
+            created_at: at,
+            updated_at: at,
+            deleted_at: None,
+        });
+    }
+
+    /// SPEC.md §3 steps 1–5 at wall-clock `now`. Returns the answer and whether anything was
+    /// written.
+    pub fn identify(&mut self, e: Option<&str>, p: Option<&str>, now: i64) -> (Answer, bool) {
+        let now = self.clock(now);
+        // 1. Match: live rows with email e or phone p.
+        let mut identities: Vec<u64> = self
+            .rows
+            .iter()
+            .filter(|r| r.deleted_at.is_none())
+            .filter(|r| {
+                (e.is_some() && r.email.as_deref() == e) || (p.is_some() && r.phone.as_deref() == p)
+            })
+            .map(Model::identity)
+            .collect();
+        identities.sort_unstable();
+        identities.dedup();
+        // 2. New customer.
+        let Some(winner) = identities.iter().copied().min_by_key(|&id| self.age(id)) else {
+            self.push(e, p, None, now);
+            let id = self.rows.last().expect("just pushed").id;
+            return (self.answer(id), true);
+        };
+        // 3. Merge: demote every other primary, re-point its secondaries.
+        let mut wrote = false;
+        for &loser in identities.iter().filter(|&&id| id != winner) {
+            for r in &mut self.rows {
+                if r.id == loser {
+                    r.primary = false;
+                    r.linked_id = Some(winner);
+                    r.updated_at = now;
+                    wrote = true;
+                } else if r.linked_id == Some(loser) {
+                    r.linked_id = Some(winner);
+                }
+            }
+        }
+        // 4. New information.
+        let live_members: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.deleted_at.is_none() && Model::identity(r) == winner)
+            .collect();
+        let knows_e = e.is_none_or(|e| live_members.iter().any(|r| r.email.as_deref() == Some(e)));
+        let knows_p = p.is_none_or(|p| live_members.iter().any(|r| r.phone.as_deref() == Some(p)));
+        if !(knows_e && knows_p) {
+            self.push(e, p, Some(winner), now);
+            wrote = true;
+        }
+        // 5. Answer.
+        (self.answer(winner), wrote)
+    }
+
+    pub fn answer(&self, primary: u64) -> Answer {
+        let mut members: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.deleted_at.is_none() && Model::identity(r) == primary)
+            .collect();
+        members.sort_by_key(|r| (r.created_at, r.id));
+        let p = self.get(primary);
+        let mut emails: Vec<String> = Vec::new();
+        for v in p
+            .email
+            .iter()
+            .chain(members.iter().filter_map(|r| r.email.as_ref()))
+        {
+            if !emails.contains(v) {
+                emails.push(v.clone());
+            }
+        }
+        let mut phones: Vec<String> = Vec::new();
+        for v in p
+            .phone
+            .iter()
+            .chain(members.iter().filter_map(|r| r.phone.as_ref()))
+        {
+            if !phones.contains(v) {
+                phones.push(v.clone());
+            }
+        }
+        let secondaries = members
+            .iter()
+            .map(|r| r.id)
+            .filter(|&id| id != primary)
+            .collect();
+        Answer {
+            primary,
+            emails,
+            phones,
+            secondaries,
+        }
+    }
+}
+
+/// A change SPEC.md §3 asks for, without timestamps (those come from the service clock).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Planned {
+    /// Step 3: primary `loser` becomes a secondary of primary `winner`.
+    Merge { winner: u64, loser: u64 },
+    /// Steps 2 and 4: a new row; `link` is the identity's primary for a new secondary.
+    Insert {
+        id: u64,
+        email: Option<String>,
+        phone: Option<String>,
+        link: Option<u64>,
+    },
+}
+
+impl Planned {
+    /// The change a logged event makes, timestamps dropped.
+    pub fn of(event: &Event) -> Planned {
+        match event {
+            Event::ContactInserted(c) => Planned::Insert {
+                id: c.id,
+                email: c.email.as_ref().map(|e| e.as_str().to_owned()),
+                phone: c.phone.as_ref().map(|p| p.as_str().to_owned()),
+                link: c.link,
+            },
+            Event::IdentitiesMerged { winner, loser, .. } => Planned::Merge {
+                winner: *winner,
+                loser: *loser,
+            },
+        }
+    }
+}
+
+impl Model {
+    /// The primaries of the identities whose live rows carry email `e` or phone `p`.
+    fn matched(&self, e: Option<&str>, p: Option<&str>) -> Vec<u64> {
+        let mut identities: Vec<u64> = self
+            .rows
+            .iter()
+            .filter(|r| r.deleted_at.is_none())
+            .filter(|r| {
+                (e.is_some() && r.email.as_deref() == e) || (p.is_some() && r.phone.as_deref() == p)
+            })
+            .map(Model::identity)
+            .collect();
+        identities.sort_unstable();
+        identities.dedup();
+        identities
+    }
+
+    /// SPEC.md §3 steps 1–4 without changing anything: the merges (sorted) then the insert, if
+    /// any. Empty for a pure read.
+    pub fn plan(&self, e: Option<&str>, p: Option<&str>) -> Vec<Planned> {
+        let identities = self.matched(e, p);
+        let insert = |link| Planned::Insert {
+            id: self.next_id(),
+            email: e.map(str::to_owned),
+            phone: p.map(str::to_owned),
+            link,
+        };
+        let Some(winner) = identities.iter().copied().min_by_key(|&id| self.age(id)) else {
+            return vec![insert(None)];
+        };
+        let mut planned: Vec<Planned> = identities
+            .iter()
+            .filter(|&&id| id != winner)
+            .map(|&loser| Planned::Merge { winner, loser })
+            .collect();
+        let members: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.deleted_at.is_none() && identities.contains(&Model::identity(r)))
+            .collect();
+        let knows_e = e.is_none_or(|e| members.iter().any(|r| r.email.as_deref() == Some(e)));
+        let knows_p = p.is_none_or(|p| members.iter().any(|r| r.phone.as_deref() == Some(p)));
+        if !(knows_e && knows_p) {
+            planned.push(insert(Some(winner)));
+        }
+        planned
+    }
+
+    /// The answer to `(e, p)` when it plans nothing: the one identity it matches.
+    pub fn read(&self, e: Option<&str>, p: Option<&str>) -> Option<Answer> {
+        match self.matched(e, p).as_slice() {
+            [primary] => Some(self.answer(*primary)),
+            _ => None,
+        }
+    }
+
+    /// Applies a logged event the naive way. Errors name what does not fit.
+    pub fn apply_event(&mut self, event: &Event) -> Result<(), String> {
+        match event {
+            Event::ContactInserted(c) => {
+                if self.rows.iter().any(|r| r.id >= c.id) {
+                    return Err(format!("insert of id {} is not above every id", c.id));
+                }
+                let linked_id = match c.link {
+                    None => None,
+                    Some(link) => match self.rows.iter().find(|r| r.id == link) {
+                        Some(r) => Some(Model::identity(r)),
+                        None => return Err(format!("insert links to unknown row {link}")),
+                    },
+                };
+                self.rows.push(Row {
+                    id: c.id,
+                    email: c.email.as_ref().map(|e| e.as_str().to_owned()),
+                    phone: c.phone.as_ref().map(|p| p.as_str().to_owned()),
+                    linked_id,
+                    primary: linked_id.is_none(),
+                    created_at: c.created_at.0,
+                    updated_at: c.updated_at.0,
+                    deleted_at: c.deleted_at.map(|t| t.0),
+                });
+            }
+            Event::IdentitiesMerged { winner, loser, at } => {
+                for id in [winner, loser] {
+                    if !self.rows.iter().any(|r| r.id == *id && r.primary) {
+                        return Err(format!("merge names {id}, which is not a primary"));
+                    }
+                }
+                for r in &mut self.rows {
+                    if r.id == *loser {
+                        r.primary = false;
+                        r.linked_id = Some(*winner);
+                        if let Some(at) = at {
+                            r.updated_at = at.0;
+                        }
+                    } else if r.linked_id == Some(*loser) {
+                        r.linked_id = Some(*winner);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
