@@ -1,0 +1,6 @@
+#![no_main]
+
+#[path = "../fuzz_bodies.rs"]
+mod fuzz_bodies;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_bodies::import_rows(data));
