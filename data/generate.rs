@@ -1451,17 +1451,7 @@ impl Model {
         };
         let mut rdr = csv::Reader::from_path(path).map_err(io::Error::other)?;
         let header = rdr.headers().map_err(io::Error::other)?.clone();
-        let expected = [
-            "id",
-            "phoneNumber",
-            "email",
-            "linkedId",
-            "linkPrecedence",
-            "createdAt",
-            "updatedAt",
-            "deletedAt",
-        ];
-        if !header.iter().eq(expected) {
+        if !header.iter().eq(idrecon::rows::COLUMNS) {
             return Err(bad(1, "unexpected header"));
         }
         let mut rows = Vec::new();

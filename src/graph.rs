@@ -354,12 +354,15 @@ impl IdentityGraph {
     /// The identity the request's values belong to, as `/identify` answers it (SPEC.md §3 step
     /// 5), or `None` when neither value is known (before the request's events are applied).
     pub fn answer(&self, request: &IdentifyRequest) -> Option<Identity> {
-        let slot = request
-            .email
-            .as_ref()
-            .and_then(|e| self.lookup_email(e))
-            .or_else(|| request.phone.as_ref().and_then(|p| self.lookup_phone(p)))?;
-        Some(self.build_identity(self.root(slot)))
+        self.matched_root(request)
+            .map(|root| self.build_identity(root))
+    }
+
+    /// [`IdentityGraph::answer`] together with the identity's [`IdentityGraph::identity_key`],
+    /// from one lookup of the request's values (the store needs both on every request).
+    pub fn answer_with_key(&self, request: &IdentifyRequest) -> Option<(IdentityKey, Identity)> {
+        self.matched_root(request)
+            .map(|root| (IdentityKey(root), self.build_identity(root)))
     }
 
     /// The identity the request's values belong to, as an opaque key (`None` when neither
@@ -367,12 +370,18 @@ impl IdentityGraph {
     /// the next mutation; after a merge the merged identity has the key of one of the two.
     /// The store uses it to remember the last LSN that changed each identity.
     pub fn identity_key(&self, request: &IdentifyRequest) -> Option<IdentityKey> {
+        self.matched_root(request).map(IdentityKey)
+    }
+
+    /// Root of the identity carrying the request's email, else its phone (before the request's
+    /// own events, both lead to the same identity or only one is known).
+    fn matched_root(&self, request: &IdentifyRequest) -> Option<u32> {
         let slot = request
             .email
             .as_ref()
             .and_then(|e| self.lookup_email(e))
             .or_else(|| request.phone.as_ref().and_then(|p| self.lookup_phone(p)))?;
-        Some(IdentityKey(self.root(slot)))
+        Some(self.root(slot))
     }
 
     /// Plans, applies and answers one request: the whole of SPEC.md §3 on an exclusive graph.

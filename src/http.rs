@@ -42,7 +42,7 @@ use crate::graph::Identity;
 use crate::metrics as metric;
 use crate::openapi::{ApiDoc, IdentifyRequestBody, IdentifyResponse};
 use crate::request::parse_identify_body;
-use crate::store::{Store, StoreError};
+use crate::store::{Outcome, Store, StoreError};
 
 /// The key under which `/identify` names the primary id (SPEC.md §3: clients in the wild use
 /// both spellings).
@@ -329,18 +329,14 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
     if route == "/identify" {
+        // The handler leaves the store's Outcome in the response extensions.
         let outcome = if status.is_client_error() {
             Some("rejected")
-        } else if status == StatusCode::OK {
-            match response.headers().get(OUTCOME_HEADER).map(|v| v.as_bytes()) {
-                Some(b"new-primary") => Some("new_primary"),
-                Some(b"new-secondary") => Some("new_secondary"),
-                Some(b"merge") => Some("merge"),
-                Some(b"read") => Some("pure_read"),
-                _ => None,
-            }
         } else {
-            None
+            response
+                .extensions()
+                .get::<Outcome>()
+                .map(|o| o.metric_label())
         };
         if let Some(outcome) = outcome {
             ::metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => outcome).increment(1);
@@ -530,6 +526,7 @@ async fn identify(
         OUTCOME_HEADER,
         header::HeaderValue::from_static(outcome.as_str()),
     );
+    response.extensions_mut().insert(outcome);
     Ok(response)
 }
 

@@ -125,6 +125,17 @@ impl Outcome {
             Outcome::PureRead => "read",
         }
     }
+
+    /// The `outcome` label of `idrecon_identify_outcomes_total`: `new_primary`,
+    /// `new_secondary`, `merge` or `pure_read`.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Outcome::NewPrimary => "new_primary",
+            Outcome::NewSecondary => "new_secondary",
+            Outcome::Merge => "merge",
+            Outcome::PureRead => "pure_read",
+        }
+    }
 }
 
 struct State {
@@ -435,12 +446,9 @@ impl Store {
             if state.graph.plan(request, now).is_empty() {
                 // Everything this answer reveals was last changed at `lsn` (older changes
                 // to the identity are durable or have smaller LSNs).
-                let lsn = state
-                    .graph
-                    .identity_key(request)
-                    .and_then(|key| state.changed.get(&key).copied())
-                    .unwrap_or(0);
-                state.graph.answer(request).map(|identity| (identity, lsn))
+                state.graph.answer_with_key(request).map(|(key, identity)| {
+                    (identity, state.changed.get(&key).copied().unwrap_or(0))
+                })
             } else {
                 None
             }
@@ -480,16 +488,17 @@ impl Store {
                     Event::IdentitiesMerged { .. } => Outcome::Merge,
                 };
             }
-            let identity = state.graph.answer(request).ok_or(ApplyError::Full)?;
+            let (key, identity) = state
+                .graph
+                .answer_with_key(request)
+                .ok_or(ApplyError::Full)?;
             if !events.is_empty() {
                 if state.changed.len() >= CHANGED_PRUNE_AT {
                     let durable = self.wal.durable_lsn();
                     state.changed.retain(|_, lsn| *lsn > durable);
                 }
-                if let Some(key) = state.graph.identity_key(request) {
-                    let lsn = state.lsn;
-                    state.changed.insert(key, lsn);
-                }
+                let lsn = state.lsn;
+                state.changed.insert(key, lsn);
             }
             (identity, outcome, state.lsn, events.len() as u64)
         };
