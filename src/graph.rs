@@ -644,6 +644,15 @@ impl IdentityGraph {
         (0..self.nodes.len()).map(|s| self.row(s as u32))
     }
 
+    /// Union-find `find` by contact id: the id of the primary of the identity containing contact
+    /// `id` (a root walk without path compression, so it works behind a shared reference), or
+    /// `None` for an unknown id. O(α(n)) amortized thanks to union by size and path halving on
+    /// the write path (DESIGN.md "IdentityGraph").
+    pub fn find(&self, id: ContactId) -> Option<ContactId> {
+        self.slot_of(id)
+            .map(|s| self.nodes[self.primary_of_root(self.root(s)) as usize].id)
+    }
+
     /// The identity containing contact `id`, whether or not that contact is live; `None` for an
     /// unknown id.
     pub fn identity_of(&self, id: ContactId) -> Option<Identity> {
