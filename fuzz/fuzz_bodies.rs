@@ -16,7 +16,7 @@ use idrecon::contact::{Email, Phone, Timestamp};
 use idrecon::event::{Event, NewContact};
 use idrecon::graph::IdentityGraph;
 use idrecon::rows::{self, ImportError, RowFormat};
-use idrecon::snapshot::{self, SnapshotError};
+use idrecon::snapshot::{self, SnapshotEntry, SnapshotError};
 use idrecon::wal::{self, WalError};
 
 // ---------------------------------------------------------------------------------------------
@@ -325,14 +325,14 @@ pub fn snapshot_file(data: &[u8]) {
 
     let verified = snapshot::verify(&path);
     let mut contacts = Vec::new();
-    let read = snapshot::read(&path, |c: NewContact| {
+    let read = snapshot::read(&path, |c: SnapshotEntry| {
         contacts.push(c);
         Ok::<(), std::convert::Infallible>(())
     });
     match (&verified, &read) {
         (Ok(a), Ok(b)) => {
             assert_eq!(a, b);
-            assert_eq!(contacts.len() as u64, a.contacts);
+            assert_eq!(contacts.len() as u64, a.entries);
             assert!(a.lsn <= snapshot::MAX_COUNTER && a.next_id <= snapshot::MAX_COUNTER);
             assert!(file.len() >= 48);
             // Re-encoding reads back to the same header and contacts.
@@ -340,7 +340,7 @@ pub fn snapshot_file(data: &[u8]) {
             let path2 = snapshot::path_for(scratch.path(), 8);
             fs::write(&path2, &again).unwrap();
             let mut back = Vec::new();
-            let info = snapshot::read(&path2, |c: NewContact| {
+            let info = snapshot::read(&path2, |c: SnapshotEntry| {
                 back.push(c);
                 Ok::<(), std::convert::Infallible>(())
             })
@@ -350,7 +350,7 @@ pub fn snapshot_file(data: &[u8]) {
             // Rebuilding a graph from it returns Ok or Err, never panics.
             let mut graph = IdentityGraph::new();
             for c in contacts {
-                if graph.apply(&Event::ContactInserted(c)).is_err() {
+                if graph.load_snapshot_entry(c).is_err() {
                     break;
                 }
             }

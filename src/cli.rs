@@ -13,10 +13,11 @@ use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::admin::AdminToken;
+use crate::blocklist::BlockList;
 use crate::config::{ConfigError, EffectiveConfig};
 use crate::contact::Timestamp;
 use crate::event::Event;
-use crate::graph::IdentityGraph;
+use crate::graph::{GraphOptions, IdentityGraph};
 use crate::http::{HttpOptions, ResponseKey};
 use crate::progress::Progress;
 use crate::rows::{self, RowFormat};
@@ -148,18 +149,65 @@ pub struct ServeArgs {
     /// anyone who can reach the port.
     #[arg(long, env = "IDRECON_INSECURE_ADMIN")]
     pub insecure_admin: bool,
+    /// Built-in list of blocked values to turn on (`recommended`: placeholder emails such as
+    /// `test@test.com`, phones of one repeated digit, `null`, `n/a`, …; see README
+    /// "Over-merge guards"). Blocked values are stored but never matched.
+    #[arg(long, env = "IDRECON_BLOCKED_VALUES", value_enum, default_value_t = BlockedPreset::None)]
+    pub blocked_values: BlockedPreset,
+    /// An exact email or phone value to block (repeatable; compared after normalization,
+    /// ASCII case-insensitively).
+    #[arg(long = "blocked-value", value_name = "VALUE", action = clap::ArgAction::Append)]
+    pub blocked_value: Vec<String>,
+    /// A regular expression (Rust `regex` syntax, matched against the whole normalized value)
+    /// of emails or phones to block (repeatable).
+    #[arg(long = "blocked-pattern", value_name = "REGEX", action = clap::ArgAction::Append)]
+    pub blocked_pattern: Vec<String>,
+    /// Most contacts an identity may reach through /identify: a merge or new secondary that
+    /// would exceed it is refused, logged and recorded in the identity's history. Off by
+    /// default; README "Over-merge guards" recommends a value.
+    #[arg(long, env = "IDRECON_MAX_IDENTITY_SIZE", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_identity_size: Option<u32>,
     /// Print the effective configuration as TOML (with where each value came from) and exit.
     #[arg(long)]
     pub print_config: bool,
 }
 
+/// `--blocked-values`: which built-in block list to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BlockedPreset {
+    /// No built-in list (SPEC.md §3 exactly, unless `--blocked-value`/`--blocked-pattern`).
+    None,
+    /// [`crate::blocklist::BlockList::recommended`].
+    Recommended,
+}
+
 impl ServeArgs {
+    /// The over-merge guards these flags configure.
+    ///
+    /// # Errors
+    /// An invalid `--blocked-pattern`, naming it.
+    pub fn graph_options(&self) -> anyhow::Result<GraphOptions> {
+        let own = BlockList::new(
+            self.blocked_value.iter().cloned(),
+            self.blocked_pattern.iter().cloned(),
+        )?;
+        let blocked = match self.blocked_values {
+            BlockedPreset::None => own,
+            BlockedPreset::Recommended => own.union(&BlockList::recommended())?,
+        };
+        Ok(GraphOptions {
+            blocked: std::sync::Arc::new(blocked),
+            max_identity_size: self.max_identity_size,
+        })
+    }
+
     /// Refuses settings that would start an unsafe server: a non-loopback `--listen` address
     /// without `--admin-token`, unless `--insecure-admin`.
     ///
     /// # Errors
     /// The refusal, naming the address and both ways out.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.graph_options()?;
         if !self.listen.ip().is_loopback() && self.admin_token.is_none() && !self.insecure_admin {
             bail!(
                 "refusing to serve on the non-loopback address {} without an admin token: \
@@ -261,7 +309,15 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         fsync: args.fsync,
         snapshot_every: args.snapshot_every,
         segment_bytes: args.segment_bytes,
+        graph: args.graph_options()?,
     };
+    if !options.graph.blocked.is_empty() || options.graph.max_identity_size.is_some() {
+        tracing::info!(
+            blocked_values = options.graph.blocked.entries().len(),
+            max_identity_size = ?options.graph.max_identity_size,
+            "over-merge guards on"
+        );
+    }
     let dir = &args.data.data_dir;
     let (store, recovery) = Store::open(dir, options)
         .with_context(|| format!("cannot recover the data directory {}", dir.display()))?;
@@ -373,7 +429,7 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     }
     applying.finish();
     debug_assert_eq!(graph.check_invariants(), Ok(()));
-    let bytes = snapshot::encode(0, graph.next_id(), graph.snapshot_contacts())?;
+    let bytes = snapshot::encode(0, graph.next_id(), graph.snapshot_entries())?;
     let path = snapshot::write_file(&dir.join("snapshots"), 0, &bytes)?;
     eprintln!(
         "imported {} rows into {} identities ({} joined by shared emails or phones, {} primaries recomputed) in {:.1}s; snapshot {}",
@@ -415,7 +471,7 @@ fn check(dir: &Path) -> anyhow::Result<i32> {
                 out,
                 "ok       {}: {} contacts at LSN {}",
                 path.display(),
-                info.contacts,
+                info.entries,
                 info.lsn
             )?,
             Err(error) => writeln!(out, "CORRUPT  {error}")?,

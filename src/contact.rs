@@ -182,6 +182,12 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Overwrites the text with zeros before freeing it (issue 5 erasure: an erased value must
+    /// not linger in freed heap memory).
+    pub fn wipe(self) {
+        zeroize::Zeroize::zeroize(&mut *self.0.into_boxed_bytes());
+    }
 }
 
 impl fmt::Display for Email {
@@ -237,6 +243,11 @@ impl Phone {
     /// The normalized text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Overwrites the text with zeros before freeing it (see [`Email::wipe`]).
+    pub fn wipe(self) {
+        zeroize::Zeroize::zeroize(&mut *self.0.into_boxed_bytes());
     }
 }
 

@@ -3,7 +3,8 @@
 //! [`crate::graph::IdentityGraph::identify`] decides what a request does and returns the events
 //! it caused; [`crate::graph::IdentityGraph::apply`] replays one. The write-ahead log stores
 //! events (bincode), recovery replays them, import produces them, and a snapshot is a list of
-//! [`NewContact`] events that rebuilds the same graph. One code path changes state.
+//! [`NewContact`] events plus history records that rebuilds the same graph. One code path
+//! changes state.
 //!
 //! The encoding is part of the on-disk format (log format version 1): variants and fields may
 //! only be appended, never reordered.
@@ -54,6 +55,59 @@ pub enum Event {
         /// The demoted row's new `updatedAt`, if it is to change.
         at: Option<Timestamp>,
     },
+    /// `DELETE /contacts/{id}` (issue 5 "Deletion"): the row gets `deletedAt = updatedAt = at`,
+    /// stops matching, and leaves every answer. If it was its identity's primary, the oldest
+    /// live member is promoted (its `updatedAt` becomes `at` too). Links stay as they were.
+    ContactDeleted {
+        /// The row deleted; must exist, not be deleted yet, and not be erased.
+        id: ContactId,
+        /// `deletedAt` and `updatedAt` of the row.
+        at: Timestamp,
+    },
+    /// `DELETE /identities/{id}?erase=true` (issue 5 "Erasure"): every contact of the identity
+    /// containing `id` is removed, its emails and phones wiped from memory and indexes. Carries
+    /// no personal data, so the log may keep it after compaction.
+    IdentityErased {
+        /// Any contact of the identity.
+        id: ContactId,
+        /// When.
+        at: Timestamp,
+    },
+    /// `/identify` merged two identities (SPEC.md §3 step 3), recorded with its cause for the
+    /// history endpoint: the same change as [`Event::IdentitiesMerged`] with `at` set.
+    IdentitiesLinked {
+        /// The older primary, which stays primary.
+        winner: ContactId,
+        /// The primary demoted into `winner`'s identity.
+        loser: ContactId,
+        /// The demoted row's new `updatedAt`.
+        at: Timestamp,
+        /// The contact whose email matched the request's email.
+        by_email: ContactId,
+        /// The contact whose phone matched the request's phone.
+        by_phone: ContactId,
+    },
+    /// The identity size cap refused a merge or a new secondary (issue 5 "Over-merge
+    /// guards"). Changes no row or link; recorded for history only.
+    MergeRefused(Refusal),
+}
+
+/// A change the identity size cap refused (`--max-identity-size`), as history shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// Primary of the identity the request was answered from.
+    pub primary: ContactId,
+    /// Primary of the other identity the request would have merged in; `None` when the refused
+    /// change was a new secondary.
+    pub other: Option<ContactId>,
+    /// The request's normalized email.
+    pub email: Option<Email>,
+    /// The request's normalized phone.
+    pub phone: Option<Phone>,
+    /// When.
+    pub at: Timestamp,
+    /// The cap in force (contacts per identity).
+    pub limit: u32,
 }
 
 impl Event {
@@ -108,5 +162,32 @@ mod tests {
             at: Some(Timestamp(9)),
         };
         assert_eq!(Event::decode(&merge.encode().unwrap()).unwrap(), merge);
+        for event in [
+            Event::ContactDeleted {
+                id: 3,
+                at: Timestamp(10),
+            },
+            Event::IdentityErased {
+                id: 3,
+                at: Timestamp(11),
+            },
+            Event::IdentitiesLinked {
+                winner: 1,
+                loser: 2,
+                at: Timestamp(12),
+                by_email: 4,
+                by_phone: 5,
+            },
+            Event::MergeRefused(Refusal {
+                primary: 1,
+                other: Some(2),
+                email: Email::parse("a@b.c").unwrap(),
+                phone: None,
+                at: Timestamp(13),
+                limit: 10,
+            }),
+        ] {
+            assert_eq!(Event::decode(&event.encode().unwrap()).unwrap(), event);
+        }
     }
 }

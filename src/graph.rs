@@ -24,13 +24,44 @@
 //!   "does this identity have `e`" is "is `e` indexed".
 
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+use crate::blocklist::BlockList;
 use crate::contact::{
     ContactId, ContactRow, Email, LinkPrecedence, Phone, Timestamp, ValidationError,
 };
-use crate::event::{Event, NewContact};
+use crate::event::{Event, NewContact, Refusal};
+use crate::history::{HistoryEntry, HistoryRecord};
+use crate::snapshot::SnapshotEntry;
+
+/// Configuration of the over-merge guards (issue 5). The default is SPEC.md §3 exactly: no
+/// blocked value, no cap.
+#[derive(Clone, Debug, Default)]
+pub struct GraphOptions {
+    /// Values stored on rows but never indexed, so they never match (see [`BlockList`]).
+    pub blocked: Arc<BlockList>,
+    /// The most contacts (deleted ones included) an identity may reach through `/identify`: a
+    /// merge or new secondary that would exceed it is refused ([`Event::MergeRefused`]).
+    pub max_identity_size: Option<u32>,
+}
+
+/// What a read-only lookup by email and/or phone found (`GET /identities`, issue 5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The values lead to one identity.
+    Found(IdentityKey, Identity),
+    /// No value is known (or every value is blocked).
+    NotFound,
+    /// The email and the phone belong to two identities; a lookup never merges them.
+    Conflict {
+        /// Primary of the identity of the email.
+        email_primary: ContactId,
+        /// Primary of the identity of the phone.
+        phone_primary: ContactId,
+    },
+}
 
 /// A validated `/identify` request: the normalized pair `(e, p)` of SPEC.md §3, at least one of
 /// them present.
@@ -99,12 +130,6 @@ pub enum ApplyError {
         /// The smallest id that would have been accepted.
         next: ContactId,
     },
-    /// A new contact carries a value already carried by another identity it does not join.
-    #[error("contact {id} carries a value that belongs to another identity")]
-    ValueConflict {
-        /// The offending contact id.
-        id: ContactId,
-    },
     /// A merge names contacts that are not the primaries of two distinct identities in the
     /// right age order.
     #[error("merge of {winner} and {loser} does not match the graph")]
@@ -114,6 +139,9 @@ pub enum ApplyError {
         /// The claimed loser.
         loser: ContactId,
     },
+    /// A deletion names a contact that is already deleted.
+    #[error("contact {0} is already deleted")]
+    AlreadyDeleted(ContactId),
     /// The graph holds `u32::MAX - 1` contacts, the most a slot index can address, or a new
     /// contact's id is `u64::MAX`, after which no id is left to assign.
     #[error("the graph is full")]
@@ -163,6 +191,13 @@ pub struct IdentityGraph {
     identities: usize,
     /// Members of the largest identity (identities only grow, so this only grows).
     largest: u32,
+    options: GraphOptions,
+    /// Merges, deletions and refusals in the order applied (see [`crate::history`]).
+    history: Vec<HistoryRecord>,
+    /// Slot → indices into `history` of the records that name that contact.
+    history_by_slot: hashbrown::HashMap<u32, Vec<u32>>,
+    /// Slots of erased contacts: unknown to every lookup, listing and snapshot.
+    erased: hashbrown::HashSet<u32>,
 }
 
 impl Default for IdentityGraph {
@@ -176,7 +211,17 @@ const MAX_SLOTS: usize = (u32::MAX - 1) as usize;
 impl IdentityGraph {
     /// An empty graph; the first contact created by `/identify` gets id 1.
     pub fn new() -> Self {
+        IdentityGraph::with_options(GraphOptions::default())
+    }
+
+    /// An empty graph with over-merge guards. The options must be set before any contact is
+    /// applied: they decide which values get indexed.
+    pub fn with_options(options: GraphOptions) -> Self {
         IdentityGraph {
+            options,
+            history: Vec::new(),
+            history_by_slot: hashbrown::HashMap::new(),
+            erased: hashbrown::HashSet::new(),
             nodes: Vec::new(),
             links: Vec::new(),
             by_email: HashTable::new(),
@@ -189,14 +234,23 @@ impl IdentityGraph {
         }
     }
 
-    /// Number of contacts (rows), deleted ones included.
+    /// Number of contacts (rows), deleted ones included, erased ones not.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.nodes.len() - self.erased.len()
+    }
+
+    /// The over-merge guard configuration.
+    pub fn options(&self) -> &GraphOptions {
+        &self.options
+    }
+
+    fn blocked(&self, value: &str) -> bool {
+        self.options.blocked.blocks(value)
     }
 
     /// True when the graph has no contact.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.len() == 0
     }
 
     /// Number of identities (union-find roots).
@@ -255,7 +309,14 @@ impl IdentityGraph {
             .copied()
     }
 
+    /// Slot of contact `id`; `None` for an unknown or erased id.
     fn slot_of(&self, id: ContactId) -> Option<u32> {
+        let slot = self.raw_slot_of(id)?;
+        (self.erased.is_empty() || !self.erased.contains(&slot)).then_some(slot)
+    }
+
+    /// Slot of contact `id`, erased ones included.
+    fn raw_slot_of(&self, id: ContactId) -> Option<u32> {
         // Ids assigned by the service are dense, so slot = id - 1 is the usual answer.
         let guess = id.wrapping_sub(1);
         if guess < self.nodes.len() as u64 && self.nodes[guess as usize].id == id {
@@ -305,10 +366,31 @@ impl IdentityGraph {
     /// anything: the events to apply, in order. An empty vector means the request is a pure read.
     /// At most one event results today: a new primary, a new secondary, or a merge (a merge
     /// means both values are known, so it never needs a new row).
+    ///
+    /// With [`GraphOptions`] set: blocked values count as absent for matching (they are still
+    /// stored on a new row), and a merge or new secondary that would take an identity past
+    /// `max_identity_size` becomes an [`Event::MergeRefused`].
     pub fn plan(&self, request: &IdentifyRequest, now: Timestamp) -> Vec<Event> {
         let clock = self.clock(now);
-        let by_email = request.email.as_ref().and_then(|e| self.lookup_email(e));
-        let by_phone = request.phone.as_ref().and_then(|p| self.lookup_phone(p));
+        let email = request.email.as_ref().filter(|e| !self.blocked(e.as_str()));
+        let phone = request.phone.as_ref().filter(|p| !self.blocked(p.as_str()));
+        let by_email = email.and_then(|e| self.lookup_email(e));
+        let by_phone = phone.and_then(|p| self.lookup_phone(p));
+        let refusal = |primary: u32, other: Option<u32>| {
+            Event::MergeRefused(Refusal {
+                primary: self.nodes[primary as usize].id,
+                other: other.map(|o| self.nodes[o as usize].id),
+                email: request.email.clone(),
+                phone: request.phone.clone(),
+                at: clock,
+                limit: self.options.max_identity_size.unwrap_or(u32::MAX),
+            })
+        };
+        let over_cap = |size: u64| {
+            self.options
+                .max_identity_size
+                .is_some_and(|cap| size > u64::from(cap))
+        };
         let new_contact = |link: Option<ContactId>| {
             Event::ContactInserted(NewContact {
                 id: self.next_id,
@@ -328,24 +410,36 @@ impl IdentityGraph {
                     return Vec::new();
                 }
                 let (pa, pb) = (self.primary_of_root(root_a), self.primary_of_root(root_b));
+                let size = u64::from(self.links[root_a as usize].size)
+                    + u64::from(self.links[root_b as usize].size);
+                if over_cap(size) {
+                    // Answered from the identity of the email (SPEC.md §3 step 5 order).
+                    return vec![refusal(pa, Some(pb))];
+                }
                 let (winner, loser) = if self.is_better(pa, pb) {
                     (pa, pb)
                 } else {
                     (pb, pa)
                 };
-                vec![Event::IdentitiesMerged {
+                vec![Event::IdentitiesLinked {
                     winner: self.nodes[winner as usize].id,
                     loser: self.nodes[loser as usize].id,
-                    at: Some(clock),
+                    at: clock,
+                    by_email: self.nodes[a as usize].id,
+                    by_phone: self.nodes[b as usize].id,
                 }]
             }
             (Some(found), None) | (None, Some(found)) => {
-                let email_is_new = request.email.is_some() && by_email.is_none();
-                let phone_is_new = request.phone.is_some() && by_phone.is_none();
+                let email_is_new = email.is_some() && by_email.is_none();
+                let phone_is_new = phone.is_some() && by_phone.is_none();
                 if !(email_is_new || phone_is_new) {
                     return Vec::new();
                 }
-                let primary = self.primary_of_root(self.root(found));
+                let root = self.root(found);
+                let primary = self.primary_of_root(root);
+                if over_cap(u64::from(self.links[root as usize].size) + 1) {
+                    return vec![refusal(primary, None)];
+                }
                 vec![new_contact(Some(self.nodes[primary as usize].id))]
             }
         }
@@ -371,6 +465,30 @@ impl IdentityGraph {
     /// The store uses it to remember the last LSN that changed each identity.
     pub fn identity_key(&self, request: &IdentifyRequest) -> Option<IdentityKey> {
         self.matched_root(request).map(IdentityKey)
+    }
+
+    /// Read-only lookup (`GET /identities`, issue 5): the identity the values lead to, without
+    /// planning or changing anything. Blocked values never match.
+    pub fn lookup(&self, request: &IdentifyRequest) -> Lookup {
+        let by_email = request.email.as_ref().and_then(|e| self.lookup_email(e));
+        let by_phone = request.phone.as_ref().and_then(|p| self.lookup_phone(p));
+        match (by_email, by_phone) {
+            (None, None) => Lookup::NotFound,
+            (Some(a), Some(b)) if self.root(a) != self.root(b) => Lookup::Conflict {
+                email_primary: self.nodes[self.primary_of_root(self.root(a)) as usize].id,
+                phone_primary: self.nodes[self.primary_of_root(self.root(b)) as usize].id,
+            },
+            (Some(slot), _) | (None, Some(slot)) => {
+                let root = self.root(slot);
+                Lookup::Found(IdentityKey(root), self.build_identity(root))
+            }
+        }
+    }
+
+    /// The key of the identity containing contact `id` (see
+    /// [`IdentityGraph::identity_key`]); `None` for an unknown or erased id.
+    pub fn identity_key_of(&self, id: ContactId) -> Option<IdentityKey> {
+        self.slot_of(id).map(|s| IdentityKey(self.root(s)))
     }
 
     /// Root of the identity carrying the request's email, else its phone (before the request's
@@ -418,7 +536,19 @@ impl IdentityGraph {
     pub fn apply(&mut self, event: &Event) -> Result<(), ApplyError> {
         match event {
             Event::ContactInserted(contact) => self.apply_insert(contact),
-            Event::IdentitiesMerged { winner, loser, at } => self.apply_merge(*winner, *loser, *at),
+            Event::IdentitiesMerged { winner, loser, at } => {
+                self.apply_merge(*winner, *loser, *at, None)
+            }
+            Event::IdentitiesLinked {
+                winner,
+                loser,
+                at,
+                by_email,
+                by_phone,
+            } => self.apply_merge(*winner, *loser, Some(*at), Some((*by_email, *by_phone))),
+            Event::ContactDeleted { id, at } => self.apply_delete(*id, *at),
+            Event::IdentityErased { id, at } => self.apply_erase(*id, *at),
+            Event::MergeRefused(refusal) => self.apply_refusal(refusal),
         }
     }
 
@@ -444,21 +574,20 @@ impl IdentityGraph {
             None => None,
         };
         let live = c.deleted_at.is_none();
-        let email_carrier = if live {
-            c.email.as_ref().and_then(|e| self.lookup_email(e))
-        } else {
-            None
-        };
-        let phone_carrier = if live {
-            c.phone.as_ref().and_then(|p| self.lookup_phone(p))
-        } else {
-            None
-        };
-        for carrier in [email_carrier, phone_carrier].into_iter().flatten() {
-            if Some(self.root(carrier)) != link_root {
-                return Err(ApplyError::ValueConflict { id: c.id });
-            }
-        }
+        // Blocked values are stored but never indexed.
+        let email = c
+            .email
+            .as_ref()
+            .filter(|e| live && !self.blocked(e.as_str()));
+        let phone = c
+            .phone
+            .as_ref()
+            .filter(|p| live && !self.blocked(p.as_str()));
+        let email_carrier = email.and_then(|e| self.lookup_email(e));
+        let phone_carrier = phone.and_then(|p| self.lookup_phone(p));
+        // A value another identity already carries stays indexed at its first carrier. This
+        // only happens when the value was blocked when one of the rows was written and is
+        // allowed now: configuration changes never rewrite links, and never stop a replay.
 
         let slot = self.nodes.len() as u32;
         self.nodes.push(Node {
@@ -477,15 +606,15 @@ impl IdentityGraph {
         });
         self.identities += 1;
         self.largest = self.largest.max(1);
-        if live {
-            if let (Some(email), None) = (&c.email, email_carrier) {
+        {
+            if let (Some(email), None) = (email, email_carrier) {
                 let hash = self.hash(email.as_str());
                 let (nodes, hasher) = (&self.nodes, &self.hasher);
                 self.by_email.insert_unique(hash, slot, |&s| {
                     hasher.hash_one(nodes[s as usize].email.as_ref().map_or("", |e| e.as_str()))
                 });
             }
-            if let (Some(phone), None) = (&c.phone, phone_carrier) {
+            if let (Some(phone), None) = (phone, phone_carrier) {
                 let hash = self.hash(phone.as_str());
                 let (nodes, hasher) = (&self.nodes, &self.hasher);
                 self.by_phone.insert_unique(hash, slot, |&s| {
@@ -508,8 +637,14 @@ impl IdentityGraph {
         winner: ContactId,
         loser: ContactId,
         at: Option<Timestamp>,
+        cause: Option<(ContactId, ContactId)>,
     ) -> Result<(), ApplyError> {
         let bad = ApplyError::BadMerge { winner, loser };
+        if let Some((by_email, by_phone)) = cause {
+            for id in [by_email, by_phone] {
+                self.slot_of(id).ok_or(ApplyError::UnknownContact(id))?;
+            }
+        }
         let w = self
             .slot_of(winner)
             .ok_or(ApplyError::UnknownContact(winner))?;
@@ -528,9 +663,176 @@ impl IdentityGraph {
         if let Some(at) = at {
             self.nodes[l as usize].updated_at = at;
         }
+        self.record(HistoryRecord::Merged {
+            winner,
+            loser,
+            at,
+            by_email: cause.map(|c| c.0),
+            by_phone: cause.map(|c| c.1),
+            before_id: self.next_id,
+        });
         debug_assert_eq!(self.links[root as usize].primary, w);
         debug_assert_eq!(self.check_touched_identity(root), Ok(()));
         Ok(())
+    }
+
+    /// Deletion (issue 5): `deletedAt = updatedAt = at`, the row's values leave the indexes
+    /// (another live member carrying the same value takes its place), and when the primary is
+    /// deleted the best remaining member by `(deleted, createdAt, id)` becomes primary and is
+    /// touched (`updatedAt = at`). Links stay.
+    fn apply_delete(&mut self, id: ContactId, at: Timestamp) -> Result<(), ApplyError> {
+        let slot = self.slot_of(id).ok_or(ApplyError::UnknownContact(id))?;
+        if !self.nodes[slot as usize].live() {
+            return Err(ApplyError::AlreadyDeleted(id));
+        }
+        let root = self.root_mut(slot);
+        self.unindex(slot, root, true);
+        let node = &mut self.nodes[slot as usize];
+        node.deleted_at = Some(at);
+        node.updated_at = at;
+        let mut promoted = None;
+        if self.links[root as usize].primary == slot {
+            let best =
+                self.members(root).fold(
+                    slot,
+                    |best, m| if self.is_better(m, best) { m } else { best },
+                );
+            self.links[root as usize].primary = best;
+            if best != slot {
+                self.nodes[best as usize].updated_at = at;
+                promoted = Some(self.nodes[best as usize].id);
+            }
+        }
+        self.record(HistoryRecord::Deleted {
+            id,
+            at,
+            promoted,
+            before_id: self.next_id,
+        });
+        debug_assert_eq!(self.check_touched_identity(root), Ok(()));
+        Ok(())
+    }
+
+    /// Removes `slot`'s email and phone from the indexes where they point at `slot`; with
+    /// `replace`, another live member of the identity carrying the same value takes its place.
+    fn unindex(&mut self, slot: u32, root: u32, replace: bool) {
+        let node = &self.nodes[slot as usize];
+        if let Some(email) = &node.email {
+            let hash = self.hash(email.as_str());
+            if self.by_email.find(hash, |&s| s == slot).is_some() {
+                let heir = if replace {
+                    self.members(root).find(|&m| {
+                        m != slot
+                            && self.nodes[m as usize].live()
+                            && self.nodes[m as usize].email == node.email
+                    })
+                } else {
+                    None
+                };
+                if let Ok(entry) = self.by_email.find_entry(hash, |&s| s == slot) {
+                    match heir {
+                        Some(heir) => *entry.into_mut() = heir,
+                        None => {
+                            entry.remove();
+                        }
+                    }
+                }
+            }
+        }
+        let node = &self.nodes[slot as usize];
+        if let Some(phone) = &node.phone {
+            let hash = self.hash(phone.as_str());
+            if self.by_phone.find(hash, |&s| s == slot).is_some() {
+                let heir = if replace {
+                    self.members(root).find(|&m| {
+                        m != slot
+                            && self.nodes[m as usize].live()
+                            && self.nodes[m as usize].phone == node.phone
+                    })
+                } else {
+                    None
+                };
+                if let Ok(entry) = self.by_phone.find_entry(hash, |&s| s == slot) {
+                    match heir {
+                        Some(heir) => *entry.into_mut() = heir,
+                        None => {
+                            entry.remove();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Erasure (issue 5): every member of the identity containing `id` leaves the indexes, its
+    /// email and phone are wiped from memory ([`Email::wipe`]), and it becomes unknown to every
+    /// lookup, listing and snapshot. Values in refusal records naming the identity are wiped.
+    fn apply_erase(&mut self, id: ContactId, at: Timestamp) -> Result<(), ApplyError> {
+        let slot = self.slot_of(id).ok_or(ApplyError::UnknownContact(id))?;
+        let root = self.root_mut(slot);
+        let members: Vec<u32> = self.members(root).collect();
+        for &m in &members {
+            self.unindex(m, root, false);
+        }
+        for &m in &members {
+            let node = &mut self.nodes[m as usize];
+            if let Some(email) = node.email.take() {
+                email.wipe();
+            }
+            if let Some(phone) = node.phone.take() {
+                phone.wipe();
+            }
+            node.deleted_at.get_or_insert(at);
+            node.updated_at = at;
+            self.erased.insert(m);
+            for &index in self.history_by_slot.get(&m).into_iter().flatten() {
+                if let Some(HistoryRecord::Refused { refusal, .. }) =
+                    self.history.get_mut(index as usize)
+                {
+                    if let Some(email) = refusal.email.take() {
+                        email.wipe();
+                    }
+                    if let Some(phone) = refusal.phone.take() {
+                        phone.wipe();
+                    }
+                }
+            }
+        }
+        self.identities -= 1;
+        Ok(())
+    }
+
+    /// A refusal changes nothing but history.
+    fn apply_refusal(&mut self, refusal: &Refusal) -> Result<(), ApplyError> {
+        for id in std::iter::once(refusal.primary).chain(refusal.other) {
+            self.slot_of(id).ok_or(ApplyError::UnknownContact(id))?;
+        }
+        self.record(HistoryRecord::Refused {
+            refusal: refusal.clone(),
+            before_id: self.next_id,
+        });
+        Ok(())
+    }
+
+    /// Appends a history record and indexes it by every contact it names (unknown ids, which
+    /// only an erased contact skipped by a snapshot can be, are not indexed).
+    fn record(&mut self, record: HistoryRecord) {
+        let index = self.history.len() as u32;
+        for id in record.contacts() {
+            if let Some(slot) = self.slot_of(id) {
+                let list = self.history_by_slot.entry(slot).or_default();
+                if list.last() != Some(&index) {
+                    list.push(index);
+                }
+            }
+        }
+        self.history.push(record);
+    }
+
+    /// Restores a history record from a snapshot (written by
+    /// [`IdentityGraph::snapshot_history`]); changes no row or link.
+    pub fn restore_history(&mut self, record: HistoryRecord) {
+        self.record(record);
     }
 
     /// Unions the identities of two roots (by size); returns the new root. The new primary is
@@ -634,14 +936,22 @@ impl IdentityGraph {
     /// Up to `limit` rows with ids greater than `after`, in id order (SPEC.md §6 listing).
     pub fn contacts_after(&self, after: ContactId, limit: usize) -> Vec<ContactRow> {
         let start = self.nodes.partition_point(|n| n.id <= after);
-        (start..self.nodes.len().min(start.saturating_add(limit)))
+        (start..self.nodes.len())
+            .filter(|&s| !self.is_erased(s as u32))
+            .take(limit)
             .map(|s| self.row(s as u32))
             .collect()
     }
 
-    /// Every row in id order.
+    /// Every row in id order (erased contacts are gone).
     pub fn all_contacts(&self) -> impl Iterator<Item = ContactRow> + '_ {
-        (0..self.nodes.len()).map(|s| self.row(s as u32))
+        (0..self.nodes.len())
+            .filter(|&s| !self.is_erased(s as u32))
+            .map(|s| self.row(s as u32))
+    }
+
+    fn is_erased(&self, slot: u32) -> bool {
+        !self.erased.is_empty() && self.erased.contains(&slot)
     }
 
     /// Union-find `find` by contact id: the id of the primary of the identity containing contact
@@ -687,25 +997,123 @@ impl IdentityGraph {
     /// (used by snapshots).
     pub fn snapshot_contacts(&self) -> impl Iterator<Item = NewContact> + '_ {
         let mut first_of_root: Vec<u32> = vec![u32::MAX; self.nodes.len()];
-        (0..self.nodes.len()).map(move |s| {
-            let root = self.root(s as u32) as usize;
-            let link = if first_of_root[root] == u32::MAX {
-                first_of_root[root] = s as u32;
-                None
-            } else {
-                Some(self.nodes[first_of_root[root] as usize].id)
-            };
-            let node = &self.nodes[s];
-            NewContact {
-                id: node.id,
-                email: node.email.clone(),
-                phone: node.phone.clone(),
-                created_at: node.created_at,
-                updated_at: node.updated_at,
-                deleted_at: node.deleted_at,
-                link,
+        (0..self.nodes.len())
+            .filter(|&s| !self.is_erased(s as u32))
+            .map(move |s| {
+                let root = self.root(s as u32) as usize;
+                let link = if first_of_root[root] == u32::MAX {
+                    first_of_root[root] = s as u32;
+                    None
+                } else {
+                    Some(self.nodes[first_of_root[root] as usize].id)
+                };
+                let node = &self.nodes[s];
+                NewContact {
+                    id: node.id,
+                    email: node.email.clone(),
+                    phone: node.phone.clone(),
+                    created_at: node.created_at,
+                    updated_at: node.updated_at,
+                    deleted_at: node.deleted_at,
+                    link,
+                }
+            })
+    }
+
+    /// The whole graph as snapshot entries: [`IdentityGraph::snapshot_contacts`] then
+    /// [`IdentityGraph::snapshot_history`] (SPEC.md §8; issue 5 "History survives snapshots").
+    pub fn snapshot_entries(&self) -> impl Iterator<Item = SnapshotEntry> + '_ {
+        self.snapshot_contacts()
+            .map(SnapshotEntry::Contact)
+            .chain(self.snapshot_history().cloned().map(SnapshotEntry::History))
+    }
+
+    /// Applies one snapshot entry (the inverse of [`IdentityGraph::snapshot_entries`]).
+    ///
+    /// # Errors
+    /// As [`IdentityGraph::apply`] for a contact.
+    pub fn load_snapshot_entry(&mut self, entry: SnapshotEntry) -> Result<(), ApplyError> {
+        match entry {
+            SnapshotEntry::Contact(contact) => self.apply(&Event::ContactInserted(contact)),
+            SnapshotEntry::History(record) => {
+                self.restore_history(record);
+                Ok(())
             }
-        })
+        }
+    }
+
+    /// The history records a snapshot must keep, in applied order: those naming at least one
+    /// contact that is not erased.
+    pub fn snapshot_history(&self) -> impl Iterator<Item = &HistoryRecord> + '_ {
+        self.history
+            .iter()
+            .filter(|r| r.contacts().any(|id| self.slot_of(id).is_some()))
+    }
+
+    /// `GET /identities/{contactId}/history` (issue 5): everything that happened to the
+    /// identity containing contact `id`, in log order (see [`crate::history`]); `None` for an
+    /// unknown or erased id. O(identity size + its records).
+    pub fn history(&self, id: ContactId) -> Option<Vec<HistoryEntry>> {
+        let root = self.root(self.slot_of(id)?);
+        let mut keyed: Vec<((ContactId, u8, u32), HistoryEntry)> = Vec::new();
+        let mut records: Vec<u32> = Vec::new();
+        for m in self.members(root) {
+            let node = &self.nodes[m as usize];
+            keyed.push((
+                (node.id, 1, 0),
+                HistoryEntry::ContactInserted {
+                    id: node.id,
+                    email: node.email.clone(),
+                    phone: node.phone.clone(),
+                    at: node.created_at,
+                },
+            ));
+            records.extend(self.history_by_slot.get(&m).into_iter().flatten());
+        }
+        records.sort_unstable();
+        records.dedup();
+        let value_of = |id: Option<ContactId>| id.and_then(|id| self.raw_slot_of(id));
+        for index in records {
+            let Some(record) = self.history.get(index as usize) else {
+                continue;
+            };
+            let entry = match record {
+                HistoryRecord::Merged {
+                    winner,
+                    loser,
+                    at,
+                    by_email,
+                    by_phone,
+                    ..
+                } => HistoryEntry::Merged {
+                    primary: *winner,
+                    demoted: *loser,
+                    at: *at,
+                    email: value_of(*by_email).and_then(|s| self.nodes[s as usize].email.clone()),
+                    phone: value_of(*by_phone).and_then(|s| self.nodes[s as usize].phone.clone()),
+                },
+                HistoryRecord::Deleted {
+                    id, at, promoted, ..
+                } => HistoryEntry::Deleted {
+                    id: *id,
+                    at: *at,
+                    promoted: *promoted,
+                },
+                HistoryRecord::Refused { refusal, .. } => HistoryEntry::Refused(refusal.clone()),
+            };
+            keyed.push(((record.before_id(), 0, index), entry));
+        }
+        keyed.sort_by_key(|(key, _)| *key);
+        Some(keyed.into_iter().map(|(_, entry)| entry).collect())
+    }
+
+    /// Every row of the identity containing contact `id`, deleted ones included, in id order;
+    /// `None` for an unknown or erased id (`GET /identities/{contactId}`).
+    pub fn identity_rows(&self, id: ContactId) -> Option<Vec<ContactRow>> {
+        let root = self.root(self.slot_of(id)?);
+        let mut slots: Vec<u32> = self.members(root).collect();
+        slots.sort_unstable();
+        Some(slots.into_iter().map(|s| self.row(s)).collect())
     }
 
     // ----- invariants ----------------------------------------------------------------------
@@ -743,11 +1151,20 @@ impl IdentityGraph {
                 best = s;
             }
             let node = &self.nodes[s as usize];
+            if self.is_erased(s) != self.is_erased(root) {
+                return Err(format!("identity at {root} is partly erased"));
+            }
+            // A value carried by another identity's first carrier is shadowed (see
+            // `apply_insert`); a blocked value is never indexed.
             if node.live() {
                 if let Some(e) = &node.email {
                     match self.lookup_email(e) {
-                        Some(c) if self.root(c) == root => {}
-                        _ => {
+                        Some(_) if self.blocked(e.as_str()) => {
+                            return Err(format!("blocked email of {} is indexed", node.id));
+                        }
+                        Some(_) => {}
+                        None if self.blocked(e.as_str()) => {}
+                        None => {
                             return Err(format!(
                                 "email of contact {} not indexed in its identity",
                                 node.id
@@ -757,8 +1174,12 @@ impl IdentityGraph {
                 }
                 if let Some(p) = &node.phone {
                     match self.lookup_phone(p) {
-                        Some(c) if self.root(c) == root => {}
-                        _ => {
+                        Some(_) if self.blocked(p.as_str()) => {
+                            return Err(format!("blocked phone of {} is indexed", node.id));
+                        }
+                        Some(_) => {}
+                        None if self.blocked(p.as_str()) => {}
+                        None => {
                             return Err(format!(
                                 "phone of contact {} not indexed in its identity",
                                 node.id
@@ -800,7 +1221,9 @@ impl IdentityGraph {
         let (mut roots, mut largest) = (0, 0);
         for s in 0..self.nodes.len() as u32 {
             if self.links[s as usize].parent == s {
-                roots += 1;
+                if !self.is_erased(s) {
+                    roots += 1;
+                }
                 largest = largest.max(self.links[s as usize].size);
                 self.check_identity(s)?;
             }
@@ -819,7 +1242,7 @@ impl IdentityGraph {
         }
         for &s in self.by_email.iter() {
             let node = &self.nodes[s as usize];
-            if !node.live() || node.email.is_none() {
+            if !node.live() || node.email.is_none() || self.is_erased(s) {
                 return Err(format!(
                     "email index points at contact {} without a live email",
                     node.id
@@ -828,7 +1251,7 @@ impl IdentityGraph {
         }
         for &s in self.by_phone.iter() {
             let node = &self.nodes[s as usize];
-            if !node.live() || node.phone.is_none() {
+            if !node.live() || node.phone.is_none() || self.is_erased(s) {
                 return Err(format!(
                     "phone index points at contact {} without a live phone",
                     node.id

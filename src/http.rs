@@ -44,6 +44,8 @@ use crate::openapi::{ApiDoc, IdentifyRequestBody, IdentifyResponse};
 use crate::request::parse_identify_body;
 use crate::store::{Outcome, Store, StoreError};
 
+pub mod identities;
+
 /// The key under which `/identify` names the primary id (SPEC.md §3: clients in the wild use
 /// both spellings).
 #[derive(
@@ -220,7 +222,16 @@ struct AppState {
 /// document are built from the same list. Admin routes sit on their own sub-router behind
 /// [`admin::guard`].
 fn api_routes(options: &HttpOptions) -> OpenApiRouter<AppState> {
-    let admin_routes = OpenApiRouter::new().routes(routes!(list_contacts));
+    let admin_routes = OpenApiRouter::new()
+        .routes(routes!(list_contacts))
+        .routes(routes!(identities::lookup_identity))
+        .routes(routes!(
+            identities::get_identity,
+            identities::erase_identity
+        ))
+        .routes(routes!(identities::identity_history))
+        .routes(routes!(identities::delete_contact))
+        .routes(routes!(identities::compact));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(identify))
         .routes(routes!(get_contact))
@@ -520,6 +531,7 @@ async fn identify(
     let answer = IdentifyAnswer {
         identity: &identity,
         key: app.options.response_key,
+        rows: None,
     };
     let mut response = json_response(StatusCode::OK, &answer);
     response.headers_mut().insert(
@@ -548,6 +560,8 @@ pub struct IdentifyAnswer<'a> {
     pub identity: &'a Identity,
     /// Which key spelling(s) to use.
     pub key: ResponseKey,
+    /// With `Some`, a `rows` member follows `contact` (`GET /identities/{contactId}`).
+    pub rows: Option<&'a [ContactRow]>,
 }
 
 impl Serialize for IdentifyAnswer<'_> {
@@ -569,8 +583,11 @@ impl Serialize for IdentifyAnswer<'_> {
                 map.end()
             }
         }
-        let mut map = serializer.serialize_map(Some(1))?;
+        let mut map = serializer.serialize_map(Some(1 + usize::from(self.rows.is_some())))?;
         map.serialize_entry("contact", &Contact(self))?;
+        if let Some(rows) = self.rows {
+            map.serialize_entry("rows", rows)?;
+        }
         map.end()
     }
 }

@@ -35,12 +35,14 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod blocklist;
 pub mod cli;
 pub mod config;
 pub mod contact;
 pub mod event;
 pub mod feed;
 pub mod graph;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod openapi;

@@ -260,6 +260,7 @@ mod tests {
             let text = serde_json::to_string(&IdentifyAnswer {
                 identity: &identity,
                 key,
+                rows: None,
             })
             .unwrap();
             let parsed: IdentifyResponse = serde_json::from_str(&text).unwrap();

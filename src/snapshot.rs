@@ -1,16 +1,20 @@
 //! Snapshots: the whole graph at one LSN, so recovery replays only the log after it
 //! (SPEC.md §8; DESIGN.md "Snapshots").
 //!
-//! # File format (version 1)
+//! # File format (version 2)
 //! File `snapshots/{lsn:020}.snap`, all integers little-endian:
 //!
 //! ```text
-//! header   magic "IDRSNAP\n" (8) | version u32 | lsn u64 | next_id u64 | contacts u64
+//! header   magic "IDRSNAP\n" (8) | version u32 | lsn u64 | next_id u64 | entries u64
 //!          | crc32 of the previous 36 bytes u32                                   = 40 bytes
 //! chunk*   len u32 (1..=CHUNK_LIMIT) | crc32 of the payload u32 | payload (len bytes):
-//!          whole bincode-encoded NewContact events, in id order
-//! trailer  len u32 = 0 | crc32 of (contacts u64 ++ chunks u64) u32
+//!          whole bincode-encoded SnapshotEntry values: every contact in id order, then the
+//!          history records in applied order
+//! trailer  len u32 = 0 | crc32 of (entries u64 ++ chunks u64) u32
 //! ```
+//!
+//! Version 1 (written before history existed) is the same with bare `NewContact` payloads;
+//! it is still read.
 //!
 //! Every byte is covered by a checksum, and a failure names the file and the byte offset of
 //! the header, chunk or trailer at fault. A snapshot is written to `….snap.tmp`, fsynced,
@@ -22,11 +26,24 @@ use std::path::{Path, PathBuf};
 
 use crate::contact::ContactId;
 use crate::event::NewContact;
+use crate::history::HistoryRecord;
 use crate::storage::{RealFs, Storage};
 use crate::wal::Lsn;
 
 const MAGIC: &[u8; 8] = b"IDRSNAP\n";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The first format version, whose chunks hold bare [`NewContact`] values.
+const VERSION_CONTACTS_ONLY: u32 = 1;
+
+/// One item of a snapshot: the contacts rebuild the graph, the history records restore
+/// `GET /identities/{id}/history` (issue 5).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SnapshotEntry {
+    /// A row, linked to the smallest-id earlier member of its identity.
+    Contact(NewContact),
+    /// A merge, deletion or refusal record.
+    History(HistoryRecord),
+}
 const HEADER_LEN: usize = 40;
 /// Target payload size of one chunk, in bytes.
 const CHUNK_TARGET: usize = 64 * 1024;
@@ -78,8 +95,8 @@ pub struct SnapshotInfo {
     pub lsn: Lsn,
     /// The next contact id to assign (ids are never reused).
     pub next_id: ContactId,
-    /// Number of contacts stored.
-    pub contacts: u64,
+    /// Number of entries stored (contacts plus history records).
+    pub entries: u64,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
@@ -91,8 +108,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
 
 /// Encodes a complete snapshot file in memory.
 ///
-/// `contacts` must rebuild the graph when applied in order (see
-/// [`crate::graph::IdentityGraph::snapshot_contacts`]). Returns the file bytes.
+/// `entries` must rebuild the graph when applied in order: the contacts of
+/// [`crate::graph::IdentityGraph::snapshot_contacts`], then the records of
+/// [`crate::graph::IdentityGraph::snapshot_history`]. Returns the file bytes.
 ///
 /// # Errors
 /// [`SnapshotError::Io`] only if bincode fails to encode a contact, which these types cannot
@@ -100,7 +118,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
 pub fn encode(
     lsn: Lsn,
     next_id: ContactId,
-    contacts: impl Iterator<Item = NewContact>,
+    entries: impl Iterator<Item = SnapshotEntry>,
 ) -> Result<Vec<u8>, SnapshotError> {
     let mut out = vec![0u8; HEADER_LEN];
     let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_TARGET + 1024);
@@ -114,8 +132,8 @@ pub fn encode(
             *chunks += 1;
         }
     };
-    for contact in contacts {
-        bincode::serialize_into(&mut chunk, &contact).map_err(|e| SnapshotError::Io {
+    for entry in entries {
+        bincode::serialize_into(&mut chunk, &entry).map_err(|e| SnapshotError::Io {
             path: PathBuf::new(),
             source: std::io::Error::other(e.to_string()),
         })?;
@@ -301,7 +319,31 @@ pub fn prune_in(fs: &dyn Storage, dir: &Path, keep: usize) -> Result<Option<Lsn>
     Ok(all.get(cut).map(|(lsn, _)| *lsn))
 }
 
-/// Reads and verifies the snapshot at `path`, passing each contact to `visit` in order.
+/// Compaction after an erasure (issue 5): removes every file in `dir` except the snapshot at
+/// `keep` — older snapshots, damaged ones set aside as `.corrupt`, leftover temp files — then
+/// fsyncs the directory. Returns how many files were removed.
+///
+/// # Errors
+/// [`SnapshotError::Io`] when listing or removing fails.
+pub fn remove_all_but_in(fs: &dyn Storage, dir: &Path, keep: Lsn) -> Result<usize, SnapshotError> {
+    let kept = format!("{keep:020}{SUFFIX}");
+    let names = fs.list_files(dir).map_err(io_err(dir))?;
+    let mut removed = 0;
+    for name in names.into_iter().filter(|n| *n != kept) {
+        let path = dir.join(&name);
+        match fs.remove_file(&path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+    }
+    if removed > 0 {
+        fs.sync_dir(dir).map_err(io_err(dir))?;
+    }
+    Ok(removed)
+}
+
+/// Reads and verifies the snapshot at `path`, passing each entry to `visit` in order.
 /// Every chunk is checksum-verified before any contact in it is decoded or visited.
 ///
 /// # Errors
@@ -310,7 +352,7 @@ pub fn prune_in(fs: &dyn Storage, dir: &Path, keep: usize) -> Result<Option<Lsn>
 /// [`SnapshotError::Rebuild`] when `visit` fails; [`SnapshotError::Io`] on read errors.
 pub fn read<E: std::fmt::Display>(
     path: &Path,
-    visit: impl FnMut(NewContact) -> Result<(), E>,
+    visit: impl FnMut(SnapshotEntry) -> Result<(), E>,
 ) -> Result<SnapshotInfo, SnapshotError> {
     read_in(&RealFs, path, visit)
 }
@@ -322,7 +364,7 @@ pub fn read<E: std::fmt::Display>(
 pub fn read_in<E: std::fmt::Display>(
     fs: &dyn Storage,
     path: &Path,
-    mut visit: impl FnMut(NewContact) -> Result<(), E>,
+    mut visit: impl FnMut(SnapshotEntry) -> Result<(), E>,
 ) -> Result<SnapshotInfo, SnapshotError> {
     let file = fs.open_read(path).map_err(io_err(path))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -345,7 +387,7 @@ pub fn read_in<E: std::fmt::Display>(
         return Err(corrupt(0, "header checksum mismatch"));
     }
     let version = u32_at(&header, 8);
-    if version != VERSION {
+    if version != VERSION && version != VERSION_CONTACTS_ONLY {
         return Err(corrupt(
             0,
             &format!("unsupported snapshot format version {version}"),
@@ -354,7 +396,7 @@ pub fn read_in<E: std::fmt::Display>(
     let info = SnapshotInfo {
         lsn: u64_at(&header, 12),
         next_id: u64_at(&header, 20),
-        contacts: u64_at(&header, 28),
+        entries: u64_at(&header, 28),
     };
     // LSNs and ids stay below 2^63 (PostgreSQL bigint); anything above cannot have been
     // written by this service and would overflow the counters that continue from it.
@@ -373,8 +415,8 @@ pub fn read_in<E: std::fmt::Display>(
         )?;
         let (len, crc) = (u32_at(&frame, 0) as usize, u32_at(&frame, 4));
         if len == 0 {
-            if crc != trailer_crc(count, chunks) || count != info.contacts {
-                return Err(corrupt(offset, "trailer does not match the contacts read"));
+            if crc != trailer_crc(count, chunks) || count != info.entries {
+                return Err(corrupt(offset, "trailer does not match the entries read"));
             }
             let mut extra = [0u8; 1];
             match reader.read(&mut extra) {
@@ -398,14 +440,21 @@ pub fn read_in<E: std::fmt::Display>(
         }
         let mut rest: &[u8] = &payload;
         while !rest.is_empty() {
-            let contact =
-                decode_contact(&mut rest).map_err(|_| corrupt(offset, "undecodable contact"))?;
-            count += 1;
-            if count > info.contacts {
-                return Err(corrupt(offset, "more contacts than the header says"));
+            let entry = if version == VERSION_CONTACTS_ONLY {
+                decode_item::<NewContact>(&mut rest).map(SnapshotEntry::Contact)
+            } else {
+                decode_item::<SnapshotEntry>(&mut rest)
             }
-            let id = contact.id;
-            visit(contact).map_err(|e| SnapshotError::Rebuild {
+            .map_err(|_| corrupt(offset, "undecodable entry"))?;
+            count += 1;
+            if count > info.entries {
+                return Err(corrupt(offset, "more entries than the header says"));
+            }
+            let id = match &entry {
+                SnapshotEntry::Contact(contact) => contact.id,
+                SnapshotEntry::History(record) => record.contacts().next().unwrap_or(0),
+            };
+            visit(entry).map_err(|e| SnapshotError::Rebuild {
                 file: path.to_path_buf(),
                 id,
                 message: e.to_string(),
@@ -424,7 +473,7 @@ pub fn verify(path: &Path) -> Result<SnapshotInfo, SnapshotError> {
     read(path, |_| Ok::<(), std::convert::Infallible>(()))
 }
 
-fn decode_contact(rest: &mut &[u8]) -> Result<NewContact, bincode::Error> {
+fn decode_item<T: serde::de::DeserializeOwned>(rest: &mut &[u8]) -> Result<T, bincode::Error> {
     use bincode::Options;
     bincode::DefaultOptions::new()
         .with_fixint_encoding()
@@ -464,8 +513,8 @@ mod tests {
     use crate::contact::{Email, Phone, Timestamp};
     use std::fs;
 
-    fn contacts(n: u64) -> Vec<NewContact> {
-        (1..=n)
+    fn contacts(n: u64) -> Vec<SnapshotEntry> {
+        let mut entries: Vec<SnapshotEntry> = (1..=n)
             .map(|id| NewContact {
                 id,
                 email: Email::parse(&format!("c{id}@example.com")).unwrap(),
@@ -475,7 +524,15 @@ mod tests {
                 deleted_at: None,
                 link: (id % 2 == 0).then_some(id - 1),
             })
-            .collect()
+            .map(SnapshotEntry::Contact)
+            .collect();
+        entries.push(SnapshotEntry::History(HistoryRecord::Deleted {
+            id: 1,
+            at: Timestamp(9),
+            promoted: Some(2),
+            before_id: n + 1,
+        }));
+        entries
     }
 
     #[test]
@@ -483,6 +540,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let all = contacts(5000);
         let bytes = encode(77, 5001, all.clone().into_iter()).unwrap();
+        assert_eq!(u32_at(&bytes, 8), VERSION);
         let path = write_file(dir.path(), 77, &bytes).unwrap();
         let mut back = Vec::new();
         let info = read(&path, |c| {
@@ -495,11 +553,51 @@ mod tests {
             SnapshotInfo {
                 lsn: 77,
                 next_id: 5001,
-                contacts: 5000
+                entries: 5001
             }
         );
         assert_eq!(back, all);
         assert_eq!(list(dir.path()).unwrap(), vec![(77, path)]);
+    }
+
+    #[test]
+    fn version_1_files_of_bare_contacts_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let contacts: Vec<NewContact> = contacts(300)
+            .into_iter()
+            .filter_map(|e| match e {
+                SnapshotEntry::Contact(c) => Some(c),
+                SnapshotEntry::History(_) => None,
+            })
+            .collect();
+        // A version-1 file: bare NewContact payloads, the same framing.
+        let mut payload = Vec::new();
+        for c in &contacts {
+            bincode::serialize_into(&mut payload, c).unwrap();
+        }
+        let mut bytes = vec![0u8; HEADER_LEN];
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&trailer_crc(300, 1).to_le_bytes());
+        bytes[..8].copy_from_slice(MAGIC);
+        bytes[8..12].copy_from_slice(&VERSION_CONTACTS_ONLY.to_le_bytes());
+        bytes[12..20].copy_from_slice(&5u64.to_le_bytes());
+        bytes[20..28].copy_from_slice(&301u64.to_le_bytes());
+        bytes[28..36].copy_from_slice(&300u64.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[..36]);
+        bytes[36..40].copy_from_slice(&crc.to_le_bytes());
+        let path = write_file(dir.path(), 5, &bytes).unwrap();
+        let mut back = Vec::new();
+        read(&path, |e| {
+            back.push(e);
+            Ok::<(), String>(())
+        })
+        .unwrap();
+        let expected: Vec<SnapshotEntry> =
+            contacts.into_iter().map(SnapshotEntry::Contact).collect();
+        assert_eq!(back, expected);
     }
 
     #[test]

@@ -29,7 +29,10 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::contact::{ContactId, ContactRow, Timestamp};
 use crate::event::Event;
-use crate::graph::{ApplyError, IdentifyRequest, Identity, IdentityGraph, IdentityKey};
+use crate::graph::{
+    ApplyError, GraphOptions, IdentifyRequest, Identity, IdentityGraph, IdentityKey, Lookup,
+};
+use crate::history::HistoryEntry;
 use crate::metrics as metric;
 use crate::snapshot::{self, SnapshotError};
 use crate::storage::{RealFs, Storage};
@@ -51,6 +54,8 @@ pub struct StoreOptions {
     pub snapshot_every: u64,
     /// Log segment size at which a new segment is started, in bytes.
     pub segment_bytes: u64,
+    /// Over-merge guards (blocked values, identity size cap); issue 5.
+    pub graph: GraphOptions,
 }
 
 impl Default for StoreOptions {
@@ -59,6 +64,7 @@ impl Default for StoreOptions {
             fsync: FsyncMode::Batch,
             snapshot_every: 1_000_000,
             segment_bytes: WalOptions::default().segment_bytes,
+            graph: GraphOptions::default(),
         }
     }
 }
@@ -113,6 +119,9 @@ pub enum Outcome {
     Merge,
     /// Nothing was written.
     PureRead,
+    /// The identity size cap refused a merge or new secondary; the refusal was logged and the
+    /// request answered from the identity of its email (issue 5).
+    Refused,
 }
 
 impl Outcome {
@@ -123,17 +132,19 @@ impl Outcome {
             Outcome::NewSecondary => "new-secondary",
             Outcome::Merge => "merge",
             Outcome::PureRead => "read",
+            Outcome::Refused => "refused",
         }
     }
 
     /// The `outcome` label of `idrecon_identify_outcomes_total`: `new_primary`,
-    /// `new_secondary`, `merge` or `pure_read`.
+    /// `new_secondary`, `merge`, `pure_read` or `merge_refused`.
     pub fn metric_label(self) -> &'static str {
         match self {
             Outcome::NewPrimary => "new_primary",
             Outcome::NewSecondary => "new_secondary",
             Outcome::Merge => "merge",
             Outcome::PureRead => "pure_read",
+            Outcome::Refused => "merge_refused",
         }
     }
 }
@@ -182,10 +193,49 @@ pub struct Store {
     /// The background snapshot thread, joined by [`Store::close`] and
     /// [`Store::wait_for_snapshot`].
     snapshot_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set while a background compaction is scheduled or running.
+    compacting: AtomicBool,
+    /// An erasure happened since the running compaction started.
+    compaction_wanted: AtomicBool,
+    /// The background compaction thread.
+    compact_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Where the log and snapshots live (the real file system, or a test's `FaultFs`).
     storage: Arc<dyn Storage>,
     /// Held for the store's lifetime: an exclusive lock on `DIR/LOCK`.
     _lock: Box<dyn Send + Sync>,
+}
+
+/// What `DELETE /contacts/{id}` found (issue 5 "Deletion").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// The row was deleted; this is it now.
+    Deleted(ContactRow),
+    /// No contact has that id (or it was erased): `404`.
+    NotFound,
+    /// The row was already deleted: `409`.
+    AlreadyDeleted(ContactRow),
+}
+
+/// What an erasure removed (issue 5 "Erasure").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Erasure {
+    /// The primary of the erased identity.
+    pub primary_contact_id: ContactId,
+    /// Every contact removed, in id order.
+    pub contact_ids: Vec<ContactId>,
+}
+
+/// What a compaction did ([`Store::compact_blocking`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compaction {
+    /// LSN of the snapshot written.
+    pub lsn: Lsn,
+    /// Its size in bytes.
+    pub snapshot_bytes: u64,
+    /// Other files removed from the snapshot directory.
+    pub snapshots_removed: usize,
+    /// Log segments removed.
+    pub segments_removed: usize,
 }
 
 /// The state a snapshot rebuilt, and what was loaded or skipped on the way.
@@ -201,21 +251,24 @@ struct Loaded {
 
 /// Loads the newest snapshot that verifies, falling back to older ones; with no snapshot at
 /// all, the empty graph at LSN 0.
-fn load_snapshot(fs: &dyn Storage, snapshots_dir: &Path) -> Result<Loaded, StoreError> {
+fn load_snapshot(
+    fs: &dyn Storage,
+    snapshots_dir: &Path,
+    options: &GraphOptions,
+) -> Result<Loaded, StoreError> {
     let (mut skipped, mut skipped_paths) = (Vec::new(), Vec::new());
     let available = snapshot::list_in(fs, snapshots_dir)?;
     for (_, path) in available.iter().rev() {
-        let mut graph = IdentityGraph::new();
-        match snapshot::read_in(fs, path, |contact| {
-            graph.apply(&Event::ContactInserted(contact))
-        }) {
+        let mut graph = IdentityGraph::with_options(options.clone());
+        match snapshot::read_in(fs, path, |entry| graph.load_snapshot_entry(entry)) {
             Ok(info) => {
                 graph.reserve_ids_below(info.next_id);
+                let contacts = graph.len() as u64;
                 return Ok(Loaded {
                     graph,
                     lsn: info.lsn,
                     path: Some(path.clone()),
-                    contacts: info.contacts,
+                    contacts,
                     skipped,
                     skipped_paths,
                 });
@@ -233,7 +286,7 @@ fn load_snapshot(fs: &dyn Storage, snapshots_dir: &Path) -> Result<Loaded, Store
         return Err(StoreError::NoUsableSnapshot(skipped.join("; ")));
     }
     Ok(Loaded {
-        graph: IdentityGraph::new(),
+        graph: IdentityGraph::with_options(options.clone()),
         lsn: 0,
         path: None,
         contacts: 0,
@@ -268,7 +321,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection, StoreError> {
         path,
         skipped,
         ..
-    } = load_snapshot(&RealFs, &dir.join("snapshots"))?;
+    } = load_snapshot(&RealFs, &dir.join("snapshots"), &GraphOptions::default())?;
     let wal = crate::wal::replay_read_only(&dir.join("wal"), snapshot_lsn, |lsn, payload| {
         apply_record(&mut graph, lsn, payload)
     })?;
@@ -331,7 +384,7 @@ impl Store {
             contacts: snapshot_contacts,
             skipped,
             skipped_paths,
-        } = load_snapshot(fs, &dir.join("snapshots"))?;
+        } = load_snapshot(fs, &dir.join("snapshots"), &options.graph)?;
         if let Some(path) = &snapshot_path {
             tracing::info!(
                 path = %path.display(),
@@ -397,6 +450,9 @@ impl Store {
             snapshotting: AtomicBool::new(false),
             snapshot_lock: Mutex::new(snapshot_path.as_ref().map(|_| snapshot_lsn)),
             snapshot_thread: Mutex::new(None),
+            compacting: AtomicBool::new(false),
+            compaction_wanted: AtomicBool::new(false),
+            compact_thread: Mutex::new(None),
             options,
             storage,
             _lock: lock,
@@ -463,29 +519,26 @@ impl Store {
         let (identity, outcome, lsn, applied) = {
             let mut state = self.state.write();
             let events = state.graph.plan(request, now);
-            let mut encoded = Vec::with_capacity(events.len());
-            for event in &events {
-                // Encode before applying so a failure changes nothing.
-                encoded.push(event.encode().map_err(|_| StoreError::Unavailable)?);
-            }
             let mut outcome = Outcome::PureRead;
-            for (event, bytes) in events.iter().zip(&encoded) {
-                state.graph.apply(event)?;
-                match self.wal.append(bytes) {
-                    Ok(lsn) => state.lsn = lsn,
-                    Err(_) => {
-                        // Memory is now ahead of the log for good. Every answer waits for
-                        // durability up to `state.lsn`; at Lsn::MAX that wait always fails, so
-                        // this state is never revealed (nor snapshotted) until a restart
-                        // recovers from disk.
-                        state.lsn = Lsn::MAX;
-                        return Err(StoreError::Unavailable);
-                    }
-                }
+            for event in &events {
+                self.apply_and_log(&mut state, event)?;
                 outcome = match event {
                     Event::ContactInserted(c) if c.link.is_none() => Outcome::NewPrimary,
                     Event::ContactInserted(_) => Outcome::NewSecondary,
-                    Event::IdentitiesMerged { .. } => Outcome::Merge,
+                    Event::IdentitiesMerged { .. } | Event::IdentitiesLinked { .. } => {
+                        Outcome::Merge
+                    }
+                    Event::MergeRefused(refusal) => {
+                        tracing::warn!(
+                            primary = refusal.primary,
+                            other = ?refusal.other,
+                            limit = refusal.limit,
+                            "identity size cap refused a merge or new secondary"
+                        );
+                        Outcome::Refused
+                    }
+                    // `plan` never produces these.
+                    Event::ContactDeleted { .. } | Event::IdentityErased { .. } => outcome,
                 };
             }
             let (key, identity) = state
@@ -493,12 +546,7 @@ impl Store {
                 .answer_with_key(request)
                 .ok_or(ApplyError::Full)?;
             if !events.is_empty() {
-                if state.changed.len() >= CHANGED_PRUNE_AT {
-                    let durable = self.wal.durable_lsn();
-                    state.changed.retain(|_, lsn| *lsn > durable);
-                }
-                let lsn = state.lsn;
-                state.changed.insert(key, lsn);
+                Self::mark_changed(&self.wal, &mut state, key);
             }
             (identity, outcome, state.lsn, events.len() as u64)
         };
@@ -507,6 +555,288 @@ impl Store {
         }
         self.durable(lsn).await?;
         Ok((identity, outcome))
+    }
+
+    /// Applies `event` to the graph and appends it to the log, under the write lock held by the
+    /// caller. The event is encoded first, so an encoding failure changes nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Apply`] when the event does not apply (nothing changed);
+    /// [`StoreError::Unavailable`] when the log refuses the record: memory is then ahead of the
+    /// log for good, so the state's LSN is poisoned (`Lsn::MAX`): every answer waits for
+    /// durability up to it and that wait always fails, so this state is never revealed (nor
+    /// snapshotted) until a restart recovers from disk.
+    fn apply_and_log(&self, state: &mut State, event: &Event) -> Result<Lsn, StoreError> {
+        let bytes = event.encode().map_err(|_| StoreError::Unavailable)?;
+        state.graph.apply(event)?;
+        match self.wal.append(&bytes) {
+            Ok(lsn) => {
+                state.lsn = lsn;
+                Ok(lsn)
+            }
+            Err(_) => {
+                state.lsn = Lsn::MAX;
+                Err(StoreError::Unavailable)
+            }
+        }
+    }
+
+    /// Remembers that the identity `key` was last changed at the state's LSN (pure reads of it
+    /// wait for that LSN), pruning entries already durable now and then.
+    fn mark_changed(wal: &Wal, state: &mut State, key: IdentityKey) {
+        if state.changed.len() >= CHANGED_PRUNE_AT {
+            let durable = wal.durable_lsn();
+            state.changed.retain(|_, lsn| *lsn > durable);
+        }
+        let lsn = state.lsn;
+        state.changed.insert(key, lsn);
+    }
+
+    /// `GET /identities?email=&phoneNumber=` (issue 5): the identity the values lead to, read
+    /// under the shared lock without planning or writing anything, once what it reveals is
+    /// durable.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the log has failed.
+    pub async fn lookup(&self, request: &IdentifyRequest) -> Result<Lookup, StoreError> {
+        let (lookup, lsn) = {
+            let state = self.state.read();
+            if state.lsn == Lsn::MAX {
+                return Err(StoreError::Unavailable);
+            }
+            let lookup = state.graph.lookup(request);
+            let lsn = match &lookup {
+                Lookup::Found(key, _) => state.changed.get(key).copied().unwrap_or(0),
+                // A conflict or a miss reveals the state of two identities or of none: wait
+                // for everything applied.
+                Lookup::Conflict { .. } | Lookup::NotFound => state.lsn,
+            };
+            (lookup, lsn)
+        };
+        self.durable(lsn).await?;
+        Ok(lookup)
+    }
+
+    /// `GET /identities/{contactId}` (issue 5): the consolidated identity containing contact
+    /// `id` and all its rows (deleted ones included, id order), once durable; `None` for an
+    /// unknown or erased id.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the log has failed.
+    pub async fn identity(
+        &self,
+        id: ContactId,
+    ) -> Result<Option<(Identity, Vec<ContactRow>)>, StoreError> {
+        let (found, lsn) = {
+            let state = self.state.read();
+            let found = state
+                .graph
+                .identity_of(id)
+                .zip(state.graph.identity_rows(id));
+            (found, state.lsn)
+        };
+        self.durable(lsn).await?;
+        Ok(found)
+    }
+
+    /// `GET /identities/{contactId}/history` (issue 5), once durable; `None` for an unknown or
+    /// erased id.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the log has failed.
+    pub async fn history(&self, id: ContactId) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
+        let (history, lsn) = {
+            let state = self.state.read();
+            (state.graph.history(id), state.lsn)
+        };
+        self.durable(lsn).await?;
+        Ok(history)
+    }
+
+    /// `DELETE /contacts/{id}` (issue 5 "Deletion"): logs and applies
+    /// [`Event::ContactDeleted`] and answers the deleted row once durable.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the log has failed.
+    pub async fn delete_contact(self: &Arc<Self>, id: ContactId) -> Result<Deletion, StoreError> {
+        let now = Timestamp::now();
+        let (deletion, lsn) = {
+            let mut state = self.state.write();
+            if state.lsn == Lsn::MAX {
+                return Err(StoreError::Unavailable);
+            }
+            match state.graph.contact(id) {
+                None => (Deletion::NotFound, state.lsn),
+                Some(row) if row.deleted_at.is_some() => (Deletion::AlreadyDeleted(row), state.lsn),
+                Some(_) => {
+                    let at = state.graph.clock(now);
+                    self.apply_and_log(&mut state, &Event::ContactDeleted { id, at })?;
+                    if let Some(key) = state.graph.identity_key_of(id) {
+                        Self::mark_changed(&self.wal, &mut state, key);
+                    }
+                    let row = state
+                        .graph
+                        .contact(id)
+                        .ok_or(ApplyError::UnknownContact(id))?;
+                    (Deletion::Deleted(row), state.lsn)
+                }
+            }
+        };
+        if matches!(deletion, Deletion::Deleted(_)) {
+            self.maybe_snapshot(1);
+        }
+        self.durable(lsn).await?;
+        Ok(deletion)
+    }
+
+    /// `DELETE /identities/{contactId}?erase=true` (issue 5 "Erasure"): logs and applies
+    /// [`Event::IdentityErased`] (which carries no personal data), answers once durable, and
+    /// schedules a compaction ([`Store::compact_blocking`]) on a background thread so the
+    /// erased values leave every file within one snapshot's time. `None` for an unknown or
+    /// already erased id.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the log has failed.
+    pub async fn erase_identity(
+        self: &Arc<Self>,
+        id: ContactId,
+    ) -> Result<Option<Erasure>, StoreError> {
+        let now = Timestamp::now();
+        let (erasure, lsn) = {
+            let mut state = self.state.write();
+            if state.lsn == Lsn::MAX {
+                return Err(StoreError::Unavailable);
+            }
+            match state.graph.identity_rows(id) {
+                None => (None, state.lsn),
+                Some(rows) => {
+                    let primary = state.graph.find(id).unwrap_or(id);
+                    let at = state.graph.clock(now);
+                    self.apply_and_log(&mut state, &Event::IdentityErased { id, at })?;
+                    let erasure = Erasure {
+                        primary_contact_id: primary,
+                        contact_ids: rows.iter().map(|r| r.id).collect(),
+                    };
+                    (Some(erasure), state.lsn)
+                }
+            }
+        };
+        if erasure.is_some() {
+            self.since_snapshot.fetch_add(1, Ordering::Relaxed);
+            self.request_compaction();
+        }
+        self.durable(lsn).await?;
+        Ok(erasure)
+    }
+
+    /// Starts a background compaction unless one is already pending; a compaction requested
+    /// while one runs makes it run once more, so every erasure is covered by a compaction that
+    /// started after it.
+    fn request_compaction(self: &Arc<Self>) {
+        self.compaction_wanted.store(true, Ordering::Release);
+        if self.compacting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("idrecon-compact".into())
+            .spawn(move || {
+                loop {
+                    store.compaction_wanted.store(false, Ordering::Release);
+                    if let Err(error) = store.compact_blocking() {
+                        tracing::error!(%error, "compaction after erasure failed; retrying after the next erasure or POST /admin/compact");
+                        break;
+                    }
+                    if !store.compaction_wanted.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+                store.compacting.store(false, Ordering::Release);
+            });
+        match spawned {
+            Ok(handle) => {
+                let previous = self.compact_thread.lock().replace(handle);
+                if let Some(previous) = previous {
+                    let _ = previous.join();
+                }
+            }
+            Err(_) => self.compacting.store(false, Ordering::Release),
+        }
+    }
+
+    /// Compaction (issue 5 "Erasure", `POST /admin/compact`): rolls the log to a new segment,
+    /// writes a snapshot of the state at the roll, then removes every other snapshot (damaged
+    /// ones set aside included) and every log segment the snapshot covers. Afterwards no file
+    /// under the data directory holds a value erased before the compaction started. Until the
+    /// next regular snapshot only one snapshot exists (the fallback to an older one is given
+    /// up, because the older one holds the erased values).
+    ///
+    /// Holds the exclusive lock only for the roll (writing out the queued records and creating
+    /// a segment file); the snapshot is encoded under the shared lock like any other.
+    ///
+    /// Blocking (file writes and fsyncs).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the log has failed; [`StoreError::Snapshot`] /
+    /// [`StoreError::Wal`] on I/O failure (the data directory stays valid: nothing is removed
+    /// before the new snapshot is durable).
+    pub fn compact_blocking(&self) -> Result<Compaction, StoreError> {
+        let started = Instant::now();
+        let mut last_snapshot = self.snapshot_lock.lock();
+        if self.wal.is_failed() {
+            return Err(StoreError::Unavailable);
+        }
+        let (lsn, bytes) = {
+            let state = self.state.write();
+            if state.lsn == Lsn::MAX {
+                return Err(StoreError::Unavailable);
+            }
+            // Every record up to `state.lsn` goes to segments below the new one.
+            self.wal
+                .roll_segment()
+                .map_err(|_| StoreError::Unavailable)?;
+            let state = parking_lot::RwLockWriteGuard::downgrade(state);
+            self.since_snapshot.store(0, Ordering::Relaxed);
+            let bytes = snapshot::encode(
+                state.lsn,
+                state.graph.next_id(),
+                state.graph.snapshot_entries(),
+            )?;
+            (state.lsn, bytes)
+        };
+        self.wal
+            .wait_durable_blocking(lsn)
+            .map_err(|_| StoreError::Unavailable)?;
+        let fs = &*self.storage;
+        let snapshots_dir = self.dir.join("snapshots");
+        snapshot::write_file_in(fs, &snapshots_dir, lsn, &bytes)?;
+        *last_snapshot = Some(lsn);
+        let snapshots_removed = snapshot::remove_all_but_in(fs, &snapshots_dir, lsn)?;
+        let segments_removed = self.wal.remove_segments_through(lsn)?;
+        let compaction = Compaction {
+            lsn,
+            snapshot_bytes: bytes.len() as u64,
+            snapshots_removed,
+            segments_removed,
+        };
+        ::metrics::counter!(metric::SNAPSHOTS, "result" => "ok").increment(1);
+        tracing::info!(
+            lsn,
+            snapshot_bytes = compaction.snapshot_bytes,
+            snapshots_removed,
+            segments_removed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compaction done"
+        );
+        Ok(compaction)
+    }
+
+    /// Waits for a background compaction in progress, if any (tests; shutdown).
+    pub fn wait_for_compaction(&self) {
+        let handle = self.compact_thread.lock().take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
     }
 
     /// The row `id` (SPEC.md §6), once durable.
@@ -626,7 +956,7 @@ impl Store {
             let bytes = snapshot::encode(
                 state.lsn,
                 state.graph.next_id(),
-                state.graph.snapshot_contacts(),
+                state.graph.snapshot_entries(),
             );
             if bytes.is_err() {
                 self.since_snapshot.fetch_add(since, Ordering::Relaxed);
@@ -666,6 +996,7 @@ impl Store {
     /// # Errors
     /// As [`Store::snapshot_blocking`] and [`Wal::close`].
     pub fn close(&self) -> Result<(), StoreError> {
+        self.wait_for_compaction();
         self.wait_for_snapshot();
         let snapshot = if self.wal.is_failed() {
             Ok(None)

@@ -283,8 +283,11 @@ struct Shared {
     /// Records waiting for the writer. A parking_lot mutex, not a tokio one: it is held for a
     /// memcpy and never across an await or I/O.
     queue: Mutex<Queue>,
-    /// Wakes the writer when the queue gains records or the log is closing.
+    /// Wakes the writer when the queue gains records, a roll is requested or the log is
+    /// closing.
     work: Condvar,
+    /// Wakes [`Wal::roll_segment`] callers when a roll is done or the log failed.
+    rolled: Condvar,
     /// Durable LSN and failure flag, published by the writer; `durable()` waits on it.
     durable: watch::Sender<DurableState>,
     /// All segments, oldest first; the last one is the writer's active segment.
@@ -307,6 +310,10 @@ struct Queue {
     closing: bool,
     /// The writer failed; `append` refuses.
     failed: bool,
+    /// [`Wal::roll_segment`] asked the writer to start a new segment.
+    roll_requested: bool,
+    /// Rolls completed so far.
+    rolls_done: u64,
 }
 
 /// Published by the writer through the watch channel.
@@ -450,8 +457,11 @@ impl Wal {
                 next_lsn,
                 closing: false,
                 failed: false,
+                roll_requested: false,
+                rolls_done: 0,
             }),
             work: Condvar::new(),
+            rolled: Condvar::new(),
             durable,
             segments: Mutex::new(segments),
             stats: AtomicStats::default(),
@@ -626,6 +636,48 @@ impl Wal {
         result.map(|()| removed)
     }
 
+    /// Makes the writer finish the active segment and start a new one for the next record, so
+    /// that every record appended before this call lies in segments
+    /// [`Wal::remove_segments_through`] can remove (compaction after an erasure, issue 5).
+    /// Records queued before the call are written (and fsynced, except with
+    /// [`FsyncMode::Never`]) first. Returns the LSN the new segment starts at. An active segment
+    /// that holds no record is kept as it is.
+    ///
+    /// Blocking: waits for the writer thread.
+    ///
+    /// # Errors
+    /// [`WalError::Failed`] if the writer failed before or during the roll, [`WalError::Closed`]
+    /// after `close`.
+    pub fn roll_segment(&self) -> Result<Lsn, WalError> {
+        let mut q = self.shared.queue.lock();
+        if q.failed {
+            return Err(WalError::Failed);
+        }
+        if q.closing {
+            return Err(WalError::Closed);
+        }
+        let next_lsn = q.next_lsn;
+        let target = q.rolls_done + 1;
+        q.roll_requested = true;
+        self.shared.work.notify_all();
+        while q.rolls_done < target {
+            if q.failed {
+                return Err(WalError::Failed);
+            }
+            // Bounded waits: a writer that died without marking the log failed must not hang
+            // the caller forever.
+            let timed_out = self
+                .shared
+                .rolled
+                .wait_for(&mut q, std::time::Duration::from_millis(100))
+                .timed_out();
+            if timed_out && self.writer.lock().as_ref().is_none_or(|h| h.is_finished()) {
+                return Err(WalError::Failed);
+            }
+        }
+        Ok(next_lsn)
+    }
+
     /// Writes and fsyncs everything queued (in every fsync mode) and stops the writer thread;
     /// later appends get [`WalError::Closed`]. Idempotent; also done (best effort) on drop.
     ///
@@ -763,27 +815,41 @@ impl Writer {
         let mut batch = Vec::new();
         let mut ends = Vec::new();
         loop {
-            let first_lsn = {
+            let (first_lsn, roll, next_lsn) = {
                 let mut q = self.shared.queue.lock();
-                while q.buf.is_empty() && !q.closing && !q.failed {
+                while q.buf.is_empty() && !q.closing && !q.failed && !q.roll_requested {
                     self.shared.work.wait(&mut q);
                 }
-                if q.buf.is_empty() || q.failed {
+                if q.failed || (q.buf.is_empty() && !q.roll_requested) {
                     break;
                 }
                 std::mem::swap(&mut q.buf, &mut batch);
                 std::mem::swap(&mut q.ends, &mut ends);
-                q.first_lsn
+                let roll = std::mem::take(&mut q.roll_requested);
+                (q.first_lsn, roll, q.next_lsn)
             };
-            let result = match self.shared.opts.fsync {
-                FsyncMode::Always => self.write_each(first_lsn, &batch, &ends),
-                FsyncMode::Batch | FsyncMode::Never => self.write_batch(first_lsn, &batch, &ends),
+            let mut result = if ends.is_empty() {
+                Ok(())
+            } else {
+                match self.shared.opts.fsync {
+                    FsyncMode::Always => self.write_each(first_lsn, &batch, &ends),
+                    FsyncMode::Batch | FsyncMode::Never => {
+                        self.write_batch(first_lsn, &batch, &ends)
+                    }
+                }
             };
             batch.clear();
             ends.clear();
+            if roll && result.is_ok() {
+                result = self.rotate(next_lsn, true);
+            }
             if let Err(e) = result {
                 self.fail(e);
                 return;
+            }
+            if roll {
+                self.shared.queue.lock().rolls_done += 1;
+                self.shared.rolled.notify_all();
             }
         }
         // Closing: make everything written durable in every mode.
@@ -867,7 +933,14 @@ impl Writer {
     /// Before writing the record `next_lsn`: if the active segment has reached
     /// `segment_bytes` and holds a record, fsync it and start segment `next_lsn`.
     fn rotate_if_full(&mut self, next_lsn: Lsn) -> Result<(), WalError> {
-        if self.active.size < self.shared.opts.segment_bytes || self.active.first_lsn >= next_lsn {
+        self.rotate(next_lsn, false)
+    }
+
+    /// Starts segment `next_lsn` when the active segment holds a record and either has reached
+    /// `segment_bytes` or `force` is set ([`Wal::roll_segment`]).
+    fn rotate(&mut self, next_lsn: Lsn, force: bool) -> Result<(), WalError> {
+        let full = force || self.active.size >= self.shared.opts.segment_bytes;
+        if !full || self.active.first_lsn >= next_lsn {
             return Ok(());
         }
         // Fsync in every mode, so only the newest segment can ever have a torn tail.
@@ -918,6 +991,7 @@ fn mark_failed(shared: &Shared) {
         q.ends.clear();
     }
     shared.work.notify_all();
+    shared.rolled.notify_all();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -159,6 +159,7 @@ fn options(s: &Schedule) -> StoreOptions {
         fsync: s.fsync,
         snapshot_every: s.snapshot_every,
         segment_bytes: s.segment_bytes,
+        ..StoreOptions::default()
     }
 }
 

@@ -244,7 +244,7 @@ fn generate_seeds() {
     let snap = idrecon::snapshot::encode(
         events.len() as u64,
         graph.next_id(),
-        graph.snapshot_contacts(),
+        graph.snapshot_entries(),
     )
     .unwrap();
     write("snapshot_file", "real", &[[0u8].as_slice(), &snap].concat());
@@ -335,7 +335,7 @@ fn seeds_reach_the_success_paths() {
     let snap = seed("snapshot_file", "seed-real");
     let path = idrecon::snapshot::path_for(tmp.path(), 1);
     fs::write(&path, &snap[1..]).unwrap();
-    assert!(idrecon::snapshot::verify(&path).unwrap().contacts >= 3);
+    assert!(idrecon::snapshot::verify(&path).unwrap().entries >= 3);
 
     assert!(parse_identify_body(&seed("identify_body", "seed-spec-00")).is_ok());
 

@@ -210,6 +210,10 @@ fn kind(planned: &Planned) -> &'static str {
         Planned::Insert { link: None, .. } => "new-primary",
         Planned::Insert { .. } => "new-secondary",
         Planned::Merge { .. } => "merge",
+        // Only /identify requests are driven here; these would be a bug of their own.
+        Planned::Delete { .. } => "delete",
+        Planned::Erase { .. } => "erase",
+        Planned::Refuse { .. } => "refused",
     }
 }
 
@@ -320,6 +324,10 @@ fn check(records: &[Record], log: &[Event], served: &[Row]) -> Result<Checked, S
                     Some(c.created_at.0)
                 }
                 Event::IdentitiesMerged { at: stamp, .. } => stamp.map(|t| t.0),
+                Event::IdentitiesLinked { at: stamp, .. }
+                | Event::ContactDeleted { at: stamp, .. }
+                | Event::IdentityErased { at: stamp, .. } => Some(stamp.0),
+                Event::MergeRefused(r) => Some(r.at.0),
             };
             match stamp {
                 Some(t) if t >= clock => {}

@@ -35,6 +35,10 @@ pub struct Answer {
 #[derive(Clone, Debug, Default)]
 pub struct Model {
     pub rows: Vec<Row>,
+    /// Exact values that never match (issue 5 blocked values); stored on rows all the same.
+    pub blocked: Vec<String>,
+    /// The largest id ever erased: ids are never reused.
+    pub erased_max: u64,
 }
 
 impl Model {
@@ -65,7 +69,78 @@ impl Model {
     }
 
     pub fn next_id(&self) -> u64 {
-        self.rows.iter().map(|r| r.id + 1).max().unwrap_or(1)
+        self.rows
+            .iter()
+            .map(|r| r.id + 1)
+            .max()
+            .unwrap_or(1)
+            .max(self.erased_max + 1)
+    }
+
+    /// A request value as matching sees it: blocked values are absent.
+    fn usable<'a>(&self, v: Option<&'a str>) -> Option<&'a str> {
+        v.filter(|v| !self.blocked.iter().any(|b| b == v))
+    }
+
+    /// Issue 5 deletion, in prose: the row gets `deletedAt = updatedAt = at`; if it was the
+    /// primary, the identity's best row — oldest live, or oldest of all when none is live —
+    /// becomes primary (touched: `updatedAt = at`) and every row of the identity is re-pointed
+    /// to it. Returns false (changing nothing) for an unknown or already deleted row.
+    pub fn delete(&mut self, id: u64, at: i64) -> bool {
+        let Some(row) = self.rows.iter_mut().find(|r| r.id == id) else {
+            return false;
+        };
+        if row.deleted_at.is_some() {
+            return false;
+        }
+        row.deleted_at = Some(at);
+        row.updated_at = at;
+        let old = Model::identity(row);
+        if old != id {
+            return true;
+        }
+        let best = self
+            .rows
+            .iter()
+            .filter(|r| Model::identity(r) == old)
+            .min_by_key(|r| (r.deleted_at.is_some(), r.created_at, r.id))
+            .map(|r| r.id)
+            .expect("the identity has its primary");
+        if best != old {
+            for r in &mut self.rows {
+                if Model::identity(r) != old {
+                    continue;
+                }
+                if r.id == best {
+                    r.primary = true;
+                    r.linked_id = None;
+                    r.updated_at = at;
+                } else {
+                    r.primary = false;
+                    r.linked_id = Some(best);
+                }
+            }
+        }
+        true
+    }
+
+    /// Issue 5 erasure: every row of the identity of `id` is gone. Returns false for an unknown
+    /// row.
+    pub fn erase(&mut self, id: u64) -> bool {
+        let Some(row) = self.rows.iter().find(|r| r.id == id) else {
+            return false;
+        };
+        let identity = Model::identity(row);
+        let erased_max = self
+            .rows
+            .iter()
+            .filter(|r| Model::identity(r) == identity)
+            .map(|r| r.id)
+            .max()
+            .unwrap_or(0);
+        self.erased_max = self.erased_max.max(erased_max);
+        self.rows.retain(|r| Model::identity(r) != identity);
+        true
     }
 
     pub fn push(
@@ -92,6 +167,9 @@ impl Model {
     /// written.
     pub fn identify(&mut self, e: Option<&str>, p: Option<&str>, now: i64) -> (Answer, bool) {
         let now = self.clock(now);
+        // Blocked values are stored (`stored_*`) but never used for matching.
+        let (stored_e, stored_p) = (e, p);
+        let (e, p) = (self.usable(e), self.usable(p));
         // 1. Match: live rows with email e or phone p.
         let mut identities: Vec<u64> = self
             .rows
@@ -106,7 +184,7 @@ impl Model {
         identities.dedup();
         // 2. New customer.
         let Some(winner) = identities.iter().copied().min_by_key(|&id| self.age(id)) else {
-            self.push(e, p, None, now);
+            self.push(stored_e, stored_p, None, now);
             let id = self.rows.last().expect("just pushed").id;
             return (self.answer(id), true);
         };
@@ -133,7 +211,7 @@ impl Model {
         let knows_e = e.is_none_or(|e| live_members.iter().any(|r| r.email.as_deref() == Some(e)));
         let knows_p = p.is_none_or(|p| live_members.iter().any(|r| r.phone.as_deref() == Some(p)));
         if !(knows_e && knows_p) {
-            self.push(e, p, Some(winner), now);
+            self.push(stored_e, stored_p, Some(winner), now);
             wrote = true;
         }
         // 5. Answer.
@@ -148,10 +226,13 @@ impl Model {
             .collect();
         members.sort_by_key(|r| (r.created_at, r.id));
         let p = self.get(primary);
+        // A deleted primary (an identity without live rows) contributes no values.
+        let p_values = p.deleted_at.is_none();
         let mut emails: Vec<String> = Vec::new();
         for v in p
             .email
             .iter()
+            .filter(|_| p_values)
             .chain(members.iter().filter_map(|r| r.email.as_ref()))
         {
             if !emails.contains(v) {
@@ -162,6 +243,7 @@ impl Model {
         for v in p
             .phone
             .iter()
+            .filter(|_| p_values)
             .chain(members.iter().filter_map(|r| r.phone.as_ref()))
         {
             if !phones.contains(v) {
@@ -194,6 +276,12 @@ pub enum Planned {
         phone: Option<String>,
         link: Option<u64>,
     },
+    /// Issue 5: a deletion.
+    Delete { id: u64 },
+    /// Issue 5: an erasure of the identity of `id`.
+    Erase { id: u64 },
+    /// Issue 5: the size cap refused a change (the model has no cap; never planned).
+    Refuse { primary: u64, other: Option<u64> },
 }
 
 impl Planned {
@@ -206,9 +294,16 @@ impl Planned {
                 phone: c.phone.as_ref().map(|p| p.as_str().to_owned()),
                 link: c.link,
             },
-            Event::IdentitiesMerged { winner, loser, .. } => Planned::Merge {
+            Event::IdentitiesMerged { winner, loser, .. }
+            | Event::IdentitiesLinked { winner, loser, .. } => Planned::Merge {
                 winner: *winner,
                 loser: *loser,
+            },
+            Event::ContactDeleted { id, .. } => Planned::Delete { id: *id },
+            Event::IdentityErased { id, .. } => Planned::Erase { id: *id },
+            Event::MergeRefused(r) => Planned::Refuse {
+                primary: r.primary,
+                other: r.other,
             },
         }
     }
@@ -234,11 +329,13 @@ impl Model {
     /// SPEC.md §3 steps 1–4 without changing anything: the merges (sorted) then the insert, if
     /// any. Empty for a pure read.
     pub fn plan(&self, e: Option<&str>, p: Option<&str>) -> Vec<Planned> {
+        let (stored_e, stored_p) = (e, p);
+        let (e, p) = (self.usable(e), self.usable(p));
         let identities = self.matched(e, p);
         let insert = |link| Planned::Insert {
             id: self.next_id(),
-            email: e.map(str::to_owned),
-            phone: p.map(str::to_owned),
+            email: stored_e.map(str::to_owned),
+            phone: stored_p.map(str::to_owned),
             link,
         };
         let Some(winner) = identities.iter().copied().min_by_key(|&id| self.age(id)) else {
@@ -264,7 +361,7 @@ impl Model {
 
     /// The answer to `(e, p)` when it plans nothing: the one identity it matches.
     pub fn read(&self, e: Option<&str>, p: Option<&str>) -> Option<Answer> {
-        match self.matched(e, p).as_slice() {
+        match self.matched(self.usable(e), self.usable(p)).as_slice() {
             [primary] => Some(self.answer(*primary)),
             _ => None,
         }
@@ -295,7 +392,13 @@ impl Model {
                     deleted_at: c.deleted_at.map(|t| t.0),
                 });
             }
-            Event::IdentitiesMerged { winner, loser, at } => {
+            Event::IdentitiesMerged { winner, loser, .. }
+            | Event::IdentitiesLinked { winner, loser, .. } => {
+                let at = match event {
+                    Event::IdentitiesLinked { at, .. } => Some(*at),
+                    Event::IdentitiesMerged { at, .. } => *at,
+                    _ => None,
+                };
                 for id in [winner, loser] {
                     if !self.rows.iter().any(|r| r.id == *id && r.primary) {
                         return Err(format!("merge names {id}, which is not a primary"));
@@ -310,6 +413,23 @@ impl Model {
                         }
                     } else if r.linked_id == Some(*loser) {
                         r.linked_id = Some(*winner);
+                    }
+                }
+            }
+            Event::ContactDeleted { id, at } => {
+                if !self.delete(*id, at.0) {
+                    return Err(format!("deletion of {id}, which is unknown or deleted"));
+                }
+            }
+            Event::IdentityErased { id, .. } => {
+                if !self.erase(*id) {
+                    return Err(format!("erasure of unknown {id}"));
+                }
+            }
+            Event::MergeRefused(r) => {
+                for id in std::iter::once(r.primary).chain(r.other) {
+                    if !self.rows.iter().any(|row| row.id == id) {
+                        return Err(format!("refusal names unknown {id}"));
                     }
                 }
             }

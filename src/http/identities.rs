@@ -1,0 +1,535 @@
+//! The identity platform routes of issue 5: read-only lookup, an identity with its rows, its
+//! history, deletion, erasure and compaction. All are admin routes (they read or change data of
+//! arbitrary customers, not of the caller's own checkout): behind the admin token when one is
+//! configured. Every error answer is the SPEC.md §4 JSON error body.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    ApiError, AppState, ErrorEnvelope, IdentifyAnswer, json_response, parse_id, query_error,
+};
+use crate::contact::{ContactId, ContactRow, Email, Phone, Timestamp};
+use crate::graph::{IdentifyRequest, Lookup};
+use crate::history::HistoryEntry;
+use crate::openapi::{IdentifiedContact, IdentifyResponse};
+use crate::store::{Compaction, Deletion};
+
+fn path_id(id: Result<Path<String>, PathRejection>, name: &'static str) -> Result<u64, ApiError> {
+    // A rejected path (e.g. invalid percent-encoded UTF-8) gets the same JSON 400.
+    let id = id.map(|Path(id)| id).unwrap_or_default();
+    parse_id(&id, name)
+}
+
+fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|_| query_error("query", "query string is not valid URL encoding"))
+}
+
+/// `GET /identities?email=…&phoneNumber=…` (issue 5 "Read-only lookup").
+#[utoipa::path(
+    get,
+    path = "/identities",
+    tag = "admin",
+    operation_id = "lookupIdentity",
+    summary = "Look an identity up by email and/or phone, without writing",
+    description = "Normalizes the values as `/identify` does (SPEC.md §4) and answers the \
+        identity they lead to, exactly as `/identify` would, but never writes and never \
+        merges. Blocked values never match. An admin route.",
+    params(
+        ("email" = Option<String>, Query, description = "An email.",
+            example = "mcfly@hillvalley.edu"),
+        ("phoneNumber" = Option<String>, Query, description = "A phone number.",
+            example = "123456")
+    ),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The identity.", body = IdentifyResponse),
+        (status = 400, description = "Neither value given, a value given twice, or an invalid \
+            value.", body = ErrorEnvelope, example = json!({"error": {
+                "code": "missing_contact",
+                "message": "at least one of email and phoneNumber must be given"}})),
+        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope),
+        (status = 404, description = "No identity has these values.", body = ErrorEnvelope,
+            example = json!({"error": {"code": "not_found",
+                "message": "no identity has this email or phone number"}})),
+        (status = 409, description = "The email and the phone belong to two identities \
+            (a lookup never merges them).", body = ErrorEnvelope,
+            example = json!({"error": {"code": "identities_conflict",
+                "message": "the email belongs to identity 1 and the phone number to identity 3"}})),
+        (status = 503, description = "The log can no longer acknowledge writes.",
+            body = ErrorEnvelope)
+    )
+)]
+pub(super) async fn lookup_identity(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let (mut email, mut phone): (Option<String>, Option<String>) = (None, None);
+    for (key, value) in query_pairs(query.as_deref())? {
+        let slot = match key.as_str() {
+            "email" => &mut email,
+            "phoneNumber" => &mut phone,
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            let field = if key == "email" {
+                "email"
+            } else {
+                "phoneNumber"
+            };
+            return Err(query_error(field, "a query parameter is given twice"));
+        }
+    }
+    let email = match email {
+        Some(raw) => Email::parse(&raw)?,
+        None => None,
+    };
+    let phone = match phone {
+        Some(raw) => Phone::parse(&raw)?,
+        None => None,
+    };
+    let request = IdentifyRequest::new(email, phone)?;
+    match app.store.lookup(&request).await? {
+        Lookup::Found(_, identity) => Ok(json_response(
+            StatusCode::OK,
+            &IdentifyAnswer {
+                identity: &identity,
+                key: app.options.response_key,
+                rows: None,
+            },
+        )),
+        Lookup::NotFound => Err(ApiError::not_found(
+            "no identity has this email or phone number",
+        )),
+        Lookup::Conflict {
+            email_primary,
+            phone_primary,
+        } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "identities_conflict",
+            format!(
+                "the email belongs to identity {email_primary} and the phone number to \
+                 identity {phone_primary}"
+            ),
+        )),
+    }
+}
+
+/// The body of `GET /identities/{contactId}`: the consolidated identity and every row of it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct IdentityWithRows {
+    /// The identity as `/identify` answers it.
+    pub contact: IdentifiedContact,
+    /// Every row of the identity, deleted ones included, in id order.
+    pub rows: Vec<ContactRow>,
+}
+
+/// `GET /identities/{contactId}` (issue 5 "Read-only lookup").
+#[utoipa::path(
+    get,
+    path = "/identities/{contactId}",
+    tag = "admin",
+    operation_id = "getIdentity",
+    summary = "The identity containing a contact, with its rows",
+    description = "The consolidated answer of the identity that contains the contact (deleted \
+        or not), plus every row of it in id order. An admin route.",
+    params(("contactId" = u64, Path, description = "Any contact id of the identity.",
+        minimum = 1, example = 1)),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The identity and its rows.", body = IdentityWithRows),
+        (status = 400, description = "`contactId` is not a positive integer.",
+            body = ErrorEnvelope),
+        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope),
+        (status = 404, description = "No contact has this id (or it was erased).",
+            body = ErrorEnvelope, example = json!({"error": {"code": "not_found",
+                "message": "contact 99 does not exist"}})),
+        (status = 503, description = "The log can no longer acknowledge writes.",
+            body = ErrorEnvelope)
+    )
+)]
+pub(super) async fn get_identity(
+    State(app): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(id, "contactId")?;
+    let Some((identity, rows)) = app.store.identity(id).await? else {
+        return Err(ApiError::not_found(format!("contact {id} does not exist")));
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &IdentifyAnswer {
+            identity: &identity,
+            key: app.options.response_key,
+            rows: Some(&rows),
+        },
+    ))
+}
+
+fn internal() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+}
+
+/// One event of an identity's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HistoryEvent {
+    /// A row was recorded, carrying the request's values.
+    #[serde(rename_all = "camelCase")]
+    ContactInserted {
+        /// When (the row's `createdAt`).
+        #[schema(value_type = String, format = DateTime)]
+        at: Timestamp,
+        /// The new row's id.
+        #[schema(value_type = u64)]
+        contact_id: ContactId,
+        /// The request's email, or null.
+        #[schema(value_type = Option<String>, required = true)]
+        email: Option<Email>,
+        /// The request's phone number, or null.
+        #[schema(value_type = Option<String>, required = true)]
+        phone_number: Option<Phone>,
+    },
+    /// Two identities became one: `demotedContactId` became a secondary of `primaryContactId`.
+    #[serde(rename_all = "camelCase")]
+    Merged {
+        /// When (null for a merge made by an import).
+        #[schema(value_type = Option<String>, format = DateTime, required = true)]
+        at: Option<Timestamp>,
+        /// The primary that stayed primary.
+        #[schema(value_type = u64)]
+        primary_contact_id: ContactId,
+        /// The primary that was demoted.
+        #[schema(value_type = u64)]
+        demoted_contact_id: ContactId,
+        /// The email that linked the two identities, or null when not known.
+        #[schema(value_type = Option<String>, required = true)]
+        email: Option<Email>,
+        /// The phone number that linked them, or null when not known.
+        #[schema(value_type = Option<String>, required = true)]
+        phone_number: Option<Phone>,
+    },
+    /// A contact was deleted.
+    #[serde(rename_all = "camelCase")]
+    Deleted {
+        /// When.
+        #[schema(value_type = String, format = DateTime)]
+        at: Timestamp,
+        /// The deleted contact.
+        #[schema(value_type = u64)]
+        contact_id: ContactId,
+        /// The contact that became primary because the primary was deleted, or null.
+        #[schema(value_type = Option<u64>, required = true)]
+        promoted_contact_id: Option<ContactId>,
+    },
+    /// The identity size cap refused a merge (other primary given) or a new secondary.
+    #[serde(rename_all = "camelCase")]
+    MergeRefused {
+        /// When.
+        #[schema(value_type = String, format = DateTime)]
+        at: Timestamp,
+        /// Primary of the identity the request was answered from.
+        #[schema(value_type = u64)]
+        primary_contact_id: ContactId,
+        /// Primary of the identity it would have merged in, or null for a new secondary.
+        #[schema(value_type = Option<u64>, required = true)]
+        other_primary_contact_id: Option<ContactId>,
+        /// The request's email, or null.
+        #[schema(value_type = Option<String>, required = true)]
+        email: Option<Email>,
+        /// The request's phone number, or null.
+        #[schema(value_type = Option<String>, required = true)]
+        phone_number: Option<Phone>,
+        /// The cap in force, in contacts per identity.
+        limit: u32,
+    },
+}
+
+impl From<HistoryEntry> for HistoryEvent {
+    fn from(entry: HistoryEntry) -> Self {
+        match entry {
+            HistoryEntry::ContactInserted {
+                id,
+                email,
+                phone,
+                at,
+            } => HistoryEvent::ContactInserted {
+                at,
+                contact_id: id,
+                email,
+                phone_number: phone,
+            },
+            HistoryEntry::Merged {
+                primary,
+                demoted,
+                at,
+                email,
+                phone,
+            } => HistoryEvent::Merged {
+                at,
+                primary_contact_id: primary,
+                demoted_contact_id: demoted,
+                email,
+                phone_number: phone,
+            },
+            HistoryEntry::Deleted { id, at, promoted } => HistoryEvent::Deleted {
+                at,
+                contact_id: id,
+                promoted_contact_id: promoted,
+            },
+            HistoryEntry::Refused(refusal) => HistoryEvent::MergeRefused {
+                at: refusal.at,
+                primary_contact_id: refusal.primary,
+                other_primary_contact_id: refusal.other,
+                email: refusal.email,
+                phone_number: refusal.phone,
+                limit: refusal.limit,
+            },
+        }
+    }
+}
+
+/// The body of `GET /identities/{contactId}/history`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"contactId": 2, "events": [
+    {"type": "contact_inserted", "at": "2023-04-01T00:00:00.374Z", "contactId": 1,
+        "email": "george@hillvalley.edu", "phoneNumber": "919191"},
+    {"type": "contact_inserted", "at": "2023-04-20T05:30:00.110Z", "contactId": 2,
+        "email": "biffsucks@hillvalley.edu", "phoneNumber": "717171"},
+    {"type": "merged", "at": "2023-04-21T05:30:00.110Z", "primaryContactId": 1,
+        "demotedContactId": 2, "email": "george@hillvalley.edu", "phoneNumber": "717171"}
+]}))]
+pub struct IdentityHistory {
+    /// The contact asked about.
+    #[schema(value_type = u64)]
+    pub contact_id: ContactId,
+    /// Everything that happened to its identity, oldest first (log order).
+    pub events: Vec<HistoryEvent>,
+}
+
+/// `GET /identities/{contactId}/history` (issue 5 "History").
+#[utoipa::path(
+    get,
+    path = "/identities/{contactId}/history",
+    tag = "admin",
+    operation_id = "getIdentityHistory",
+    summary = "Everything that happened to an identity",
+    description = "Inserts (with the request values), merges (which primary was demoted into \
+        which, by which email and phone, when), deletions and refusals of the size cap, in log \
+        order. Survives snapshots and restarts. An admin route.",
+    params(("contactId" = u64, Path, description = "Any contact id of the identity.",
+        minimum = 1, example = 2)),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The history.", body = IdentityHistory),
+        (status = 400, description = "`contactId` is not a positive integer.",
+            body = ErrorEnvelope),
+        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope),
+        (status = 404, description = "No contact has this id (or it was erased).",
+            body = ErrorEnvelope),
+        (status = 503, description = "The log can no longer acknowledge writes.",
+            body = ErrorEnvelope)
+    )
+)]
+pub(super) async fn identity_history(
+    State(app): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(id, "contactId")?;
+    let Some(entries) = app.store.history(id).await? else {
+        return Err(ApiError::not_found(format!("contact {id} does not exist")));
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &IdentityHistory {
+            contact_id: id,
+            events: entries.into_iter().map(HistoryEvent::from).collect(),
+        },
+    ))
+}
+
+/// The body of a successful `DELETE /contacts/{id}`: the row as it is now.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeletedContact {
+    /// The deleted row (`deletedAt` set).
+    pub contact: ContactRow,
+}
+
+/// `DELETE /contacts/{id}` (issue 5 "Deletion").
+#[utoipa::path(
+    delete,
+    path = "/contacts/{id}",
+    tag = "admin",
+    operation_id = "deleteContact",
+    summary = "Delete one contact",
+    description = "Sets `deletedAt` and `updatedAt`. The contact stops matching and leaves every \
+        answer; if it was the primary, the oldest live contact of the identity is promoted. The \
+        identity's links stay. An admin route.",
+    params(("id" = u64, Path, description = "Contact id.", minimum = 1, example = 4)),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The deleted row.", body = DeletedContact),
+        (status = 400, description = "`id` is not a positive integer.", body = ErrorEnvelope),
+        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope),
+        (status = 404, description = "No contact has this id (or it was erased).",
+            body = ErrorEnvelope),
+        (status = 409, description = "The contact is already deleted.", body = ErrorEnvelope,
+            example = json!({"error": {"code": "already_deleted",
+                "message": "contact 4 was already deleted at 2023-04-21T05:30:00.110Z"}})),
+        (status = 503, description = "The log can no longer acknowledge writes.",
+            body = ErrorEnvelope)
+    )
+)]
+pub(super) async fn delete_contact(
+    State(app): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(id, "id")?;
+    match app.store.delete_contact(id).await? {
+        Deletion::Deleted(contact) => {
+            Ok(json_response(StatusCode::OK, &DeletedContact { contact }))
+        }
+        Deletion::NotFound => Err(ApiError::not_found(format!("contact {id} does not exist"))),
+        Deletion::AlreadyDeleted(row) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_deleted",
+            match row.deleted_at {
+                Some(at) => format!("contact {id} was already deleted at {at}"),
+                None => format!("contact {id} was already deleted"),
+            },
+        )),
+    }
+}
+
+/// The body of a successful erasure.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErasedIdentity {
+    /// The primary of the erased identity.
+    #[schema(value_type = u64)]
+    pub primary_contact_id: ContactId,
+    /// Every contact removed, in id order.
+    #[schema(value_type = Vec<u64>)]
+    pub erased_contact_ids: Vec<ContactId>,
+}
+
+/// `DELETE /identities/{contactId}?erase=true` (issue 5 "Erasure").
+#[utoipa::path(
+    delete,
+    path = "/identities/{contactId}",
+    tag = "admin",
+    operation_id = "eraseIdentity",
+    summary = "Erase an identity (right to be forgotten)",
+    description = "Removes every contact of the identity. When it answers, the values are gone \
+        from memory and every index; a compaction starts at once in the background (and can be \
+        run with `POST /admin/compact`), after which no byte of the erased values remains in any \
+        file of the data directory. `erase=true` is required. An admin route.",
+    params(
+        ("contactId" = u64, Path, description = "Any contact id of the identity.", minimum = 1,
+            example = 1),
+        ("erase" = bool, Query, description = "Must be `true`.", example = true)
+    ),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "What was erased.", body = ErasedIdentity),
+        (status = 400, description = "`contactId` is not a positive integer, or `erase=true` \
+            is missing.", body = ErrorEnvelope, example = json!({"error": {
+                "code": "invalid_query_parameter",
+                "message": "erasure is irreversible: pass erase=true", "field": "erase"}})),
+        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope),
+        (status = 404, description = "No contact has this id (or it was already erased).",
+            body = ErrorEnvelope),
+        (status = 503, description = "The log can no longer acknowledge writes.",
+            body = ErrorEnvelope)
+    )
+)]
+pub(super) async fn erase_identity(
+    State(app): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = path_id(id, "contactId")?;
+    let erase = query_pairs(query.as_deref())?
+        .into_iter()
+        .any(|(key, value)| key == "erase" && value == "true");
+    if !erase {
+        return Err(query_error(
+            "erase",
+            "erasure is irreversible: pass erase=true",
+        ));
+    }
+    match app.store.erase_identity(id).await? {
+        Some(erasure) => Ok(json_response(
+            StatusCode::OK,
+            &ErasedIdentity {
+                primary_contact_id: erasure.primary_contact_id,
+                erased_contact_ids: erasure.contact_ids,
+            },
+        )),
+        None => Err(ApiError::not_found(format!("contact {id} does not exist"))),
+    }
+}
+
+/// The body of `POST /admin/compact`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompactionReport {
+    /// LSN of the snapshot written.
+    pub lsn: u64,
+    /// Its size in bytes.
+    pub snapshot_bytes: u64,
+    /// Other files removed from the snapshot directory.
+    pub snapshots_removed: usize,
+    /// Log segments removed.
+    pub segments_removed: usize,
+}
+
+/// `POST /admin/compact` (issue 5 "Erasure").
+#[utoipa::path(
+    post,
+    path = "/admin/compact",
+    tag = "admin",
+    operation_id = "compact",
+    summary = "Compact the data directory now",
+    description = "Rolls the log, writes a snapshot, then removes every other snapshot and every \
+        log segment the snapshot covers, so no value erased before the call remains in any file. \
+        Blocks until done (about as long as a snapshot). An admin route.",
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "What the compaction did.", body = CompactionReport),
+        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope),
+        (status = 503, description = "The log can no longer acknowledge writes.",
+            body = ErrorEnvelope)
+    )
+)]
+pub(super) async fn compact(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let store = app.store.clone();
+    let result = tokio::task::spawn_blocking(move || store.compact_blocking())
+        .await
+        .map_err(|_| internal())?;
+    let Compaction {
+        lsn,
+        snapshot_bytes,
+        snapshots_removed,
+        segments_removed,
+    } = result?;
+    Ok(json_response(
+        StatusCode::OK,
+        &CompactionReport {
+            lsn,
+            snapshot_bytes,
+            snapshots_removed,
+            segments_removed,
+        },
+    ))
+}
