@@ -189,7 +189,7 @@ pub struct IdentityGraph {
     next_id: ContactId,
     max_created_at: Timestamp,
     identities: usize,
-    /// Members of the largest identity (identities only grow, so this only grows).
+    /// Members of the largest identity (identities only grow; erasure recounts it).
     largest: u32,
     options: GraphOptions,
     /// Merges, deletions and refusals in the order applied (see [`crate::history`]).
@@ -259,7 +259,8 @@ impl IdentityGraph {
     }
 
     /// Number of contacts (deleted ones included) in the largest identity; 0 for an empty
-    /// graph. O(1): maintained by every insert and union (identities never shrink).
+    /// graph. O(1): maintained by every insert and union (identities never shrink; an erasure
+    /// of the largest recounts, O(n)).
     pub fn largest_identity(&self) -> usize {
         self.largest as usize
     }
@@ -459,6 +460,27 @@ impl IdentityGraph {
             .map(|root| (IdentityKey(root), self.build_identity(root)))
     }
 
+    /// The answer to a request whose planned `events` were just applied: the identity of the
+    /// contact they inserted, if any (a request whose values are all blocked matches nothing,
+    /// not even the row it just created), else [`IdentityGraph::answer_with_key`].
+    pub fn answer_after(
+        &self,
+        request: &IdentifyRequest,
+        events: &[Event],
+    ) -> Option<(IdentityKey, Identity)> {
+        let inserted = events.iter().rev().find_map(|e| match e {
+            Event::ContactInserted(c) => self.slot_of(c.id),
+            _ => None,
+        });
+        match inserted {
+            Some(slot) => {
+                let root = self.root(slot);
+                Some((IdentityKey(root), self.build_identity(root)))
+            }
+            None => self.answer_with_key(request),
+        }
+    }
+
     /// The identity the request's values belong to, as an opaque key (`None` when neither
     /// value is known). The key names the identity's union-find root, so it stays valid until
     /// the next mutation; after a merge the merged identity has the key of one of the two.
@@ -517,9 +539,9 @@ impl IdentityGraph {
         for event in &events {
             self.apply(event)?;
         }
-        // After applying, at least one value is indexed, so an answer always exists.
-        match self.answer(request) {
-            Some(identity) => Ok((identity, events)),
+        // After applying, a value is indexed or a row was inserted, so an answer exists.
+        match self.answer_after(request, &events) {
+            Some((_, identity)) => Ok((identity, events)),
             None => Err(ApplyError::Full),
         }
     }
@@ -714,18 +736,22 @@ impl IdentityGraph {
     }
 
     /// Removes `slot`'s email and phone from the indexes where they point at `slot`; with
-    /// `replace`, another live member of the identity carrying the same value takes its place.
+    /// `replace`, the oldest (smallest id) other live member of the identity carrying the same
+    /// value takes its place — the carrier a rebuild from a snapshot would index, so merge
+    /// records name the same contacts before and after a restart.
     fn unindex(&mut self, slot: u32, root: u32, replace: bool) {
         let node = &self.nodes[slot as usize];
         if let Some(email) = &node.email {
             let hash = self.hash(email.as_str());
             if self.by_email.find(hash, |&s| s == slot).is_some() {
                 let heir = if replace {
-                    self.members(root).find(|&m| {
-                        m != slot
-                            && self.nodes[m as usize].live()
-                            && self.nodes[m as usize].email == node.email
-                    })
+                    self.members(root)
+                        .filter(|&m| {
+                            m != slot
+                                && self.nodes[m as usize].live()
+                                && self.nodes[m as usize].email == node.email
+                        })
+                        .min()
                 } else {
                     None
                 };
@@ -744,11 +770,13 @@ impl IdentityGraph {
             let hash = self.hash(phone.as_str());
             if self.by_phone.find(hash, |&s| s == slot).is_some() {
                 let heir = if replace {
-                    self.members(root).find(|&m| {
-                        m != slot
-                            && self.nodes[m as usize].live()
-                            && self.nodes[m as usize].phone == node.phone
-                    })
+                    self.members(root)
+                        .filter(|&m| {
+                            m != slot
+                                && self.nodes[m as usize].live()
+                                && self.nodes[m as usize].phone == node.phone
+                        })
+                        .min()
                 } else {
                     None
                 };
@@ -799,6 +827,14 @@ impl IdentityGraph {
             }
         }
         self.identities -= 1;
+        if self.links[root as usize].size >= self.largest {
+            // Rare (erasures are): recount the largest identity left, O(n).
+            self.largest = (0..self.links.len() as u32)
+                .filter(|&s| self.links[s as usize].parent == s && !self.is_erased(s))
+                .map(|s| self.links[s as usize].size)
+                .max()
+                .unwrap_or(0);
+        }
         Ok(())
     }
 
@@ -1026,6 +1062,7 @@ impl IdentityGraph {
         self.snapshot_contacts()
             .map(SnapshotEntry::Contact)
             .chain(self.snapshot_history().cloned().map(SnapshotEntry::History))
+            .chain(std::iter::once(SnapshotEntry::Clock(self.max_created_at)))
     }
 
     /// Applies one snapshot entry (the inverse of [`IdentityGraph::snapshot_entries`]).
@@ -1037,6 +1074,10 @@ impl IdentityGraph {
             SnapshotEntry::Contact(contact) => self.apply(&Event::ContactInserted(contact)),
             SnapshotEntry::History(record) => {
                 self.restore_history(record);
+                Ok(())
+            }
+            SnapshotEntry::Clock(clock) => {
+                self.max_created_at = self.max_created_at.max(clock);
                 Ok(())
             }
         }
@@ -1151,7 +1192,7 @@ impl IdentityGraph {
                 best = s;
             }
             let node = &self.nodes[s as usize];
-            if self.is_erased(s) != self.is_erased(root) {
+            if self.is_erased(s) {
                 return Err(format!("identity at {root} is partly erased"));
             }
             // A value carried by another identity's first carrier is shadowed (see
@@ -1221,9 +1262,16 @@ impl IdentityGraph {
         let (mut roots, mut largest) = (0, 0);
         for s in 0..self.nodes.len() as u32 {
             if self.links[s as usize].parent == s {
-                if !self.is_erased(s) {
-                    roots += 1;
+                if self.is_erased(s) {
+                    if let Some(m) = self.members(s).find(|&m| !self.is_erased(m)) {
+                        return Err(format!(
+                            "contact {} survived the erasure of its identity",
+                            self.nodes[m as usize].id
+                        ));
+                    }
+                    continue;
                 }
+                roots += 1;
                 largest = largest.max(self.links[s as usize].size);
                 self.check_identity(s)?;
             }

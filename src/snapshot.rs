@@ -9,7 +9,7 @@
 //!          | crc32 of the previous 36 bytes u32                                   = 40 bytes
 //! chunk*   len u32 (1..=CHUNK_LIMIT) | crc32 of the payload u32 | payload (len bytes):
 //!          whole bincode-encoded SnapshotEntry values: every contact in id order, then the
-//!          history records in applied order
+//!          history records in applied order, then the clock
 //! trailer  len u32 = 0 | crc32 of (entries u64 ++ chunks u64) u32
 //! ```
 //!
@@ -43,6 +43,9 @@ pub enum SnapshotEntry {
     Contact(NewContact),
     /// A merge, deletion or refusal record.
     History(HistoryRecord),
+    /// The graph's clock (largest `createdAt` ever recorded), which erased rows no longer
+    /// carry: new rows never get an older `createdAt` (SPEC.md §2).
+    Clock(crate::contact::Timestamp),
 }
 const HEADER_LEN: usize = 40;
 /// Target payload size of one chunk, in bytes.
@@ -453,6 +456,7 @@ pub fn read_in<E: std::fmt::Display>(
             let id = match &entry {
                 SnapshotEntry::Contact(contact) => contact.id,
                 SnapshotEntry::History(record) => record.contacts().next().unwrap_or(0),
+                SnapshotEntry::Clock(_) => 0,
             };
             visit(entry).map_err(|e| SnapshotError::Rebuild {
                 file: path.to_path_buf(),

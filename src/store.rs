@@ -543,7 +543,7 @@ impl Store {
             }
             let (key, identity) = state
                 .graph
-                .answer_with_key(request)
+                .answer_after(request, &events)
                 .ok_or(ApplyError::Full)?;
             if !events.is_empty() {
                 Self::mark_changed(&self.wal, &mut state, key);

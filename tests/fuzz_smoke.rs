@@ -181,11 +181,10 @@ fn generate_seeds() {
     ] {
         write("identify_body", name, body);
     }
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::IdentitiesMerged { .. }))
-    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::IdentitiesMerged { .. } | Event::IdentitiesLinked { .. }
+    )));
 
     // WAL: a real segment written by `Wal::open` + `append`.
     let tmp = tempfile::tempdir().unwrap();

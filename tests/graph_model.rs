@@ -14,12 +14,20 @@
 //! every column of every row must agree, and the graph's invariants must hold. Each case also
 //! rebuilds the graph from `snapshot_contacts()` at a random point and drives the rebuilt graph
 //! in lock step, and replays the returned events into a fresh graph at the end.
+//!
+//! Issue 5 is in the model too: now and then a step deletes a row (`DELETE /contacts/{id}`,
+//! promotion of the oldest live member when the primary goes) or erases an identity, and a
+//! third of the cases run with one email and one phone of the pool blocked (stored on rows,
+//! never matched).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use idrecon::contact::{ContactRow, Email, LinkPrecedence, Phone, Timestamp};
+use std::sync::Arc;
+
+use idrecon::blocklist::BlockList;
 use idrecon::event::{Event, NewContact};
-use idrecon::graph::{IdentifyRequest, Identity, IdentityGraph};
+use idrecon::graph::{GraphOptions, IdentifyRequest, Identity, IdentityGraph};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -50,6 +58,10 @@ struct Step {
     /// Wall-clock change since the previous step, ms (negative: the clock jumped back).
     dt: i64,
     deleted: Option<DeletedRow>,
+    /// After the request: delete a row (any row; deleting a deleted one must be refused).
+    delete: Option<Index>,
+    /// After the request: erase the identity of a row.
+    erase: Option<Index>,
 }
 
 #[derive(Clone, Debug)]
@@ -57,6 +69,8 @@ struct Case {
     steps: Vec<Step>,
     /// Where the graph is rebuilt from its snapshot.
     snapshot_at: Index,
+    /// Pool indexes of the email and the phone that are blocked, if any.
+    blocked: Option<(usize, usize)>,
 }
 
 /// Email only, phone only, or both (`both` times as likely as each of the others).
@@ -90,17 +104,26 @@ fn case() -> impl Strategy<Value = Case> {
                 pair(pool, both),
                 prop_oneof![12 => 0i64..=3, 1 => -30i64..=-1],
                 proptest::option::weighted(0.04, deleted),
+                proptest::option::weighted(0.06, any::<Index>()),
+                proptest::option::weighted(0.01, any::<Index>()),
             )
-                .prop_map(|((email, phone), dt, deleted)| Step {
+                .prop_map(|((email, phone), dt, deleted, delete, erase)| Step {
                     email,
                     phone,
                     dt,
                     deleted,
+                    delete,
+                    erase,
                 });
             let steps = proptest::collection::vec(step, min_len..=min_len + 50);
-            (steps, any::<Index>())
+            let blocked = proptest::option::weighted(0.33, (0..pool, 0..pool));
+            (steps, any::<Index>(), blocked)
         })
-        .prop_map(|(steps, snapshot_at)| Case { steps, snapshot_at })
+        .prop_map(|(steps, snapshot_at, blocked)| Case {
+            steps,
+            snapshot_at,
+            blocked,
+        })
 }
 
 fn email_text(i: usize) -> String {
@@ -152,12 +175,11 @@ fn fail(what: impl std::fmt::Display) -> TestCaseError {
 }
 
 fn rebuild_from_snapshot(graph: &IdentityGraph) -> Result<IdentityGraph, TestCaseError> {
-    let mut fresh = IdentityGraph::new();
-    for contact in graph.snapshot_contacts() {
-        let id = contact.id;
+    let mut fresh = IdentityGraph::with_options(graph.options().clone());
+    for entry in graph.snapshot_entries() {
         fresh
-            .apply(&Event::ContactInserted(contact))
-            .map_err(|e| fail(format!("snapshot row {id} does not apply: {e}")))?;
+            .load_snapshot_entry(entry.clone())
+            .map_err(|e| fail(format!("snapshot entry {entry:?} does not apply: {e}")))?;
     }
     fresh.reserve_ids_below(graph.next_id());
     Ok(fresh)
@@ -174,6 +196,16 @@ fn same_state(what: &str, a: &IdentityGraph, b: &IdentityGraph) -> Result<(), Te
     );
     prop_assert_eq!(a.identity_count(), b.identity_count(), "{}", what);
     prop_assert_eq!(a.largest_identity(), b.largest_identity(), "{}", what);
+    // History survives snapshots and replays: every identity's history is the same.
+    for row in rows_of(a) {
+        prop_assert_eq!(
+            a.history(row.id),
+            b.history(row.id),
+            "{}: history of {}",
+            what,
+            row.id
+        );
+    }
     b.check_invariants()
         .map_err(|e| fail(format!("{what}: {e}")))?;
     Ok(())
@@ -182,10 +214,20 @@ fn same_state(what: &str, a: &IdentityGraph, b: &IdentityGraph) -> Result<(), Te
 /// Requests driven through `IdentityGraph::identify` (all runs of the property, shrinking
 /// included).
 static REQUESTS: AtomicUsize = AtomicUsize::new(0);
+/// Deletions and erasures both sides accepted, and requests run with a block list.
+static DELETIONS: AtomicUsize = AtomicUsize::new(0);
+static ERASURES: AtomicUsize = AtomicUsize::new(0);
+static BLOCKED_REQUESTS: AtomicUsize = AtomicUsize::new(0);
 
 fn run_case(case: &Case) -> Result<(), TestCaseError> {
-    let mut graph = IdentityGraph::new();
     let mut model = Model::default();
+    let mut options = GraphOptions::default();
+    if let Some((e, p)) = case.blocked {
+        model.blocked = vec![email_text(e), phone_text(p)];
+        options.blocked =
+            Arc::new(BlockList::new(model.blocked.clone(), Vec::new()).map_err(fail)?);
+    }
+    let mut graph = IdentityGraph::with_options(options.clone());
     let mut log: Vec<Event> = Vec::new();
     let mut rebuilt: Option<IdentityGraph> = None;
     let snapshot_at = case.snapshot_at.index(case.steps.len() + 1);
@@ -265,6 +307,9 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         )
         .map_err(fail)?;
         REQUESTS.fetch_add(1, Ordering::Relaxed);
+        if !model.blocked.is_empty() {
+            BLOCKED_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        }
         let (identity, events) = graph
             .identify(&request, Timestamp(now))
             .map_err(|e| fail(format!("step {i}: identify failed: {e}")))?;
@@ -291,6 +336,45 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
             prop_assert_eq!(&again_events, &events, "{}: rebuilt graph events", ctx);
         }
         log.extend(events);
+
+        // Issue 5: a deletion or an erasure after the request, as the store would log it.
+        let ops = [(false, &step.delete), (true, &step.erase)];
+        for (erase, ix) in ops {
+            let Some(ix) = ix else { continue };
+            if model.rows.is_empty() {
+                continue;
+            }
+            let id = model.rows[ix.index(model.rows.len())].id;
+            let at = model.clock(now);
+            let (event, accepted) = if erase {
+                let event = Event::IdentityErased {
+                    id,
+                    at: Timestamp(at),
+                };
+                (event, model.erase(id))
+            } else {
+                let event = Event::ContactDeleted {
+                    id,
+                    at: Timestamp(at),
+                };
+                (event, model.delete(id, at))
+            };
+            let ctx = format!("step {i}: {event:?}");
+            let applied = graph.apply(&event);
+            prop_assert_eq!(applied.is_ok(), accepted, "{}: {:?}", ctx, applied);
+            if applied.is_ok() {
+                if erase { &ERASURES } else { &DELETIONS }.fetch_add(1, Ordering::Relaxed);
+                if let Some(r) = &mut rebuilt {
+                    r.apply(&event)
+                        .map_err(|e| fail(format!("{ctx}: rebuilt graph rejects: {e}")))?;
+                }
+                log.push(event);
+            }
+            prop_assert_eq!(rows_of(&graph), model.rows.clone(), "{}: rows", ctx);
+            graph
+                .check_invariants()
+                .map_err(|e| fail(format!("{ctx}: invariant: {e}")))?;
+        }
     }
 
     // The snapshot point may be the very end.
@@ -301,7 +385,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     same_state("rebuilt from snapshot, at the end", &graph, &rebuilt)?;
 
     // Replaying the returned events in order rebuilds the same rows.
-    let mut replayed = IdentityGraph::new();
+    let mut replayed = IdentityGraph::with_options(options);
     for (n, event) in log.iter().enumerate() {
         replayed
             .apply(event)
@@ -326,8 +410,17 @@ fn graph_agrees_with_naive_model_of_spec_section_3() {
         panic!("{e}");
     }
     let requests = REQUESTS.load(Ordering::Relaxed) - before;
-    eprintln!("graph_model: {CASES} cases, {requests} requests");
+    let (deletions, erasures, blocked) = (
+        DELETIONS.load(Ordering::Relaxed),
+        ERASURES.load(Ordering::Relaxed),
+        BLOCKED_REQUESTS.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "graph_model: {CASES} cases, {requests} requests ({blocked} with blocked values), \
+         {deletions} deletions, {erasures} erasures"
+    );
     assert!(requests >= 10_000, "only {requests} requests generated");
+    assert!(deletions >= 1_000 && erasures >= 100 && blocked >= 2_000);
 }
 
 /// The model itself reproduces SPEC.md §5, so a disagreement above is the graph's.

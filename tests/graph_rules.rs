@@ -22,13 +22,51 @@ fn request(e: Option<&str>, p: Option<&str>) -> IdentifyRequest {
     IdentifyRequest::new(e.map(email), p.map(phone)).unwrap()
 }
 
+/// `/identify` on the graph; merges come back as `IdentitiesMerged` with `at` set, their cause
+/// (`by_email`/`by_phone` of `IdentitiesLinked`, checked in `merges_record_their_cause`)
+/// dropped, so the tests below compare decisions only.
 fn identify(
     g: &mut IdentityGraph,
     e: Option<&str>,
     p: Option<&str>,
     now: i64,
 ) -> (Identity, Vec<Event>) {
-    g.identify(&request(e, p), Timestamp(now)).unwrap()
+    let (identity, events) = g.identify(&request(e, p), Timestamp(now)).unwrap();
+    let events = events
+        .into_iter()
+        .map(|event| match event {
+            Event::IdentitiesLinked {
+                winner, loser, at, ..
+            } => Event::IdentitiesMerged {
+                winner,
+                loser,
+                at: Some(at),
+            },
+            other => other,
+        })
+        .collect();
+    (identity, events)
+}
+
+#[test]
+fn merges_record_their_cause() {
+    let mut g = IdentityGraph::new();
+    identify(&mut g, Some("a@x.io"), Some("111"), T0); // 1
+    identify(&mut g, Some("b@x.io"), Some("222"), T0 + 1); // 2
+    identify(&mut g, Some("c@x.io"), Some("222"), T0 + 2); // 3 → 2
+    let (_, events) = g
+        .identify(&request(Some("c@x.io"), Some("111")), Timestamp(T0 + 3))
+        .unwrap();
+    assert_eq!(
+        events,
+        vec![Event::IdentitiesLinked {
+            winner: 1,
+            loser: 2,
+            at: Timestamp(T0 + 3),
+            by_email: 3,
+            by_phone: 1,
+        }]
+    );
 }
 
 fn identity(
@@ -782,29 +820,43 @@ fn apply_rejects_bad_events_without_changing_the_graph() {
             ApplyError::UnknownContact(99),
         ),
         (
-            "new identity with an email of another",
-            insert_event(5, Some("a@x.io"), None, None),
-            ApplyError::ValueConflict { id: 5 },
+            "deletion of an unknown id",
+            Event::ContactDeleted {
+                id: 99,
+                at: Timestamp(T0 + 10),
+            },
+            ApplyError::UnknownContact(99),
         ),
         (
-            "new identity with a phone of another",
-            insert_event(5, None, Some("333"), None),
-            ApplyError::ValueConflict { id: 5 },
+            "erasure of an unknown id",
+            Event::IdentityErased {
+                id: 99,
+                at: Timestamp(T0 + 10),
+            },
+            ApplyError::UnknownContact(99),
         ),
         (
-            "joins 1 with an email of 3",
-            insert_event(5, Some("c@x.io"), Some("111"), Some(1)),
-            ApplyError::ValueConflict { id: 5 },
+            "linked merge whose cause is unknown",
+            Event::IdentitiesLinked {
+                winner: 3,
+                loser: 4,
+                at: Timestamp(T0 + 10),
+                by_email: 3,
+                by_phone: 99,
+            },
+            ApplyError::UnknownContact(99),
         ),
         (
-            "joins 1 with a phone of 4",
-            insert_event(5, Some("a@x.io"), Some("444"), Some(2)),
-            ApplyError::ValueConflict { id: 5 },
-        ),
-        (
-            "joins 3 with an email of 1 (carried by secondary 2)",
-            insert_event(5, Some("b@x.io"), None, Some(3)),
-            ApplyError::ValueConflict { id: 5 },
+            "refusal naming an unknown primary",
+            Event::MergeRefused(idrecon::event::Refusal {
+                primary: 1,
+                other: Some(99),
+                email: None,
+                phone: None,
+                at: Timestamp(T0 + 10),
+                limit: 2,
+            }),
+            ApplyError::UnknownContact(99),
         ),
     ];
     let pristine = g.clone();
@@ -829,6 +881,15 @@ fn apply_rejects_bad_events_without_changing_the_graph() {
         g.check_invariants()
             .unwrap_or_else(|e| panic!("{what}: {e}"));
     }
+    // A deleted row cannot be deleted again.
+    let mut twice = g.clone();
+    let delete = Event::ContactDeleted {
+        id: 4,
+        at: Timestamp(T0 + 10),
+    };
+    twice.apply(&delete).unwrap();
+    assert_eq!(twice.apply(&delete), Err(ApplyError::AlreadyDeleted(4)));
+    twice.check_invariants().unwrap();
     // The rejected events left nothing behind that a later request could notice.
     assert_eq!(probe(&mut g.clone()), probe(&mut pristine.clone()));
 
@@ -865,6 +926,17 @@ fn apply_rejects_bad_events_without_changing_the_graph() {
         Timestamp(T0 + 2),
         "at: None keeps updatedAt"
     );
+    g.check_invariants().unwrap();
+
+    // A value another identity already carries (possible when it was blocked when one of the
+    // rows was written, and is not any more) is accepted: the first carrier keeps matching, and
+    // no link is made or rewritten by replaying it.
+    let before = g.identity_count();
+    g.apply(&insert_event(7, Some("d@x.io"), Some("777"), None))
+        .unwrap();
+    assert_eq!(g.identity_count(), before + 1);
+    let (answer, events) = identify(&mut g, Some("d@x.io"), None, T0 + 40);
+    assert_eq!((answer.primary_contact_id, events), (1, vec![]));
     g.check_invariants().unwrap();
 }
 

@@ -381,7 +381,12 @@ fn check(records: &[Record], log: &[Event], served: &[Row]) -> Result<Checked, S
         events: log.len(),
         merges: log
             .iter()
-            .filter(|e| matches!(e, Event::IdentitiesMerged { .. }))
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::IdentitiesMerged { .. } | Event::IdentitiesLinked { .. }
+                )
+            })
             .count(),
         rows: served.len(),
     })

@@ -39,6 +39,8 @@ pub struct Model {
     pub blocked: Vec<String>,
     /// The largest id ever erased: ids are never reused.
     pub erased_max: u64,
+    /// The latest `createdAt` ever erased: the clock never goes backwards.
+    pub erased_clock: i64,
 }
 
 impl Model {
@@ -65,7 +67,10 @@ impl Model {
 
     /// SPEC.md §2: the clock never goes backwards for new rows.
     pub fn clock(&self, now: i64) -> i64 {
-        self.rows.iter().map(|r| r.created_at).fold(now, i64::max)
+        self.rows
+            .iter()
+            .map(|r| r.created_at)
+            .fold(now.max(self.erased_clock), i64::max)
     }
 
     pub fn next_id(&self) -> u64 {
@@ -139,6 +144,14 @@ impl Model {
             .max()
             .unwrap_or(0);
         self.erased_max = self.erased_max.max(erased_max);
+        let erased_clock = self
+            .rows
+            .iter()
+            .filter(|r| Model::identity(r) == identity)
+            .map(|r| r.created_at)
+            .max()
+            .unwrap_or(i64::MIN);
+        self.erased_clock = self.erased_clock.max(erased_clock);
         self.rows.retain(|r| Model::identity(r) != identity);
         true
     }
