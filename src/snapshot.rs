@@ -571,7 +571,7 @@ mod tests {
             .into_iter()
             .filter_map(|e| match e {
                 SnapshotEntry::Contact(c) => Some(c),
-                SnapshotEntry::History(_) => None,
+                SnapshotEntry::History(_) | SnapshotEntry::Clock(_) => None,
             })
             .collect();
         // A version-1 file: bare NewContact payloads, the same framing.

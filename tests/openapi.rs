@@ -27,6 +27,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/openapi.json"),
     ("get", "/metrics"),
+    ("get", "/identities"),
+    ("get", "/identities/{contactId}"),
+    ("delete", "/identities/{contactId}"),
+    ("get", "/identities/{contactId}/history"),
+    ("delete", "/contacts/{id}"),
+    ("post", "/admin/compact"),
 ];
 
 const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];
@@ -84,18 +90,32 @@ async fn document_lists_exactly_the_routes_the_router_serves() {
         .collect();
     assert_eq!(operations(&doc), expected);
 
-    // Contact 1 exists, so every documented operation can answer 2xx.
-    let (status, _) = app
-        .identify(&json!({"email": "doc@brown.edu", "phoneNumber": "1955"}))
-        .await;
-    assert_eq!(status, 200);
+    // Contacts 1–3 exist (three identities), so every documented operation can answer 2xx:
+    // reads use 1, the deletion 2, the erasure 3.
+    for (email, phone) in [
+        ("doc@brown.edu", "1955"),
+        ("marty@mcfly.com", "1985"),
+        ("biff@tannen.com", "2015"),
+    ] {
+        let (status, _) = app
+            .identify(&json!({"email": email, "phoneNumber": phone}))
+            .await;
+        assert_eq!(status, 200);
+    }
     for (method, path) in ROUTES {
-        let url = format!("{}{}", app.url, path.replace("{id}", "1"));
+        let concrete = match (*method, *path) {
+            ("get", "/identities") => "/identities?email=doc@brown.edu".to_owned(),
+            ("delete", "/contacts/{id}") => "/contacts/2".to_owned(),
+            ("delete", "/identities/{contactId}") => "/identities/3?erase=true".to_owned(),
+            _ => path.replace("{id}", "1").replace("{contactId}", "1"),
+        };
+        let url = format!("{}{}", app.url, concrete);
         let request = match *method {
             "post" => app
                 .client
                 .post(&url)
                 .json(&json!({"email": "doc@brown.edu"})),
+            "delete" => app.client.delete(&url),
             _ => app.client.get(&url),
         };
         let status = request.send().await.expect("request sent").status();
@@ -274,6 +294,66 @@ async fn real_answers_validate_against_the_documented_schemas() {
             &doc,
             &response_schema(&doc, "get", "/contacts/{id}", status),
             &error,
+            path,
+        );
+    }
+    // Issue 5 routes.
+    let (status, found) = app.get("/identities?phoneNumber=123456").await;
+    assert_eq!(status, 200);
+    assert_valid(
+        &doc,
+        &response_schema(&doc, "get", "/identities", "200"),
+        &found,
+        "lookup",
+    );
+    let (status, identity) = app.get("/identities/1").await;
+    assert_eq!(status, 200);
+    assert_valid(
+        &doc,
+        &response_schema(&doc, "get", "/identities/{contactId}", "200"),
+        &identity,
+        "identity with rows",
+    );
+    let response = app
+        .client
+        .delete(format!("{}/contacts/2", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let deleted: Value = response.json().await.unwrap();
+    assert_valid(
+        &doc,
+        &response_schema(&doc, "delete", "/contacts/{id}", "200"),
+        &deleted,
+        "deleted contact",
+    );
+    let (status, history) = app.get("/identities/1/history").await;
+    assert_eq!(status, 200);
+    assert_eq!(history["events"].as_array().unwrap().len(), 3);
+    assert_valid(
+        &doc,
+        &response_schema(&doc, "get", "/identities/{contactId}/history", "200"),
+        &history,
+        "history",
+    );
+    for (method, path, status) in [
+        ("delete", "/identities/{contactId}", "200"),
+        ("post", "/admin/compact", "200"),
+    ] {
+        let url = format!("{}{}", app.url, path.replace("{contactId}", "1?erase=true"));
+        let request = if method == "post" {
+            app.client.post(&url)
+        } else {
+            app.client.delete(&url)
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_str(), status, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_valid(
+            &doc,
+            &response_schema(&doc, method, path, status),
+            &body,
             path,
         );
     }

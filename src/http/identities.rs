@@ -53,7 +53,7 @@ fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
             value.", body = ErrorEnvelope, example = json!({"error": {
                 "code": "missing_contact",
                 "message": "at least one of email and phoneNumber must be given"}})),
-        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope),
+        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope, example = json!({"error": {"code": "unauthorized", "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
         (status = 404, description = "No identity has these values.", body = ErrorEnvelope,
             example = json!({"error": {"code": "not_found",
                 "message": "no identity has this email or phone number"}})),
@@ -61,8 +61,13 @@ fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
             (a lookup never merges them).", body = ErrorEnvelope,
             example = json!({"error": {"code": "identities_conflict",
                 "message": "the email belongs to identity 1 and the phone number to identity 3"}})),
+        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "request_timeout", "message": "request took too long"}})),
+        (status = 500, description = "An internal error (logged).", body = ErrorEnvelope,
+            example = json!({"error": {"code": "internal", "message": "internal error"}})),
         (status = 503, description = "The log can no longer acknowledge writes.",
-            body = ErrorEnvelope)
+            body = ErrorEnvelope, example = json!({"error": {"code": "unavailable", "message": "the service cannot durably record changes right now"}}))
     )
 )]
 pub(super) async fn lookup_identity(
@@ -144,13 +149,18 @@ pub struct IdentityWithRows {
     responses(
         (status = 200, description = "The identity and its rows.", body = IdentityWithRows),
         (status = 400, description = "`contactId` is not a positive integer.",
-            body = ErrorEnvelope),
-        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope),
+            body = ErrorEnvelope, example = json!({"error": {"code": "invalid_path_parameter", "message": "contactId must be a positive integer", "field": "contactId"}})),
+        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope, example = json!({"error": {"code": "unauthorized", "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
         (status = 404, description = "No contact has this id (or it was erased).",
             body = ErrorEnvelope, example = json!({"error": {"code": "not_found",
                 "message": "contact 99 does not exist"}})),
+        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "request_timeout", "message": "request took too long"}})),
+        (status = 500, description = "An internal error (logged).", body = ErrorEnvelope,
+            example = json!({"error": {"code": "internal", "message": "internal error"}})),
         (status = 503, description = "The log can no longer acknowledge writes.",
-            body = ErrorEnvelope)
+            body = ErrorEnvelope, example = json!({"error": {"code": "unavailable", "message": "the service cannot durably record changes right now"}}))
     )
 )]
 pub(super) async fn get_identity(
@@ -333,12 +343,17 @@ pub struct IdentityHistory {
     responses(
         (status = 200, description = "The history.", body = IdentityHistory),
         (status = 400, description = "`contactId` is not a positive integer.",
-            body = ErrorEnvelope),
-        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope),
+            body = ErrorEnvelope, example = json!({"error": {"code": "invalid_path_parameter", "message": "contactId must be a positive integer", "field": "contactId"}})),
+        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope, example = json!({"error": {"code": "unauthorized", "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
         (status = 404, description = "No contact has this id (or it was erased).",
-            body = ErrorEnvelope),
+            body = ErrorEnvelope, example = json!({"error": {"code": "not_found", "message": "contact 99 does not exist"}})),
+        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "request_timeout", "message": "request took too long"}})),
+        (status = 500, description = "An internal error (logged).", body = ErrorEnvelope,
+            example = json!({"error": {"code": "internal", "message": "internal error"}})),
         (status = 503, description = "The log can no longer acknowledge writes.",
-            body = ErrorEnvelope)
+            body = ErrorEnvelope, example = json!({"error": {"code": "unavailable", "message": "the service cannot durably record changes right now"}}))
     )
 )]
 pub(super) async fn identity_history(
@@ -379,15 +394,20 @@ pub struct DeletedContact {
     security((), ("admin_token" = [])),
     responses(
         (status = 200, description = "The deleted row.", body = DeletedContact),
-        (status = 400, description = "`id` is not a positive integer.", body = ErrorEnvelope),
-        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope),
+        (status = 400, description = "`id` is not a positive integer.", body = ErrorEnvelope, example = json!({"error": {"code": "invalid_path_parameter", "message": "id must be a positive integer", "field": "id"}})),
+        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope, example = json!({"error": {"code": "unauthorized", "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
         (status = 404, description = "No contact has this id (or it was erased).",
-            body = ErrorEnvelope),
+            body = ErrorEnvelope, example = json!({"error": {"code": "not_found", "message": "contact 99 does not exist"}})),
         (status = 409, description = "The contact is already deleted.", body = ErrorEnvelope,
             example = json!({"error": {"code": "already_deleted",
                 "message": "contact 4 was already deleted at 2023-04-21T05:30:00.110Z"}})),
+        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "request_timeout", "message": "request took too long"}})),
+        (status = 500, description = "An internal error (logged).", body = ErrorEnvelope,
+            example = json!({"error": {"code": "internal", "message": "internal error"}})),
         (status = 503, description = "The log can no longer acknowledge writes.",
-            body = ErrorEnvelope)
+            body = ErrorEnvelope, example = json!({"error": {"code": "unavailable", "message": "the service cannot durably record changes right now"}}))
     )
 )]
 pub(super) async fn delete_contact(
@@ -446,11 +466,16 @@ pub struct ErasedIdentity {
             is missing.", body = ErrorEnvelope, example = json!({"error": {
                 "code": "invalid_query_parameter",
                 "message": "erasure is irreversible: pass erase=true", "field": "erase"}})),
-        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope),
+        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope, example = json!({"error": {"code": "unauthorized", "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
         (status = 404, description = "No contact has this id (or it was already erased).",
-            body = ErrorEnvelope),
+            body = ErrorEnvelope, example = json!({"error": {"code": "not_found", "message": "contact 99 does not exist"}})),
+        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "request_timeout", "message": "request took too long"}})),
+        (status = 500, description = "An internal error (logged).", body = ErrorEnvelope,
+            example = json!({"error": {"code": "internal", "message": "internal error"}})),
         (status = 503, description = "The log can no longer acknowledge writes.",
-            body = ErrorEnvelope)
+            body = ErrorEnvelope, example = json!({"error": {"code": "unavailable", "message": "the service cannot durably record changes right now"}}))
     )
 )]
 pub(super) async fn erase_identity(
@@ -507,9 +532,14 @@ pub struct CompactionReport {
     security((), ("admin_token" = [])),
     responses(
         (status = 200, description = "What the compaction did.", body = CompactionReport),
-        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope),
+        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope, example = json!({"error": {"code": "unauthorized", "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
+        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "request_timeout", "message": "request took too long"}})),
+        (status = 500, description = "An internal error (logged).", body = ErrorEnvelope,
+            example = json!({"error": {"code": "internal", "message": "internal error"}})),
         (status = 503, description = "The log can no longer acknowledge writes.",
-            body = ErrorEnvelope)
+            body = ErrorEnvelope, example = json!({"error": {"code": "unavailable", "message": "the service cannot durably record changes right now"}}))
     )
 )]
 pub(super) async fn compact(State(app): State<AppState>) -> Result<Response, ApiError> {

@@ -80,6 +80,24 @@ impl TestApp {
         (status, response.json().await.expect("JSON body"))
     }
 
+    /// Any method on a path; returns status, the `x-idrecon-outcome` header (if any) and the
+    /// parsed body.
+    pub async fn send(&self, method: reqwest::Method, path: &str) -> (u16, Option<String>, Value) {
+        let response = self
+            .client
+            .request(method, format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        let outcome = response
+            .headers()
+            .get("x-idrecon-outcome")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (status, outcome, response.json().await.expect("JSON body"))
+    }
+
     /// Every row, via the listing endpoint (all pages).
     pub async fn all_rows(&self) -> Vec<Value> {
         let mut rows = Vec::new();
@@ -111,7 +129,9 @@ impl TestApp {
     /// made every acknowledged write durable): the closest an in-process test gets to a crash.
     pub async fn abandon(mut self) {
         self.stop_server().await;
-        // A background snapshot holds the store (and so the directory lock) until it ends.
+        // A background snapshot or compaction holds the store (and so the directory lock)
+        // until it ends.
+        self.store.wait_for_compaction();
         self.store.wait_for_snapshot();
     }
 
