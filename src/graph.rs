@@ -198,6 +198,40 @@ pub struct IdentityGraph {
     history_by_slot: hashbrown::HashMap<u32, Vec<u32>>,
     /// Slots of erased contacts: unknown to every lookup, listing and snapshot.
     erased: hashbrown::HashSet<u32>,
+    /// Copy-on-write pre-images while a snapshot is encoded in chunks (see
+    /// [`IdentityGraph::begin_capture`]).
+    capture: Option<Box<Capture>>,
+}
+
+/// The state of the graph at the moment a chunked snapshot began: what changed since is kept
+/// here as pre-images (copy-on-write at slot granularity), so the snapshot thread can encode
+/// the state at that moment while writers go on between chunks.
+#[derive(Clone, Debug)]
+struct Capture {
+    /// Slots below this existed when the capture began; newer ones are not in the snapshot.
+    slots: u32,
+    /// Links of slots changed since (first change only).
+    links: hashbrown::HashMap<u32, Links>,
+    /// Rows changed since (first change only).
+    nodes: hashbrown::HashMap<u32, Node>,
+    /// Erased slots at the start.
+    erased: hashbrown::HashSet<u32>,
+    /// History records at the start.
+    history: usize,
+    clock: Timestamp,
+}
+
+/// Where a chunked snapshot is ([`IdentityGraph::capture_chunk`]); owned by the snapshot
+/// thread.
+#[derive(Debug)]
+pub struct CaptureCursor {
+    next_slot: u32,
+    /// Smallest slot seen so far of each identity root (at capture time), `u32::MAX` if none.
+    first_of_root: Vec<u32>,
+    next_record: usize,
+    clock_written: bool,
+    /// The next contact id at capture time (the snapshot header's `next_id`).
+    pub next_id: ContactId,
 }
 
 impl Default for IdentityGraph {
@@ -222,6 +256,7 @@ impl IdentityGraph {
             history: Vec::new(),
             history_by_slot: hashbrown::HashMap::new(),
             erased: hashbrown::HashSet::new(),
+            capture: None,
             nodes: Vec::new(),
             links: Vec::new(),
             by_email: HashTable::new(),
@@ -342,6 +377,11 @@ impl IdentityGraph {
 
     /// Root of `slot`, halving the path on the way (Tarjan & van Leeuwen's path halving).
     fn root_mut(&mut self, mut slot: u32) -> u32 {
+        if self.capture.is_some() {
+            // While a snapshot is captured, parents change only in `union` (which saves the
+            // pre-image), so the captured partition stays readable.
+            return self.root(slot);
+        }
         loop {
             let parent = self.links[slot as usize].parent;
             if parent == slot {
@@ -683,6 +723,7 @@ impl IdentityGraph {
         }
         let root = self.union(rw, rl);
         if let Some(at) = at {
+            self.save_node(l);
             self.nodes[l as usize].updated_at = at;
         }
         self.record(HistoryRecord::Merged {
@@ -709,6 +750,7 @@ impl IdentityGraph {
         }
         let root = self.root_mut(slot);
         self.unindex(slot, root, true);
+        self.save_node(slot);
         let node = &mut self.nodes[slot as usize];
         node.deleted_at = Some(at);
         node.updated_at = at;
@@ -719,8 +761,10 @@ impl IdentityGraph {
                     slot,
                     |best, m| if self.is_better(m, best) { m } else { best },
                 );
+            self.save_links(root);
             self.links[root as usize].primary = best;
             if best != slot {
+                self.save_node(best);
                 self.nodes[best as usize].updated_at = at;
                 promoted = Some(self.nodes[best as usize].id);
             }
@@ -803,6 +847,7 @@ impl IdentityGraph {
             self.unindex(m, root, false);
         }
         for &m in &members {
+            self.save_node(m);
             let node = &mut self.nodes[m as usize];
             if let Some(email) = node.email.take() {
                 email.wipe();
@@ -889,6 +934,8 @@ impl IdentityGraph {
         );
         let primary = if self.is_better(pa, pb) { pa } else { pb };
         let size = self.links[big as usize].size + self.links[small as usize].size;
+        self.save_links(big);
+        self.save_links(small);
         let next_big = self.links[big as usize].next;
         self.links[big as usize].next = self.links[small as usize].next;
         self.links[small as usize].next = next_big;
@@ -1155,6 +1202,142 @@ impl IdentityGraph {
         let mut slots: Vec<u32> = self.members(root).collect();
         slots.sort_unstable();
         Some(slots.into_iter().map(|s| self.row(s)).collect())
+    }
+
+    // ----- chunked snapshots (copy-on-write) -----------------------------------------------
+
+    fn save_links(&mut self, slot: u32) {
+        if let Some(capture) = &mut self.capture
+            && slot < capture.slots
+        {
+            capture
+                .links
+                .entry(slot)
+                .or_insert(self.links[slot as usize]);
+        }
+    }
+
+    fn save_node(&mut self, slot: u32) {
+        if let Some(capture) = &mut self.capture
+            && slot < capture.slots
+        {
+            capture
+                .nodes
+                .entry(slot)
+                .or_insert_with(|| self.nodes[slot as usize].clone());
+        }
+    }
+
+    /// Starts capturing the current state for a snapshot encoded in chunks by
+    /// [`IdentityGraph::capture_chunk`], so a snapshot of millions of contacts never holds the
+    /// graph's lock for long (issue 3: "snapshots must not stall the hot path"). Until
+    /// [`IdentityGraph::end_capture`], every change keeps a pre-image of the slot it changes
+    /// (first change only) and path halving pauses. O(erased contacts) plus a 4-byte-per-slot
+    /// cursor; needs `&mut self`, i.e. the store's write lock, for that instant only.
+    ///
+    /// Starting a capture while one is active restarts it.
+    pub fn begin_capture(&mut self) -> CaptureCursor {
+        let slots = self.nodes.len() as u32;
+        self.capture = Some(Box::new(Capture {
+            slots,
+            links: hashbrown::HashMap::new(),
+            nodes: hashbrown::HashMap::new(),
+            erased: self.erased.clone(),
+            history: self.history.len(),
+            clock: self.max_created_at,
+        }));
+        CaptureCursor {
+            next_slot: 0,
+            first_of_root: vec![u32::MAX; slots as usize],
+            next_record: 0,
+            clock_written: false,
+            next_id: self.next_id,
+        }
+    }
+
+    /// Ends the capture: pre-images are dropped, path halving resumes.
+    pub fn end_capture(&mut self) {
+        self.capture = None;
+    }
+
+    /// Appends to `out` up to `max` snapshot entries (plus the final clock entry) of the state
+    /// captured by [`IdentityGraph::begin_capture`], continuing from `cursor`; returns true once
+    /// everything was produced. All chunks together equal what
+    /// [`IdentityGraph::snapshot_entries`] gave when the capture began, whatever changed in
+    /// between. Produces nothing and returns true without an active capture.
+    pub fn capture_chunk(
+        &self,
+        cursor: &mut CaptureCursor,
+        max: usize,
+        out: &mut Vec<SnapshotEntry>,
+    ) -> bool {
+        let Some(capture) = self.capture.as_deref() else {
+            return true;
+        };
+        let links_at = |s: u32| {
+            capture
+                .links
+                .get(&s)
+                .copied()
+                .unwrap_or(self.links[s as usize])
+        };
+        let mut produced = 0;
+        while cursor.next_slot < capture.slots && produced < max {
+            let s = cursor.next_slot;
+            cursor.next_slot += 1;
+            if capture.erased.contains(&s) {
+                continue;
+            }
+            let mut root = s;
+            loop {
+                let parent = links_at(root).parent;
+                if parent == root {
+                    break;
+                }
+                root = parent;
+            }
+            let first = &mut cursor.first_of_root[root as usize];
+            let link = if *first == u32::MAX {
+                *first = s;
+                None
+            } else {
+                Some(self.nodes[*first as usize].id)
+            };
+            let node = capture.nodes.get(&s).unwrap_or(&self.nodes[s as usize]);
+            out.push(SnapshotEntry::Contact(NewContact {
+                id: node.id,
+                email: node.email.clone(),
+                phone: node.phone.clone(),
+                created_at: node.created_at,
+                updated_at: node.updated_at,
+                deleted_at: node.deleted_at,
+                link,
+            }));
+            produced += 1;
+        }
+        let known = |id: ContactId| {
+            self.raw_slot_of(id)
+                .is_some_and(|s| s < capture.slots && !capture.erased.contains(&s))
+        };
+        while cursor.next_slot >= capture.slots
+            && cursor.next_record < capture.history
+            && produced < max
+        {
+            let record = &self.history[cursor.next_record];
+            cursor.next_record += 1;
+            if record.contacts().any(known) {
+                out.push(SnapshotEntry::History(record.clone()));
+                produced += 1;
+            }
+        }
+        if cursor.next_slot >= capture.slots
+            && cursor.next_record >= capture.history
+            && !cursor.clock_written
+        {
+            out.push(SnapshotEntry::Clock(capture.clock));
+            cursor.clock_written = true;
+        }
+        cursor.clock_written
     }
 
     // ----- invariants ----------------------------------------------------------------------

@@ -10,8 +10,11 @@
 //! - **No answer before durability.** Every answer waits until the log is durable up to the
 //!   last LSN applied when it read the state (its own write or anything it saw), so no answer
 //!   reveals state a crash could take back. Locks are never held across that wait.
-//! - **Snapshots** are encoded under the read lock (readers continue, writers wait for the
-//!   encoding only), then written, fsynced and renamed off the lock.
+//! - **Snapshots** capture the state at one LSN in an instant under the write lock, then encode
+//!   it in chunks of a few thousand entries, each under the read lock: writers run between
+//!   chunks while the graph keeps copy-on-write pre-images of what they change. The file is
+//!   then written, fsynced and renamed off the lock. (Compaction still encodes under one read
+//!   lock hold: it is rare and must not race another capture.)
 //!
 //! # Data directory
 //! ```text
@@ -159,6 +162,40 @@ struct State {
     /// SPEC.md §3 "a pure read must not take the write path's cost"). Keys of identities
     /// merged away are never looked up again; entries already durable are pruned.
     changed: hashbrown::HashMap<IdentityKey, Lsn>,
+}
+
+/// Snapshot entries encoded per hold of the shared lock (about a millisecond of work).
+const CAPTURE_CHUNK: usize = 4096;
+
+/// The entries of a captured snapshot, fetched [`CAPTURE_CHUNK`] at a time, each chunk under
+/// the shared lock ([`IdentityGraph::capture_chunk`]).
+struct CapturedEntries<'a> {
+    state: &'a RwLock<State>,
+    cursor: crate::graph::CaptureCursor,
+    buffer: std::vec::IntoIter<crate::snapshot::SnapshotEntry>,
+    done: bool,
+}
+
+impl Iterator for CapturedEntries<'_> {
+    type Item = crate::snapshot::SnapshotEntry;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(entry) = self.buffer.next() {
+                return Some(entry);
+            }
+            if self.done {
+                return None;
+            }
+            let mut chunk = Vec::with_capacity(CAPTURE_CHUNK + 1);
+            self.done =
+                self.state
+                    .read()
+                    .graph
+                    .capture_chunk(&mut self.cursor, CAPTURE_CHUNK, &mut chunk);
+            self.buffer = chunk.into_iter();
+        }
+    }
 }
 
 /// Prune [`State::changed`] of durable entries when it holds more than this many.
@@ -917,8 +954,8 @@ impl Store {
     }
 
     /// Takes a snapshot now (blocking the calling thread for the file write, not the graph):
-    /// encodes under the shared lock, waits until the log is durable up to the snapshot's LSN,
-    /// writes the file atomically, keeps the [`SNAPSHOTS_KEPT`] newest and removes log
+    /// captures the state (copy-on-write) and encodes it in chunks under the shared lock, waits
+    /// until the log is durable up to the snapshot's LSN, writes the file atomically, keeps the [`SNAPSHOTS_KEPT`] newest and removes log
     /// segments wholly below the oldest kept. Returns the snapshot's LSN, or `None` when there
     /// was nothing new since the last snapshot. Counts [`crate::metrics::SNAPSHOTS`] and records
     /// [`crate::metrics::SNAPSHOT_DURATION`].
@@ -947,22 +984,33 @@ impl Store {
             return Err(StoreError::Unavailable);
         }
         let snapshots_dir = self.dir.join("snapshots");
-        let (lsn, bytes) = {
-            let state = self.state.read();
+        // Capture the state at `lsn` (an instant under the write lock), then encode it in
+        // chunks of CAPTURE_CHUNK entries, each under the shared lock only: writers run between
+        // chunks, and the graph keeps pre-images of what they change (copy-on-write).
+        let (lsn, cursor, since) = {
+            let mut state = self.state.write();
             if *last_snapshot == Some(state.lsn) {
                 return Ok(None);
             }
             let since = self.since_snapshot.swap(0, Ordering::Relaxed);
-            let bytes = snapshot::encode(
-                state.lsn,
-                state.graph.next_id(),
-                state.graph.snapshot_entries(),
-            );
-            if bytes.is_err() {
-                self.since_snapshot.fetch_add(since, Ordering::Relaxed);
-            }
-            (state.lsn, bytes?)
+            (state.lsn, state.graph.begin_capture(), since)
         };
+        let next_id = cursor.next_id;
+        let bytes = snapshot::encode(
+            lsn,
+            next_id,
+            CapturedEntries {
+                state: &self.state,
+                cursor,
+                buffer: Vec::new().into_iter(),
+                done: false,
+            },
+        );
+        self.state.write().graph.end_capture();
+        if bytes.is_err() {
+            self.since_snapshot.fetch_add(since, Ordering::Relaxed);
+        }
+        let bytes = bytes?;
         // A snapshot must never hold state the log could still lose: if it did, recovery
         // would continue numbering after records that never reached the disk.
         self.wal

@@ -71,6 +71,9 @@ struct Case {
     snapshot_at: Index,
     /// Pool indexes of the email and the phone that are blocked, if any.
     blocked: Option<(usize, usize)>,
+    /// Where a chunked snapshot capture begins (it then advances a few entries per step while
+    /// the graph keeps changing).
+    capture_at: Index,
 }
 
 /// Email only, phone only, or both (`both` times as likely as each of the others).
@@ -117,12 +120,13 @@ fn case() -> impl Strategy<Value = Case> {
                 });
             let steps = proptest::collection::vec(step, min_len..=min_len + 50);
             let blocked = proptest::option::weighted(0.33, (0..pool, 0..pool));
-            (steps, any::<Index>(), blocked)
+            (steps, any::<Index>(), blocked, any::<Index>())
         })
-        .prop_map(|(steps, snapshot_at, blocked)| Case {
+        .prop_map(|(steps, snapshot_at, blocked, capture_at)| Case {
             steps,
             snapshot_at,
             blocked,
+            capture_at,
         })
 }
 
@@ -218,6 +222,7 @@ static REQUESTS: AtomicUsize = AtomicUsize::new(0);
 static DELETIONS: AtomicUsize = AtomicUsize::new(0);
 static ERASURES: AtomicUsize = AtomicUsize::new(0);
 static BLOCKED_REQUESTS: AtomicUsize = AtomicUsize::new(0);
+static CAPTURES: AtomicUsize = AtomicUsize::new(0);
 
 fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let mut model = Model::default();
@@ -231,9 +236,19 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let mut log: Vec<Event> = Vec::new();
     let mut rebuilt: Option<IdentityGraph> = None;
     let snapshot_at = case.snapshot_at.index(case.steps.len() + 1);
+    let capture_at = case.capture_at.index(case.steps.len());
+    // (cursor, entries so far, the entries a snapshot at the capture's start has)
+    let mut capture = None;
     let mut now = BASE_MS;
 
     for (i, step) in case.steps.iter().enumerate() {
+        if i == capture_at {
+            let expected: Vec<_> = graph.snapshot_entries().collect();
+            capture = Some((graph.begin_capture(), Vec::new(), expected));
+        }
+        if let Some((cursor, got, _)) = &mut capture {
+            graph.capture_chunk(cursor, 3, got);
+        }
         if i == snapshot_at {
             let fresh = rebuild_from_snapshot(&graph)?;
             same_state("rebuilt from snapshot", &graph, &fresh)?;
@@ -377,6 +392,18 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         }
     }
 
+    // The chunked capture, interleaved with every change since it began, equals a snapshot
+    // taken when it began.
+    let (mut cursor, mut got, expected) = capture.ok_or_else(|| fail("capture never began"))?;
+    while !graph.capture_chunk(&mut cursor, 3, &mut got) {}
+    graph.end_capture();
+    prop_assert_eq!(
+        got,
+        expected,
+        "chunked capture differs from the snapshot at its start"
+    );
+    CAPTURES.fetch_add(1, Ordering::Relaxed);
+
     // The snapshot point may be the very end.
     let rebuilt = match rebuilt {
         Some(r) => r,
@@ -421,6 +448,7 @@ fn graph_agrees_with_naive_model_of_spec_section_3() {
     );
     assert!(requests >= 10_000, "only {requests} requests generated");
     assert!(deletions >= 1_000 && erasures >= 100 && blocked >= 2_000);
+    assert!(CAPTURES.load(Ordering::Relaxed) >= CASES as usize);
 }
 
 /// The model itself reproduces SPEC.md §5, so a disagreement above is the graph's.
