@@ -18,6 +18,7 @@ use crate::contact::Timestamp;
 use crate::event::Event;
 use crate::graph::IdentityGraph;
 use crate::http::{HttpOptions, ResponseKey};
+use crate::phone_region::{Normalizer, PhoneRegion};
 use crate::progress::Progress;
 use crate::rows::{self, RowFormat};
 use crate::snapshot;
@@ -148,6 +149,11 @@ pub struct ServeArgs {
     /// anyone who can reach the port.
     #[arg(long, env = "IDRECON_INSECURE_ADMIN")]
     pub insecure_admin: bool,
+    /// Canonicalize phone numbers to E.164 before matching and storing, reading numbers without
+    /// a country code as numbers of this region (ISO 3166-1 alpha-2, e.g. IN). Numbers that do
+    /// not parse are answered 400. Values stored earlier are not rewritten.
+    #[arg(long, env = "IDRECON_PHONE_REGION", value_name = "ISO")]
+    pub phone_region: Option<PhoneRegion>,
     /// Print the effective configuration as TOML (with where each value came from) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -182,6 +188,10 @@ pub struct ImportArgs {
     /// Input format; by default from the file name or its first byte.
     #[arg(long, env = "IDRECON_FORMAT", value_enum)]
     pub format: Option<RowFormat>,
+    /// Canonicalize phone numbers to E.164 as `serve --phone-region` does (ISO 3166-1 alpha-2,
+    /// e.g. IN); a row whose phone number does not parse stops the import.
+    #[arg(long, env = "IDRECON_PHONE_REGION", value_name = "ISO")]
+    pub phone_region: Option<PhoneRegion>,
     /// CSV (`psql \copy … CSV HEADER`) or JSON Lines file of Contact rows.
     pub file: PathBuf,
 }
@@ -284,6 +294,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         log_pii: log.log_pii,
         admin_token: args.admin_token,
+        normalizer: Normalizer::new(args.phone_region),
     };
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -352,7 +363,9 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let parsing = Progress::stderr("import: parsed", "rows", None);
-    let parsed = rows::read_rows_with_progress(&mut reader, format, |n| parsing.set(n));
+    let normalizer = Normalizer::new(args.phone_region);
+    let parsed =
+        rows::read_rows_with_progress(&mut reader, format, &normalizer, |n| parsing.set(n));
     parsing.finish();
     let parsed = parsed.with_context(|| format!("{}", args.file.display()))?;
     let plan = rows::plan_import(parsed, Timestamp::now())
