@@ -111,6 +111,22 @@ async fn without_a_region_phone_numbers_stay_as_spec_section_4_has_them() {
     app.stop().await;
 }
 
+/// `idrecon import --data-dir DATA --phone-region REGION FILE` through the real binary.
+fn import_in_region(
+    data: &std::path::Path,
+    file: &std::path::Path,
+    region: &str,
+) -> std::process::Output {
+    idrecon(&[
+        "import",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--phone-region",
+        region,
+        file.to_str().unwrap(),
+    ])
+}
+
 #[tokio::test]
 async fn import_with_a_region_canonicalizes_like_serve() {
     let dir = tempfile::tempdir().unwrap();
@@ -123,14 +139,7 @@ async fn import_with_a_region_canonicalizes_like_serve() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let output = idrecon(&[
-        "import",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--phone-region",
-        "in",
-        file.to_str().unwrap(),
-    ]);
+    let output = import_in_region(&data, &file, "in");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
@@ -163,14 +172,7 @@ async fn import_with_a_region_canonicalizes_like_serve() {
     )
     .unwrap();
     let fresh = dir.path().join("fresh");
-    let output = idrecon(&[
-        "import",
-        "--data-dir",
-        fresh.to_str().unwrap(),
-        "--phone-region",
-        "IN",
-        file.to_str().unwrap(),
-    ]);
+    let output = import_in_region(&fresh, &file, "IN");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
