@@ -12,6 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use idrecon::contact::{Email, Phone, Timestamp};
 use idrecon::event::{Event, NewContact};
 use idrecon::graph::{IdentifyRequest, IdentityGraph};
+use idrecon::phone_region::Normalizer;
 use idrecon::request::parse_identify_body;
 
 const CONTACTS: u64 = 1_000_000;
@@ -102,13 +103,14 @@ fn benches(c: &mut Criterion) {
     );
     c.bench_function("pure-read identify incl. parsing (1M contacts)", |b| {
         b.iter(|| {
-            let request = parse_identify_body(black_box(known.as_bytes())).expect("valid");
+            let request = parse_identify_body(black_box(known.as_bytes()), &Normalizer::default())
+                .expect("valid");
             assert!(base.plan(&request, Timestamp(0)).is_empty());
             black_box(base.answer(&request))
         });
     });
 
-    let request = parse_identify_body(known.as_bytes()).expect("valid");
+    let request = parse_identify_body(known.as_bytes(), &Normalizer::default()).expect("valid");
     c.bench_function("pure-read plan + answer (1M contacts)", |b| {
         b.iter(|| {
             let request = black_box(&request);

@@ -14,12 +14,13 @@ use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use idrecon::phone_region::Normalizer;
 use idrecon::request::parse_identify_body;
 
 const FIXED_ANSWER: &str = r#"{"contact":{"primaryContactId":1,"emails":["lorraine@hillvalley.edu","mcfly@hillvalley.edu"],"phoneNumbers":["123456"],"secondaryContactIds":[23]}}"#;
 
 async fn identify(body: Bytes) -> Response {
-    match parse_identify_body(&body) {
+    match parse_identify_body(&body, &Normalizer::default()) {
         Ok(_) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use idrecon::contact::{Email, Phone, Timestamp};
 use idrecon::event::{Event, NewContact};
 use idrecon::graph::IdentityGraph;
+use idrecon::phone_region::{Normalizer, PhoneRegion};
 use idrecon::rows::{self, ImportError, RowFormat};
 use idrecon::snapshot::{self, SnapshotEntry, SnapshotError};
 use idrecon::wal::{self, WalError};
@@ -393,9 +394,11 @@ fn decode_contact(rest: &mut &[u8]) -> Option<NewContact> {
 /// (email trimmed, lowercase, exactly one '@' with non-empty sides, no white space, at most
 /// 254 bytes; phone trimmed, 1–32 allowed characters), and re-sending the normalized values
 /// parses to the same request; an error has one of the documented codes and a `field` that
-/// matches its code.
+/// matches its code. With `--phone-region IN` too: never panics, and an Ok phone is E.164
+/// (`+` and 2–15 digits) that re-parses to itself.
 pub fn identify_body(data: &[u8]) {
-    match idrecon::request::parse_identify_body(data) {
+    identify_body_in_region(data);
+    match idrecon::request::parse_identify_body(data, &Normalizer::default()) {
         Ok(req) => {
             assert!(req.email().is_some() || req.phone().is_some());
             if let Some(e) = req.email() {
@@ -409,8 +412,9 @@ pub fn identify_body(data: &[u8]) {
                 json_str(req.email().map(Email::as_str)),
                 json_str(req.phone().map(Phone::as_str)),
             );
-            let back = idrecon::request::parse_identify_body(again.as_bytes())
-                .expect("normalized request re-parses");
+            let back =
+                idrecon::request::parse_identify_body(again.as_bytes(), &Normalizer::default())
+                    .expect("normalized request re-parses");
             assert_eq!(back.email(), req.email());
             assert_eq!(back.phone(), req.phone());
         }
@@ -424,6 +428,24 @@ pub fn identify_body(data: &[u8]) {
             assert_eq!(e.field, expected_field, "{e:?}");
             assert!(!e.message.is_empty());
         }
+    }
+}
+
+fn identify_body_in_region(data: &[u8]) {
+    let region: PhoneRegion = "IN".parse().expect("IN is a region");
+    let normalizer = Normalizer::new(Some(region));
+    let Ok(req) = idrecon::request::parse_identify_body(data, &normalizer) else {
+        return;
+    };
+    if let Some(p) = req.phone() {
+        let text = p.as_str();
+        assert!(text.starts_with('+'), "{text:?}");
+        assert!((3..=16).contains(&text.len()), "{text:?}");
+        assert!(text[1..].bytes().all(|b| b.is_ascii_digit()), "{text:?}");
+        assert_eq!(
+            normalizer.phone(text).expect("E.164 re-parses").as_ref(),
+            Some(p)
+        );
     }
 }
 

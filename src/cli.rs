@@ -19,6 +19,7 @@ use crate::contact::Timestamp;
 use crate::event::Event;
 use crate::graph::{GraphOptions, IdentityGraph};
 use crate::http::{HttpOptions, ResponseKey};
+use crate::phone_region::{Normalizer, PhoneRegion};
 use crate::progress::Progress;
 use crate::rows::{self, RowFormat};
 use crate::snapshot;
@@ -167,6 +168,11 @@ pub struct ServeArgs {
     /// default; README "Over-merge guards" recommends a value.
     #[arg(long, env = "IDRECON_MAX_IDENTITY_SIZE", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_identity_size: Option<u32>,
+    /// Canonicalize phone numbers to E.164 before matching and storing, reading numbers without
+    /// a country code as numbers of this region (ISO 3166-1 alpha-2, e.g. IN). Numbers that do
+    /// not parse are answered 400. Values stored earlier are not rewritten.
+    #[arg(long, env = "IDRECON_PHONE_REGION", value_name = "ISO")]
+    pub phone_region: Option<PhoneRegion>,
     /// Print the effective configuration as TOML (with where each value came from) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -230,6 +236,10 @@ pub struct ImportArgs {
     /// Input format; by default from the file name or its first byte.
     #[arg(long, env = "IDRECON_FORMAT", value_enum)]
     pub format: Option<RowFormat>,
+    /// Canonicalize phone numbers to E.164 as `serve --phone-region` does (ISO 3166-1 alpha-2,
+    /// e.g. IN); a row whose phone number does not parse stops the import.
+    #[arg(long, env = "IDRECON_PHONE_REGION", value_name = "ISO")]
+    pub phone_region: Option<PhoneRegion>,
     /// CSV (`psql \copy … CSV HEADER`) or JSON Lines file of Contact rows.
     pub file: PathBuf,
 }
@@ -340,6 +350,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         log_pii: log.log_pii,
         admin_token: args.admin_token,
+        normalizer: Normalizer::new(args.phone_region),
     };
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -408,7 +419,9 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let parsing = Progress::stderr("import: parsed", "rows", None);
-    let parsed = rows::read_rows_with_progress(&mut reader, format, |n| parsing.set(n));
+    let normalizer = Normalizer::new(args.phone_region);
+    let parsed =
+        rows::read_rows_with_progress(&mut reader, format, &normalizer, |n| parsing.set(n));
     parsing.finish();
     let parsed = parsed.with_context(|| format!("{}", args.file.display()))?;
     let plan = rows::plan_import(parsed, Timestamp::now())

@@ -41,6 +41,7 @@ use crate::contact::{ContactId, ContactRow, ValidationError};
 use crate::graph::Identity;
 use crate::metrics as metric;
 use crate::openapi::{ApiDoc, IdentifyRequestBody, IdentifyResponse};
+use crate::phone_region::Normalizer;
 use crate::request::parse_identify_body;
 use crate::store::{Outcome, Store, StoreError};
 
@@ -93,6 +94,9 @@ pub struct HttpOptions {
     /// When set, admin routes (`GET /contacts`) need `Authorization: Bearer <token>`; when
     /// unset they are open (see [`crate::admin`]).
     pub admin_token: Option<AdminToken>,
+    /// How `/identify` values (and those of any other handler that takes an email or phone
+    /// number) are normalized: SPEC.md §4 by default, E.164 phones with `--phone-region`.
+    pub normalizer: Normalizer,
 }
 
 impl Default for HttpOptions {
@@ -104,6 +108,7 @@ impl Default for HttpOptions {
             idle_timeout: Duration::from_secs(30),
             log_pii: false,
             admin_token: None,
+            normalizer: Normalizer::default(),
         }
     }
 }
@@ -216,6 +221,14 @@ struct AppState {
     options: Arc<HttpOptions>,
     /// The serialized OpenAPI document served at `GET /openapi.json`.
     openapi: Bytes,
+}
+
+impl AppState {
+    /// The normalizer every handler must use for emails and phone numbers taken from a
+    /// request (body, path or query), so that lookups match values exactly as they were stored.
+    fn normalizer(&self) -> &Normalizer {
+        &self.options.normalizer
+    }
 }
 
 /// Every documented route, registered through `utoipa_axum` so that the router and the OpenAPI
@@ -511,7 +524,7 @@ async fn identify(
         ));
     }
     let body = body_bytes(body)?;
-    let request = parse_identify_body(&body)?;
+    let request = parse_identify_body(&body, app.normalizer())?;
     let (identity, outcome) = app.store.identify(&request).await?;
     if app.options.log_pii {
         tracing::debug!(

@@ -15,6 +15,7 @@
 //! Modules, one job each:
 //! - [`contact`]: the Contact row and its value types (`Email`, `Phone`, `Timestamp`);
 //! - [`request`]: parsing an `/identify` body;
+//! - [`phone_region`]: opt-in E.164 phone canonicalization and the [`phone_region::Normalizer`];
 //! - [`event`]: the events that change the graph (log payloads);
 //! - [`graph`]: the identity graph: `plan`, `apply`, answers;
 //! - [`wal`]: log segments, framing, group commit, recovery scan;
@@ -46,6 +47,7 @@ pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod phone_region;
 pub mod progress;
 pub mod request;
 pub mod rows;

@@ -101,7 +101,9 @@ pub struct IdentifyRequestBody {
     pub email: Option<String>,
     /// A phone number: a string of 1–32 digits, ASCII letters, spaces and `+ - ( ) .`, or a
     /// non-negative integer that fits in 64 bits (`123456` ≡ `"123456"`). Null, absent or
-    /// empty: not given.
+    /// empty: not given. On a server started with `--phone-region`, it must also be a valid
+    /// number (read as a number of that region when it has no `+` country code) and is matched
+    /// and stored in E.164 form (`+919876543210`).
     #[serde(default)]
     #[schema(nullable)]
     pub phone_number: Option<PhoneNumberInput>,

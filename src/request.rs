@@ -13,6 +13,7 @@ use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 
 use crate::contact::{Email, Phone, ValidationError};
 use crate::graph::IdentifyRequest;
+use crate::phone_region::Normalizer;
 
 /// The JSON kind of one request field, as far as validation needs it.
 #[derive(Debug, PartialEq, Eq)]
@@ -140,10 +141,13 @@ fn body_error(error: serde_json::Error) -> ValidationError {
     ValidationError::new("invalid_json", message, None)
 }
 
-fn email_field(raw: Option<RawField>) -> Result<Option<Email>, ValidationError> {
+fn email_field(
+    raw: Option<RawField>,
+    normalizer: &Normalizer,
+) -> Result<Option<Email>, ValidationError> {
     match raw {
         None | Some(RawField::Null) => Ok(None),
-        Some(RawField::Text(text)) => Email::parse(&text),
+        Some(RawField::Text(text)) => normalizer.email(&text),
         Some(RawField::Integer(_) | RawField::Other) => Err(ValidationError::new(
             "invalid_email",
             "email must be a string or null",
@@ -152,11 +156,14 @@ fn email_field(raw: Option<RawField>) -> Result<Option<Email>, ValidationError> 
     }
 }
 
-fn phone_field(raw: Option<RawField>) -> Result<Option<Phone>, ValidationError> {
+fn phone_field(
+    raw: Option<RawField>,
+    normalizer: &Normalizer,
+) -> Result<Option<Phone>, ValidationError> {
     match raw {
         None | Some(RawField::Null) => Ok(None),
-        Some(RawField::Text(text)) => Phone::parse(&text),
-        Some(RawField::Integer(n)) => Ok(Some(Phone::from_u64(n))),
+        Some(RawField::Text(text)) => normalizer.phone(&text),
+        Some(RawField::Integer(n)) => normalizer.phone_from_u64(n).map(Some),
         Some(RawField::Other) => Err(ValidationError::new(
             "invalid_phone_number",
             "phoneNumber must be a string, a non-negative integer or null",
@@ -165,17 +172,22 @@ fn phone_field(raw: Option<RawField>) -> Result<Option<Phone>, ValidationError> 
     }
 }
 
-/// Parses and validates an `/identify` body (SPEC.md §3, §4).
+/// Parses and validates an `/identify` body (SPEC.md §3, §4), normalizing its values with
+/// `normalizer` (SPEC.md §4 alone with [`Normalizer::default`]; E.164 phones with a
+/// `--phone-region`, see [`crate::phone_region`]).
 ///
 /// # Errors
 /// - `invalid_json`: not valid JSON, not a JSON object, or a duplicated `email`/`phoneNumber`;
 /// - `invalid_email` / `invalid_phone_number` (with `field`): a wrong type or a value breaking
-///   SPEC.md §4;
+///   SPEC.md §4 (or, with a phone region, a phone number that does not canonicalize);
 /// - `missing_contact`: both values absent after normalization.
-pub fn parse_identify_body(body: &[u8]) -> Result<IdentifyRequest, ValidationError> {
+pub fn parse_identify_body(
+    body: &[u8],
+    normalizer: &Normalizer,
+) -> Result<IdentifyRequest, ValidationError> {
     let raw: RawBody = serde_json::from_slice(body).map_err(body_error)?;
-    let email = email_field(raw.email)?;
-    let phone = phone_field(raw.phone_number)?;
+    let email = email_field(raw.email, normalizer)?;
+    let phone = phone_field(raw.phone_number, normalizer)?;
     IdentifyRequest::new(email, phone)
 }
 
@@ -184,7 +196,7 @@ mod tests {
     use super::*;
 
     fn ok(body: &str) -> (Option<String>, Option<String>) {
-        let r = parse_identify_body(body.as_bytes()).unwrap();
+        let r = parse_identify_body(body.as_bytes(), &Normalizer::default()).unwrap();
         (
             r.email().map(|e| e.to_string()),
             r.phone().map(|p| p.to_string()),
@@ -192,7 +204,7 @@ mod tests {
     }
 
     fn err(body: &str) -> ValidationError {
-        parse_identify_body(body.as_bytes()).unwrap_err()
+        parse_identify_body(body.as_bytes(), &Normalizer::default()).unwrap_err()
     }
 
     #[test]
@@ -275,7 +287,7 @@ mod tests {
         assert_eq!(err(&format!("{{\"email\":{deep}}}")).code, "invalid_email");
         assert_eq!(err(&deep).code, "invalid_json");
         assert_eq!(
-            parse_identify_body(b"{\"email\":\"\xff@b.c\"}")
+            parse_identify_body(b"{\"email\":\"\xff@b.c\"}", &Normalizer::default())
                 .unwrap_err()
                 .code,
             "invalid_json"

@@ -6,7 +6,9 @@
 //! 1. [`detect_format`] picks CSV or JSON Lines from the file name (or its first bytes);
 //! 2. [`read_rows`] parses every row, normalizing and validating each value through the parsers
 //!    of [`crate::contact`] ([`Email::parse`], [`Phone::parse`], [`Phone::from_u64`],
-//!    [`Timestamp::parse`]), and stops at the first invalid row with its line number;
+//!    [`Timestamp::parse`]), and stops at the first invalid row with its line number
+//!    ([`read_rows_with_progress`] takes a [`Normalizer`], so `import --phone-region`
+//!    canonicalizes phone numbers exactly as `serve --phone-region` does);
 //! 3. [`plan_import`] checks the rows as a whole (duplicate ids, dangling `linkedId`s,
 //!    `linkedId` cycles), groups them into identities (link chains of any depth, or live rows
 //!    sharing an email or phone), recomputes each identity's primary, and returns the
@@ -26,6 +28,7 @@ use serde_json::{Map, Value};
 
 use crate::contact::{ContactId, ContactRow, Email, LinkPrecedence, Phone, Timestamp};
 use crate::event::NewContact;
+use crate::phone_region::Normalizer;
 
 /// The eight columns of the `Contact` table (SPEC.md §2), in table order: the CSV header that
 /// export writes and the only column (and JSON key) names import accepts.
@@ -200,22 +203,26 @@ impl ImportError {
 /// is not a JSON object or has an unknown key; an invalid value; a row with neither email nor
 /// phone (SPEC.md §4: both absent is invalid). [`ImportError::Io`] when reading fails.
 pub fn read_rows(reader: impl Read, format: RowFormat) -> Result<Vec<ImportRow>, ImportError> {
-    read_rows_with_progress(reader, format, |_| {})
+    read_rows_with_progress(reader, format, &Normalizer::default(), |_| {})
 }
 
-/// [`read_rows`], calling `on_row(n)` after each valid row with the number of rows parsed so
-/// far (for a progress display).
+/// [`read_rows`] with emails and phone numbers normalized by `normalizer` (so
+/// `import --phone-region` stores E.164 phones, see [`crate::phone_region`]), calling
+/// `on_row(n)` after each valid row with the number of rows parsed so far (for a progress
+/// display).
 ///
 /// # Errors
-/// As [`read_rows`].
+/// As [`read_rows`]; with a phone region, a phone number that does not canonicalize is an
+/// invalid value of its line.
 pub fn read_rows_with_progress(
     reader: impl Read,
     format: RowFormat,
+    normalizer: &Normalizer,
     mut on_row: impl FnMut(u64),
 ) -> Result<Vec<ImportRow>, ImportError> {
     match format {
-        RowFormat::Csv => read_csv(reader, &mut on_row),
-        RowFormat::Jsonl => read_jsonl(reader, &mut on_row),
+        RowFormat::Csv => read_csv(reader, normalizer, &mut on_row),
+        RowFormat::Jsonl => read_jsonl(reader, normalizer, &mut on_row),
     }
 }
 
@@ -297,7 +304,11 @@ impl<R> LineTap<R> {
     }
 }
 
-fn read_csv(reader: impl Read, on_row: &mut dyn FnMut(u64)) -> Result<Vec<ImportRow>, ImportError> {
+fn read_csv(
+    reader: impl Read,
+    normalizer: &Normalizer,
+    on_row: &mut dyn FnMut(u64),
+) -> Result<Vec<ImportRow>, ImportError> {
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -371,7 +382,7 @@ fn read_csv(reader: impl Read, on_row: &mut dyn FnMut(u64)) -> Result<Vec<Import
         for (field, &column) in record.iter().zip(&column_of) {
             raw.fields[column] = (!field.is_empty()).then_some(RawValue::Field(field));
         }
-        rows.push(validate(&raw)?);
+        rows.push(validate(&raw, normalizer)?);
         on_row(rows.len() as u64);
     }
     Ok(rows)
@@ -395,6 +406,7 @@ fn csv_error<R>(error: csv::Error, tap: &LineTap<R>, fallback: u64) -> ImportErr
 
 fn read_jsonl(
     reader: impl Read,
+    normalizer: &Normalizer,
     on_row: &mut dyn FnMut(u64),
 ) -> Result<Vec<ImportRow>, ImportError> {
     let mut reader = BufReader::new(reader);
@@ -427,7 +439,7 @@ fn read_jsonl(
             Ok(_) => return Err(ImportError::invalid(line, "line is not a JSON object")),
             Err(_) => return Err(ImportError::invalid(line, "line is not valid JSON")),
         };
-        rows.push(validate(&json_raw_row(line, &object)?)?);
+        rows.push(validate(&json_raw_row(line, &object)?, normalizer)?);
         on_row(rows.len() as u64);
     }
     Ok(rows)
@@ -465,7 +477,7 @@ fn json_raw_row<'a>(line: u64, object: &'a Map<String, Value>) -> Result<RawRow<
 }
 
 /// Validates one row's raw fields into an [`ImportRow`] (SPEC.md §4 values).
-fn validate<'a>(raw: &RawRow<'a>) -> Result<ImportRow, ImportError> {
+fn validate<'a>(raw: &RawRow<'a>, normalizer: &Normalizer) -> Result<ImportRow, ImportError> {
     let line = raw.line;
     let fail = |column: usize, message: &str| {
         ImportError::invalid(line, format!("{}: {message}", COLUMNS[column]))
@@ -512,11 +524,15 @@ fn validate<'a>(raw: &RawRow<'a>) -> Result<ImportRow, ImportError> {
     let id = id_value(ID, required(ID)?)?;
     let phone = match raw.fields[PHONE] {
         None => None,
-        Some(RawValue::Field(text) | RawValue::String(text)) => {
-            Phone::parse(text).map_err(|e| fail(PHONE, &e.message))?
-        }
+        Some(RawValue::Field(text) | RawValue::String(text)) => normalizer
+            .phone(text)
+            .map_err(|e| fail(PHONE, &e.message))?,
         Some(RawValue::Number(number)) => match number.as_u64() {
-            Some(n) => Some(Phone::from_u64(n)),
+            Some(n) => Some(
+                normalizer
+                    .phone_from_u64(n)
+                    .map_err(|e| fail(PHONE, &e.message))?,
+            ),
             None => {
                 return Err(fail(
                     PHONE,
@@ -528,7 +544,9 @@ fn validate<'a>(raw: &RawRow<'a>) -> Result<ImportRow, ImportError> {
     };
     let email = match raw.fields[EMAIL] {
         None => None,
-        Some(value) => Email::parse(text(EMAIL, value)?).map_err(|e| fail(EMAIL, &e.message))?,
+        Some(value) => normalizer
+            .email(text(EMAIL, value)?)
+            .map_err(|e| fail(EMAIL, &e.message))?,
     };
     if email.is_none() && phone.is_none() {
         return Err(ImportError::invalid(

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use idrecon::contact::Timestamp;
 use idrecon::event::Event;
 use idrecon::graph::IdentityGraph;
+use idrecon::phone_region::Normalizer;
 use idrecon::request::parse_identify_body;
 use idrecon::wal::{Wal, WalOptions};
 use proptest::prelude::*;
@@ -159,7 +160,7 @@ fn generate_seeds() {
         .enumerate()
     {
         write("identify_body", &format!("spec-{i:02}"), line.as_bytes());
-        if let Ok(req) = parse_identify_body(line.as_bytes()) {
+        if let Ok(req) = parse_identify_body(line.as_bytes(), &Normalizer::default()) {
             let (_, evs) = graph
                 .identify(&req, Timestamp(1_680_307_200_374 + i as i64 * 1000))
                 .unwrap();
@@ -336,7 +337,13 @@ fn seeds_reach_the_success_paths() {
     fs::write(&path, &snap[1..]).unwrap();
     assert!(idrecon::snapshot::verify(&path).unwrap().entries >= 3);
 
-    assert!(parse_identify_body(&seed("identify_body", "seed-spec-00")).is_ok());
+    assert!(
+        parse_identify_body(
+            &seed("identify_body", "seed-spec-00"),
+            &Normalizer::default()
+        )
+        .is_ok()
+    );
 
     for (name, format) in [
         ("seed-spec-rows-csv", idrecon::rows::RowFormat::Csv),

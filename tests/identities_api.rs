@@ -604,3 +604,31 @@ async fn the_new_routes_are_admin_routes() {
     assert_eq!(app.get("/contacts/2").await.0, 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn lookup_normalizes_phones_like_identify_with_a_region() {
+    use idrecon::phone_region::{Normalizer, PhoneRegion};
+    let dir = tempfile::tempdir().unwrap();
+    let region: PhoneRegion = "IN".parse().unwrap();
+    let http = HttpOptions {
+        normalizer: Normalizer::new(Some(region)),
+        ..HttpOptions::default()
+    };
+    let app = TestApp::spawn_with(dir.path(), StoreOptions::default(), http).await;
+    let stored = identify(&app, Some("raj@example.in"), Some("+91 98765 43210")).await;
+    assert_eq!(summary(&stored).2, vec!["+919876543210".to_owned()]);
+    for query in [
+        "phoneNumber=098765%2043210",
+        "phoneNumber=9876543210",
+        "phoneNumber=%2B919876543210",
+    ] {
+        let (status, body) = app.get(&format!("/identities?{query}")).await;
+        assert_eq!((status, &body), (200, &stored), "{query}");
+    }
+    let (status, body) = app.get("/identities?phoneNumber=12").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_phone_number"))
+    );
+    app.stop().await;
+}

@@ -90,12 +90,14 @@ pub(super) async fn lookup_identity(
             return Err(query_error(field, "a query parameter is given twice"));
         }
     }
+    // The same normalization as /identify (SPEC.md §4, and --phone-region when set).
+    let normalizer = app.normalizer();
     let email = match email {
-        Some(raw) => Email::parse(&raw)?,
+        Some(raw) => normalizer.email(&raw)?,
         None => None,
     };
     let phone = match phone {
-        Some(raw) => Phone::parse(&raw)?,
+        Some(raw) => normalizer.phone(&raw)?,
         None => None,
     };
     let request = IdentifyRequest::new(email, phone)?;
