@@ -784,53 +784,64 @@ impl IdentityGraph {
     /// value takes its place — the carrier a rebuild from a snapshot would index, so merge
     /// records name the same contacts before and after a restart.
     fn unindex(&mut self, slot: u32, root: u32, replace: bool) {
-        let node = &self.nodes[slot as usize];
-        if let Some(email) = &node.email {
-            let hash = self.hash(email.as_str());
-            if self.by_email.find(hash, |&s| s == slot).is_some() {
-                let heir = if replace {
-                    self.members(root)
-                        .filter(|&m| {
-                            m != slot
-                                && self.nodes[m as usize].live()
-                                && self.nodes[m as usize].email == node.email
-                        })
-                        .min()
-                } else {
-                    None
-                };
-                if let Ok(entry) = self.by_email.find_entry(hash, |&s| s == slot) {
-                    match heir {
-                        Some(heir) => *entry.into_mut() = heir,
-                        None => {
-                            entry.remove();
-                        }
-                    }
-                }
-            }
+        self.unindex_value(
+            slot,
+            root,
+            replace,
+            |n| n.email.as_ref().map(Email::as_str),
+            true,
+        );
+        self.unindex_value(
+            slot,
+            root,
+            replace,
+            |n| n.phone.as_ref().map(Phone::as_str),
+            false,
+        );
+    }
+
+    /// [`IdentityGraph::unindex`] for one kind of value: `value` reads it from a row, `email`
+    /// picks the index.
+    fn unindex_value(
+        &mut self,
+        slot: u32,
+        root: u32,
+        replace: bool,
+        value: fn(&Node) -> Option<&str>,
+        email: bool,
+    ) {
+        let Some(text) = value(&self.nodes[slot as usize]) else {
+            return;
+        };
+        let hash = self.hash(text);
+        let index = if email {
+            &self.by_email
+        } else {
+            &self.by_phone
+        };
+        if index.find(hash, |&s| s == slot).is_none() {
+            return;
         }
-        let node = &self.nodes[slot as usize];
-        if let Some(phone) = &node.phone {
-            let hash = self.hash(phone.as_str());
-            if self.by_phone.find(hash, |&s| s == slot).is_some() {
-                let heir = if replace {
-                    self.members(root)
-                        .filter(|&m| {
-                            m != slot
-                                && self.nodes[m as usize].live()
-                                && self.nodes[m as usize].phone == node.phone
-                        })
-                        .min()
-                } else {
-                    None
-                };
-                if let Ok(entry) = self.by_phone.find_entry(hash, |&s| s == slot) {
-                    match heir {
-                        Some(heir) => *entry.into_mut() = heir,
-                        None => {
-                            entry.remove();
-                        }
-                    }
+        let heir = if replace {
+            self.members(root)
+                .filter(|&m| {
+                    let other = &self.nodes[m as usize];
+                    m != slot && other.live() && value(other) == Some(text)
+                })
+                .min()
+        } else {
+            None
+        };
+        let index = if email {
+            &mut self.by_email
+        } else {
+            &mut self.by_phone
+        };
+        if let Ok(entry) = index.find_entry(hash, |&s| s == slot) {
+            match heir {
+                Some(heir) => *entry.into_mut() = heir,
+                None => {
+                    entry.remove();
                 }
             }
         }
