@@ -1,6 +1,7 @@
 //! Logs of the real binary (`idrecon serve` on 127.0.0.1:0, `RUST_LOG=debug`): emails and phone
 //! numbers appear only with `--log-pii` (flag or `IDRECON_LOG_PII`), `--log-format json` writes
-//! one JSON object per line, and the request span carries the client's `x-request-id`.
+//! one JSON object per line, the request span carries the client's `x-request-id`, and a refusal of
+//! the identity size cap is a WARN line without personal data.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -204,4 +205,43 @@ async fn pii_is_logged_only_with_log_pii() {
     let lines = server.stop();
     assert_eq!(mentions_pii(&lines), (false, false), "{}", lines.join("\n"));
     assert!(lines.iter().any(|l| l.contains("identify decision")));
+}
+
+/// Issue 5: a refusal by the identity size cap is logged (WARN, both primaries and the cap, no
+/// personal data), with the guards' start-up line.
+#[tokio::test]
+async fn size_cap_refusals_are_logged_without_pii() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["serve", "--log-format", "json", "--max-identity-size", "1"],
+        &[],
+    );
+    send_canary(&server.address).await; // contact 1: EMAIL + PHONE
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/identify", server.address))
+        .json(&serde_json::json!({"email": "other.7731@example.org", "phoneNumber": PHONE}))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.headers()["x-idrecon-outcome"], "refused");
+    let lines = server.stop();
+    assert_eq!(mentions_pii(&lines), (false, false), "{}", lines.join("\n"));
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let refusal = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "identity size cap refused a merge or new secondary")
+        .unwrap_or_else(|| panic!("no refusal line: {lines:#?}"));
+    assert_eq!(refusal["level"], "WARN");
+    assert_eq!(refusal["fields"]["primary"], 1);
+    assert_eq!(refusal["fields"]["limit"], 1);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == "over-merge guards on"
+                && e["fields"]["max_identity_size"] == "Some(1)")
+    );
 }
