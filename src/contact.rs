@@ -183,6 +183,12 @@ impl Email {
         &self.0
     }
 
+    /// An email read back from the graph's value arena, where only values that passed
+    /// [`Email::parse`] are stored: not validated again.
+    pub(crate) fn from_stored(text: &str) -> Email {
+        Email(text.into())
+    }
+
     /// Overwrites the text with zeros before freeing it (issue 5 erasure: an erased value must
     /// not linger in freed heap memory).
     pub fn wipe(self) {
@@ -243,6 +249,11 @@ impl Phone {
     /// The normalized text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A phone read back from the graph's value arena (see [`Email::from_stored`]).
+    pub(crate) fn from_stored(text: &str) -> Phone {
+        Phone(text.into())
     }
 
     /// Overwrites the text with zeros before freeing it (see [`Email::wipe`]).

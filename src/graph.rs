@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+use crate::arena::{Arena, ArenaError, StrRef};
 use crate::blocklist::BlockList;
 use crate::contact::{
     ContactId, ContactRow, Email, LinkPrecedence, Phone, Timestamp, ValidationError,
@@ -139,6 +140,11 @@ pub enum ApplyError {
         /// The claimed loser.
         loser: ContactId,
     },
+    /// A contact carries an empty value or one longer than 255 bytes (only a damaged or
+    /// hand-made log or snapshot can: SPEC.md §4 makes empty values absent and caps emails at
+    /// 254 bytes and phones at 32 characters).
+    #[error("contact {0} carries an empty value or one longer than 255 bytes")]
+    InvalidValue(ContactId),
     /// A deletion names a contact that is already deleted.
     #[error("contact {0} is already deleted")]
     AlreadyDeleted(ContactId),
@@ -157,24 +163,33 @@ struct Links {
     primary: u32,
 }
 
-#[derive(Clone, Debug)]
+/// One row, 48 bytes: its values live in the graph's [`Arena`].
+#[derive(Clone, Copy, Debug)]
 struct Node {
     id: ContactId,
-    email: Option<Email>,
-    phone: Option<Phone>,
+    email: Option<StrRef>,
+    phone: Option<StrRef>,
     created_at: Timestamp,
     updated_at: Timestamp,
-    deleted_at: Option<Timestamp>,
+    /// `deletedAt`, or [`NOT_DELETED`] (saves the 8 bytes of an `Option`).
+    deleted_at: Timestamp,
 }
+
+/// `deletedAt` of a live row (no parsed or generated timestamp is this old).
+const NOT_DELETED: Timestamp = Timestamp(i64::MIN);
 
 impl Node {
     fn live(&self) -> bool {
-        self.deleted_at.is_none()
+        self.deleted_at == NOT_DELETED
+    }
+
+    fn deleted_at(&self) -> Option<Timestamp> {
+        (!self.live()).then_some(self.deleted_at)
     }
 
     /// Primary-election key: live before deleted, then age order `(createdAt, id)`.
     fn key(&self) -> (bool, Timestamp, ContactId) {
-        (self.deleted_at.is_some(), self.created_at, self.id)
+        (!self.live(), self.created_at, self.id)
     }
 }
 
@@ -182,6 +197,8 @@ impl Node {
 #[derive(Clone)]
 pub struct IdentityGraph {
     nodes: Vec<Node>,
+    /// Every email and phone of `nodes`.
+    values: Arena,
     links: Vec<Links>,
     by_email: HashTable<u32>,
     by_phone: HashTable<u32>,
@@ -219,6 +236,9 @@ struct Capture {
     /// History records at the start.
     history: usize,
     clock: Timestamp,
+    /// Values erased since the start: wiped at the end of the capture, which may still read
+    /// them from pre-images.
+    pending_wipes: Vec<StrRef>,
 }
 
 /// Where a chunked snapshot is ([`IdentityGraph::capture_chunk`]); owned by the snapshot
@@ -257,6 +277,7 @@ impl IdentityGraph {
             history_by_slot: hashbrown::HashMap::new(),
             erased: hashbrown::HashSet::new(),
             capture: None,
+            values: Arena::default(),
             nodes: Vec::new(),
             links: Vec::new(),
             by_email: HashTable::new(),
@@ -327,22 +348,38 @@ impl IdentityGraph {
         self.hasher.hash_one(value)
     }
 
-    fn lookup_email(&self, email: &Email) -> Option<u32> {
-        let nodes = &self.nodes;
+    fn lookup_email(&self, email: &str) -> Option<u32> {
+        let (nodes, values) = (&self.nodes, &self.values);
         self.by_email
-            .find(self.hash(email.as_str()), |&s| {
-                nodes[s as usize].email.as_ref() == Some(email)
+            .find(self.hash(email), |&s| {
+                nodes[s as usize]
+                    .email
+                    .is_some_and(|r| values.bytes(r) == email.as_bytes())
             })
             .copied()
     }
 
-    fn lookup_phone(&self, phone: &Phone) -> Option<u32> {
-        let nodes = &self.nodes;
+    fn lookup_phone(&self, phone: &str) -> Option<u32> {
+        let (nodes, values) = (&self.nodes, &self.values);
         self.by_phone
-            .find(self.hash(phone.as_str()), |&s| {
-                nodes[s as usize].phone.as_ref() == Some(phone)
+            .find(self.hash(phone), |&s| {
+                nodes[s as usize]
+                    .phone
+                    .is_some_and(|r| values.bytes(r) == phone.as_bytes())
             })
             .copied()
+    }
+
+    fn text(&self, value: Option<StrRef>) -> Option<&str> {
+        value.map(|r| self.values.get(r))
+    }
+
+    fn email_of(&self, node: &Node) -> Option<Email> {
+        self.text(node.email).map(Email::from_stored)
+    }
+
+    fn phone_of(&self, node: &Node) -> Option<Phone> {
+        self.text(node.phone).map(Phone::from_stored)
     }
 
     /// Slot of contact `id`; `None` for an unknown or erased id.
@@ -415,8 +452,8 @@ impl IdentityGraph {
         let clock = self.clock(now);
         let email = request.email.as_ref().filter(|e| !self.blocked(e.as_str()));
         let phone = request.phone.as_ref().filter(|p| !self.blocked(p.as_str()));
-        let by_email = email.and_then(|e| self.lookup_email(e));
-        let by_phone = phone.and_then(|p| self.lookup_phone(p));
+        let by_email = email.and_then(|e| self.lookup_email(e.as_str()));
+        let by_phone = phone.and_then(|p| self.lookup_phone(p.as_str()));
         let refusal = |primary: u32, other: Option<u32>| {
             Event::MergeRefused(Refusal {
                 primary: self.nodes[primary as usize].id,
@@ -532,8 +569,14 @@ impl IdentityGraph {
     /// Read-only lookup (`GET /identities`, issue 5): the identity the values lead to, without
     /// planning or changing anything. Blocked values never match.
     pub fn lookup(&self, request: &IdentifyRequest) -> Lookup {
-        let by_email = request.email.as_ref().and_then(|e| self.lookup_email(e));
-        let by_phone = request.phone.as_ref().and_then(|p| self.lookup_phone(p));
+        let by_email = request
+            .email
+            .as_ref()
+            .and_then(|e| self.lookup_email(e.as_str()));
+        let by_phone = request
+            .phone
+            .as_ref()
+            .and_then(|p| self.lookup_phone(p.as_str()));
         match (by_email, by_phone) {
             (None, None) => Lookup::NotFound,
             (Some(a), Some(b)) if self.root(a) != self.root(b) => Lookup::Conflict {
@@ -559,8 +602,13 @@ impl IdentityGraph {
         let slot = request
             .email
             .as_ref()
-            .and_then(|e| self.lookup_email(e))
-            .or_else(|| request.phone.as_ref().and_then(|p| self.lookup_phone(p)))?;
+            .and_then(|e| self.lookup_email(e.as_str()))
+            .or_else(|| {
+                request
+                    .phone
+                    .as_ref()
+                    .and_then(|p| self.lookup_phone(p.as_str()))
+            })?;
         Some(self.root(slot))
     }
 
@@ -645,20 +693,30 @@ impl IdentityGraph {
             .phone
             .as_ref()
             .filter(|p| live && !self.blocked(p.as_str()));
-        let email_carrier = email.and_then(|e| self.lookup_email(e));
-        let phone_carrier = phone.and_then(|p| self.lookup_phone(p));
+        let email_carrier = email.and_then(|e| self.lookup_email(e.as_str()));
+        let phone_carrier = phone.and_then(|p| self.lookup_phone(p.as_str()));
         // A value another identity already carries stays indexed at its first carrier. This
         // only happens when the value was blocked when one of the rows was written and is
         // allowed now: configuration changes never rewrite links, and never stop a replay.
 
+        let store = |values: &mut Arena, text: Option<&str>| {
+            text.map(|t| values.push(t))
+                .transpose()
+                .map_err(|e| match e {
+                    ArenaError::BadLength => ApplyError::InvalidValue(c.id),
+                    ArenaError::Full => ApplyError::Full,
+                })
+        };
+        let email_ref = store(&mut self.values, c.email.as_ref().map(Email::as_str))?;
+        let phone_ref = store(&mut self.values, c.phone.as_ref().map(Phone::as_str))?;
         let slot = self.nodes.len() as u32;
         self.nodes.push(Node {
             id: c.id,
-            email: c.email.clone(),
-            phone: c.phone.clone(),
+            email: email_ref,
+            phone: phone_ref,
             created_at: c.created_at,
             updated_at: c.updated_at,
-            deleted_at: c.deleted_at,
+            deleted_at: c.deleted_at.unwrap_or(NOT_DELETED),
         });
         self.links.push(Links {
             parent: slot,
@@ -671,16 +729,16 @@ impl IdentityGraph {
         {
             if let (Some(email), None) = (email, email_carrier) {
                 let hash = self.hash(email.as_str());
-                let (nodes, hasher) = (&self.nodes, &self.hasher);
+                let (nodes, hasher, values) = (&self.nodes, &self.hasher, &self.values);
                 self.by_email.insert_unique(hash, slot, |&s| {
-                    hasher.hash_one(nodes[s as usize].email.as_ref().map_or("", |e| e.as_str()))
+                    hasher.hash_one(nodes[s as usize].email.map_or("", |r| values.get(r)))
                 });
             }
             if let (Some(phone), None) = (phone, phone_carrier) {
                 let hash = self.hash(phone.as_str());
-                let (nodes, hasher) = (&self.nodes, &self.hasher);
+                let (nodes, hasher, values) = (&self.nodes, &self.hasher, &self.values);
                 self.by_phone.insert_unique(hash, slot, |&s| {
-                    hasher.hash_one(nodes[s as usize].phone.as_ref().map_or("", |p| p.as_str()))
+                    hasher.hash_one(nodes[s as usize].phone.map_or("", |r| values.get(r)))
                 });
             }
         }
@@ -752,7 +810,7 @@ impl IdentityGraph {
         self.unindex(slot, root, true);
         self.save_node(slot);
         let node = &mut self.nodes[slot as usize];
-        node.deleted_at = Some(at);
+        node.deleted_at = at;
         node.updated_at = at;
         let mut promoted = None;
         if self.links[root as usize].primary == slot {
@@ -784,20 +842,8 @@ impl IdentityGraph {
     /// value takes its place — the carrier a rebuild from a snapshot would index, so merge
     /// records name the same contacts before and after a restart.
     fn unindex(&mut self, slot: u32, root: u32, replace: bool) {
-        self.unindex_value(
-            slot,
-            root,
-            replace,
-            |n| n.email.as_ref().map(Email::as_str),
-            true,
-        );
-        self.unindex_value(
-            slot,
-            root,
-            replace,
-            |n| n.phone.as_ref().map(Phone::as_str),
-            false,
-        );
+        self.unindex_value(slot, root, replace, |n| n.email, true);
+        self.unindex_value(slot, root, replace, |n| n.phone, false);
     }
 
     /// [`IdentityGraph::unindex`] for one kind of value: `value` reads it from a row, `email`
@@ -807,10 +853,10 @@ impl IdentityGraph {
         slot: u32,
         root: u32,
         replace: bool,
-        value: fn(&Node) -> Option<&str>,
+        value: fn(&Node) -> Option<StrRef>,
         email: bool,
     ) {
-        let Some(text) = value(&self.nodes[slot as usize]) else {
+        let Some(text) = self.text(value(&self.nodes[slot as usize])) else {
             return;
         };
         let hash = self.hash(text);
@@ -826,7 +872,7 @@ impl IdentityGraph {
             self.members(root)
                 .filter(|&m| {
                     let other = &self.nodes[m as usize];
-                    m != slot && other.live() && value(other) == Some(text)
+                    m != slot && other.live() && self.text(value(other)) == Some(text)
                 })
                 .min()
         } else {
@@ -860,14 +906,18 @@ impl IdentityGraph {
         for &m in &members {
             self.save_node(m);
             let node = &mut self.nodes[m as usize];
-            if let Some(email) = node.email.take() {
-                email.wipe();
+            let taken = [node.email.take(), node.phone.take()];
+            if node.live() {
+                node.deleted_at = at;
             }
-            if let Some(phone) = node.phone.take() {
-                phone.wipe();
-            }
-            node.deleted_at.get_or_insert(at);
             node.updated_at = at;
+            for r in taken.into_iter().flatten() {
+                // A snapshot being captured may still read the value from a pre-image.
+                match &mut self.capture {
+                    Some(capture) => capture.pending_wipes.push(r),
+                    None => self.values.wipe(r),
+                }
+            }
             self.erased.insert(m);
             for &index in self.history_by_slot.get(&m).into_iter().flatten() {
                 if let Some(HistoryRecord::Refused { refusal, .. }) =
@@ -985,17 +1035,15 @@ impl IdentityGraph {
         let mut emails: Vec<Email> = Vec::new();
         let mut phone_numbers: Vec<Phone> = Vec::new();
         let mut secondary_contact_ids = Vec::with_capacity(live.len().saturating_sub(1));
-        if primary_node.live() {
-            emails.extend(primary_node.email.iter().cloned());
-            phone_numbers.extend(primary_node.phone.iter().cloned());
-        }
         let mut seen = Distinct::new(live.len());
         if primary_node.live() {
-            if let Some(e) = &primary_node.email {
-                seen.first_email(e.as_str());
+            if let Some(e) = self.text(primary_node.email) {
+                seen.first_email(e);
+                emails.push(Email::from_stored(e));
             }
-            if let Some(p) = &primary_node.phone {
-                seen.first_phone(p.as_str());
+            if let Some(p) = self.text(primary_node.phone) {
+                seen.first_phone(p);
+                phone_numbers.push(Phone::from_stored(p));
             }
         }
         for &s in &live {
@@ -1003,15 +1051,15 @@ impl IdentityGraph {
             if s != primary {
                 secondary_contact_ids.push(node.id);
             }
-            if let Some(e) = &node.email
-                && seen.first_email(e.as_str())
+            if let Some(e) = self.text(node.email)
+                && seen.first_email(e)
             {
-                emails.push(e.clone());
+                emails.push(Email::from_stored(e));
             }
-            if let Some(p) = &node.phone
-                && seen.first_phone(p.as_str())
+            if let Some(p) = self.text(node.phone)
+                && seen.first_phone(p)
             {
-                phone_numbers.push(p.clone());
+                phone_numbers.push(Phone::from_stored(p));
             }
         }
         Identity {
@@ -1076,13 +1124,13 @@ impl IdentityGraph {
         };
         ContactRow {
             id: node.id,
-            phone_number: node.phone.clone(),
-            email: node.email.clone(),
+            phone_number: self.phone_of(node),
+            email: self.email_of(node),
             linked_id,
             link_precedence,
             created_at: node.created_at,
             updated_at: node.updated_at,
-            deleted_at: node.deleted_at,
+            deleted_at: node.deleted_at(),
         }
     }
 
@@ -1104,11 +1152,11 @@ impl IdentityGraph {
                 let node = &self.nodes[s];
                 NewContact {
                     id: node.id,
-                    email: node.email.clone(),
-                    phone: node.phone.clone(),
+                    email: self.email_of(node),
+                    phone: self.phone_of(node),
                     created_at: node.created_at,
                     updated_at: node.updated_at,
-                    deleted_at: node.deleted_at,
+                    deleted_at: node.deleted_at(),
                     link,
                 }
             })
@@ -1162,8 +1210,8 @@ impl IdentityGraph {
                 (node.id, 1, 0),
                 HistoryEntry::ContactInserted {
                     id: node.id,
-                    email: node.email.clone(),
-                    phone: node.phone.clone(),
+                    email: self.email_of(node),
+                    phone: self.phone_of(node),
                     at: node.created_at,
                 },
             ));
@@ -1188,8 +1236,8 @@ impl IdentityGraph {
                     primary: *winner,
                     demoted: *loser,
                     at: *at,
-                    email: value_of(*by_email).and_then(|s| self.nodes[s as usize].email.clone()),
-                    phone: value_of(*by_phone).and_then(|s| self.nodes[s as usize].phone.clone()),
+                    email: value_of(*by_email).and_then(|s| self.email_of(&self.nodes[s as usize])),
+                    phone: value_of(*by_phone).and_then(|s| self.phone_of(&self.nodes[s as usize])),
                 },
                 HistoryRecord::Deleted {
                     id, at, promoted, ..
@@ -1256,6 +1304,7 @@ impl IdentityGraph {
             erased: self.erased.clone(),
             history: self.history.len(),
             clock: self.max_created_at,
+            pending_wipes: Vec::new(),
         }));
         CaptureCursor {
             next_slot: 0,
@@ -1268,7 +1317,11 @@ impl IdentityGraph {
 
     /// Ends the capture: pre-images are dropped, path halving resumes.
     pub fn end_capture(&mut self) {
-        self.capture = None;
+        if let Some(capture) = self.capture.take() {
+            for r in capture.pending_wipes {
+                self.values.wipe(r);
+            }
+        }
     }
 
     /// Appends to `out` up to `max` snapshot entries (plus the final clock entry) of the state
@@ -1317,11 +1370,11 @@ impl IdentityGraph {
             let node = capture.nodes.get(&s).unwrap_or(&self.nodes[s as usize]);
             out.push(SnapshotEntry::Contact(NewContact {
                 id: node.id,
-                email: node.email.clone(),
-                phone: node.phone.clone(),
+                email: self.email_of(node),
+                phone: self.phone_of(node),
                 created_at: node.created_at,
                 updated_at: node.updated_at,
-                deleted_at: node.deleted_at,
+                deleted_at: node.deleted_at(),
                 link,
             }));
             produced += 1;
@@ -1392,13 +1445,13 @@ impl IdentityGraph {
             // A value carried by another identity's first carrier is shadowed (see
             // `apply_insert`); a blocked value is never indexed.
             if node.live() {
-                if let Some(e) = &node.email {
+                if let Some(e) = self.text(node.email) {
                     match self.lookup_email(e) {
-                        Some(_) if self.blocked(e.as_str()) => {
+                        Some(_) if self.blocked(e) => {
                             return Err(format!("blocked email of {} is indexed", node.id));
                         }
                         Some(_) => {}
-                        None if self.blocked(e.as_str()) => {}
+                        None if self.blocked(e) => {}
                         None => {
                             return Err(format!(
                                 "email of contact {} not indexed in its identity",
@@ -1407,13 +1460,13 @@ impl IdentityGraph {
                         }
                     }
                 }
-                if let Some(p) = &node.phone {
+                if let Some(p) = self.text(node.phone) {
                     match self.lookup_phone(p) {
-                        Some(_) if self.blocked(p.as_str()) => {
+                        Some(_) if self.blocked(p) => {
                             return Err(format!("blocked phone of {} is indexed", node.id));
                         }
                         Some(_) => {}
-                        None if self.blocked(p.as_str()) => {}
+                        None if self.blocked(p) => {}
                         None => {
                             return Err(format!(
                                 "phone of contact {} not indexed in its identity",
@@ -1542,5 +1595,57 @@ fn first_in<'a>(seen: &mut Vec<&'a str>, value: &'a str) -> bool {
     } else {
         seen.push(value);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arena_holds(graph: &IdentityGraph, needle: &str) -> bool {
+        graph.values.pages_contain(needle.as_bytes())
+    }
+
+    #[test]
+    fn erasure_zeroes_values_in_memory_after_any_capture_ends() {
+        let mut g = IdentityGraph::new();
+        let req = |e: &str, p: &str| {
+            IdentifyRequest::new(Email::parse(e).unwrap(), Phone::parse(p).unwrap()).unwrap()
+        };
+        g.identify(&req("forget.me@example.org", "5550100"), Timestamp(1))
+            .unwrap();
+        g.identify(&req("keep.me@example.org", "5550200"), Timestamp(2))
+            .unwrap();
+        let expected: Vec<SnapshotEntry> = g.snapshot_entries().collect();
+        let mut cursor = g.begin_capture();
+        g.apply(&Event::IdentityErased {
+            id: 1,
+            at: Timestamp(3),
+        })
+        .unwrap();
+        // Gone from every lookup at once, still in the capture (a snapshot of the state before).
+        assert_eq!(g.contact(1), None);
+        assert!(arena_holds(&g, "forget.me@example.org"));
+        let mut got = Vec::new();
+        while !g.capture_chunk(&mut cursor, 1, &mut got) {}
+        assert_eq!(got, expected);
+        g.end_capture();
+        assert!(!arena_holds(&g, "forget.me@example.org"));
+        assert!(!arena_holds(&g, "5550100"));
+        assert!(arena_holds(&g, "keep.me@example.org"));
+        // Without a capture the wipe is immediate.
+        g.apply(&Event::IdentityErased {
+            id: 2,
+            at: Timestamp(4),
+        })
+        .unwrap();
+        assert!(!arena_holds(&g, "keep.me@example.org"));
+        assert_eq!(g.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn a_row_takes_48_bytes_plus_its_values() {
+        assert_eq!(std::mem::size_of::<Node>(), 48);
+        assert_eq!(std::mem::size_of::<Links>(), 16);
     }
 }

@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod arena;
 pub mod blocklist;
 pub mod cli;
 pub mod config;
