@@ -5,7 +5,8 @@
 #   2. runs `idrecon import` under /usr/bin/time -v (wall time, peak RSS of the import),
 #   3. starts `idrecon serve` on the imported data directory (a snapshot, no log) and measures
 #      start-up time (spawn to the first 200 from /healthz, and the "recovery finished" line)
-#      and VmRSS once ready -> bytes per contact = VmRSS / N,
+#      and VmRSS once ready -> bytes per contact = VmRSS / N, and net of the empty service's
+#      VmRSS (measured first) = (VmRSS - empty) / N,
 #   4. times pure-read identifies over the returning workload (examples/growth.rs read-latency),
 #   5. writes a log of N ContactInserted events without a snapshot (examples/growth.rs wal-log)
 #      and starts `serve` on it: events replayed / replay time from its "recovery finished" line,
@@ -46,7 +47,18 @@ field() { # log key -> value of key=... on the "recovery finished" line
   grep 'recovery finished' "$1" | grep -o "\"$2\":[0-9]*" | head -n1 | cut -d: -f2
 }
 
-echo "contacts,import_s,import_peak_rss_kb,startup_s,startup_logged_ms,rss_kb,bytes_per_contact,read_ns,replay_events,replay_ms,replay_events_per_s" > "$CSV.tmp"
+# VmRSS of the service with no contacts: subtracted for the net bytes per contact.
+rm -rf "$ROOT/empty"
+taskset -c 0 "$BIN" --log-format json serve --data-dir "$ROOT/empty" --listen "127.0.0.1:$PORT" \
+  --snapshot-every 0 > "$ROOT/empty.log" 2>&1 &
+pid=$!
+wait_ready $pid
+sleep 1
+empty_kb=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+kill -9 $pid; wait $pid 2>/dev/null || true
+echo "empty service VmRSS: $empty_kb kB"
+
+echo "contacts,import_s,import_peak_rss_kb,startup_s,startup_logged_ms,rss_kb,bytes_per_contact,net_bytes_per_contact,read_ns,replay_events,replay_ms,replay_events_per_s" > "$CSV.tmp"
 for n in "${SIZES[@]}"; do
   d=$ROOT/$n
   mkdir -p "$d"
@@ -73,6 +85,7 @@ for n in "${SIZES[@]}"; do
   startup_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b-a}')
   startup_ms=$(field "$d/serve.log" elapsed_ms)
   bpc=$(awk -v r="$rss_kb" -v n="$n" 'BEGIN {printf "%.1f", r*1024/n}')
+  net=$(awk -v r="$rss_kb" -v e="$empty_kb" -v n="$n" 'BEGIN {printf "%.1f", (r-e)*1024/n}')
 
   read_line=$(taskset -c 0 "$GROWTH" read-latency "$d/preload.csv" "$d/returning.jsonl")
   echo "$read_line"
@@ -91,7 +104,7 @@ for n in "${SIZES[@]}"; do
   replay_rate=$(awk -v e="$replay_events" -v ms="$replay_ms" 'BEGIN {printf "%.0f", e/(ms>0?ms:1)*1000}')
   rm -rf "$d/walonly"
 
-  echo "$n,$import_s,$import_rss,$startup_s,$startup_ms,$rss_kb,$bpc,$read_ns,$replay_events,$replay_ms,$replay_rate" | tee -a "$CSV.tmp"
+  echo "$n,$import_s,$import_rss,$startup_s,$startup_ms,$rss_kb,$bpc,$net,$read_ns,$replay_events,$replay_ms,$replay_rate" | tee -a "$CSV.tmp"
 done
 mv "$CSV.tmp" "$CSV"
 column -s, -t < "$CSV"
