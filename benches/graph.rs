@@ -58,6 +58,20 @@ fn build() -> IdentityGraph {
     graph
 }
 
+/// `n` contact ids in `1..=CONTACTS` from a fixed xorshift64 sequence (deterministic, no
+/// dependency on `rand`'s stream stability).
+fn random_ids(n: usize) -> Vec<u64> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % CONTACTS + 1
+        })
+        .collect()
+}
+
 fn benches(c: &mut Criterion) {
     let base = build();
 
@@ -71,6 +85,28 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(map.get(black_box(key.as_str()))));
     });
     drop(map);
+
+    // `find` of random contact ids, against a same-run baseline: a lookup of the same random
+    // ids in a hash map of 1 000 000 `u32` keys. The ids come from a fixed xorshift sequence
+    // of 65 536 entries (larger than the L2 cache's worth of nodes they touch), cycled.
+    let ids = random_ids(1 << 16);
+    let mask = ids.len() - 1;
+    let id_map: hashbrown::HashMap<u64, u64> = (1..=CONTACTS).map(|i| (i, i / 2)).collect();
+    let mut next = 0usize;
+    c.bench_function("baseline: hash map u64 lookup, random ids (1M keys)", |b| {
+        b.iter(|| {
+            next = (next + 1) & mask;
+            black_box(id_map.get(black_box(&ids[next])))
+        });
+    });
+    drop(id_map);
+    let mut next = 0usize;
+    c.bench_function("find, random ids (1M contacts)", |b| {
+        b.iter(|| {
+            next = (next + 1) & mask;
+            black_box(base.find(black_box(ids[next])))
+        });
+    });
 
     c.bench_function("merge two identities (1M contacts)", |b| {
         b.iter_custom(|iters| {

@@ -1,21 +1,47 @@
 #!/usr/bin/env bash
-# HTTP benchmark: idrecon against the no-storage ceiling (examples/ceiling.rs), same core, same
-# load generator, alternating rounds; prints requests/s, p50/p99 and the median ratio
-# target/ceiling per workload.
+# HTTP benchmark (issue 3): idrecon against the no-storage ceiling (examples/ceiling.rs), same
+# core, same load generator, alternating rounds; prints requests/s, p50/p99 and the median ratio
+# target/ceiling per workload, then the checkout-mix latency figures.
 #
 #   benches/http.sh [ROUNDS] [SECONDS]      (defaults: 5 rounds of 10 s)
 #
-# The servers run pinned to CPU 0 and wrk (Debian's package, installed if missing) to CPU 1.
+# Environment: CONNECTIONS (256), PRELOAD (1000000 contacts), WORKLOADS ("returning checkout-mix
+# new"; empty skips part 1), LATENCY (1: also run part 2), MIX_MAX_RPS (part 2's maximum
+# instead of part 1's checkout-mix median), SNAPSHOT_EVERY_BUSY (1000), CARGO_TARGET_DIR.
+# With 64 connections both servers are latency-bound (closed loop: ~64 / latency) and the
+# ceiling stays far below its maximum on this machine; 256 saturates it.
+#
+# Part 1, throughput. For each workload and round: start `idrecon serve --fsync batch` on a
+# fresh copy of its start state, drive it with wrk for SECONDS at full speed, stop it; then the
+# same against the ceiling. Servers run pinned to CPU 0 and wrk (Debian's package, installed if
+# missing, one thread) to CPU 1, so the server under test has exactly one core.
 # Workloads are generated deterministically into data/bench/ (not committed) by data/generate.rs:
-#   returning     every request a known customer, nothing new (pure reads), 1 000 000 preloaded
-#   checkout-mix  ~70 % returning, 20 % new, 8 % new detail, 2 % links, 1 000 000 preloaded
+#   returning     every request a known customer, nothing new (pure reads), PRELOAD preloaded
+#   checkout-mix  ~70 % returning, 20 % new, 8 % new detail, 2 % links, PRELOAD preloaded
 #   new           every request a brand-new customer, empty start
+#
+# Part 2, checkout-mix latency at half load: wrk paces every connection with a fixed pause
+# between requests (benches/wrk-jsonl.lua DELAY_MS) so the offered rate is about half the
+# median checkout-mix target throughput of part 1, with 128 connections. Per round, three runs:
+#   target, no snapshot        (--snapshot-every 0)
+#   target, snapshots          (--snapshot-every SNAPSHOT_EVERY_BUSY: a snapshot of the
+#                               1 000 000+ contacts starts again as soon as the previous one
+#                               ends, so the run is "while a snapshot is being written"; the
+#                               share of the run spent in snapshots is read from /metrics)
+#   ceiling                    (the same rate, for reference)
+# wrk is closed-loop (a late answer delays that connection's next request), so these p99s
+# understate what an open-loop generator (wrk2) would see when the server stalls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
 SECONDS_PER_RUN=${2:-10}
-CONNECTIONS=${CONNECTIONS:-64}
+CONNECTIONS=${CONNECTIONS:-256}
 PRELOAD=${PRELOAD:-1000000}
+WORKLOADS=${WORKLOADS-returning checkout-mix new}
+LATENCY=${LATENCY:-1}
+SNAPSHOT_EVERY_BUSY=${SNAPSHOT_EVERY_BUSY:-1000}
+HALF_CONNECTIONS=128
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
 OUT=data/bench/preload-$PRELOAD
 PORT_TARGET=3101
 PORT_CEILING=3102
@@ -23,63 +49,116 @@ PORT_CEILING=3102
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
 cargo build --release --quiet --bin idrecon --example ceiling --example generate
-BIN=target/release/idrecon
-CEILING=target/release/examples/ceiling
-GENERATE=target/release/examples/generate
+BIN=$TARGET_DIR/release/idrecon
+CEILING=$TARGET_DIR/release/examples/ceiling
+GENERATE=$TARGET_DIR/release/examples/generate
 mkdir -p "$OUT"
 
-if [ ! -f "$OUT/preload.csv" ]; then
-  "$GENERATE" --workload checkout-mix --events 400000 --preload-contacts "$PRELOAD" \
+if [ ! -f "$OUT/new.jsonl" ]; then
+  "$GENERATE" --workload checkout-mix --events 600000 --preload-contacts "$PRELOAD" \
     --preload-out "$OUT/preload.csv" --out "$OUT/checkout-mix.jsonl"
-  "$GENERATE" --workload returning --events 400000 --preload-contacts "$PRELOAD" --out "$OUT/returning.jsonl"
-  "$GENERATE" --workload new --events 3000000 --out "$OUT/new.jsonl"
+  "$GENERATE" --workload returning --events 600000 --preload-contacts "$PRELOAD" --out "$OUT/returning.jsonl"
+  "$GENERATE" --workload new --events 1500000 --out "$OUT/new.jsonl"
 fi
 if [ ! -d "$OUT/preloaded" ]; then
-  "$BIN" import --data-dir "$OUT/preloaded" "$OUT/preload.csv"
+  "$BIN" import --data-dir "$OUT/preloaded.tmp" "$OUT/preload.csv"
+  mv "$OUT/preloaded.tmp" "$OUT/preloaded"
 fi
 
 wait_ready() { # port
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 1200); do
     curl -sf "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && return 0
-    sleep 0.1
+    sleep 0.05
   done
   echo "server on port $1 did not start" >&2; exit 1
 }
 
-run_wrk() { # port file -> "rps p50_ms p99_ms"
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -s benches/wrk-jsonl.lua \
-    "http://127.0.0.1:$1" -- "$2" | awk '
+run_wrk() { # port file connections [delay_ms] -> "rps p50_ms p99_ms errors"
+  taskset -c 1 wrk -t1 -c"$3" -d"${SECONDS_PER_RUN}s" --timeout 10s --latency -s benches/wrk-jsonl.lua \
+    "http://127.0.0.1:$1" -- "$2" "${4:-0}" | tee -a "$OUT/wrk.log" | awk '
       /Requests\/sec/ {rps=$2}
       function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
       /^ +50%/ {p50=ms($2)} /^ +99%/ {p99=ms($2)}
-      END {printf "%s %.3f %.3f\n", rps, p50, p99}'
+      /Non-2xx/ {err+=$NF} /Socket errors/ {err+=1}
+      END {printf "%s %.3f %.3f %d\n", rps, p50, p99, err}'
 }
 
-start_target() { # workload
+start_target() { # workload snapshot_every -> pid
   rm -rf "$OUT/run"
   if [ "$1" = new ]; then mkdir -p "$OUT/run"; else cp -r "$OUT/preloaded" "$OUT/run"; fi
   taskset -c 0 "$BIN" serve --data-dir "$OUT/run" --listen "127.0.0.1:$PORT_TARGET" --fsync batch \
-    > "$OUT/target.log" 2>&1 &
+    --snapshot-every "$2" > "$OUT/target.log" 2>&1 &
+  echo $!
+}
+
+stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+
+start_ceiling() {
+  taskset -c 0 "$CEILING" "127.0.0.1:$PORT_CEILING" > "$OUT/ceiling.log" 2>&1 &
   echo $!
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-printf "%-13s %5s %12s %9s %9s %12s %9s %9s %7s\n" workload round target_rps p50_ms p99_ms ceiling_rps p50_ms p99_ms ratio
-for workload in returning checkout-mix new; do
+: > "$OUT/wrk.log"
+[ -n "$WORKLOADS" ] && echo "# part 1: throughput, $ROUNDS rounds of ${SECONDS_PER_RUN}s, $CONNECTIONS connections, $PRELOAD preloaded"
+[ -n "$WORKLOADS" ] && printf "%-13s %5s %12s %9s %9s %12s %9s %9s %7s %6s\n" workload round target_rps p50_ms p99_ms ceiling_rps p50_ms p99_ms ratio errors
+mix_rps=()
+for workload in $WORKLOADS; do
   ratios=()
   for round in $(seq 1 "$ROUNDS"); do
-    target_pid=$(start_target "$workload"); wait_ready $PORT_TARGET
-    t=$(run_wrk $PORT_TARGET "$OUT/$workload.jsonl")
-    kill "$target_pid"; wait "$target_pid" 2>/dev/null || true
-    taskset -c 0 "$CEILING" "127.0.0.1:$PORT_CEILING" > "$OUT/ceiling.log" 2>&1 & ceiling_pid=$!
-    wait_ready $PORT_CEILING
-    c=$(run_wrk $PORT_CEILING "$OUT/$workload.jsonl")
-    kill "$ceiling_pid"; wait "$ceiling_pid" 2>/dev/null || true
-    read -r trps tp50 tp99 <<<"$t"; read -r crps cp50 cp99 <<<"$c"
+    target_pid=$(start_target "$workload" 1000000); wait_ready $PORT_TARGET
+    t=$(run_wrk $PORT_TARGET "$OUT/$workload.jsonl" "$CONNECTIONS")
+    stop "$target_pid"
+    ceiling_pid=$(start_ceiling); wait_ready $PORT_CEILING
+    c=$(run_wrk $PORT_CEILING "$OUT/$workload.jsonl" "$CONNECTIONS")
+    stop "$ceiling_pid"
+    read -r trps tp50 tp99 terr <<<"$t"; read -r crps cp50 cp99 cerr <<<"$c"
     ratio=$(awk -v a="$trps" -v b="$crps" 'BEGIN {printf "%.3f", a/b}')
     ratios+=("$ratio")
-    printf "%-13s %5s %12s %9s %9s %12s %9s %9s %7s\n" "$workload" "$round" "$trps" "$tp50" "$tp99" "$crps" "$cp50" "$cp99" "$ratio"
+    [ "$workload" = checkout-mix ] && mix_rps+=("$trps")
+    printf "%-13s %5s %12s %9s %9s %12s %9s %9s %7s %6s\n" "$workload" "$round" "$trps" "$tp50" "$tp99" "$crps" "$cp50" "$cp99" "$ratio" "$((terr + cerr))"
   done
   echo "$workload median ratio target/ceiling: $(printf '%s\n' "${ratios[@]}" | median)"
 done
+
+[ "$LATENCY" = 1 ] || exit 0
+if [ -n "${MIX_MAX_RPS:-}" ]; then
+  max=$MIX_MAX_RPS
+elif [ ${#mix_rps[@]} -gt 0 ]; then
+  max=$(printf '%s\n' "${mix_rps[@]}" | median)
+else
+  echo "part 2 needs checkout-mix in WORKLOADS, or MIX_MAX_RPS" >&2; exit 1
+fi
+half=$(awk -v m="$max" 'BEGIN {printf "%.0f", m/2}')
+delay=$(awk -v r="$half" -v c="$HALF_CONNECTIONS" 'BEGIN {d=c*1000/r; printf "%d", (d<1?1:d+0.5)}')
+echo
+echo "# part 2: checkout-mix at half load: median max $max req/s -> offered ~$half req/s ($HALF_CONNECTIONS connections, ${delay} ms pause each)"
+printf "%-24s %5s %10s %9s %9s %6s %s\n" run round rps p50_ms p99_ms errors snapshots
+p99_plain=(); p99_snap=(); p99_ceil=()
+for round in $(seq 1 "$ROUNDS"); do
+  pid=$(start_target checkout-mix 0); wait_ready $PORT_TARGET
+  read -r rps p50 p99 err <<<"$(run_wrk $PORT_TARGET "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
+  stop "$pid"; p99_plain+=("$p99")
+  printf "%-24s %5s %10s %9s %9s %6s %s\n" "target, no snapshot" "$round" "$rps" "$p50" "$p99" "$err" 0
+
+  pid=$(start_target checkout-mix "$SNAPSHOT_EVERY_BUSY"); wait_ready $PORT_TARGET
+  started=$(date +%s.%N)
+  read -r rps p50 p99 err <<<"$(run_wrk $PORT_TARGET "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
+  elapsed=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN {print e-s}')
+  metrics=$(curl -sf "http://127.0.0.1:$PORT_TARGET/metrics" || true)
+  stop "$pid"; p99_snap+=("$p99")
+  snaps=$(echo "$metrics" | awk '/^idrecon_snapshot_duration_seconds_count/ {print $2}')
+  busy=$(echo "$metrics" | awk -v e="$elapsed" '/^idrecon_snapshot_duration_seconds_sum/ {printf "%.0f%%", 100*$2/e}')
+  printf "%-24s %5s %10s %9s %9s %6s %s\n" "target, snapshots" "$round" "$rps" "$p50" "$p99" "$err" "${snaps:-0} (${busy:-0%} of the run)"
+
+  pid=$(start_ceiling); wait_ready $PORT_CEILING
+  read -r rps p50 p99 err <<<"$(run_wrk $PORT_CEILING "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
+  stop "$pid"; p99_ceil+=("$p99")
+  printf "%-24s %5s %10s %9s %9s %6s %s\n" "ceiling" "$round" "$rps" "$p50" "$p99" "$err" -
+done
+plain=$(printf '%s\n' "${p99_plain[@]}" | median)
+snap=$(printf '%s\n' "${p99_snap[@]}" | median)
+ceil=$(printf '%s\n' "${p99_ceil[@]}" | median)
+echo "checkout-mix half-load median p99: target $plain ms (target <= 2 ms), ceiling $ceil ms"
+echo "checkout-mix half-load median p99 during snapshots: $snap ms = $(awk -v a="$snap" -v b="$plain" 'BEGIN {printf "%.2f", a/b}') x without (target <= 2x)"

@@ -1283,7 +1283,7 @@ impl IdentityGraph {
             capture
                 .nodes
                 .entry(slot)
-                .or_insert_with(|| self.nodes[slot as usize].clone());
+                .or_insert(self.nodes[slot as usize]);
         }
     }
 

@@ -1,0 +1,125 @@
+//! Helpers of `benches/growth.sh` (issue 3, "Growth"): a benchmark program, not a test.
+//!
+//! ```text
+//! growth read-latency PRELOAD.csv REQUESTS.jsonl [PASSES]
+//!     Builds the graph from an import CSV (the same plan and events as `idrecon import`), then
+//!     times pure-read identifies over the request bodies (at most 200 000 lines of a
+//!     `returning` workload): `parse_identify_body` + `plan` (asserted empty: nothing to write)
+//!     + `answer`, the work `/identify` does for a returning customer outside HTTP and the log.
+//!     Prints `read_ns=<median ns per identify over PASSES passes (default 9)>` and the spread.
+//!
+//! growth wal-log PRELOAD.csv DATA_DIR
+//!     Writes DATA_DIR/wal: one `ContactInserted` log record per row of the CSV (the events
+//!     `idrecon import` would apply), with no snapshot, so `idrecon serve --data-dir DATA_DIR`
+//!     must replay the whole log; its "recovery finished" line gives the replay rate.
+//! ```
+//!
+//! Run: `cargo run --release --example growth -- read-latency data/bench/growth/10000/preload.csv
+//! data/bench/growth/10000/returning.jsonl`.
+
+use std::fs::File;
+use std::hint::black_box;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use idrecon::contact::Timestamp;
+use idrecon::event::{Event, NewContact};
+use idrecon::graph::IdentityGraph;
+use idrecon::phone_region::Normalizer;
+use idrecon::request::parse_identify_body;
+use idrecon::rows::{self, RowFormat};
+use idrecon::wal::{FsyncMode, Wal, WalOptions};
+
+/// Most request lines timed per pass.
+const MAX_REQUESTS: usize = 200_000;
+
+/// The import plan of `csv`: one `NewContact` per row, in id order.
+fn plan(csv: &Path) -> anyhow::Result<Vec<NewContact>> {
+    let file = File::open(csv).with_context(|| format!("cannot open {}", csv.display()))?;
+    let parsed = rows::read_rows(BufReader::with_capacity(1 << 20, file), RowFormat::Csv)
+        .with_context(|| csv.display().to_string())?;
+    let plan = rows::plan_import(parsed, Timestamp(0)).context("plan import")?;
+    Ok(plan.contacts)
+}
+
+fn read_latency(csv: &Path, requests: &Path, passes: usize) -> anyhow::Result<()> {
+    let mut graph = IdentityGraph::new();
+    for contact in plan(csv)? {
+        graph.apply(&Event::ContactInserted(contact))?;
+    }
+    let lines: Vec<String> = BufReader::new(File::open(requests)?)
+        .lines()
+        .take(MAX_REQUESTS)
+        .collect::<Result<_, _>>()?;
+    let mut per_pass = Vec::with_capacity(passes);
+    let normalizer = Normalizer::default();
+    for pass in 0..=passes {
+        let started = Instant::now();
+        for line in &lines {
+            let request = parse_identify_body(black_box(line.as_bytes()), &normalizer)
+                .map_err(|e| anyhow::anyhow!("{}: {line}", e.message))?;
+            if !graph.plan(&request, Timestamp(0)).is_empty() {
+                bail!("not a pure read: {line}");
+            }
+            black_box(graph.answer(&request));
+        }
+        let ns = started.elapsed().as_nanos() as f64 / lines.len() as f64;
+        // Pass 0 warms the caches and the allocator; it is not counted.
+        if pass > 0 {
+            per_pass.push(ns);
+        }
+    }
+    per_pass.sort_by(f64::total_cmp);
+    let median = per_pass[per_pass.len() / 2];
+    println!(
+        "contacts={} requests={} passes={} read_ns={median:.1} min_ns={:.1} max_ns={:.1}",
+        graph.len(),
+        lines.len(),
+        passes,
+        per_pass[0],
+        per_pass[per_pass.len() - 1]
+    );
+    Ok(())
+}
+
+fn wal_log(csv: &Path, dir: &Path) -> anyhow::Result<()> {
+    let contacts = plan(csv)?;
+    let options = WalOptions {
+        fsync: FsyncMode::Never,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(&dir.join("wal"), options, 0, |_, _| Ok::<(), String>(()))?;
+    let started = Instant::now();
+    let count = contacts.len();
+    for contact in contacts {
+        wal.append(&Event::ContactInserted(contact).encode()?)?;
+    }
+    wal.close()?;
+    println!(
+        "wrote {count} log records to {} in {:.1} s",
+        dir.join("wal").display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["read-latency", csv, requests] => read_latency(Path::new(csv), Path::new(requests), 9),
+        ["read-latency", csv, requests, passes] => {
+            read_latency(Path::new(csv), Path::new(requests), passes.parse()?)
+        }
+        ["wal-log", csv, dir] => wal_log(Path::new(csv), Path::new(dir)),
+        _ => bail!(
+            "usage: growth read-latency PRELOAD.csv REQUESTS.jsonl [PASSES] | growth wal-log PRELOAD.csv DATA_DIR"
+        ),
+    }
+}
