@@ -4,8 +4,9 @@
 //! growth read-latency PRELOAD.csv REQUESTS.jsonl [PASSES]
 //!     Builds the graph from an import CSV (the same plan and events as `idrecon import`), then
 //!     times pure-read identifies over the request bodies (at most 200 000 lines of a
-//!     `returning` workload): `parse_identify_body` + `plan` (asserted empty: nothing to write)
-//!     + `answer`, the work `/identify` does for a returning customer outside HTTP and the log.
+//!     `returning` workload): `parse_identify_body` + `decide` (plan and answer from one index
+//!     probe per value; asserted to be a pure read), the work `/identify` does for a returning
+//!     customer outside HTTP and the log.
 //!     Prints `read_ns=<median ns per identify over PASSES passes (default 9)>` and the spread.
 //!
 //! growth wal-log PRELOAD.csv DATA_DIR
@@ -26,7 +27,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use idrecon::contact::Timestamp;
 use idrecon::event::{Event, NewContact};
-use idrecon::graph::IdentityGraph;
+use idrecon::graph::{Decision, IdentityGraph};
 use idrecon::phone_region::Normalizer;
 use idrecon::request::parse_identify_body;
 use idrecon::rows::{self, RowFormat};
@@ -60,10 +61,10 @@ fn read_latency(csv: &Path, requests: &Path, passes: usize) -> anyhow::Result<()
         for line in &lines {
             let request = parse_identify_body(black_box(line.as_bytes()), &normalizer)
                 .map_err(|e| anyhow::anyhow!("{}: {line}", e.message))?;
-            if !graph.plan(&request, Timestamp(0)).is_empty() {
-                bail!("not a pure read: {line}");
-            }
-            black_box(graph.answer(&request));
+            match graph.decide(&request, Timestamp(0)) {
+                Decision::Read(_, identity) => black_box(identity),
+                Decision::Write(_) => bail!("not a pure read: {line}"),
+            };
         }
         let ns = started.elapsed().as_nanos() as f64 / lines.len() as f64;
         // Pass 0 warms the caches and the allocator; it is not counted.

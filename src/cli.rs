@@ -427,6 +427,7 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     let plan = rows::plan_import(parsed, Timestamp::now())
         .with_context(|| format!("{}", args.file.display()))?;
     let mut graph = IdentityGraph::new();
+    graph.reserve(plan.contacts.len());
     let applying = Progress::stderr("import: applied", "rows", Some(plan.contacts.len() as u64));
     for contact in &plan.contacts {
         graph

@@ -19,9 +19,13 @@
 //!   the older primary) and import computes it, so snapshots need not store precedence.
 //! - Each identity's members form a circular singly linked list through `next`; a merge splices
 //!   two rings in O(1). Answers walk the ring and sort its live members by age.
-//! - `by_email` / `by_phone` map a value to one live contact carrying it. A value is carried by
-//!   one identity only (a request with a known value always lands in its identity), so
-//!   "does this identity have `e`" is "is `e` indexed".
+//! - `by_email` / `by_phone` map a value to one live contact carrying it (the oldest). A value
+//!   is carried by one identity only (a request with a known value always lands in its
+//!   identity), so "does this identity have `e`" is "is `e` indexed". The exception is a value
+//!   that was blocked when some rows were written: blocked values are stored but never indexed
+//!   (issue 5), and if the block is lifted later the value's first carrier is indexed.
+//! - Emails and phones live in a paged [`Arena`]; a row holds 8-byte references (48 bytes per
+//!   row plus 16 of links).
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -97,6 +101,15 @@ impl IdentifyRequest {
     pub fn phone(&self) -> Option<&Phone> {
         self.phone.as_ref()
     }
+}
+
+/// What `/identify` does ([`IdentityGraph::decide`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// A pure read: the identity's key and answer.
+    Read(IdentityKey, Identity),
+    /// The events to apply (never empty).
+    Write(Vec<Event>),
 }
 
 /// Names one identity at one moment (see [`IdentityGraph::identity_key`]).
@@ -449,11 +462,53 @@ impl IdentityGraph {
     /// stored on a new row), and a merge or new secondary that would take an identity past
     /// `max_identity_size` becomes an [`Event::MergeRefused`].
     pub fn plan(&self, request: &IdentifyRequest, now: Timestamp) -> Vec<Event> {
+        let (by_email, by_phone) = self.matches(request);
+        self.plan_matched(request, now, by_email, by_phone)
+    }
+
+    /// The slots carrying the request's usable (not blocked) email and phone: one index probe
+    /// each.
+    fn matches(&self, request: &IdentifyRequest) -> (Option<u32>, Option<u32>) {
+        let usable = |v: &str| !self.blocked(v);
+        let by_email = request
+            .email
+            .as_ref()
+            .map(Email::as_str)
+            .filter(|e| usable(e))
+            .and_then(|e| self.lookup_email(e));
+        let by_phone = request
+            .phone
+            .as_ref()
+            .map(Phone::as_str)
+            .filter(|p| usable(p))
+            .and_then(|p| self.lookup_phone(p));
+        (by_email, by_phone)
+    }
+
+    /// [`IdentityGraph::plan`] and, for a pure read, its answer, from one probe of each index
+    /// (the hot path of `/identify`: a returning customer costs one lookup per value).
+    pub fn decide(&self, request: &IdentifyRequest, now: Timestamp) -> Decision {
+        let (by_email, by_phone) = self.matches(request);
+        let events = self.plan_matched(request, now, by_email, by_phone);
+        match by_email.or(by_phone) {
+            Some(slot) if events.is_empty() => {
+                let root = self.root(slot);
+                Decision::Read(IdentityKey(root), self.build_identity(root))
+            }
+            _ => Decision::Write(events),
+        }
+    }
+
+    fn plan_matched(
+        &self,
+        request: &IdentifyRequest,
+        now: Timestamp,
+        by_email: Option<u32>,
+        by_phone: Option<u32>,
+    ) -> Vec<Event> {
         let clock = self.clock(now);
         let email = request.email.as_ref().filter(|e| !self.blocked(e.as_str()));
         let phone = request.phone.as_ref().filter(|p| !self.blocked(p.as_str()));
-        let by_email = email.and_then(|e| self.lookup_email(e.as_str()));
-        let by_phone = phone.and_then(|p| self.lookup_phone(p.as_str()));
         let refusal = |primary: u32, other: Option<u32>| {
             Event::MergeRefused(Refusal {
                 primary: self.nodes[primary as usize].id,
@@ -693,12 +748,6 @@ impl IdentityGraph {
             .phone
             .as_ref()
             .filter(|p| live && !self.blocked(p.as_str()));
-        let email_carrier = email.and_then(|e| self.lookup_email(e.as_str()));
-        let phone_carrier = phone.and_then(|p| self.lookup_phone(p.as_str()));
-        // A value another identity already carries stays indexed at its first carrier. This
-        // only happens when the value was blocked when one of the rows was written and is
-        // allowed now: configuration changes never rewrite links, and never stop a replay.
-
         let store = |values: &mut Arena, text: Option<&str>| {
             text.map(|t| values.push(t))
                 .transpose()
@@ -726,21 +775,15 @@ impl IdentityGraph {
         });
         self.identities += 1;
         self.largest = self.largest.max(1);
-        {
-            if let (Some(email), None) = (email, email_carrier) {
-                let hash = self.hash(email.as_str());
-                let (nodes, hasher, values) = (&self.nodes, &self.hasher, &self.values);
-                self.by_email.insert_unique(hash, slot, |&s| {
-                    hasher.hash_one(nodes[s as usize].email.map_or("", |r| values.get(r)))
-                });
-            }
-            if let (Some(phone), None) = (phone, phone_carrier) {
-                let hash = self.hash(phone.as_str());
-                let (nodes, hasher, values) = (&self.nodes, &self.hasher, &self.values);
-                self.by_phone.insert_unique(hash, slot, |&s| {
-                    hasher.hash_one(nodes[s as usize].phone.map_or("", |r| values.get(r)))
-                });
-            }
+        // One probe per value: index it unless a carrier exists. A value another identity
+        // already carries stays indexed at its first carrier; that only happens when the value
+        // was blocked when one of the rows was written and is allowed now (configuration
+        // changes never rewrite links, and never stop a replay).
+        if let Some(email) = email {
+            self.index_if_new(email.as_str(), slot, true);
+        }
+        if let Some(phone) = phone {
+            self.index_if_new(phone.as_str(), slot, false);
         }
         let root = match link_root {
             Some(link_root) => self.union(slot, link_root),
@@ -975,6 +1018,46 @@ impl IdentityGraph {
     /// [`IdentityGraph::snapshot_history`]); changes no row or link.
     pub fn restore_history(&mut self, record: HistoryRecord) {
         self.record(record);
+    }
+
+    /// Indexes `slot` as the carrier of `text` (an email when `email`, else a phone) unless the
+    /// index already has a carrier of it; one hash-table probe either way.
+    fn index_if_new(&mut self, text: &str, slot: u32, email: bool) {
+        let hash = self.hash(text);
+        let (nodes, hasher, values) = (&self.nodes, &self.hasher, &self.values);
+        let field = |n: &Node| if email { n.email } else { n.phone };
+        let index = if email {
+            &mut self.by_email
+        } else {
+            &mut self.by_phone
+        };
+        let entry = index.entry(
+            hash,
+            |&s| field(&nodes[s as usize]).is_some_and(|r| values.bytes(r) == text.as_bytes()),
+            |&s| hasher.hash_one(field(&nodes[s as usize]).map_or("", |r| values.get(r))),
+        );
+        if let hashbrown::hash_table::Entry::Vacant(vacant) = entry {
+            vacant.insert(slot);
+        }
+    }
+
+    /// Makes room for `additional` more contacts (rows, links and both indexes) at once, so a
+    /// snapshot load or an import does not rehash the indexes again and again as they grow.
+    ///
+    /// A hint only: an allocation that fails is skipped (the structures then grow as usual).
+    pub fn reserve(&mut self, additional: usize) {
+        if self.nodes.try_reserve(additional).is_err()
+            || self.links.try_reserve(additional).is_err()
+        {
+            return;
+        }
+        let (nodes, hasher, values) = (&self.nodes, &self.hasher, &self.values);
+        let _ = self.by_email.try_reserve(additional, |&s| {
+            hasher.hash_one(nodes[s as usize].email.map_or("", |r| values.get(r)))
+        });
+        let _ = self.by_phone.try_reserve(additional, |&s| {
+            hasher.hash_one(nodes[s as usize].phone.map_or("", |r| values.get(r)))
+        });
     }
 
     /// Unions the identities of two roots (by size); returns the new root. The new primary is

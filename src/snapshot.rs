@@ -346,6 +346,22 @@ pub fn remove_all_but_in(fs: &dyn Storage, dir: &Path, keep: Lsn) -> Result<usiz
     Ok(removed)
 }
 
+/// The header of the snapshot at `path` if it has a valid one (magic and header checksum),
+/// without reading further: used to size the graph before loading (a hint; [`read`] still
+/// verifies everything).
+pub fn peek_in(fs: &dyn Storage, path: &Path) -> Option<SnapshotInfo> {
+    let mut header = [0u8; HEADER_LEN];
+    fs.open_read(path).ok()?.read_exact(&mut header).ok()?;
+    if &header[..8] != MAGIC || u32_at(&header, 36) != crc32fast::hash(&header[..36]) {
+        return None;
+    }
+    Some(SnapshotInfo {
+        lsn: u64_at(&header, 12),
+        next_id: u64_at(&header, 20),
+        entries: u64_at(&header, 28),
+    })
+}
+
 /// Reads and verifies the snapshot at `path`, passing each entry to `visit` in order.
 /// Every chunk is checksum-verified before any contact in it is decoded or visited.
 ///

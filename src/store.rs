@@ -33,7 +33,8 @@ use parking_lot::{Mutex, RwLock};
 use crate::contact::{ContactId, ContactRow, Timestamp};
 use crate::event::Event;
 use crate::graph::{
-    ApplyError, GraphOptions, IdentifyRequest, Identity, IdentityGraph, IdentityKey, Lookup,
+    ApplyError, Decision, GraphOptions, IdentifyRequest, Identity, IdentityGraph, IdentityKey,
+    Lookup,
 };
 use crate::history::HistoryEntry;
 use crate::metrics as metric;
@@ -163,6 +164,9 @@ struct State {
     /// merged away are never looked up again; entries already durable are pruned.
     changed: hashbrown::HashMap<IdentityKey, Lsn>,
 }
+
+/// The most contacts a snapshot header may make the graph reserve room for before loading.
+const SNAPSHOT_RESERVE_MAX: u64 = 1 << 27;
 
 /// Snapshot entries encoded per hold of the shared lock (about a millisecond of work).
 const CAPTURE_CHUNK: usize = 4096;
@@ -297,6 +301,10 @@ fn load_snapshot(
     let available = snapshot::list_in(fs, snapshots_dir)?;
     for (_, path) in available.iter().rev() {
         let mut graph = IdentityGraph::with_options(options.clone());
+        if let Some(info) = snapshot::peek_in(fs, path) {
+            // Sized once instead of rehashing as it grows (bounded: the header is a hint).
+            graph.reserve(info.entries.min(SNAPSHOT_RESERVE_MAX) as usize);
+        }
         match snapshot::read_in(fs, path, |entry| graph.load_snapshot_entry(entry)) {
             Ok(info) => {
                 graph.reserve_ids_below(info.next_id);
@@ -536,14 +544,13 @@ impl Store {
             if state.lsn == Lsn::MAX {
                 return Err(StoreError::Unavailable);
             }
-            if state.graph.plan(request, now).is_empty() {
+            match state.graph.decide(request, now) {
                 // Everything this answer reveals was last changed at `lsn` (older changes
                 // to the identity are durable or have smaller LSNs).
-                state.graph.answer_with_key(request).map(|(key, identity)| {
-                    (identity, state.changed.get(&key).copied().unwrap_or(0))
-                })
-            } else {
-                None
+                Decision::Read(key, identity) => {
+                    Some((identity, state.changed.get(&key).copied().unwrap_or(0)))
+                }
+                Decision::Write(_) => None,
             }
         };
         if let Some((identity, lsn)) = read {
