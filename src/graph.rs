@@ -231,6 +231,9 @@ pub struct IdentityGraph {
     /// Copy-on-write pre-images while a snapshot is encoded in chunks (see
     /// [`IdentityGraph::begin_capture`]).
     capture: Option<Box<Capture>>,
+    /// While set, changes leave the indexes alone and [`IdentityGraph::finish_bulk_load`]
+    /// builds them once (recovery).
+    bulk: bool,
 }
 
 /// The state of the graph at the moment a chunked snapshot began: what changed since is kept
@@ -290,6 +293,7 @@ impl IdentityGraph {
             history_by_slot: hashbrown::HashMap::new(),
             erased: hashbrown::HashSet::new(),
             capture: None,
+            bulk: false,
             values: Arena::default(),
             nodes: Vec::new(),
             links: Vec::new(),
@@ -779,11 +783,13 @@ impl IdentityGraph {
         // already carries stays indexed at its first carrier; that only happens when the value
         // was blocked when one of the rows was written and is allowed now (configuration
         // changes never rewrite links, and never stop a replay).
-        if let Some(email) = email {
-            self.index_if_new(email.as_str(), slot, true);
-        }
-        if let Some(phone) = phone {
-            self.index_if_new(phone.as_str(), slot, false);
+        if !self.bulk {
+            if let Some(email) = email {
+                self.index_if_new(email.as_str(), slot, true);
+            }
+            if let Some(phone) = phone {
+                self.index_if_new(phone.as_str(), slot, false);
+            }
         }
         let root = match link_root {
             Some(link_root) => self.union(slot, link_root),
@@ -899,6 +905,9 @@ impl IdentityGraph {
         value: fn(&Node) -> Option<StrRef>,
         email: bool,
     ) {
+        if self.bulk {
+            return;
+        }
         let Some(text) = self.text(value(&self.nodes[slot as usize])) else {
             return;
         };
@@ -1041,6 +1050,70 @@ impl IdentityGraph {
         }
     }
 
+    /// Recovery mode: until [`IdentityGraph::finish_bulk_load`], applied events leave the
+    /// email and phone indexes alone (nothing but `plan` and the answers read them, and neither
+    /// runs during recovery). Loading a snapshot and replaying the log then cost no random
+    /// hash-table probe per value (issue 3: start-up and replay rates).
+    pub fn begin_bulk_load(&mut self) {
+        self.bulk = true;
+    }
+
+    /// Builds both indexes from the rows, in parallel (one thread per index): each value is
+    /// indexed at its oldest live carrier (smallest id), which is where incremental indexing
+    /// leaves it too, blocked values excepted. Entries are inserted in bucket order (sorted by
+    /// the hash's low bits), so the table is filled front to back instead of at random.
+    /// Does nothing outside a bulk load.
+    pub fn finish_bulk_load(&mut self) {
+        if !self.bulk {
+            return;
+        }
+        self.bulk = false;
+        let this = &*self;
+        let (by_email, by_phone) = std::thread::scope(|scope| {
+            let emails = scope.spawn(|| this.build_index(|n| n.email));
+            let phones = this.build_index(|n| n.phone);
+            // The thread cannot panic short of a bug; its index is then built here instead.
+            let emails = emails
+                .join()
+                .unwrap_or_else(|_| this.build_index(|n| n.email));
+            (emails, phones)
+        });
+        self.by_email = by_email;
+        self.by_phone = by_phone;
+    }
+
+    fn build_index(&self, field: fn(&Node) -> Option<StrRef>) -> HashTable<u32> {
+        let mut index = HashTable::new();
+        let mut keyed: Vec<(u64, u32)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|&(s, n)| n.live() && !self.is_erased(s as u32))
+            .filter_map(|(s, n)| {
+                let text = self.text(field(n))?;
+                (!self.blocked(text)).then(|| (self.hash(text), s as u32))
+            })
+            .collect();
+        keyed.sort_unstable_by_key(|&(hash, slot)| (hash.reverse_bits(), slot));
+        let (nodes, hasher, values) = (&self.nodes, &self.hasher, &self.values);
+        let text_of = |s: u32| field(&nodes[s as usize]).map_or("", |r| values.get(r));
+        let _ = index.try_reserve(keyed.len(), |&s| hasher.hash_one(text_of(s)));
+        let mut run_start = 0;
+        for i in 0..keyed.len() {
+            let (hash, slot) = keyed[i];
+            if keyed[run_start].0 != hash {
+                run_start = i;
+            }
+            // An older carrier of the same value (same hash, sorted by slot) wins.
+            let text = text_of(slot);
+            if keyed[run_start..i].iter().any(|&(_, s)| text_of(s) == text) {
+                continue;
+            }
+            index.insert_unique(hash, slot, |&s| hasher.hash_one(text_of(s)));
+        }
+        index
+    }
+
     /// Makes room for `additional` more contacts (rows, links and both indexes) at once, so a
     /// snapshot load or an import does not rehash the indexes again and again as they grow.
     ///
@@ -1048,7 +1121,9 @@ impl IdentityGraph {
     pub fn reserve(&mut self, additional: usize) {
         if self.nodes.try_reserve(additional).is_err()
             || self.links.try_reserve(additional).is_err()
+            || self.bulk
         {
+            // During a bulk load the indexes are built at the end, at their final size.
             return;
         }
         let (nodes, hasher, values) = (&self.nodes, &self.hasher, &self.values);
@@ -1526,8 +1601,9 @@ impl IdentityGraph {
                 return Err(format!("identity at {root} is partly erased"));
             }
             // A value carried by another identity's first carrier is shadowed (see
-            // `apply_insert`); a blocked value is never indexed.
-            if node.live() {
+            // `apply_insert`); a blocked value is never indexed. During a bulk load the indexes
+            // are built at the end.
+            if node.live() && !self.bulk {
                 if let Some(e) = self.text(node.email) {
                     match self.lookup_email(e) {
                         Some(_) if self.blocked(e) => {

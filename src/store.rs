@@ -301,6 +301,8 @@ fn load_snapshot(
     let available = snapshot::list_in(fs, snapshots_dir)?;
     for (_, path) in available.iter().rev() {
         let mut graph = IdentityGraph::with_options(options.clone());
+        // Indexes are built once recovery (snapshot and log) is done: see `finish_bulk_load`.
+        graph.begin_bulk_load();
         if let Some(info) = snapshot::peek_in(fs, path) {
             // Sized once instead of rehashing as it grows (bounded: the header is a hint).
             graph.reserve(info.entries.min(SNAPSHOT_RESERVE_MAX) as usize);
@@ -330,8 +332,10 @@ fn load_snapshot(
         // repeats, so starting empty would silently drop rows. Refuse, naming the newest error.
         return Err(StoreError::NoUsableSnapshot(skipped.join("; ")));
     }
+    let mut graph = IdentityGraph::with_options(options.clone());
+    graph.begin_bulk_load();
     Ok(Loaded {
-        graph: IdentityGraph::with_options(options.clone()),
+        graph,
         lsn: 0,
         path: None,
         contacts: 0,
@@ -370,6 +374,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection, StoreError> {
     let wal = crate::wal::replay_read_only(&dir.join("wal"), snapshot_lsn, |lsn, payload| {
         apply_record(&mut graph, lsn, payload)
     })?;
+    graph.finish_bulk_load();
     Ok(Inspection {
         graph,
         snapshot: path,
@@ -464,6 +469,12 @@ impl Store {
                 Ok::<(), String>(())
             },
         )?;
+        let indexed = Instant::now();
+        graph.finish_bulk_load();
+        tracing::info!(
+            elapsed_ms = indexed.elapsed().as_millis() as u64,
+            "email and phone indexes built"
+        );
         debug_assert_eq!(graph.check_invariants(), Ok(()));
         // Recovery succeeded from an older snapshot: set the damaged newer ones aside (kept
         // for inspection) so retention never counts them as good.
