@@ -1104,10 +1104,14 @@ impl IdentityGraph {
             if keyed[run_start].0 != hash {
                 run_start = i;
             }
-            // An older carrier of the same value (same hash, sorted by slot) wins.
-            let text = text_of(slot);
-            if keyed[run_start..i].iter().any(|&(_, s)| text_of(s) == text) {
-                continue;
+            // An older carrier of the same value (same hash, sorted by slot) wins. Only a
+            // repeated hash needs the values compared (random reads); the rest of the loop
+            // walks `keyed` and the table front to back.
+            if i > run_start {
+                let text = text_of(slot);
+                if keyed[run_start..i].iter().any(|&(_, s)| text_of(s) == text) {
+                    continue;
+                }
             }
             index.insert_unique(hash, slot, |&s| hasher.hash_one(text_of(s)));
         }
