@@ -56,6 +56,8 @@ const SUFFIX: &str = ".snap";
 /// The largest LSN or contact id a snapshot may carry (`i64::MAX`, PostgreSQL's bigint).
 pub const MAX_COUNTER: u64 = i64::MAX as u64;
 const TMP_SUFFIX: &str = ".snap.tmp";
+/// Bytes of a snapshot file written between two flushes (see [`write_file_in`]).
+const WRITE_PIECE: usize = 256 << 10;
 
 /// Why a snapshot could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +206,15 @@ pub fn write_file_in(
     ));
     let result = (|| {
         let mut file = fs.open_append(&tmp, true).map_err(io_err(&tmp))?;
-        file.write_all(bytes).map_err(io_err(&tmp))?;
+        // Written and flushed a piece at a time: a log fsync issued meanwhile then waits for
+        // at most one piece, not for the whole file (issue 3: snapshots must not stall the
+        // hot path, whose writes wait for log fsyncs).
+        for piece in bytes.chunks(WRITE_PIECE) {
+            file.write_all(piece).map_err(io_err(&tmp))?;
+            if piece.len() == WRITE_PIECE {
+                file.sync_data().map_err(io_err(&tmp))?;
+            }
+        }
         file.sync_all().map_err(io_err(&tmp))?;
         drop(file);
         fs.rename(&tmp, &final_path).map_err(io_err(&final_path))?;

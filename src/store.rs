@@ -168,6 +168,23 @@ struct State {
 /// The most contacts a snapshot header may make the graph reserve room for before loading.
 const SNAPSHOT_RESERVE_MAX: u64 = 1 << 27;
 
+/// Puts the calling thread (the background snapshot thread) in the `SCHED_IDLE` class with
+/// the lowest priority, so on a busy core the request workers preempt it and a snapshot only
+/// uses time they leave (issue 3: "snapshots must not stall the hot path"). Lowering one's own
+/// priority needs no privilege; a failure is logged and changes nothing else.
+fn background_priority() {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(error) =
+        set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+    {
+        tracing::debug!(?error, "could not lower the snapshot thread's priority");
+    }
+}
+
 /// Snapshot entries encoded per hold of the shared lock (about a millisecond of work).
 const CAPTURE_CHUNK: usize = 4096;
 
@@ -945,6 +962,7 @@ impl Store {
         let spawned = std::thread::Builder::new()
             .name("idrecon-snapshot".into())
             .spawn(move || {
+                background_priority();
                 if let Err(error) = store.snapshot_blocking() {
                     tracing::error!(%error, "snapshot failed; will retry after more events");
                 }
