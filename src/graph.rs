@@ -1060,7 +1060,7 @@ impl IdentityGraph {
 
     /// Builds both indexes from the rows, in parallel (one thread per index): each value is
     /// indexed at its oldest live carrier (smallest id), which is where incremental indexing
-    /// leaves it too, blocked values excepted. Entries are inserted in bucket order (sorted by
+    /// leaves it too, blocked values excepted. Entries are inserted nearly in bucket order (binned by
     /// the hash's low bits), so the table is filled front to back instead of at random.
     /// Does nothing outside a bulk load.
     pub fn finish_bulk_load(&mut self) {
@@ -1084,7 +1084,7 @@ impl IdentityGraph {
 
     fn build_index(&self, field: fn(&Node) -> Option<StrRef>) -> HashTable<u32> {
         let mut index = HashTable::new();
-        let mut keyed: Vec<(u64, u32)> = self
+        let keyed: Vec<(u64, u32)> = self
             .nodes
             .iter()
             .enumerate()
@@ -1094,26 +1094,38 @@ impl IdentityGraph {
                 (!self.blocked(text)).then(|| (self.hash(text), s as u32))
             })
             .collect();
-        keyed.sort_unstable_by_key(|&(hash, slot)| (hash.reverse_bits(), slot));
+        // Counting sort on the hash's low 16 bits (a table's bucket is the hash's low bits):
+        // consecutive inserts then land within a few hundred buckets of each other, instead of
+        // anywhere in a table of tens of megabytes. Stable, so carriers of one value stay in
+        // slot order and the oldest is inserted first.
+        const BINS: usize = 1 << 16;
+        let mut starts = vec![0usize; BINS + 1];
+        for &(hash, _) in &keyed {
+            starts[(hash as usize & (BINS - 1)) + 1] += 1;
+        }
+        for b in 0..BINS {
+            starts[b + 1] += starts[b];
+        }
+        let mut ordered = vec![(0u64, 0u32); keyed.len()];
+        for &(hash, slot) in &keyed {
+            let bin = &mut starts[hash as usize & (BINS - 1)];
+            ordered[*bin] = (hash, slot);
+            *bin += 1;
+        }
+        drop(keyed);
         let (nodes, hasher, values) = (&self.nodes, &self.hasher, &self.values);
         let text_of = |s: u32| field(&nodes[s as usize]).map_or("", |r| values.get(r));
-        let _ = index.try_reserve(keyed.len(), |&s| hasher.hash_one(text_of(s)));
-        let mut run_start = 0;
-        for i in 0..keyed.len() {
-            let (hash, slot) = keyed[i];
-            if keyed[run_start].0 != hash {
-                run_start = i;
+        let _ = index.try_reserve(ordered.len(), |&s| hasher.hash_one(text_of(s)));
+        for (hash, slot) in ordered {
+            // Values are compared only on a hash-tag match; an older carrier of the same value
+            // was inserted first and wins.
+            if let hashbrown::hash_table::Entry::Vacant(vacant) = index.entry(
+                hash,
+                |&s| text_of(s) == text_of(slot),
+                |&s| hasher.hash_one(text_of(s)),
+            ) {
+                vacant.insert(slot);
             }
-            // An older carrier of the same value (same hash, sorted by slot) wins. Only a
-            // repeated hash needs the values compared (random reads); the rest of the loop
-            // walks `keyed` and the table front to back.
-            if i > run_start {
-                let text = text_of(slot);
-                if keyed[run_start..i].iter().any(|&(_, s)| text_of(s) == text) {
-                    continue;
-                }
-            }
-            index.insert_unique(hash, slot, |&s| hasher.hash_one(text_of(s)));
         }
         index
     }
