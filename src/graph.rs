@@ -224,8 +224,12 @@ pub struct IdentityGraph {
     options: GraphOptions,
     /// Merges, deletions and refusals in the order applied (see [`crate::history`]).
     history: Vec<HistoryRecord>,
-    /// Slot → indices into `history` of the records that name that contact.
-    history_by_slot: hashbrown::HashMap<u32, Vec<u32>>,
+    /// For each record of `history`, per contact it names (first, second): the previous record
+    /// naming that contact, as index + 1 (0: none). A chain per contact, no allocation per
+    /// record.
+    history_prev: Vec<[u32; 2]>,
+    /// Per slot: the newest record naming that contact, as index + 1 (0: none); grown lazily.
+    history_head: Vec<u32>,
     /// Slots of erased contacts: unknown to every lookup, listing and snapshot.
     erased: hashbrown::HashSet<u32>,
     /// Copy-on-write pre-images while a snapshot is encoded in chunks (see
@@ -290,7 +294,8 @@ impl IdentityGraph {
         IdentityGraph {
             options,
             history: Vec::new(),
-            history_by_slot: hashbrown::HashMap::new(),
+            history_prev: Vec::new(),
+            history_head: Vec::new(),
             erased: hashbrown::HashSet::new(),
             capture: None,
             bulk: false,
@@ -971,7 +976,7 @@ impl IdentityGraph {
                 }
             }
             self.erased.insert(m);
-            for &index in self.history_by_slot.get(&m).into_iter().flatten() {
+            for index in self.records_of(m) {
                 if let Some(HistoryRecord::Refused { refusal, .. }) =
                     self.history.get_mut(index as usize)
                 {
@@ -1012,15 +1017,45 @@ impl IdentityGraph {
     /// only an erased contact skipped by a snapshot can be, are not indexed).
     fn record(&mut self, record: HistoryRecord) {
         let index = self.history.len() as u32;
-        for id in record.contacts() {
+        let mut prev = [0u32; 2];
+        for (k, id) in record.contacts().enumerate().take(2) {
             if let Some(slot) = self.slot_of(id) {
-                let list = self.history_by_slot.entry(slot).or_default();
-                if list.last() != Some(&index) {
-                    list.push(index);
+                let s = slot as usize;
+                if self.history_head.len() <= s {
+                    self.history_head.resize(s + 1, 0);
                 }
+                prev[k] = self.history_head[s];
+                self.history_head[s] = index + 1;
             }
         }
         self.history.push(record);
+        self.history_prev.push(prev);
+    }
+
+    /// Indices of the records naming the contact in `slot`, newest first.
+    fn records_of(&self, slot: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut next = self.history_head.get(slot as usize).copied().unwrap_or(0);
+        while next != 0 {
+            let index = next - 1;
+            out.push(index);
+            let (Some(record), Some(prev)) = (
+                self.history.get(index as usize),
+                self.history_prev.get(index as usize),
+            ) else {
+                break;
+            };
+            let k = record
+                .contacts()
+                .position(|id| self.raw_slot_of(id) == Some(slot))
+                .unwrap_or(0);
+            let previous = prev[k.min(1)];
+            if previous >= next {
+                break;
+            }
+            next = previous;
+        }
+        out
     }
 
     /// Restores a history record from a snapshot (written by
@@ -1389,7 +1424,7 @@ impl IdentityGraph {
                     at: node.created_at,
                 },
             ));
-            records.extend(self.history_by_slot.get(&m).into_iter().flatten());
+            records.extend(self.records_of(m));
         }
         records.sort_unstable();
         records.dedup();
