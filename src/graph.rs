@@ -1244,31 +1244,39 @@ impl IdentityGraph {
         let mut emails: Vec<Email> = Vec::new();
         let mut phone_numbers: Vec<Phone> = Vec::new();
         let mut secondary_contact_ids = Vec::with_capacity(live.len().saturating_sub(1));
-        let mut seen = Distinct::new(live.len());
-        if primary_node.live() {
-            if let Some(e) = self.text(primary_node.email) {
-                seen.first_email(e);
-                emails.push(Email::from_stored(e));
-            }
-            if let Some(p) = self.text(primary_node.phone) {
-                seen.first_phone(p);
-                phone_numbers.push(Phone::from_stored(p));
-            }
-        }
-        for &s in &live {
+        // First occurrences: a scan of the answer so far for the usual handful of values (no
+        // allocation), hash sets for large identities.
+        let (mut seen_emails, mut seen_phones) = if live.len() > 32 {
+            (
+                Some(hashbrown::HashSet::new()),
+                Some(hashbrown::HashSet::new()),
+            )
+        } else {
+            (None, None)
+        };
+        let primary_values = primary_node.live().then_some(primary);
+        for s in primary_values.into_iter().chain(live.iter().copied()) {
             let node = &self.nodes[s as usize];
             if s != primary {
                 secondary_contact_ids.push(node.id);
             }
-            if let Some(e) = self.text(node.email)
-                && seen.first_email(e)
-            {
-                emails.push(Email::from_stored(e));
+            if let Some(e) = self.text(node.email) {
+                push_first(
+                    &mut emails,
+                    seen_emails.as_mut(),
+                    e,
+                    Email::as_str,
+                    Email::from_stored,
+                );
             }
-            if let Some(p) = self.text(node.phone)
-                && seen.first_phone(p)
-            {
-                phone_numbers.push(Phone::from_stored(p));
+            if let Some(p) = self.text(node.phone) {
+                push_first(
+                    &mut phone_numbers,
+                    seen_phones.as_mut(),
+                    p,
+                    Phone::as_str,
+                    Phone::from_stored,
+                );
             }
         }
         Identity {
@@ -1767,44 +1775,21 @@ impl IdentityGraph {
     }
 }
 
-/// First-occurrence tracking for the values of one answer: a linear scan for the usual handful
-/// of values, a hash set for large identities.
-struct Distinct<'a> {
-    emails: Vec<&'a str>,
-    phones: Vec<&'a str>,
-    large: Option<(hashbrown::HashSet<&'a str>, hashbrown::HashSet<&'a str>)>,
-}
-
-impl<'a> Distinct<'a> {
-    fn new(members: usize) -> Self {
-        Distinct {
-            emails: Vec::new(),
-            phones: Vec::new(),
-            large: (members > 32).then(Default::default),
-        }
-    }
-
-    fn first_email(&mut self, value: &'a str) -> bool {
-        match &mut self.large {
-            Some((emails, _)) => emails.insert(value),
-            None => first_in(&mut self.emails, value),
-        }
-    }
-
-    fn first_phone(&mut self, value: &'a str) -> bool {
-        match &mut self.large {
-            Some((_, phones)) => phones.insert(value),
-            None => first_in(&mut self.phones, value),
-        }
-    }
-}
-
-fn first_in<'a>(seen: &mut Vec<&'a str>, value: &'a str) -> bool {
-    if seen.contains(&value) {
-        false
-    } else {
-        seen.push(value);
-        true
+/// Appends `value` to `out` unless it is already there: by a scan of `out`, or through `seen`
+/// when given (large identities).
+fn push_first<'a, T>(
+    out: &mut Vec<T>,
+    seen: Option<&mut hashbrown::HashSet<&'a str>>,
+    value: &'a str,
+    as_str: fn(&T) -> &str,
+    make: fn(&str) -> T,
+) {
+    let first = match seen {
+        Some(seen) => seen.insert(value),
+        None => !out.iter().any(|v| as_str(v) == value),
+    };
+    if first {
+        out.push(make(value));
     }
 }
 
