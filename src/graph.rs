@@ -112,7 +112,18 @@ pub enum Decision {
     Write(Vec<Event>),
 }
 
-/// Names one identity at one moment (see [`IdentityGraph::identity_key`]).
+/// The usable (not blocked) values of a request and the slots carrying them.
+#[derive(Clone, Copy)]
+struct Matches<'r> {
+    email: Option<&'r Email>,
+    phone: Option<&'r Phone>,
+    by_email: Option<u32>,
+    by_phone: Option<u32>,
+}
+
+/// Names one identity at one moment: its union-find root, valid until the next mutation (after
+/// a merge the merged identity has the key of one of the two). The store uses it to remember
+/// the last LSN that changed each identity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IdentityKey(u32);
 
@@ -471,35 +482,28 @@ impl IdentityGraph {
     /// stored on a new row), and a merge or new secondary that would take an identity past
     /// `max_identity_size` becomes an [`Event::MergeRefused`].
     pub fn plan(&self, request: &IdentifyRequest, now: Timestamp) -> Vec<Event> {
-        let (by_email, by_phone) = self.matches(request);
-        self.plan_matched(request, now, by_email, by_phone)
+        self.plan_matched(request, now, &self.matches(request))
     }
 
     /// The slots carrying the request's usable (not blocked) email and phone: one index probe
     /// each.
-    fn matches(&self, request: &IdentifyRequest) -> (Option<u32>, Option<u32>) {
-        let usable = |v: &str| !self.blocked(v);
-        let by_email = request
-            .email
-            .as_ref()
-            .map(Email::as_str)
-            .filter(|e| usable(e))
-            .and_then(|e| self.lookup_email(e));
-        let by_phone = request
-            .phone
-            .as_ref()
-            .map(Phone::as_str)
-            .filter(|p| usable(p))
-            .and_then(|p| self.lookup_phone(p));
-        (by_email, by_phone)
+    fn matches<'r>(&self, request: &'r IdentifyRequest) -> Matches<'r> {
+        let email = request.email.as_ref().filter(|e| !self.blocked(e.as_str()));
+        let phone = request.phone.as_ref().filter(|p| !self.blocked(p.as_str()));
+        Matches {
+            email,
+            phone,
+            by_email: email.and_then(|e| self.lookup_email(e.as_str())),
+            by_phone: phone.and_then(|p| self.lookup_phone(p.as_str())),
+        }
     }
 
     /// [`IdentityGraph::plan`] and, for a pure read, its answer, from one probe of each index
     /// (the hot path of `/identify`: a returning customer costs one lookup per value).
     pub fn decide(&self, request: &IdentifyRequest, now: Timestamp) -> Decision {
-        let (by_email, by_phone) = self.matches(request);
-        let events = self.plan_matched(request, now, by_email, by_phone);
-        match by_email.or(by_phone) {
+        let matches = self.matches(request);
+        let events = self.plan_matched(request, now, &matches);
+        match matches.by_email.or(matches.by_phone) {
             Some(slot) if events.is_empty() => {
                 let root = self.root(slot);
                 Decision::Read(IdentityKey(root), self.build_identity(root))
@@ -512,12 +516,15 @@ impl IdentityGraph {
         &self,
         request: &IdentifyRequest,
         now: Timestamp,
-        by_email: Option<u32>,
-        by_phone: Option<u32>,
+        matches: &Matches<'_>,
     ) -> Vec<Event> {
         let clock = self.clock(now);
-        let email = request.email.as_ref().filter(|e| !self.blocked(e.as_str()));
-        let phone = request.phone.as_ref().filter(|p| !self.blocked(p.as_str()));
+        let Matches {
+            email,
+            phone,
+            by_email,
+            by_phone,
+        } = *matches;
         let refusal = |primary: u32, other: Option<u32>| {
             Event::MergeRefused(Refusal {
                 primary: self.nodes[primary as usize].id,
@@ -594,9 +601,8 @@ impl IdentityGraph {
             .map(|root| self.build_identity(root))
     }
 
-    /// [`IdentityGraph::answer`] together with the identity's [`IdentityGraph::identity_key`],
-    /// from one lookup of the request's values (the store needs both on every request).
-    pub fn answer_with_key(&self, request: &IdentifyRequest) -> Option<(IdentityKey, Identity)> {
+    /// [`IdentityGraph::answer`] together with the identity's key (its union-find root).
+    fn answer_with_key(&self, request: &IdentifyRequest) -> Option<(IdentityKey, Identity)> {
         self.matched_root(request)
             .map(|root| (IdentityKey(root), self.build_identity(root)))
     }
@@ -620,14 +626,6 @@ impl IdentityGraph {
             }
             None => self.answer_with_key(request),
         }
-    }
-
-    /// The identity the request's values belong to, as an opaque key (`None` when neither
-    /// value is known). The key names the identity's union-find root, so it stays valid until
-    /// the next mutation; after a merge the merged identity has the key of one of the two.
-    /// The store uses it to remember the last LSN that changed each identity.
-    pub fn identity_key(&self, request: &IdentifyRequest) -> Option<IdentityKey> {
-        self.matched_root(request).map(IdentityKey)
     }
 
     /// Read-only lookup (`GET /identities`, issue 5): the identity the values lead to, without
@@ -1366,17 +1364,22 @@ impl IdentityGraph {
                 } else {
                     Some(self.nodes[first_of_root[root] as usize].id)
                 };
-                let node = &self.nodes[s];
-                NewContact {
-                    id: node.id,
-                    email: self.email_of(node),
-                    phone: self.phone_of(node),
-                    created_at: node.created_at,
-                    updated_at: node.updated_at,
-                    deleted_at: node.deleted_at(),
-                    link,
-                }
+                self.snapshot_row(&self.nodes[s], link)
             })
+    }
+
+    /// A row as a snapshot stores it, linked to `link` (the smallest-id earlier member of its
+    /// identity, if any).
+    fn snapshot_row(&self, node: &Node, link: Option<ContactId>) -> NewContact {
+        NewContact {
+            id: node.id,
+            email: self.email_of(node),
+            phone: self.phone_of(node),
+            created_at: node.created_at,
+            updated_at: node.updated_at,
+            deleted_at: node.deleted_at(),
+            link,
+        }
     }
 
     /// The whole graph as snapshot entries: [`IdentityGraph::snapshot_contacts`] then
@@ -1585,15 +1588,7 @@ impl IdentityGraph {
                 Some(self.nodes[*first as usize].id)
             };
             let node = capture.nodes.get(&s).unwrap_or(&self.nodes[s as usize]);
-            out.push(SnapshotEntry::Contact(NewContact {
-                id: node.id,
-                email: self.email_of(node),
-                phone: self.phone_of(node),
-                created_at: node.created_at,
-                updated_at: node.updated_at,
-                deleted_at: node.deleted_at(),
-                link,
-            }));
+            out.push(SnapshotEntry::Contact(self.snapshot_row(node, link)));
             produced += 1;
         }
         let known = |id: ContactId| {
@@ -1663,34 +1658,28 @@ impl IdentityGraph {
             // `apply_insert`); a blocked value is never indexed. During a bulk load the indexes
             // are built at the end.
             if node.live() && !self.bulk {
-                if let Some(e) = self.text(node.email) {
-                    match self.lookup_email(e) {
-                        Some(_) if self.blocked(e) => {
-                            return Err(format!("blocked email of {} is indexed", node.id));
+                let values = [
+                    (
+                        "email",
+                        self.text(node.email).map(|e| (e, self.lookup_email(e))),
+                    ),
+                    (
+                        "phone",
+                        self.text(node.phone).map(|p| (p, self.lookup_phone(p))),
+                    ),
+                ];
+                for (kind, value) in values {
+                    match value {
+                        Some((v, Some(_))) if self.blocked(v) => {
+                            return Err(format!("blocked {kind} of {} is indexed", node.id));
                         }
-                        Some(_) => {}
-                        None if self.blocked(e) => {}
-                        None => {
+                        Some((v, None)) if !self.blocked(v) => {
                             return Err(format!(
-                                "email of contact {} not indexed in its identity",
+                                "{kind} of contact {} not indexed in its identity",
                                 node.id
                             ));
                         }
-                    }
-                }
-                if let Some(p) = self.text(node.phone) {
-                    match self.lookup_phone(p) {
-                        Some(_) if self.blocked(p) => {
-                            return Err(format!("blocked phone of {} is indexed", node.id));
-                        }
-                        Some(_) => {}
-                        None if self.blocked(p) => {}
-                        None => {
-                            return Err(format!(
-                                "phone of contact {} not indexed in its identity",
-                                node.id
-                            ));
-                        }
+                        _ => {}
                     }
                 }
             }
