@@ -178,6 +178,21 @@ fn e164(region: Id, text: &str) -> Result<String, Rejection> {
     if number.extension().is_some() {
         return Err(Rejection::Extension);
     }
+    let out = format_e164(&number)?;
+    // The crate's metadata is not always consistent between the national and the international
+    // reading of one number (`09000000000` read in BR is valid as `+559000000000`, which read
+    // back is not). A stored value must canonicalize to itself, or the same customer would be
+    // refused (or split) on the next request: only a fixed point is accepted.
+    let again = phonenumber::parse(None, &out).map_err(|_| Rejection::Invalid)?;
+    if !phonenumber::is_valid(&again) || again.extension().is_some() || format_e164(&again)? != out
+    {
+        return Err(Rejection::Invalid);
+    }
+    Ok(out)
+}
+
+/// `number` in E.164 form (`+` and its digits).
+fn format_e164(number: &phonenumber::PhoneNumber) -> Result<String, Rejection> {
     let mut out = String::new();
     // The formatter reports an unknown country code as `fmt::Error`; `to_string` would panic.
     write!(out, "{}", number.format().mode(Mode::E164)).map_err(|_| Rejection::Invalid)?;
@@ -290,6 +305,28 @@ mod tests {
         assert_eq!(
             canonical("+1 650 253 0000").unwrap().as_deref(),
             Some("+16502530000")
+        );
+    }
+
+    /// Found by the CI run of `tests/phone_region.rs`'s property test: the crate accepts
+    /// `09000000000` in BR as `+559000000000` but rejects that E.164 text when read back, so
+    /// the number must be refused rather than stored in a form that never matches again.
+    #[test]
+    fn a_number_whose_e164_form_does_not_read_back_is_refused() {
+        let brazil: PhoneRegion = "BR".parse().unwrap();
+        assert_eq!(
+            brazil.canonicalize("+559000000000").unwrap_err().code,
+            "invalid_phone_number"
+        );
+        assert_eq!(
+            brazil.canonicalize("09000000000").unwrap_err().code,
+            "invalid_phone_number"
+        );
+        // A real Brazilian mobile number still reads back to itself.
+        let mobile = brazil.canonicalize("(11) 96123-4567").unwrap().unwrap();
+        assert_eq!(
+            brazil.canonicalize(mobile.as_str()).unwrap().unwrap(),
+            mobile
         );
     }
 
