@@ -17,7 +17,7 @@ use idrecon::event::{Event, NewContact};
 use idrecon::graph::IdentityGraph;
 use idrecon::phone_region::{Normalizer, PhoneRegion};
 use idrecon::rows::{self, ImportError, RowFormat};
-use idrecon::snapshot::{self, SnapshotEntry, SnapshotError};
+use idrecon::snapshot::{self, SnapshotError, SnapshotItem};
 use idrecon::wal::{self, WalError};
 
 // ---------------------------------------------------------------------------------------------
@@ -326,8 +326,8 @@ pub fn snapshot_file(data: &[u8]) {
 
     let verified = snapshot::verify(&path);
     let mut contacts = Vec::new();
-    let read = snapshot::read(&path, |c: SnapshotEntry| {
-        contacts.push(c);
+    let read = snapshot::read(&path, |c: SnapshotItem<'_>| {
+        contacts.push(c.to_entry());
         Ok::<(), std::convert::Infallible>(())
     });
     match (&verified, &read) {
@@ -341,8 +341,8 @@ pub fn snapshot_file(data: &[u8]) {
             let path2 = snapshot::path_for(scratch.path(), 8);
             fs::write(&path2, &again).unwrap();
             let mut back = Vec::new();
-            let info = snapshot::read(&path2, |c: SnapshotEntry| {
-                back.push(c);
+            let info = snapshot::read(&path2, |c: SnapshotItem<'_>| {
+                back.push(c.to_entry());
                 Ok::<(), std::convert::Infallible>(())
             })
             .expect("a re-encoded snapshot reads back");

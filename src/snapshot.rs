@@ -25,7 +25,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::contact::ContactId;
-use crate::event::NewContact;
+use crate::event::{NewContact, NewContactRef};
 use crate::history::HistoryRecord;
 use crate::storage::{RealFs, Storage};
 use crate::wal::Lsn;
@@ -47,6 +47,31 @@ pub enum SnapshotEntry {
     /// carry: new rows never get an older `createdAt` (SPEC.md §2).
     Clock(crate::contact::Timestamp),
 }
+/// A [`SnapshotEntry`] as [`read`] hands it out: a row borrows its values from the chunk being
+/// read (recovery copies them once, into the graph's arena). Same variants in the same order,
+/// so the same encoding.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SnapshotItem<'a> {
+    /// As [`SnapshotEntry::Contact`].
+    #[serde(borrow)]
+    Contact(NewContactRef<'a>),
+    /// As [`SnapshotEntry::History`].
+    History(HistoryRecord),
+    /// As [`SnapshotEntry::Clock`].
+    Clock(crate::contact::Timestamp),
+}
+
+impl SnapshotItem<'_> {
+    /// The owned entry (tests and tools; recovery uses the borrowed item).
+    pub fn to_entry(&self) -> SnapshotEntry {
+        match self {
+            SnapshotItem::Contact(row) => SnapshotEntry::Contact(row.to_owned_contact()),
+            SnapshotItem::History(record) => SnapshotEntry::History(record.clone()),
+            SnapshotItem::Clock(clock) => SnapshotEntry::Clock(*clock),
+        }
+    }
+}
+
 const HEADER_LEN: usize = 40;
 /// Target payload size of one chunk, in bytes.
 const CHUNK_TARGET: usize = 64 * 1024;
@@ -381,7 +406,7 @@ pub fn peek_in(fs: &dyn Storage, path: &Path) -> Option<SnapshotInfo> {
 /// [`SnapshotError::Rebuild`] when `visit` fails; [`SnapshotError::Io`] on read errors.
 pub fn read<E: std::fmt::Display>(
     path: &Path,
-    visit: impl FnMut(SnapshotEntry) -> Result<(), E>,
+    visit: impl FnMut(SnapshotItem<'_>) -> Result<(), E>,
 ) -> Result<SnapshotInfo, SnapshotError> {
     read_in(&RealFs, path, visit)
 }
@@ -393,7 +418,7 @@ pub fn read<E: std::fmt::Display>(
 pub fn read_in<E: std::fmt::Display>(
     fs: &dyn Storage,
     path: &Path,
-    mut visit: impl FnMut(SnapshotEntry) -> Result<(), E>,
+    mut visit: impl FnMut(SnapshotItem<'_>) -> Result<(), E>,
 ) -> Result<SnapshotInfo, SnapshotError> {
     let file = fs.open_read(path).map_err(io_err(path))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -470,9 +495,9 @@ pub fn read_in<E: std::fmt::Display>(
         let mut rest: &[u8] = &payload;
         while !rest.is_empty() {
             let entry = if version == VERSION_CONTACTS_ONLY {
-                decode_item::<NewContact>(&mut rest).map(SnapshotEntry::Contact)
+                decode_row(&mut rest).map(SnapshotItem::Contact)
             } else {
-                decode_item::<SnapshotEntry>(&mut rest)
+                decode_entry(&mut rest)
             }
             .map_err(|_| corrupt(offset, "undecodable entry"))?;
             count += 1;
@@ -480,9 +505,9 @@ pub fn read_in<E: std::fmt::Display>(
                 return Err(corrupt(offset, "more entries than the header says"));
             }
             let id = match &entry {
-                SnapshotEntry::Contact(contact) => contact.id,
-                SnapshotEntry::History(record) => record.contacts().next().unwrap_or(0),
-                SnapshotEntry::Clock(_) => 0,
+                SnapshotItem::Contact(contact) => contact.id,
+                SnapshotItem::History(record) => record.contacts().next().unwrap_or(0),
+                SnapshotItem::Clock(_) => 0,
             };
             visit(entry).map_err(|e| SnapshotError::Rebuild {
                 file: path.to_path_buf(),
@@ -503,13 +528,45 @@ pub fn verify(path: &Path) -> Result<SnapshotInfo, SnapshotError> {
     read(path, |_| Ok::<(), std::convert::Infallible>(()))
 }
 
-fn decode_item<T: serde::de::DeserializeOwned>(rest: &mut &[u8]) -> Result<T, bincode::Error> {
+/// Decodes the [`SnapshotItem`] at the front of `rest` and moves `rest` past it: rows (the
+/// bulk of a snapshot) by hand, the rest through serde.
+fn decode_entry<'a>(rest: &mut &'a [u8]) -> Result<SnapshotItem<'a>, bincode::Error> {
+    // bincode writes an enum's variant index as a u32; `Contact` is variant 0.
+    match rest.split_first_chunk::<4>() {
+        Some((tag, row)) if u32::from_le_bytes(*tag) == 0 => {
+            *rest = row;
+            decode_row(rest).map(SnapshotItem::Contact)
+        }
+        _ => decode_item(rest),
+    }
+}
+
+/// Decodes the row at the front of `rest` and moves `rest` past it.
+fn decode_row<'a>(rest: &mut &'a [u8]) -> Result<NewContactRef<'a>, bincode::Error> {
+    let (row, used) = NewContactRef::decode_prefix(rest)?;
+    *rest = rest.get(used..).unwrap_or_default();
+    Ok(row)
+}
+
+/// Decodes the item at the front of `rest`, borrowing its strings, and moves `rest` past it.
+/// bincode's slice decoding does not say how many bytes it read; with fixed-size integers an
+/// item's encoding is canonical, so its length is its re-computed serialized size.
+fn decode_item<'a, T>(rest: &mut &'a [u8]) -> Result<T, bincode::Error>
+where
+    T: serde::Deserialize<'a> + serde::Serialize,
+{
     use bincode::Options;
-    bincode::DefaultOptions::new()
+    let options = bincode::DefaultOptions::new()
         .with_fixint_encoding()
-        .allow_trailing_bytes()
-        .with_limit(rest.len() as u64)
-        .deserialize_from(rest)
+        .allow_trailing_bytes();
+    let item: T = options.deserialize(rest)?;
+    let used = usize::try_from(options.serialized_size(&item)?).unwrap_or(usize::MAX);
+    *rest = rest.get(used..).ok_or_else(|| {
+        Box::new(bincode::ErrorKind::Custom(
+            "item longer than its chunk".into(),
+        ))
+    })?;
+    Ok(item)
 }
 
 fn read_exact_or(
@@ -574,7 +631,7 @@ mod tests {
         let path = write_file(dir.path(), 77, &bytes).unwrap();
         let mut back = Vec::new();
         let info = read(&path, |c| {
-            back.push(c);
+            back.push(c.to_entry());
             Ok::<(), String>(())
         })
         .unwrap();
@@ -621,7 +678,7 @@ mod tests {
         let path = write_file(dir.path(), 5, &bytes).unwrap();
         let mut back = Vec::new();
         read(&path, |e| {
-            back.push(e);
+            back.push(e.to_entry());
             Ok::<(), String>(())
         })
         .unwrap();

@@ -31,7 +31,7 @@ use std::time::Instant;
 use parking_lot::{Mutex, RwLock};
 
 use crate::contact::{ContactId, ContactRow, Timestamp};
-use crate::event::Event;
+use crate::event::{Event, EventRef};
 use crate::graph::{
     ApplyError, Decision, GraphOptions, IdentifyRequest, Identity, IdentityGraph, IdentityKey,
     Lookup,
@@ -324,7 +324,7 @@ fn load_snapshot(
             // Sized once instead of rehashing as it grows (bounded: the header is a hint).
             graph.reserve(info.entries.min(SNAPSHOT_RESERVE_MAX) as usize);
         }
-        match snapshot::read_in(fs, path, |entry| graph.load_snapshot_entry(entry)) {
+        match snapshot::read_in(fs, path, |entry| graph.load_snapshot_item(entry)) {
             Ok(info) => {
                 graph.reserve_ids_below(info.next_id);
                 let contacts = graph.len() as u64;
@@ -402,11 +402,13 @@ pub fn inspect(dir: &Path) -> Result<Inspection, StoreError> {
 }
 
 fn apply_record(graph: &mut IdentityGraph, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
-    let event =
-        Event::decode(payload).map_err(|e| format!("undecodable event at LSN {lsn}: {e}"))?;
-    graph
-        .apply(&event)
-        .map_err(|e| format!("event at LSN {lsn} does not apply: {e}"))
+    let event = Event::decode_borrowed(payload)
+        .map_err(|e| format!("undecodable event at LSN {lsn}: {e}"))?;
+    match event {
+        EventRef::ContactInserted(row) => graph.apply_insert(row),
+        EventRef::Other(event) => graph.apply(&event),
+    }
+    .map_err(|e| format!("event at LSN {lsn} does not apply: {e}"))
 }
 
 impl Store {

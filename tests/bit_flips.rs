@@ -83,7 +83,7 @@ fn prefix_states(dir: &Path) -> BTreeMap<Lsn, Vec<ContactRow>> {
     let snapshots = snapshot::list(&dir.join("snapshots")).unwrap();
     let (older_lsn, older_path) = snapshots.first().unwrap().clone();
     let mut graph = IdentityGraph::new();
-    let info = snapshot::read(&older_path, |e| graph.load_snapshot_entry(e)).unwrap();
+    let info = snapshot::read(&older_path, |e| graph.load_snapshot_item(e)).unwrap();
     graph.reserve_ids_below(info.next_id);
     let mut states = BTreeMap::new();
     states.insert(older_lsn, graph.all_contacts().collect());
