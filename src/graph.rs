@@ -1171,17 +1171,18 @@ impl IdentityGraph {
         let (nodes, values, hasher) = (&self.nodes, &self.values, &self.hasher);
         let checks_blocked = !self.options.blocked.is_empty();
         let bytes_of = |s: u32| field(&nodes[s as usize]).map_or(&[][..], |r| values.bytes(r));
-        // (hash, slot) of every indexable value, in slot order: one sequential pass over the
-        // rows and the arena, run twice below (hashing again costs less than a buffer of them).
+        // (slot, value) of every indexable value, in slot order: one sequential pass over the
+        // rows, run three times below (hashing again costs less than a buffer of hashes).
         let indexable = || {
             nodes.iter().enumerate().filter_map(move |(s, n)| {
                 let value = field(n)?;
                 let skip = !n.live()
                     || self.is_erased(s as u32)
                     || (checks_blocked && self.blocked(values.get(value)));
-                (!skip).then(|| (hasher.hash_one(values.bytes(value)), s as u32))
+                (!skip).then_some((s as u32, value))
             })
         };
+        let hashed = || indexable().map(|(s, value)| (hasher.hash_one(values.bytes(value)), s));
         // Counting sort by the top bits of each value's home bucket (hashbrown's bucket is the
         // hash's low bits; the table will have `buckets` of them), then each bin by
         // (hash, slot): inserts then fill the table front to back, one cache-sized stretch of
@@ -1197,7 +1198,7 @@ impl IdentityGraph {
         let shift = buckets.trailing_zeros().saturating_sub(BIN_BITS);
         let bin_of = |hash: u64| ((hash as usize) & (buckets - 1)) >> shift;
         let mut starts = vec![0usize; BINS + 1];
-        for (hash, _) in indexable() {
+        for (hash, _) in hashed() {
             starts[bin_of(hash) + 1] += 1;
         }
         for b in 0..BINS {
@@ -1205,7 +1206,7 @@ impl IdentityGraph {
         }
         let bounds = starts.clone();
         let mut ordered = vec![(0u64, 0u32); starts[BINS]];
-        for (hash, slot) in indexable() {
+        for (hash, slot) in hashed() {
             let bin = &mut starts[bin_of(hash)];
             if let Some(entry) = ordered.get_mut(*bin) {
                 *entry = (hash, slot);
@@ -1224,8 +1225,32 @@ impl IdentityGraph {
         let _ = index.try_reserve(ordered.len(), rehash);
         // Not a slot: a graph has fewer than `u32::MAX` rows.
         const NOT_KEPT: u32 = u32::MAX;
+        // Entries whose hash repeats, in windows of `WINDOW`: their rows and values are read
+        // ahead of the comparisons, in two passes of loads independent of each other, so the
+        // CPU overlaps the cache misses (one after another they cost the most time here).
+        const WINDOW: usize = 256;
+        let mut ahead: Vec<StrRef> = Vec::with_capacity(WINDOW);
         let mut run_start = 0;
         for i in 0..ordered.len() {
+            if i % WINDOW == 0 {
+                let window = i..(i + WINDOW).min(ordered.len());
+                let repeats = |j: usize| {
+                    (j > 0 && ordered[j - 1].0 == ordered[j].0)
+                        || ordered
+                            .get(j + 1)
+                            .is_some_and(|next| next.0 == ordered[j].0)
+                };
+                ahead.clear();
+                ahead.extend(
+                    window
+                        .filter(|&j| repeats(j))
+                        .filter_map(|j| field(&nodes[ordered[j].1 as usize])),
+                );
+                let touched = ahead.iter().fold(0u8, |acc, &r| {
+                    acc ^ values.bytes(r).first().copied().unwrap_or(0)
+                });
+                std::hint::black_box(touched);
+            }
             let (hash, slot) = ordered[i];
             if ordered[run_start].0 != hash {
                 run_start = i;
