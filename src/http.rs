@@ -44,8 +44,10 @@ use crate::openapi::{ApiDoc, IdentifyRequestBody, IdentifyResponse};
 use crate::phone_region::Normalizer;
 use crate::request::parse_identify_body;
 use crate::store::{Outcome, Store, StoreError};
+use request_metrics::RequestMetrics;
 
 pub mod identities;
+pub mod request_metrics;
 
 /// The key under which `/identify` names the primary id (SPEC.md §3: clients in the wild use
 /// both spellings).
@@ -271,6 +273,7 @@ pub fn openapi_document(options: &HttpOptions) -> serde_json::Value {
 /// recorder if it is not installed yet ([`metric::install`]).
 pub fn router(store: Arc<Store>, options: HttpOptions) -> Router {
     metric::install();
+    let request_metrics = Arc::new(request_metrics::RequestMetrics::default());
     let timeout = options.request_timeout;
     let max_body = options.max_body_bytes;
     let (routes, openapi) = api_routes(&options).split_for_parts();
@@ -298,7 +301,9 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> Router {
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             deadline(req, next, timeout)
         }))
-        .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            record_metrics(req, next, Arc::clone(&request_metrics))
+        }))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -346,9 +351,11 @@ fn request_finished(response: &Response, latency: Duration, _span: &Span) {
 
 /// Counts every answer by route template, method and status, records its latency, and counts
 /// `/identify` outcomes (from [`OUTCOME_HEADER`] on a `200`, `rejected` on a `4xx`).
-async fn record_metrics(req: Request, next: Next) -> Response {
+async fn record_metrics(req: Request, next: Next, metrics: Arc<RequestMetrics>) -> Response {
     let started = Instant::now();
-    let route = route_of(&req).to_owned();
+    // The matched path is shared (`Arc<str>`): no copy of the route per request.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = metric::method_label(req.method());
     let response = next.run(req).await;
     let status = response.status();
@@ -363,18 +370,15 @@ async fn record_metrics(req: Request, next: Next) -> Response {
                 .map(|o| o.metric_label())
         };
         if let Some(outcome) = outcome {
-            ::metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => outcome).increment(1);
+            metrics.outcome(outcome);
         }
     }
-    ::metrics::histogram!(metric::HTTP_REQUEST_DURATION, "route" => route.clone(), "method" => method)
-        .record(started.elapsed().as_secs_f64());
-    ::metrics::counter!(
-        metric::HTTP_REQUESTS,
-        "route" => route,
-        "method" => method,
-        "status" => status.as_u16().to_string()
-    )
-    .increment(1);
+    metrics.request(
+        route,
+        method,
+        status.as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 

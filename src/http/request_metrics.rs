@@ -1,0 +1,134 @@
+//! The per-request metrics of the HTTP layer (issue 6 `/metrics`), with their handles kept.
+//!
+//! `metrics::counter!(name, labels…)` builds a key (allocating each label's text) and looks it up
+//! in the recorder's registry on every call; three such calls were a measurable part of a
+//! pure-read `/identify` (issue 3, BENCHMARKS.md "third pass"). [`RequestMetrics`] asks the
+//! recorder once per label set and keeps the handles, so a request then costs one read-locked
+//! hash lookup and no allocation. The recorded series are exactly those the macros record
+//! (`tests/metrics.rs` reads them back from `/metrics`).
+
+use std::hash::{Hash, Hasher};
+
+use hashbrown::{Equivalent, HashMap};
+use metrics::{Counter, Histogram};
+use parking_lot::RwLock;
+
+use crate::metrics as metric;
+
+/// The handles of one `(route, method, status)`: the latency histogram (by route and method)
+/// and the request counter (by route, method and status).
+#[derive(Clone)]
+struct RouteHandles {
+    duration: Histogram,
+    requests: Counter,
+}
+
+/// An owned label set, as the cache stores it.
+#[derive(PartialEq, Eq)]
+struct RouteKey {
+    route: String,
+    method: &'static str,
+    status: u16,
+}
+
+impl Hash for RouteKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        RouteKeyRef(&self.route, self.method, self.status).hash(state);
+    }
+}
+
+/// A borrowed label set: looks a [`RouteKey`] up without allocating its route.
+#[derive(Hash)]
+struct RouteKeyRef<'a>(&'a str, &'static str, u16);
+
+impl Equivalent<RouteKey> for RouteKeyRef<'_> {
+    fn equivalent(&self, key: &RouteKey) -> bool {
+        self.0 == key.route && self.1 == key.method && self.2 == key.status
+    }
+}
+
+/// Metric handles of the HTTP layer, fetched from the installed recorder on first use of each
+/// label set. Create it after [`crate::metrics::install`] (as [`crate::http::router`] does):
+/// handles fetched before a recorder is installed record nowhere.
+#[derive(Default)]
+pub struct RequestMetrics {
+    routes: RwLock<HashMap<RouteKey, RouteHandles>>,
+    outcomes: RwLock<HashMap<&'static str, Counter>>,
+}
+
+impl RequestMetrics {
+    /// Records one answered request: `seconds` from request head to response head into
+    /// `idrecon_http_request_duration_seconds{route,method}` and one into
+    /// `idrecon_http_requests_total{route,method,status}`.
+    pub fn request(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
+        let key = RouteKeyRef(route, method, status);
+        let cached = self.routes.read().get(&key).cloned();
+        let handles = cached.unwrap_or_else(|| {
+            let handles = RouteHandles {
+                duration: ::metrics::histogram!(
+                    metric::HTTP_REQUEST_DURATION,
+                    "route" => route.to_owned(),
+                    "method" => method
+                ),
+                requests: ::metrics::counter!(
+                    metric::HTTP_REQUESTS,
+                    "route" => route.to_owned(),
+                    "method" => method,
+                    "status" => status.to_string()
+                ),
+            };
+            let owned = RouteKey {
+                route: route.to_owned(),
+                method,
+                status,
+            };
+            self.routes.write().insert(owned, handles.clone());
+            handles
+        });
+        handles.duration.record(seconds);
+        handles.requests.increment(1);
+    }
+
+    /// Counts one `/identify` outcome in `idrecon_identify_outcomes_total{outcome}`.
+    pub fn outcome(&self, outcome: &'static str) {
+        let cached = self.outcomes.read().get(outcome).cloned();
+        let counter = cached.unwrap_or_else(|| {
+            let counter = ::metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => outcome);
+            self.outcomes.write().insert(outcome, counter.clone());
+            counter
+        });
+        counter.increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    /// The borrowed key finds the owned one: same hash, and equal exactly when all three
+    /// labels are.
+    #[test]
+    fn borrowed_keys_hash_and_compare_like_owned_ones() {
+        let hasher = hashbrown::DefaultHashBuilder::default();
+        let owned = RouteKey {
+            route: "/identify".to_owned(),
+            method: "POST",
+            status: 200,
+        };
+        let borrowed = RouteKeyRef("/identify", "POST", 200);
+        assert_eq!(hasher.hash_one(&owned), hasher.hash_one(&borrowed));
+        assert!(borrowed.equivalent(&owned));
+        for other in [
+            RouteKeyRef("/identities", "POST", 200),
+            RouteKeyRef("/identify", "GET", 200),
+            RouteKeyRef("/identify", "POST", 400),
+        ] {
+            assert!(!other.equivalent(&owned));
+        }
+        let mut map = HashMap::new();
+        map.insert(owned, 1);
+        assert_eq!(map.get(&borrowed), Some(&1));
+        assert_eq!(map.get(&RouteKeyRef("/identify", "POST", 201)), None);
+    }
+}
