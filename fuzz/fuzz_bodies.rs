@@ -351,7 +351,7 @@ pub fn snapshot_file(data: &[u8]) {
             // Rebuilding a graph from it returns Ok or Err, never panics.
             let mut graph = IdentityGraph::new();
             for c in contacts {
-                if graph.load_snapshot_entry(c).is_err() {
+                if graph.load_snapshot_item(c.as_item()).is_err() {
                     break;
                 }
             }

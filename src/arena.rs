@@ -117,22 +117,12 @@ impl Arena {
         }
     }
 
-    /// Bytes of values stored (wiped ones included), for memory accounting.
-    pub fn len(&self) -> usize {
-        self.pages.iter().map(Vec::len).sum()
-    }
-
     /// Whether any page holds `needle` (tests of erasure).
     #[cfg(test)]
     pub(crate) fn pages_contain(&self, needle: &[u8]) -> bool {
         self.pages
             .iter()
             .any(|page| page.windows(needle.len()).any(|w| w == needle))
-    }
-
-    /// True when nothing was stored.
-    pub fn is_empty(&self) -> bool {
-        self.pages.is_empty()
     }
 }
 

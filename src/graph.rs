@@ -428,7 +428,7 @@ impl IdentityGraph {
     /// Slot of contact `id`; `None` for an unknown or erased id.
     fn slot_of(&self, id: ContactId) -> Option<u32> {
         let slot = self.raw_slot_of(id)?;
-        (self.erased.is_empty() || !self.erased.contains(&slot)).then_some(slot)
+        (!self.is_erased(slot)).then_some(slot)
     }
 
     /// Slot of contact `id`, erased ones included.
@@ -504,13 +504,23 @@ impl IdentityGraph {
     /// The slots carrying the request's usable (not blocked) email and phone: one index probe
     /// each.
     fn matches<'r>(&self, request: &'r IdentifyRequest) -> Matches<'r> {
-        let email = request.email.as_ref().filter(|e| !self.blocked(e.as_str()));
-        let phone = request.phone.as_ref().filter(|p| !self.blocked(p.as_str()));
+        let by_email = request
+            .email
+            .as_ref()
+            .and_then(|e| self.lookup_email(e.as_str()));
+        let by_phone = request
+            .phone
+            .as_ref()
+            .and_then(|p| self.lookup_phone(p.as_str()));
+        // A blocked value is never indexed (`check_invariants`), so a value the probe found is
+        // usable: the block list is consulted only for a value the index does not know.
         Matches {
-            email,
-            phone,
-            by_email: email.and_then(|e| self.lookup_email(e.as_str())),
-            by_phone: phone.and_then(|p| self.lookup_phone(p.as_str())),
+            email: (request.email.as_ref())
+                .filter(|e| by_email.is_some() || !self.blocked(e.as_str())),
+            phone: (request.phone.as_ref())
+                .filter(|p| by_phone.is_some() || !self.blocked(p.as_str())),
+            by_email,
+            by_phone,
         }
     }
 
@@ -611,16 +621,13 @@ impl IdentityGraph {
     }
 
     /// The identity the request's values belong to, as `/identify` answers it (SPEC.md §3 step
-    /// 5), or `None` when neither value is known (before the request's events are applied).
-    pub fn answer(&self, request: &IdentifyRequest) -> Option<Identity> {
-        self.matched_root(request)
-            .map(|root| self.build_identity(root))
-    }
-
-    /// [`IdentityGraph::answer`] together with the identity's key (its union-find root).
+    /// 5), with its key (its union-find root): the identity of the email, else of the phone
+    /// (before the request's own events, both lead to the same identity or only one is known);
+    /// `None` when neither value is known.
     fn answer_with_key(&self, request: &IdentifyRequest) -> Option<(IdentityKey, Identity)> {
-        self.matched_root(request)
-            .map(|root| (IdentityKey(root), self.build_identity(root)))
+        let matches = self.matches(request);
+        let root = self.root(matches.by_email.or(matches.by_phone)?);
+        Some((IdentityKey(root), self.build_identity(root)))
     }
 
     /// The answer to a request whose planned `events` were just applied: the identity of the
@@ -647,14 +654,9 @@ impl IdentityGraph {
     /// Read-only lookup (`GET /identities`, issue 5): the identity the values lead to, without
     /// planning or changing anything. Blocked values never match.
     pub fn lookup(&self, request: &IdentifyRequest) -> Lookup {
-        let by_email = request
-            .email
-            .as_ref()
-            .and_then(|e| self.lookup_email(e.as_str()));
-        let by_phone = request
-            .phone
-            .as_ref()
-            .and_then(|p| self.lookup_phone(p.as_str()));
+        let Matches {
+            by_email, by_phone, ..
+        } = self.matches(request);
         match (by_email, by_phone) {
             (None, None) => Lookup::NotFound,
             (Some(a), Some(b)) if self.root(a) != self.root(b) => Lookup::Conflict {
@@ -668,26 +670,10 @@ impl IdentityGraph {
         }
     }
 
-    /// The key of the identity containing contact `id` (see
-    /// [`IdentityGraph::identity_key`]); `None` for an unknown or erased id.
+    /// The key of the identity containing contact `id` (its union-find root); `None` for an
+    /// unknown or erased id.
     pub fn identity_key_of(&self, id: ContactId) -> Option<IdentityKey> {
         self.slot_of(id).map(|s| IdentityKey(self.root(s)))
-    }
-
-    /// Root of the identity carrying the request's email, else its phone (before the request's
-    /// own events, both lead to the same identity or only one is known).
-    fn matched_root(&self, request: &IdentifyRequest) -> Option<u32> {
-        let slot = request
-            .email
-            .as_ref()
-            .and_then(|e| self.lookup_email(e.as_str()))
-            .or_else(|| {
-                request
-                    .phone
-                    .as_ref()
-                    .and_then(|p| self.lookup_phone(p.as_str()))
-            })?;
-        Some(self.root(slot))
     }
 
     /// Plans, applies and answers one request: the whole of SPEC.md §3 on an exclusive graph.
@@ -767,10 +753,10 @@ impl IdentityGraph {
             Some(link) => Some(self.slot_of(link).ok_or(ApplyError::UnknownContact(link))?),
             None => None,
         };
-        let live = c.deleted_at.is_none();
-        // Blocked values are stored but never indexed.
-        let email = c.email.filter(|e| live && !self.blocked(e));
-        let phone = c.phone.filter(|p| live && !self.blocked(p));
+        // Blocked values are stored but never indexed; in a bulk load nothing is indexed here.
+        let indexed = !self.bulk && c.deleted_at.is_none();
+        let email = c.email.filter(|e| indexed && !self.blocked(e));
+        let phone = c.phone.filter(|p| indexed && !self.blocked(p));
         let store = |values: &mut Arena, text: Option<&str>| {
             text.map(|t| values.push(t))
                 .transpose()
@@ -802,13 +788,11 @@ impl IdentityGraph {
         // already carries stays indexed at its first carrier; that only happens when the value
         // was blocked when one of the rows was written and is allowed now (configuration
         // changes never rewrite links, and never stop a replay).
-        if !self.bulk {
-            if let Some(email) = email {
-                self.index_if_new(email, slot, true);
-            }
-            if let Some(phone) = phone {
-                self.index_if_new(phone, slot, false);
-            }
+        if let Some(email) = email {
+            self.index_if_new(email, slot, true);
+        }
+        if let Some(phone) = phone {
+            self.index_if_new(phone, slot, false);
         }
         let root = match link_slot {
             Some(link) if self.bulk => {
@@ -1077,12 +1061,6 @@ impl IdentityGraph {
             next = previous;
         }
         out
-    }
-
-    /// Restores a history record from a snapshot (written by
-    /// [`IdentityGraph::snapshot_history`]); changes no row or link.
-    pub fn restore_history(&mut self, record: HistoryRecord) {
-        self.record(record);
     }
 
     /// Indexes `slot` as the carrier of `text` (an email when `email`, else a phone) unless the
@@ -1502,22 +1480,9 @@ impl IdentityGraph {
             .chain(std::iter::once(SnapshotEntry::Clock(self.max_created_at)))
     }
 
-    /// Applies one snapshot entry (the inverse of [`IdentityGraph::snapshot_entries`]).
-    ///
-    /// # Errors
-    /// As [`IdentityGraph::apply`] for a contact.
-    pub fn load_snapshot_entry(&mut self, entry: SnapshotEntry) -> Result<(), ApplyError> {
-        match entry {
-            SnapshotEntry::Contact(contact) => self.apply_insert(contact.as_row()),
-            SnapshotEntry::History(record) => {
-                self.load_snapshot_item(SnapshotItem::History(record))
-            }
-            SnapshotEntry::Clock(clock) => self.load_snapshot_item(SnapshotItem::Clock(clock)),
-        }
-    }
-
-    /// [`IdentityGraph::load_snapshot_entry`] for an item as [`crate::snapshot::read`] hands it
-    /// out (a row's values borrowed from the file's bytes).
+    /// Applies one snapshot item (the inverse of [`IdentityGraph::snapshot_entries`]), as
+    /// [`crate::snapshot::read`] hands it out (a row's values borrowed from the file's bytes;
+    /// [`SnapshotEntry::as_item`] for an owned entry).
     ///
     /// # Errors
     /// As [`IdentityGraph::apply`].
@@ -1525,7 +1490,7 @@ impl IdentityGraph {
         match item {
             SnapshotItem::Contact(row) => self.apply_insert(row),
             SnapshotItem::History(record) => {
-                self.restore_history(record);
+                self.record(record);
                 Ok(())
             }
             SnapshotItem::Clock(clock) => {

@@ -322,9 +322,12 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 /// The `route` of logs and metrics: the matched path template (`/contacts/{id}`), or
 /// `unmatched` when no route matched. Never the raw path.
 fn route_of(req: &Request) -> &str {
-    req.extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
+    route_label(req.extensions().get::<MatchedPath>())
+}
+
+/// [`route_of`] for a matched path taken out of the request.
+fn route_label(matched: Option<&MatchedPath>) -> &str {
+    matched.map_or("unmatched", MatchedPath::as_str)
 }
 
 /// The per-request span. Debug level: with the default `info` filter it costs nothing.
@@ -355,7 +358,7 @@ async fn record_metrics(req: Request, next: Next, metrics: Arc<RequestMetrics>) 
     let started = Instant::now();
     // The matched path is shared (`Arc<str>`): no copy of the route per request.
     let matched = req.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let route = route_label(matched.as_ref());
     let method = metric::method_label(req.method());
     let response = next.run(req).await;
     let status = response.status();

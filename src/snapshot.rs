@@ -48,17 +48,26 @@ pub enum SnapshotEntry {
     Clock(crate::contact::Timestamp),
 }
 /// A [`SnapshotEntry`] as [`read`] hands it out: a row borrows its values from the chunk being
-/// read (recovery copies them once, into the graph's arena). Same variants in the same order,
-/// so the same encoding.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// read (recovery copies them once, into the graph's arena).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SnapshotItem<'a> {
     /// As [`SnapshotEntry::Contact`].
-    #[serde(borrow)]
     Contact(NewContactRef<'a>),
     /// As [`SnapshotEntry::History`].
     History(HistoryRecord),
     /// As [`SnapshotEntry::Clock`].
     Clock(crate::contact::Timestamp),
+}
+
+impl SnapshotEntry {
+    /// The entry as [`read`] would hand it out (its row's values borrowed).
+    pub fn as_item(&self) -> SnapshotItem<'_> {
+        match self {
+            SnapshotEntry::Contact(contact) => SnapshotItem::Contact(contact.as_row()),
+            SnapshotEntry::History(record) => SnapshotItem::History(record.clone()),
+            SnapshotEntry::Clock(clock) => SnapshotItem::Clock(*clock),
+        }
+    }
 }
 
 impl SnapshotItem<'_> {
@@ -529,15 +538,23 @@ pub fn verify(path: &Path) -> Result<SnapshotInfo, SnapshotError> {
 }
 
 /// Decodes the [`SnapshotItem`] at the front of `rest` and moves `rest` past it: rows (the
-/// bulk of a snapshot) by hand, the rest through serde.
+/// bulk of a snapshot) by hand, borrowing their values, the other variants through serde.
 fn decode_entry<'a>(rest: &mut &'a [u8]) -> Result<SnapshotItem<'a>, bincode::Error> {
-    // bincode writes an enum's variant index as a u32; `Contact` is variant 0.
-    match rest.split_first_chunk::<4>() {
-        Some((tag, row)) if u32::from_le_bytes(*tag) == 0 => {
-            *rest = row;
-            decode_row(rest).map(SnapshotItem::Contact)
-        }
-        _ => decode_item(rest),
+    // bincode writes [`SnapshotEntry`]'s variant index as a u32: 0 `Contact`, 1 `History`,
+    // 2 `Clock` (the format only ever appends variants).
+    let Some((tag, payload)) = rest.split_first_chunk::<4>() else {
+        return Err(Box::new(bincode::ErrorKind::Custom(
+            "entry tag truncated".into(),
+        )));
+    };
+    *rest = payload;
+    match u32::from_le_bytes(*tag) {
+        0 => decode_row(rest).map(SnapshotItem::Contact),
+        1 => decode_owned(rest).map(SnapshotItem::History),
+        2 => decode_owned(rest).map(SnapshotItem::Clock),
+        other => Err(Box::new(bincode::ErrorKind::InvalidTagEncoding(
+            other as usize,
+        ))),
     }
 }
 
@@ -548,25 +565,14 @@ fn decode_row<'a>(rest: &mut &'a [u8]) -> Result<NewContactRef<'a>, bincode::Err
     Ok(row)
 }
 
-/// Decodes the item at the front of `rest`, borrowing its strings, and moves `rest` past it.
-/// bincode's slice decoding does not say how many bytes it read; with fixed-size integers an
-/// item's encoding is canonical, so its length is its re-computed serialized size.
-fn decode_item<'a, T>(rest: &mut &'a [u8]) -> Result<T, bincode::Error>
-where
-    T: serde::Deserialize<'a> + serde::Serialize,
-{
+/// Decodes the owned value at the front of `rest` and moves `rest` past it.
+fn decode_owned<T: serde::de::DeserializeOwned>(rest: &mut &[u8]) -> Result<T, bincode::Error> {
     use bincode::Options;
-    let options = bincode::DefaultOptions::new()
+    bincode::DefaultOptions::new()
         .with_fixint_encoding()
-        .allow_trailing_bytes();
-    let item: T = options.deserialize(rest)?;
-    let used = usize::try_from(options.serialized_size(&item)?).unwrap_or(usize::MAX);
-    *rest = rest.get(used..).ok_or_else(|| {
-        Box::new(bincode::ErrorKind::Custom(
-            "item longer than its chunk".into(),
-        ))
-    })?;
-    Ok(item)
+        .allow_trailing_bytes()
+        .with_limit(rest.len() as u64)
+        .deserialize_from(rest)
 }
 
 fn read_exact_or(

@@ -184,7 +184,7 @@ fn rebuild_from_snapshot(graph: &IdentityGraph) -> Result<IdentityGraph, TestCas
     fresh.begin_bulk_load();
     for entry in graph.snapshot_entries() {
         fresh
-            .load_snapshot_entry(entry.clone())
+            .load_snapshot_item(entry.as_item())
             .map_err(|e| fail(format!("snapshot entry {entry:?} does not apply: {e}")))?;
     }
     fresh.reserve_ids_below(graph.next_id());
