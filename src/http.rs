@@ -137,6 +137,29 @@ impl ApiError {
     fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+
+    /// The `500` of an internal failure (logged by the caller; no detail to the client).
+    fn internal() -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+}
+
+/// A positive id from a path segment; a rejected path (e.g. invalid percent-encoded UTF-8) gets
+/// the same JSON 400 as a malformed id.
+fn path_id(id: Result<Path<String>, PathRejection>, name: &'static str) -> Result<u64, ApiError> {
+    let id = id.map(|Path(id)| id).unwrap_or_default();
+    parse_id(&id, name)
+}
+
+/// The key/value pairs of a raw query string (none when absent); `400 invalid_query` when it
+/// is not valid URL encoding.
+fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|_| query_error("query", "query string is not valid URL encoding"))
 }
 
 impl From<ValidationError> for ApiError {
@@ -165,11 +188,7 @@ impl From<StoreError> for ApiError {
             ),
             other => {
                 tracing::error!(error = %other, "request failed inside the store");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
+                ApiError::internal()
             }
         }
     }
@@ -565,12 +584,7 @@ async fn identify(
 fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
     match serde_json::to_vec(value) {
         Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
-        .into_response(),
+        Err(_) => ApiError::internal().into_response(),
     }
 }
 
@@ -657,9 +671,7 @@ async fn get_contact(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    // A rejected path (e.g. invalid percent-encoded UTF-8) gets the same JSON 400.
-    let id = id.map(|Path(id)| id).unwrap_or_default();
-    let id = parse_id(&id, "id")?;
+    let id = path_id(id, "id")?;
     match app.store.contact(id).await? {
         Some(row) => Ok(json_response(StatusCode::OK, &row)),
         None => Err(ApiError::not_found(format!("contact {id} does not exist"))),
@@ -740,10 +752,7 @@ async fn list_contacts(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (mut after, mut limit) = (0u64, DEFAULT_PAGE);
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-            .map_err(|_| query_error("query", "query string is not valid URL encoding"))?;
-    for (key, value) in pairs {
+    for (key, value) in query_pairs(query.as_deref())? {
         match key.as_str() {
             "after" => {
                 after = value

@@ -11,24 +11,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    ApiError, AppState, ErrorEnvelope, IdentifyAnswer, json_response, parse_id, query_error,
+    ApiError, AppState, ErrorEnvelope, IdentifyAnswer, json_response, path_id, query_error,
+    query_pairs,
 };
 use crate::contact::{ContactId, ContactRow, Email, Phone, Timestamp};
 use crate::graph::{IdentifyRequest, Lookup};
 use crate::history::HistoryEntry;
 use crate::openapi::{IdentifiedContact, IdentifyResponse};
 use crate::store::{Compaction, Deletion};
-
-fn path_id(id: Result<Path<String>, PathRejection>, name: &'static str) -> Result<u64, ApiError> {
-    // A rejected path (e.g. invalid percent-encoded UTF-8) gets the same JSON 400.
-    let id = id.map(|Path(id)| id).unwrap_or_default();
-    parse_id(&id, name)
-}
-
-fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
-    serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|_| query_error("query", "query string is not valid URL encoding"))
-}
 
 /// `GET /identities?email=…&phoneNumber=…` (issue 5 "Read-only lookup").
 #[utoipa::path(
@@ -181,14 +171,6 @@ pub(super) async fn get_identity(
             rows: Some(&rows),
         },
     ))
-}
-
-fn internal() -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error",
-    )
 }
 
 /// One event of an identity's history.
@@ -548,7 +530,7 @@ pub(super) async fn compact(State(app): State<AppState>) -> Result<Response, Api
     let store = app.store.clone();
     let result = tokio::task::spawn_blocking(move || store.compact_blocking())
         .await
-        .map_err(|_| internal())?;
+        .map_err(|_| ApiError::internal())?;
     let Compaction {
         lsn,
         snapshot_bytes,
