@@ -5,11 +5,12 @@
 //! [`serve`] takes an already-bound listener (the mini-redis habit), so tests bind
 //! `127.0.0.1:0` and start a real server in one line.
 //!
-//! Every request passes, outermost first: a request id ([`REQUEST_ID_HEADER`]: the client's,
-//! or a new UUID v4; echoed in the response), a debug-level `http_request` span (method, route
-//! template, request id) ending with a `request finished` event (status, latency), the metrics
-//! middleware (counts and latency by route template and status, `/identify` outcomes; see
-//! [`crate::metrics`]), the request deadline and the body limit.
+//! Every request passes, outermost first: the request envelope ([`request_layer`]: a request id
+//! in [`REQUEST_ID_HEADER`], the client's or a new UUID v4, echoed in the response; a
+//! debug-level `http_request` span (method, route template, request id) ending with a
+//! `request finished` event (status, latency); the metrics (counts and latency by route template
+//! and status, `/identify` outcomes; see [`crate::metrics`]); the request deadline), then the
+//! body limit.
 //! Routes are registered through `utoipa_axum`'s `OpenApiRouter`, from handlers annotated with
 //! `#[utoipa::path]`, so the OpenAPI 3.1 document served at `GET /openapi.json` is derived from
 //! the very router that serves the requests (see [`crate::openapi`]). Bulk routes sit on an
@@ -17,21 +18,17 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
-use tracing::Span;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -43,10 +40,11 @@ use crate::metrics as metric;
 use crate::openapi::{ApiDoc, IdentifyRequestBody, IdentifyResponse};
 use crate::phone_region::Normalizer;
 use crate::request::parse_identify_body;
-use crate::store::{Outcome, Store, StoreError};
-use request_metrics::RequestMetrics;
+use crate::store::{Store, StoreError};
+use request_layer::RequestLayer;
 
 pub mod identities;
+pub mod request_layer;
 pub mod request_metrics;
 
 /// The key under which `/identify` names the primary id (SPEC.md §3: clients in the wild use
@@ -317,20 +315,7 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(move |req: Request, next: Next| {
-            deadline(req, next, timeout)
-        }))
-        .layer(middleware::from_fn(move |req: Request, next: Next| {
-            record_metrics(req, next, Arc::clone(&request_metrics))
-        }))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_response(request_finished),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
-        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+        .layer(RequestLayer::new(request_metrics, timeout))
         .with_state(state)
 }
 
@@ -340,80 +325,8 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 
 /// The `route` of logs and metrics: the matched path template (`/contacts/{id}`), or
 /// `unmatched` when no route matched. Never the raw path.
-fn route_of(req: &Request) -> &str {
-    route_label(req.extensions().get::<MatchedPath>())
-}
-
-/// [`route_of`] for a matched path taken out of the request.
 fn route_label(matched: Option<&MatchedPath>) -> &str {
     matched.map_or("unmatched", MatchedPath::as_str)
-}
-
-/// The per-request span. Debug level: with the default `info` filter it costs nothing.
-fn request_span(req: &Request) -> Span {
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::debug_span!(
-        "http_request",
-        method = %req.method(),
-        route = route_of(req),
-        request_id,
-    )
-}
-
-/// The last event of a request's span: its status and latency (microseconds).
-fn request_finished(response: &Response, latency: Duration, _span: &Span) {
-    let status = response.status().as_u16();
-    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-    tracing::debug!(status, latency_us, "request finished");
-}
-
-/// Counts every answer by route template, method and status, records its latency, and counts
-/// `/identify` outcomes (from [`OUTCOME_HEADER`] on a `200`, `rejected` on a `4xx`).
-async fn record_metrics(req: Request, next: Next, metrics: Arc<RequestMetrics>) -> Response {
-    let started = Instant::now();
-    // The matched path is shared (`Arc<str>`): no copy of the route per request.
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let route = route_label(matched.as_ref());
-    let method = metric::method_label(req.method());
-    let response = next.run(req).await;
-    let status = response.status();
-    if route == "/identify" {
-        // The handler leaves the store's Outcome in the response extensions.
-        let outcome = if status.is_client_error() {
-            Some("rejected")
-        } else {
-            response
-                .extensions()
-                .get::<Outcome>()
-                .map(|o| o.metric_label())
-        };
-        if let Some(outcome) = outcome {
-            metrics.outcome(outcome);
-        }
-    }
-    metrics.request(
-        route,
-        method,
-        status.as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
-}
-
-async fn deadline(req: Request, next: Next, timeout: Duration) -> Response {
-    match tokio::time::timeout(timeout, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            "request took too long",
-        )
-        .into_response(),
-    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.

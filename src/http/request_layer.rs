@@ -1,0 +1,198 @@
+//! The per-request envelope of every route, as one tower layer: the request id, the debug-level
+//! request span, the metrics and the request deadline (SPEC.md §6; issue 6 logs and metrics;
+//! issue 3 speed).
+//!
+//! These were four library layers (tower-http's `SetRequestId`, `PropagateRequestId` and
+//! `Trace`, then two `axum::middleware::from_fn`s). Each cost about 1 µs of CPU per request and
+//! all of them together about 6 µs of the ~22 µs a pure-read `/identify` costs on one core, a
+//! quarter of the gap to the ceiling server (BENCHMARKS.md, "fourth pass"): every layer took its
+//! own clone of the inner service, boxed its own future, looked headers up and inserted them
+//! again, read the clock, and the trace layer wrapped the response body. [`RequestLayer`] does the
+//! same work once, in one future:
+//!
+//! 1. **Request id**: the client's `x-request-id` when it sends a valid one, otherwise a new
+//!    UUID v4 (`uuid`'s thread-local `fast-rng`); returned in the response's `x-request-id`.
+//! 2. **Span**: `http_request{method, route, request_id}` at debug level, entered around the
+//!    handler, ending with a `request finished` debug event (`status`, `latency_us`). A `5xx`
+//!    also logs `request failed` at error level, as the trace layer's default did. When debug
+//!    is off for this module the span is disabled and nothing is formatted.
+//! 3. **Metrics**: requests by route template, method and status, latency by route template
+//!    and method, and `/identify` outcomes ([`RequestMetrics`]).
+//! 4. **Deadline**: a request (body included) that takes longer than the timeout is answered
+//!    `408 {"error": {"code": "request_timeout"}}` and its handler is dropped.
+//!
+//! It is added with `Router::layer`, so it runs after routing, once per matched route or
+//! fallback, and sees the route template ([`MatchedPath`]) of the request.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use super::request_metrics::RequestMetrics;
+use super::{ApiError, REQUEST_ID_HEADER, route_label};
+use crate::metrics as metric;
+use crate::store::Outcome;
+
+/// The layer: shared metric handles and the request deadline. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct RequestLayer {
+    metrics: Arc<RequestMetrics>,
+    timeout: Duration,
+}
+
+impl RequestLayer {
+    /// A layer recording into `metrics` and answering `408` after `timeout` (wall time from
+    /// the request head reaching the router to the response head).
+    pub fn new(metrics: Arc<RequestMetrics>, timeout: Duration) -> RequestLayer {
+        RequestLayer { metrics, timeout }
+    }
+}
+
+impl<S> Layer<S> for RequestLayer {
+    type Service = RequestService<S>;
+
+    fn layer(&self, inner: S) -> RequestService<S> {
+        RequestService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`RequestLayer`] wraps around each route. Never fails: every outcome, the
+/// deadline included, is a response.
+#[derive(Clone)]
+pub struct RequestService<S> {
+    inner: S,
+    layer: RequestLayer,
+}
+
+impl<S> Service<Request> for RequestService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let started = Instant::now();
+        // The service polled ready is the one called; a fresh clone waits for the next call
+        // (tower's contract for services moved into a future).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .cloned()
+            .unwrap_or_else(new_request_id);
+        let matched = req.extensions().get::<MatchedPath>().cloned();
+        let method = metric::method_label(req.method());
+        let span = tracing::debug_span!(
+            "http_request",
+            method = %req.method(),
+            route = route_label(matched.as_ref()),
+            request_id = request_id.to_str().unwrap_or("-"),
+        );
+
+        let handled = tokio::time::timeout(layer.timeout, inner.call(req));
+        Box::pin(async move {
+            let response = if span.is_disabled() {
+                handled.await
+            } else {
+                handled.instrument(span.clone()).await
+            };
+            let mut response = match response {
+                Ok(Ok(response)) => response,
+                Err(_elapsed) => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "request took too long",
+                )
+                .into_response(),
+            };
+            let elapsed = started.elapsed();
+            let status = response.status();
+            let route = route_label(matched.as_ref());
+            record(&layer.metrics, route, method, &response, elapsed);
+            if !span.is_disabled() || status.is_server_error() {
+                let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+                span.in_scope(|| {
+                    let status = status.as_u16();
+                    if status >= 500 {
+                        tracing::error!(status, latency_us, "request failed");
+                    }
+                    tracing::debug!(status, latency_us, "request finished");
+                });
+            }
+            response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+            Ok(response)
+        })
+    }
+}
+
+/// A new request id: a UUID v4 in its hyphenated lower-case form (RFC 9562 §5.4).
+fn new_request_id() -> HeaderValue {
+    let mut text = uuid::Uuid::encode_buffer();
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    // Hex digits and hyphens are always a valid header value.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// Counts the answer by route template, method and status, records its latency, and counts
+/// the `/identify` outcome (the store's [`Outcome`] left in the response extensions on a
+/// `200`; `rejected` on a `4xx`).
+fn record(
+    metrics: &RequestMetrics,
+    route: &str,
+    method: &'static str,
+    response: &Response,
+    elapsed: Duration,
+) {
+    let status = response.status();
+    if route == "/identify" {
+        let outcome = if status.is_client_error() {
+            Some("rejected")
+        } else {
+            response
+                .extensions()
+                .get::<Outcome>()
+                .map(|o| o.metric_label())
+        };
+        if let Some(outcome) = outcome {
+            metrics.outcome(outcome);
+        }
+    }
+    metrics.request(route, method, status.as_u16(), elapsed.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_are_uuid_v4() {
+        let id = new_request_id();
+        let text = id.to_str().unwrap_or_default();
+        let parsed = uuid::Uuid::parse_str(text).unwrap_or_default();
+        assert_eq!(parsed.get_version_num(), 4, "{text}");
+        assert_eq!(parsed.hyphenated().to_string(), text);
+        assert_ne!(new_request_id(), id);
+    }
+}
