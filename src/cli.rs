@@ -127,6 +127,11 @@ pub struct ServeArgs {
     /// Start a new log segment when the current one reaches this many bytes.
     #[arg(long, env = "IDRECON_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub segment_bytes: u64,
+    /// Group commit (--fsync batch): after a batch of two or more writes, wait this many
+    /// microseconds before the next fsync so more writes share it (0: never wait).
+    #[arg(long, env = "IDRECON_COMMIT_DELAY_US", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub commit_delay_us: u64,
     /// Largest request body accepted, in bytes (413 above).
     #[arg(long, env = "IDRECON_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
@@ -319,6 +324,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         fsync: args.fsync,
         snapshot_every: args.snapshot_every,
         segment_bytes: args.segment_bytes,
+        commit_delay: std::time::Duration::from_micros(args.commit_delay_us),
         graph: args.graph_options()?,
     };
     if !options.graph.blocked.is_empty() || options.graph.max_identity_size.is_some() {

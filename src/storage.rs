@@ -14,15 +14,24 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-/// An open file handle for appending, obtained from [`Storage::open_append`].
-///
-/// Every write goes to the end of the file (`O_APPEND`).
+/// An open file handle for writing, obtained from [`Storage::open_append`] (every
+/// [`StorageFile::write_all`] goes to the end of the file, `O_APPEND`) or
+/// [`Storage::open_write`] (writes go where [`StorageFile::write_all_at`] says).
 pub trait StorageFile: Send {
-    /// Appends all of `buf`. On error, any prefix of `buf` may have been written.
+    /// Appends all of `buf` (handles from [`Storage::open_append`]). On error, any prefix of
+    /// `buf` may have been written.
     ///
     /// # Errors
     /// The OS error (`EIO`, `ENOSPC`, …).
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Writes all of `buf` at byte `offset` (`pwrite`), extending the file when it ends
+    /// before `offset + buf.len()` (a gap reads as zeros). Only for handles from
+    /// [`Storage::open_write`]: on an `O_APPEND` handle Linux ignores the offset. On error, any
+    /// prefix of `buf` may have been written.
+    ///
+    /// # Errors
+    /// The OS error (`EIO`, `ENOSPC`, …).
+    fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
     /// Makes the file's data durable (`fdatasync`).
     ///
     /// # Errors
@@ -88,6 +97,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     /// `NotFound`, `AlreadyExists` or another OS error.
     fn open_append(&self, path: &Path, create_new: bool) -> io::Result<Box<dyn StorageFile>>;
+    /// Opens `path` for positioned writes ([`StorageFile::write_all_at`], no `O_APPEND`); with
+    /// `create_new`, creates it and fails with `AlreadyExists` if it exists, otherwise it must
+    /// exist. The log's segments use it, to overwrite the zeros they preallocate.
+    ///
+    /// # Errors
+    /// `NotFound`, `AlreadyExists` or another OS error.
+    fn open_write(&self, path: &Path, create_new: bool) -> io::Result<Box<dyn StorageFile>>;
     /// Renames `from` to `to`, replacing `to` (not durable until the directory is fsynced).
     ///
     /// # Errors
@@ -113,6 +129,9 @@ pub struct RealFs;
 impl StorageFile for File {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         Write::write_all(self, buf)
+    }
+    fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self, buf, offset)
     }
     fn sync_data(&mut self) -> io::Result<()> {
         File::sync_data(self)
@@ -160,6 +179,13 @@ impl Storage for RealFs {
     fn open_append(&self, path: &Path, create_new: bool) -> io::Result<Box<dyn StorageFile>> {
         let file = OpenOptions::new()
             .append(true)
+            .create_new(create_new)
+            .open(path)?;
+        Ok(Box::new(file))
+    }
+    fn open_write(&self, path: &Path, create_new: bool) -> io::Result<Box<dyn StorageFile>> {
+        let file = OpenOptions::new()
+            .write(true)
             .create_new(create_new)
             .open(path)?;
         Ok(Box::new(file))

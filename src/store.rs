@@ -58,6 +58,8 @@ pub struct StoreOptions {
     pub snapshot_every: u64,
     /// Log segment size at which a new segment is started, in bytes.
     pub segment_bytes: u64,
+    /// Group-commit delay of the log ([`WalOptions::commit_delay`]).
+    pub commit_delay: std::time::Duration,
     /// Over-merge guards (blocked values, identity size cap); issue 5.
     pub graph: GraphOptions,
 }
@@ -68,6 +70,7 @@ impl Default for StoreOptions {
             fsync: FsyncMode::Batch,
             snapshot_every: 1_000_000,
             segment_bytes: WalOptions::default().segment_bytes,
+            commit_delay: WalOptions::default().commit_delay,
             graph: GraphOptions::default(),
         }
     }
@@ -466,6 +469,7 @@ impl Store {
         let wal_options = WalOptions {
             fsync: options.fsync,
             segment_bytes: options.segment_bytes,
+            commit_delay: options.commit_delay,
         };
         let replay_started = Instant::now();
         let mut replayed: u64 = 0;

@@ -360,6 +360,7 @@ fn wal_never_retries_a_failed_fsync() {
             let opts = WalOptions {
                 fsync: FsyncMode::Always,
                 segment_bytes: 200,
+                ..WalOptions::default()
             };
             let (wal, _) = Wal::open_with(Arc::new(fs.clone()), dir, opts, 0, |_, _| {
                 Ok::<(), String>(())

@@ -20,6 +20,7 @@ fn opts(fsync: FsyncMode, segment_bytes: u64) -> WalOptions {
     WalOptions {
         fsync,
         segment_bytes,
+        ..WalOptions::default()
     }
 }
 
@@ -304,20 +305,26 @@ async fn torn_last_record_is_cut_at_every_byte_offset() {
     }
 }
 
-/// Opens a fresh log with 5 records, appends `tail` to its only segment, and checks that
-/// `open` cuts exactly `tail` as a torn tail and recovers all 5.
-async fn assert_tail_is_cut(tail: &[u8]) {
+/// A fresh log of 5 records, closed, with `tail` appended to its only segment: the directory,
+/// the segment and the offset where `tail` starts.
+async fn five_records_then(tail: &[u8]) -> (tempfile::TempDir, PathBuf, u64) {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (wal, _, _) = open(d, WalOptions::default(), 0).unwrap();
+    let (wal, _, _) = open(dir.path(), WalOptions::default(), 0).unwrap();
     append_each(&wal, 1..=5).await;
     wal.close().unwrap();
-    let file = segment_path(d, 1);
+    let file = segment_path(dir.path(), 1);
     let mut bytes = fs::read(&file).unwrap();
     let end = bytes.len() as u64;
     bytes.extend_from_slice(tail);
     fs::write(&file, &bytes).unwrap();
+    (dir, file, end)
+}
 
+/// Checks that `open` cuts exactly `tail`, appended to a log of 5 records, as a torn tail and
+/// recovers all 5.
+async fn assert_tail_is_cut(tail: &[u8]) {
+    let (dir, file, end) = five_records_then(tail).await;
+    let d = dir.path();
     let torn = Some(TornTail {
         file: file.clone(),
         offset: end,
@@ -333,10 +340,42 @@ async fn assert_tail_is_cut(tail: &[u8]) {
     assert_eq!(reopen(d, 0).1, expected(1..=6));
 }
 
+/// Checks that `zeros` zero bytes after a log of 5 records (what a crash leaves of the writer's
+/// preallocation) are not a torn tail: nothing reported, all 5 recovered, the zeros cut
+/// silently, appends continue after record 5.
+async fn assert_zeros_are_preallocated_space(zeros: usize) {
+    let (dir, file, end) = five_records_then(&vec![0; zeros]).await;
+    let d = dir.path();
+    let scanned = wal::scan(d, 0).unwrap();
+    assert_eq!((scanned.torn_tail, scanned.last_lsn), (None, 5));
+    assert_eq!(
+        fs::metadata(&file).unwrap().len(),
+        end + zeros as u64,
+        "scan cut"
+    );
+    let (wal, report, seen) = open(d, WalOptions::default(), 0).unwrap();
+    assert_eq!(seen, expected(1..=5));
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(
+        fs::metadata(&file).unwrap().len(),
+        end,
+        "zeros not released"
+    );
+    append_each(&wal, 6..=6).await;
+    wal.close().unwrap();
+    assert_eq!(fs::metadata(&file).unwrap().len(), end + FRAME + 20);
+    assert_eq!(reopen(d, 0).1, expected(1..=6));
+}
+
 #[tokio::test]
-async fn trailing_zeros_and_garbage_are_a_torn_tail() {
-    assert_tail_is_cut(&[0u8; 4096]).await;
-    assert_tail_is_cut(&[0u8; 3]).await;
+async fn trailing_zeros_are_preallocated_space_and_garbage_a_torn_tail() {
+    assert_zeros_are_preallocated_space(4096).await;
+    assert_zeros_are_preallocated_space(3).await;
+    assert_zeros_are_preallocated_space(1 << 20).await;
+    // Zeros after a partial record are still a torn tail: the record's first bytes are not zero.
+    let mut partial = 20u32.to_le_bytes().to_vec();
+    partial.extend([0u8; 4096]);
+    assert_tail_is_cut(&partial).await;
     assert_tail_is_cut(b"some garbage that is not a record at all, 0123456789").await;
     // A frame header claiming a payload larger than the maximum.
     let mut huge = u32::MAX.to_le_bytes().to_vec();
@@ -628,4 +667,39 @@ async fn every_single_byte_flip_is_refused_or_cut_never_skipped() {
     assert_eq!(cut, FRAME + 20);
     let total: usize = pristine.iter().map(Vec::len).sum();
     assert_eq!(refused + cut, total as u64);
+}
+
+/// The writer keeps zeros ahead of its records (module docs, "Preallocation"); a copy of the
+/// directory taken while it runs (what a crash leaves) recovers every durable record with no
+/// torn tail, and a clean close leaves the segment ending with its last record.
+#[tokio::test]
+async fn the_writer_preallocates_and_a_crash_copy_recovers_without_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (wal, _, _) = open(d, WalOptions::default(), 0).unwrap();
+    append_each(&wal, 1..=5).await;
+    let file = segment_path(d, 1);
+    let end = offset_of(1, 5) + FRAME + 20;
+    let live = fs::read(&file).unwrap();
+    assert!(
+        live.len() as u64 >= end + 64 * 1024,
+        "no preallocation: {}",
+        live.len()
+    );
+    assert!(live[end as usize..].iter().all(|&b| b == 0));
+
+    let copy = tempfile::tempdir().unwrap();
+    fs::create_dir_all(copy.path()).unwrap();
+    fs::copy(&file, segment_path(copy.path(), 1)).unwrap();
+    let (recovered, report, seen) = open(copy.path(), WalOptions::default(), 0).unwrap();
+    assert_eq!(seen, expected(1..=5));
+    assert_eq!((report.torn_tail, report.last_lsn), (None, 5));
+    assert_eq!(
+        fs::metadata(segment_path(copy.path(), 1)).unwrap().len(),
+        end
+    );
+    recovered.close().unwrap();
+
+    wal.close().unwrap();
+    assert_eq!(fs::metadata(&file).unwrap().len(), end);
 }

@@ -13,7 +13,7 @@ use super::{Storage, StorageFile};
 /// A kind of mutating operation, for counting and for choosing which one fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OpKind {
-    /// [`StorageFile::write_all`].
+    /// [`StorageFile::write_all`] or [`StorageFile::write_all_at`].
     Write,
     /// [`StorageFile::sync_data`] or [`StorageFile::sync_all`] (a file fsync).
     Sync,
@@ -333,6 +333,26 @@ impl StorageFile for FaultFile {
             }
         })
     }
+    fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| eio("offset"))?;
+        self.with(Some(OpKind::Write), |inode, effect| {
+            let written = match effect {
+                None => buf,
+                Some(Effect::Eio) => return Err(eio("write")),
+                Some(Effect::Enospc) => return Err(enospc()),
+                Some(Effect::ShortWrite) => &buf[..buf.len() / 2],
+            };
+            let end = start + written.len();
+            if inode.live.len() < end {
+                inode.live.resize(end, 0);
+            }
+            inode.live[start..end].copy_from_slice(written);
+            if written.len() < buf.len() {
+                return Err(eio("short write"));
+            }
+            Ok(())
+        })
+    }
     fn sync_data(&mut self) -> io::Result<()> {
         self.sync()
     }
@@ -460,6 +480,11 @@ impl Storage for FaultFs {
             fs: self.clone(),
             inode,
         }))
+    }
+
+    fn open_write(&self, path: &Path, create_new: bool) -> io::Result<Box<dyn StorageFile>> {
+        // One handle type serves both: `write_all` appends, `write_all_at` writes in place.
+        self.open_append(path, create_new)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
