@@ -632,7 +632,7 @@ impl IdentityGraph {
 
     /// The answer to a request whose planned `events` were just applied: the identity of the
     /// contact they inserted, if any (a request whose values are all blocked matches nothing,
-    /// not even the row it just created), else [`IdentityGraph::answer_with_key`].
+    /// not even the row it just created), else the identity of the matched contact.
     pub fn answer_after(
         &self,
         request: &IdentifyRequest,

@@ -5,7 +5,7 @@
 //! - [`RealFs`] is `std::fs`, unchanged behaviour; the writer thread's hot path (one
 //!   `write_all` and one `sync_data` per batch) costs one virtual call each on top of the
 //!   system call.
-//! - [`FaultFs`] (test-only: built with `cfg(test)` or the `fault-injection` feature) keeps
+//! - `FaultFs` (test-only: built with `cfg(test)` or the `fault-injection` feature) keeps
 //!   every file in memory with a *live* and a *durable* image and can fail the N-th operation
 //!   of a kind; see its docs for the durability model.
 

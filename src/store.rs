@@ -428,7 +428,7 @@ impl Store {
     }
 
     /// [`Store::open`] on the given [`Storage`]: the lock, the log and the snapshots all go
-    /// through `storage` (tests pass a [`crate::storage::FaultFs`]; `open` passes
+    /// through `storage` (tests pass the test-only `storage::FaultFs`; `open` passes
     /// [`RealFs`]).
     ///
     /// # Errors

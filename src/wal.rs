@@ -42,7 +42,7 @@
 //! # Preallocation (the PostgreSQL rule: WAL segments are zero-filled ahead of use)
 //!
 //! The active segment may end with **zero bytes after its last record**: the writer keeps
-//! between [`PREALLOCATE_LOW_WATER`] and [`PREALLOCATE_BYTES`] of zeros written ahead of the
+//! between 64 KiB and 1 MiB of zeros written ahead of the
 //! records, and writes each batch over them. A batch that only overwrites allocated blocks
 //! leaves the file's length, and so its inode, unchanged, so its `fdatasync` writes the data
 //! and a cache flush only; appending past the end also wrote the inode, one more disk round
@@ -432,7 +432,7 @@ impl Wal {
     }
 
     /// [`Wal::open`] on the given [`Storage`]: every file operation of recovery and of the
-    /// writer goes through `storage` (tests pass a [`crate::storage::FaultFs`]).
+    /// writer goes through `storage` (tests pass the test-only `storage::FaultFs`).
     ///
     /// # Errors
     /// As [`Wal::open`].
