@@ -573,7 +573,7 @@ impl Store {
         request: &IdentifyRequest,
     ) -> Result<(Identity, Outcome), StoreError> {
         let now = Timestamp::now();
-        let read = {
+        let decided = {
             let state = self.state.read();
             if state.lsn == Lsn::MAX {
                 return Err(StoreError::Unavailable);
@@ -582,21 +582,31 @@ impl Store {
                 // Everything this answer reveals was last changed at `lsn` (older changes
                 // to the identity are durable or have smaller LSNs).
                 Decision::Read(key, identity) => {
-                    Some((identity, state.changed.get(&key).copied().unwrap_or(0)))
+                    Err((identity, state.changed.get(&key).copied().unwrap_or(0)))
                 }
-                Decision::Write(_) => None,
+                Decision::Write(events) => Ok((events, state.lsn)),
             }
         };
-        if let Some((identity, lsn)) = read {
-            self.durable(lsn).await?;
-            return Ok((identity, Outcome::PureRead));
-        }
+        let (planned, planned_at) = match decided {
+            Ok(plan) => plan,
+            Err((identity, lsn)) => {
+                self.durable(lsn).await?;
+                return Ok((identity, Outcome::PureRead));
+            }
+        };
         if self.wal.is_failed() {
             return Err(StoreError::Unavailable);
         }
         let (identity, outcome, lsn, applied) = {
             let mut state = self.state.write();
-            let events = state.graph.plan(request, now);
+            // The plan made under the shared lock holds if no event was applied since (every
+            // change of the graph is an event with the next LSN, and `plan` depends only on the
+            // graph, the request and `now`); otherwise plan again under the write lock.
+            let events = if state.lsn == planned_at {
+                planned
+            } else {
+                state.graph.plan(request, now)
+            };
             let mut outcome = Outcome::PureRead;
             for event in &events {
                 self.apply_and_log(&mut state, event)?;
