@@ -23,7 +23,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::ser::SerializeMap;
@@ -235,14 +235,25 @@ impl IntoResponse for ApiError {
 }
 
 #[derive(Clone)]
-struct AppState {
+struct AppState(Arc<AppShared>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppShared;
+    fn deref(&self) -> &AppShared {
+        &self.0
+    }
+}
+
+/// What every handler reads, behind one `Arc`: axum clones the state for each request (twice:
+/// the route's service and the `State` extractor), so one reference count instead of three.
+struct AppShared {
     store: Arc<Store>,
     options: Arc<HttpOptions>,
     /// The serialized OpenAPI document served at `GET /openapi.json`.
     openapi: Bytes,
 }
 
-impl AppState {
+impl AppShared {
     /// The normalizer every handler must use for emails and phone numbers taken from a
     /// request (body, path or query), so that lookups match values exactly as they were stored.
     fn normalizer(&self) -> &Normalizer {
@@ -299,11 +310,11 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> Router {
         options.response_key,
         options.admin_token.is_some(),
     );
-    let state = AppState {
+    let state = AppState(Arc::new(AppShared {
         store,
         options: Arc::new(options),
         openapi: Bytes::from(document.to_string()),
-    };
+    }));
     routes
         .route("/metrics", axum::routing::get(metrics))
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -450,19 +461,17 @@ pub const OUTCOME_HEADER: &str = "x-idrecon-outcome";
                 "message": "no contact id or slot is left for a new contact"}}))
     )
 )]
-async fn identify(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    if !is_json(&headers) {
+async fn identify(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    // The request is taken whole so its headers are read in place (the `HeaderMap` extractor
+    // clones them); the body goes through the `Bytes` extractor, body limit included.
+    if !is_json(req.headers()) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "Content-Type must be application/json",
         ));
     }
-    let body = body_bytes(body)?;
+    let body = body_bytes(Bytes::from_request(req, &()).await)?;
     let request = parse_identify_body(&body, app.normalizer())?;
     let (identity, outcome) = app.store.identify(&request).await?;
     if app.options.log_pii {
@@ -495,8 +504,10 @@ async fn identify(
 }
 
 fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+    // Room for a typical answer (about 300 bytes) up front: no regrowth while serializing.
+    let mut bytes = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut bytes, value) {
+        Ok(()) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(_) => ApiError::internal().into_response(),
     }
 }
