@@ -65,9 +65,11 @@
 //! busy, that cost decides throughput: batches are small (what arrived during one fsync), and
 //! the writer takes CPU from the requests that would fill them. So in [`FsyncMode::Batch`],
 //! after a batch of at least [`COMMIT_DELAY_MIN_BATCH`] records (evidence of concurrent writers)
-//! the writer sleeps [`WalOptions::commit_delay`] before taking the next one, unless
-//! enough records are queued already. A lone writer is never delayed; a write's latency grows
-//! by at most the delay. `checkout-mix` on one core: about a third less CPU per request with
+//! the writer sleeps before taking the next one, in quarters of [`WalOptions::commit_delay`],
+//! for as long as each quarter brings more records (at most the whole delay), unless enough
+//! records are queued already. A lone writer is never delayed, and the wait ends as soon as
+//! the queue holds as many records as the last batch (a fixed set of writers, each waiting for
+//! its own record, is all back: `benches/wal.rs`); a write's latency grows by at most the delay. `checkout-mix` on one core: about a third less CPU per request with
 //! 800 µs (BENCHMARKS.md, "fourth pass"). `--commit-delay-us 0` turns it off.
 //!
 //! # Torn tail versus corruption (SPEC.md §8; the etcd / RocksDB / raft-engine rule)
@@ -868,9 +870,10 @@ struct Writer {
 /// Whether the writer waits [`WalOptions::commit_delay`] before taking the next batch, given
 /// the size of the last batch and the records queued now (module docs, "Commit delay"): only
 /// after a batch of at least [`COMMIT_DELAY_MIN_BATCH`] records, and not when
-/// `COMMIT_DELAY_ENOUGH` are queued already.
+/// `COMMIT_DELAY_ENOUGH` are queued already, nor when exactly the last batch's count is queued
+/// (see [`commit_delay_continues`]).
 fn commit_delay_applies(last_batch: usize, queued: usize) -> bool {
-    last_batch >= COMMIT_DELAY_MIN_BATCH && queued < COMMIT_DELAY_ENOUGH
+    last_batch >= COMMIT_DELAY_MIN_BATCH && queued != last_batch && queued < COMMIT_DELAY_ENOUGH
 }
 
 /// Handles of [`crate::metrics::WAL_BATCH_RECORDS`], [`crate::metrics::WAL_FSYNC_DURATION`]
@@ -894,6 +897,16 @@ impl Default for WriterMetrics {
     }
 }
 
+/// Whether the commit delay goes on after a slice that took the queue from `before` to `now`
+/// records: only while records keep arriving, fewer than `COMMIT_DELAY_ENOUGH` are queued,
+/// and the queue does not hold exactly as many records as the last batch. A slice that brings
+/// nothing ends it (the load has paused), and so does a queue the size of the last batch: a
+/// fixed set of writers, each waiting for its own record, is all back, and waiting longer would
+/// only add latency (`benches/wal.rs`: 32 writer threads).
+fn commit_delay_continues(last_batch: usize, before: usize, now: usize) -> bool {
+    now > before && now != last_batch && now < COMMIT_DELAY_ENOUGH
+}
+
 /// Marks the log failed if the writer thread unwinds, so no `durable()` waits forever.
 struct UnwindGuard(Arc<Shared>);
 
@@ -914,11 +927,7 @@ impl Writer {
         let mut last_batch = 0;
         loop {
             if opts.fsync == FsyncMode::Batch && !opts.commit_delay.is_zero() {
-                let queued = self.shared.queue.lock().ends.len();
-                if commit_delay_applies(last_batch, queued) {
-                    // Concurrent writers are about: let more of them join this fsync.
-                    std::thread::sleep(opts.commit_delay);
-                }
+                self.commit_wait(opts.commit_delay, last_batch);
             }
             let (first_lsn, roll, next_lsn) = {
                 let mut q = self.shared.queue.lock();
@@ -982,6 +991,28 @@ impl Writer {
             self.dirty = true;
         }
         Ok(())
+    }
+
+    /// The commit delay (module docs, "Commit delay"): after a batch of at least
+    /// [`COMMIT_DELAY_MIN_BATCH`] records, waits in quarters of `delay` while each brings more
+    /// records, at most `delay` in all.
+    fn commit_wait(&self, delay: Duration, last_batch: usize) {
+        let queued = || self.shared.queue.lock().ends.len();
+        let mut before = queued();
+        if !commit_delay_applies(last_batch, before) {
+            return;
+        }
+        let slice = (delay / 4).max(Duration::from_micros(25));
+        let mut waited = Duration::ZERO;
+        while waited < delay {
+            std::thread::sleep(slice);
+            waited += slice;
+            let now = queued();
+            if !commit_delay_continues(last_batch, before, now) {
+                return;
+            }
+            before = now;
+        }
     }
 
     /// Batch / Never: one write (and in Batch one fsync) for every queued record.
@@ -1844,6 +1875,15 @@ mod tests {
         assert!(commit_delay_applies(COMMIT_DELAY_MIN_BATCH, 0));
         assert!(commit_delay_applies(40, COMMIT_DELAY_ENOUGH - 1));
         assert!(!commit_delay_applies(40, COMMIT_DELAY_ENOUGH));
+        // A fixed set of writers all back already: no wait.
+        assert!(!commit_delay_applies(32, 32));
+        // It goes on while records keep arriving, and stops at the first quiet slice, when
+        // the last batch's writers are all back, or when the batch is large enough.
+        assert!(commit_delay_continues(20, 3, 9));
+        assert!(commit_delay_continues(20, 9, 25));
+        assert!(!commit_delay_continues(20, 9, 9));
+        assert!(!commit_delay_continues(32, 12, 32));
+        assert!(!commit_delay_continues(40, 10, COMMIT_DELAY_ENOUGH));
     }
 
     #[test]
