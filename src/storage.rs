@@ -3,7 +3,7 @@
 //! in-memory file system that fails on demand and loses what was never fsynced.
 //!
 //! - [`RealFs`] is `std::fs`, unchanged behaviour; the writer thread's hot path (one
-//!   `write_all` and one `sync_data` per batch) costs one virtual call each on top of the
+//!   `write_all_at` and one `sync_data` per batch) costs one virtual call each on top of the
 //!   system call.
 //! - `FaultFs` (test-only: built with `cfg(test)` or the `fault-injection` feature) keeps
 //!   every file in memory with a *live* and a *durable* image and can fail the N-th operation
@@ -147,6 +147,21 @@ impl StorageFile for File {
     }
 }
 
+/// Opens `path` write-only, `O_APPEND` when `append`; `create_new` as in
+/// [`Storage::open_append`].
+fn open_for_writing(
+    path: &Path,
+    create_new: bool,
+    append: bool,
+) -> io::Result<Box<dyn StorageFile>> {
+    let file = OpenOptions::new()
+        .write(true)
+        .append(append)
+        .create_new(create_new)
+        .open(path)?;
+    Ok(Box::new(file))
+}
+
 impl Storage for RealFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         fs::create_dir_all(dir)
@@ -177,18 +192,10 @@ impl Storage for RealFs {
         Ok(Box::new(File::open(path)?))
     }
     fn open_append(&self, path: &Path, create_new: bool) -> io::Result<Box<dyn StorageFile>> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(create_new)
-            .open(path)?;
-        Ok(Box::new(file))
+        open_for_writing(path, create_new, true)
     }
     fn open_write(&self, path: &Path, create_new: bool) -> io::Result<Box<dyn StorageFile>> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(create_new)
-            .open(path)?;
-        Ok(Box::new(file))
+        open_for_writing(path, create_new, false)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         fs::rename(from, to)

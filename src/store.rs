@@ -573,26 +573,26 @@ impl Store {
         request: &IdentifyRequest,
     ) -> Result<(Identity, Outcome), StoreError> {
         let now = Timestamp::now();
-        let decided = {
+        let (decision, changed_at, planned_at) = {
             let state = self.state.read();
             if state.lsn == Lsn::MAX {
                 return Err(StoreError::Unavailable);
             }
-            match state.graph.decide(request, now) {
-                // Everything this answer reveals was last changed at `lsn` (older changes
-                // to the identity are durable or have smaller LSNs).
-                Decision::Read(key, identity) => {
-                    Err((identity, state.changed.get(&key).copied().unwrap_or(0)))
-                }
-                Decision::Write(events) => Ok((events, state.lsn)),
-            }
+            let decision = state.graph.decide(request, now);
+            // Everything a pure read reveals was last changed at `changed_at` (older changes
+            // to the identity are durable or have smaller LSNs).
+            let changed_at = match &decision {
+                Decision::Read(key, _) => state.changed.get(key).copied().unwrap_or(0),
+                Decision::Write(_) => 0,
+            };
+            (decision, changed_at, state.lsn)
         };
-        let (planned, planned_at) = match decided {
-            Ok(plan) => plan,
-            Err((identity, lsn)) => {
-                self.durable(lsn).await?;
+        let planned = match decision {
+            Decision::Read(_, identity) => {
+                self.durable(changed_at).await?;
                 return Ok((identity, Outcome::PureRead));
             }
+            Decision::Write(events) => events,
         };
         if self.wal.is_failed() {
             return Err(StoreError::Unavailable);

@@ -42,8 +42,8 @@
 //! # Preallocation (the PostgreSQL rule: WAL segments are zero-filled ahead of use)
 //!
 //! The active segment may end with **zero bytes after its last record**: the writer keeps
-//! between 64 KiB and 1 MiB of zeros written ahead of the
-//! records, and writes each batch over them. A batch that only overwrites allocated blocks
+//! between 64 KiB and 1 MiB of zeros written ahead of the records, and writes each batch over
+//! them. A batch that only overwrites allocated blocks
 //! leaves the file's length, and so its inode, unchanged, so its `fdatasync` writes the data
 //! and a cache flush only; appending past the end also wrote the inode, one more disk round
 //! trip and one more wait of the writer thread per batch (issue 3, BENCHMARKS.md "fourth
@@ -69,8 +69,9 @@
 //! for as long as each quarter brings more records (at most the whole delay), unless enough
 //! records are queued already. A lone writer is never delayed, and the wait ends as soon as
 //! the queue holds as many records as the last batch (a fixed set of writers, each waiting for
-//! its own record, is all back: `benches/wal.rs`); a write's latency grows by at most the delay. `checkout-mix` on one core: about a third less CPU per request with
-//! 800 µs (BENCHMARKS.md, "fourth pass"). `--commit-delay-us 0` turns it off.
+//! its own record, is all back: `benches/wal.rs`); a write's latency grows by at most the
+//! delay. `checkout-mix` on one core: about a third less CPU per request with 800 µs
+//! (BENCHMARKS.md, "fourth pass"). `--commit-delay-us 0` turns it off.
 //!
 //! # Torn tail versus corruption (SPEC.md §8; the etcd / RocksDB / raft-engine rule)
 //!
@@ -103,8 +104,8 @@
 //!
 //! One writer thread owns the active segment. [`Wal::append`] frames the record into a shared
 //! in-memory buffer under a mutex and wakes the writer; the writer swaps the whole buffer out,
-//! writes it with one positioned write over the preallocated zeros, fsyncs once (`File::sync_data`) and publishes the new durable
-//! LSN through a `tokio::sync::watch` channel that [`Wal::durable`] waits on. Every write or
+//! writes it with one positioned write over the preallocated zeros, fsyncs once
+//! (`File::sync_data`) and publishes the new durable LSN through a `tokio::sync::watch` channel that [`Wal::durable`] waits on. Every write or
 //! fsync error is final (the "fsyncgate" rule: after a failed fsync the kernel may have dropped
 //! the dirty pages, so a retry could falsely succeed): the log is marked failed, every waiter
 //! past the durable LSN gets [`WalError::Failed`], and nothing more is acknowledged.
@@ -867,15 +868,6 @@ struct Writer {
     dirty: bool,
 }
 
-/// Whether the writer waits [`WalOptions::commit_delay`] before taking the next batch, given
-/// the size of the last batch and the records queued now (module docs, "Commit delay"): only
-/// after a batch of at least [`COMMIT_DELAY_MIN_BATCH`] records, and not when
-/// `COMMIT_DELAY_ENOUGH` are queued already, nor when exactly the last batch's count is queued
-/// (see [`commit_delay_continues`]).
-fn commit_delay_applies(last_batch: usize, queued: usize) -> bool {
-    last_batch >= COMMIT_DELAY_MIN_BATCH && queued != last_batch && queued < COMMIT_DELAY_ENOUGH
-}
-
 /// Handles of [`crate::metrics::WAL_BATCH_RECORDS`], [`crate::metrics::WAL_FSYNC_DURATION`]
 /// and [`crate::metrics::WAL_BYTES_WRITTEN`], from the recorder installed when the log opens.
 struct WriterMetrics {
@@ -895,6 +887,15 @@ impl Default for WriterMetrics {
             bytes_written: ::metrics::counter!(metric::WAL_BYTES_WRITTEN),
         }
     }
+}
+
+/// Whether the writer waits [`WalOptions::commit_delay`] before taking the next batch, given
+/// the size of the last batch and the records queued now (module docs, "Commit delay"): only
+/// after a batch of at least [`COMMIT_DELAY_MIN_BATCH`] records, and not when
+/// `COMMIT_DELAY_ENOUGH` are queued already, nor when exactly the last batch's count is queued
+/// (see [`commit_delay_continues`]).
+fn commit_delay_applies(last_batch: usize, queued: usize) -> bool {
+    last_batch >= COMMIT_DELAY_MIN_BATCH && queued != last_batch && queued < COMMIT_DELAY_ENOUGH
 }
 
 /// Whether the commit delay goes on after a slice that took the queue from `before` to `now`
@@ -924,10 +925,12 @@ impl Writer {
         let mut batch = Vec::new();
         let mut ends = Vec::new();
         let opts = self.shared.opts;
+        let commit_delay = (opts.fsync == FsyncMode::Batch && !opts.commit_delay.is_zero())
+            .then_some(opts.commit_delay);
         let mut last_batch = 0;
         loop {
-            if opts.fsync == FsyncMode::Batch && !opts.commit_delay.is_zero() {
-                self.commit_wait(opts.commit_delay, last_batch);
+            if let Some(delay) = commit_delay {
+                self.commit_wait(delay, last_batch);
             }
             let (first_lsn, roll, next_lsn) = {
                 let mut q = self.shared.queue.lock();
@@ -1536,72 +1539,55 @@ fn recover<E: fmt::Display>(
         }
         next_lsn = Some(scanned.next_lsn);
 
-        let cut_at = match scanned.end {
+        // Where the newest segment is cut (only when `repair` is `Cut`), and whether what goes
+        // is a torn tail (reported, with a warning) or preallocated zeros (silently).
+        let (cut_at, torn, header) = match scanned.end {
             SegmentEnd::Clean => continue,
-            SegmentEnd::Preallocated(offset) => {
-                if repair == Repair::Cut {
-                    release_preallocated(fs, path, offset as u64)?;
-                }
-                continue;
-            }
-            SegmentEnd::TornTail(offset) => offset,
-            SegmentEnd::TornHeader => 0,
-        };
-        let tail = TornTail {
-            file: path.clone(),
-            offset: cut_at as u64,
-            bytes_cut: (data.len() - cut_at) as u64,
+            SegmentEnd::Preallocated(offset) => (offset, false, None),
+            SegmentEnd::TornTail(offset) => (offset, true, None),
+            SegmentEnd::TornHeader => (0, true, Some(segment.first_lsn)),
         };
         if repair == Repair::Cut {
-            cut_torn_tail(
-                fs,
-                &tail,
-                segment.first_lsn,
-                matches!(scanned.end, SegmentEnd::TornHeader),
-            )?;
+            cut_newest(fs, path, cut_at as u64, header)?;
         }
-        report.torn_tail = Some(tail);
+        if torn {
+            let tail = TornTail {
+                file: path.clone(),
+                offset: cut_at as u64,
+                bytes_cut: (data.len() - cut_at) as u64,
+            };
+            if repair == Repair::Cut {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = tail.offset,
+                    bytes_cut = tail.bytes_cut,
+                    "cut torn tail of the newest log segment (SPEC.md §8)"
+                );
+            }
+            report.torn_tail = Some(tail);
+        }
     }
     report.last_lsn = next_lsn.map_or(0, |n| n - 1);
     Ok(report)
 }
 
-/// Truncates the newest segment to `end` (the end of its last record), dropping the zeros the
-/// writer had preallocated after it, and fsyncs it. No warning: nothing was lost. The writer
+/// Truncates the newest segment at `path` to `offset` (the end of its last valid record: a torn
+/// tail or preallocated zeros go) and fsyncs it; with `header`, the segment's header was torn:
+/// the file is cut to nothing and a fresh header for that first LSN is written. The writer
 /// preallocates again as it appends.
-fn release_preallocated(fs: &dyn Storage, path: &Path, end: u64) -> Result<(), WalError> {
-    let mut file = fs.open_write(path, false).map_err(io_err(path))?;
-    file.set_len(end)
-        .and_then(|()| file.sync_all())
-        .map_err(io_err(path))?;
-    tracing::debug!(file = %path.display(), end, "released the preallocated end of the newest log segment");
-    Ok(())
-}
-
-/// Truncates the newest segment to `tail.offset` and fsyncs it; for a torn header, writes a
-/// fresh header for `first_lsn` first.
-fn cut_torn_tail(
+fn cut_newest(
     fs: &dyn Storage,
-    tail: &TornTail,
-    first_lsn: Lsn,
-    rewrite_header: bool,
+    path: &Path,
+    offset: u64,
+    header: Option<Lsn>,
 ) -> Result<(), WalError> {
-    let path = &tail.file;
-    // Append mode: after the cut, the header (if any) goes at the new end, offset 0.
-    let mut file = fs.open_append(path, false).map_err(io_err(path))?;
-    file.set_len(tail.offset).map_err(io_err(path))?;
-    if rewrite_header {
-        file.write_all(&encode_header(first_lsn))
+    let mut file = fs.open_write(path, false).map_err(io_err(path))?;
+    file.set_len(offset).map_err(io_err(path))?;
+    if let Some(first_lsn) = header {
+        file.write_all_at(0, &encode_header(first_lsn))
             .map_err(io_err(path))?;
     }
-    file.sync_all().map_err(io_err(path))?;
-    tracing::warn!(
-        file = %path.display(),
-        offset = tail.offset,
-        bytes_cut = tail.bytes_cut,
-        "cut torn tail of the newest log segment (SPEC.md §8)"
-    );
-    Ok(())
+    file.sync_all().map_err(io_err(path))
 }
 
 #[cfg(test)]

@@ -689,7 +689,6 @@ async fn the_writer_preallocates_and_a_crash_copy_recovers_without_a_torn_tail()
     assert!(live[end as usize..].iter().all(|&b| b == 0));
 
     let copy = tempfile::tempdir().unwrap();
-    fs::create_dir_all(copy.path()).unwrap();
     fs::copy(&file, segment_path(copy.path(), 1)).unwrap();
     let (recovered, report, seen) = open(copy.path(), WalOptions::default(), 0).unwrap();
     assert_eq!(seen, expected(1..=5));

@@ -318,39 +318,42 @@ impl FaultFile {
     }
 }
 
+/// Writes `buf` into the live image at `start` (extending it with zeros as needed), or, for a
+/// fault, nothing (`EIO`, `ENOSPC`) or its first half (a short write, then `EIO`).
+fn write_into(
+    inode: &mut Inode,
+    start: usize,
+    buf: &[u8],
+    effect: Option<Effect>,
+) -> io::Result<()> {
+    let written = match effect {
+        None => buf,
+        Some(Effect::Eio) => return Err(eio("write")),
+        Some(Effect::Enospc) => return Err(enospc()),
+        Some(Effect::ShortWrite) => &buf[..buf.len() / 2],
+    };
+    let end = start + written.len();
+    if inode.live.len() < end {
+        inode.live.resize(end, 0);
+    }
+    inode.live[start..end].copy_from_slice(written);
+    if written.len() < buf.len() {
+        return Err(eio("short write"));
+    }
+    Ok(())
+}
+
 impl StorageFile for FaultFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.with(Some(OpKind::Write), |inode, effect| match effect {
-            None => {
-                inode.live.extend_from_slice(buf);
-                Ok(())
-            }
-            Some(Effect::Eio) => Err(eio("write")),
-            Some(Effect::Enospc) => Err(enospc()),
-            Some(Effect::ShortWrite) => {
-                inode.live.extend_from_slice(&buf[..buf.len() / 2]);
-                Err(eio("short write"))
-            }
+        self.with(Some(OpKind::Write), |inode, effect| {
+            let end = inode.live.len();
+            write_into(inode, end, buf, effect)
         })
     }
     fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
         let start = usize::try_from(offset).map_err(|_| eio("offset"))?;
         self.with(Some(OpKind::Write), |inode, effect| {
-            let written = match effect {
-                None => buf,
-                Some(Effect::Eio) => return Err(eio("write")),
-                Some(Effect::Enospc) => return Err(enospc()),
-                Some(Effect::ShortWrite) => &buf[..buf.len() / 2],
-            };
-            let end = start + written.len();
-            if inode.live.len() < end {
-                inode.live.resize(end, 0);
-            }
-            inode.live[start..end].copy_from_slice(written);
-            if written.len() < buf.len() {
-                return Err(eio("short write"));
-            }
-            Ok(())
+            write_into(inode, start, buf, effect)
         })
     }
     fn sync_data(&mut self) -> io::Result<()> {
