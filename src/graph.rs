@@ -431,14 +431,31 @@ impl IdentityGraph {
         (!self.is_erased(slot)).then_some(slot)
     }
 
+    /// Whether the row ids are exactly `1..=len` (slot = id - 1): true when the last row's id
+    /// is the row count, since ids are positive and strictly increasing. Reads only the last
+    /// row, which stays cached.
+    fn ids_are_dense(&self) -> bool {
+        let len = self.nodes.len() as u64;
+        self.nodes.last().is_some_and(|n| n.id == len)
+    }
+
+    /// Contact id of `slot`: `slot + 1` without reading the (likely uncached) row when ids are
+    /// dense, else the row's id.
+    fn id_of(&self, slot: u32) -> ContactId {
+        if self.ids_are_dense() {
+            u64::from(slot) + 1
+        } else {
+            self.nodes[slot as usize].id
+        }
+    }
+
     /// Slot of contact `id`, erased ones included.
     fn raw_slot_of(&self, id: ContactId) -> Option<u32> {
         // Ids assigned by the service are dense, so slot = id - 1 is the usual answer. When the
         // last row's id is the row count, ids (positive, strictly increasing) are exactly
         // 1..=len: the answer needs no read of the (likely uncached) row.
         let guess = id.wrapping_sub(1);
-        let len = self.nodes.len() as u64;
-        if guess < len && self.nodes.last().is_some_and(|n| n.id == len) {
+        if guess < self.nodes.len() as u64 && self.ids_are_dense() {
             return Some(guess as u32);
         }
         if guess < self.nodes.len() as u64 && self.nodes[guess as usize].id == id {
@@ -1406,7 +1423,7 @@ impl IdentityGraph {
     /// the write path (DESIGN.md "IdentityGraph").
     pub fn find(&self, id: ContactId) -> Option<ContactId> {
         self.slot_of(id)
-            .map(|s| self.nodes[self.primary_of_root(self.root(s)) as usize].id)
+            .map(|s| self.id_of(self.primary_of_root(self.root(s))))
     }
 
     /// The identity containing contact `id`, whether or not that contact is live; `None` for an
@@ -1917,6 +1934,40 @@ mod tests {
         .unwrap();
         assert!(!arena_holds(&g, "keep.me@example.org"));
         assert_eq!(g.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn find_reads_ids_from_rows_when_they_are_not_dense() {
+        let insert = |g: &mut IdentityGraph, id: ContactId, link: Option<ContactId>| {
+            g.apply(&Event::ContactInserted(NewContact {
+                id,
+                email: Email::parse(&format!("c{id}@example.com")).unwrap(),
+                phone: None,
+                created_at: Timestamp(id as i64),
+                updated_at: Timestamp(id as i64),
+                deleted_at: None,
+                link,
+            }))
+            .unwrap();
+        };
+        // Imported ids 10, 20, 30: slot = id - 1 does not hold, nor does id = slot + 1.
+        let mut g = IdentityGraph::new();
+        insert(&mut g, 10, None);
+        insert(&mut g, 20, Some(10));
+        insert(&mut g, 30, None);
+        assert_eq!(g.find(10), Some(10));
+        assert_eq!(g.find(20), Some(10));
+        assert_eq!(g.find(30), Some(30));
+        for unknown in [0, 1, 2, 3, 15, 31, u64::MAX] {
+            assert_eq!(g.find(unknown), None, "find({unknown})");
+        }
+        // Dense ids 1..=3: the shortcut applies.
+        let mut g = IdentityGraph::new();
+        insert(&mut g, 1, None);
+        insert(&mut g, 2, Some(1));
+        insert(&mut g, 3, Some(2));
+        assert_eq!([g.find(1), g.find(2), g.find(3)], [Some(1); 3]);
+        assert_eq!(g.find(4), None);
     }
 
     #[test]

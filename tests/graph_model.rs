@@ -157,6 +157,23 @@ fn rows_of(graph: &IdentityGraph) -> Vec<Row> {
     graph.all_contacts().map(row_of).collect()
 }
 
+/// `find` leads every row to its identity's primary and knows no id beyond the last.
+fn check_find(graph: &IdentityGraph, rows: &[Row], ctx: &str) -> Result<(), TestCaseError> {
+    for row in rows {
+        let primary = row.linked_id.unwrap_or(row.id);
+        prop_assert_eq!(
+            graph.find(row.id),
+            Some(primary),
+            "{}: find({})",
+            ctx,
+            row.id
+        );
+    }
+    let beyond = rows.last().map_or(1, |r| r.id + 1);
+    prop_assert_eq!(graph.find(beyond), None, "{}: find({})", ctx, beyond);
+    Ok(())
+}
+
 fn answer_of(identity: &Identity) -> Answer {
     Answer {
         primary: identity.primary_contact_id,
@@ -336,6 +353,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         prop_assert_eq!(answer_of(&identity), expected, "{}: answer", ctx);
         prop_assert_eq!(!events.is_empty(), wrote, "{}: events {:?}", ctx, events);
         prop_assert_eq!(rows_of(&graph), model.rows.clone(), "{}: rows", ctx);
+        check_find(&graph, &model.rows, &ctx)?;
         prop_assert_eq!(graph.next_id(), model.next_id(), "{}: next id", ctx);
         graph
             .check_invariants()
@@ -389,6 +407,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                 log.push(event);
             }
             prop_assert_eq!(rows_of(&graph), model.rows.clone(), "{}: rows", ctx);
+            check_find(&graph, &model.rows, &ctx)?;
             graph
                 .check_invariants()
                 .map_err(|e| fail(format!("{ctx}: invariant: {e}")))?;
