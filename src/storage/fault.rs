@@ -359,6 +359,10 @@ impl StorageFile for FaultFile {
     fn sync_data(&mut self) -> io::Result<()> {
         self.sync()
     }
+    fn write_back(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
+        // Starts writeback only: nothing becomes durable, so the model has nothing to do.
+        Ok(())
+    }
     fn sync_all(&mut self) -> io::Result<()> {
         self.sync()
     }
