@@ -89,6 +89,22 @@ async fn document_lists_exactly_the_routes_the_router_serves() {
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(operations(&doc), expected);
+    // A 401 must carry a challenge (RFC 9110 §15.5.2), and the server sends one
+    // (tests/admin.rs): every documented 401 says so.
+    let mut unauthorized = 0;
+    for (method, path) in ROUTES {
+        if let Some(response) = doc["paths"][path][method]["responses"].get("401") {
+            unauthorized += 1;
+            assert!(
+                response["headers"].get("WWW-Authenticate").is_some(),
+                "{method} {path}: 401 without WWW-Authenticate"
+            );
+        }
+    }
+    assert!(
+        unauthorized >= 7,
+        "only {unauthorized} routes document a 401"
+    );
 
     // Contacts 1–3 exist (three identities), so every documented operation can answer 2xx:
     // reads use 1, the deletion 2, the erasure 3.

@@ -43,7 +43,11 @@ use crate::store::{Compaction, Deletion};
             value.", body = ErrorEnvelope, example = json!({"error": {
                 "code": "missing_contact",
                 "message": "at least one of email and phoneNumber must be given"}})),
-        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope, example = json!({"error": {"code": "unauthorized", "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
+        (status = 401, description = "An admin token is configured and the request did not \
+            present it.", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"idrecon\"`")),
+            example = json!({"error": {"code": "unauthorized",
+                "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
         (status = 404, description = "No identity has these values.", body = ErrorEnvelope,
             example = json!({"error": {"code": "not_found",
                 "message": "no identity has this email or phone number"}})),
@@ -142,7 +146,11 @@ pub struct IdentityWithRows {
         (status = 200, description = "The identity and its rows.", body = IdentityWithRows),
         (status = 400, description = "`contactId` is not a positive integer.",
             body = ErrorEnvelope, example = json!({"error": {"code": "invalid_path_parameter", "message": "contactId must be a positive integer", "field": "contactId"}})),
-        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope, example = json!({"error": {"code": "unauthorized", "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
+        (status = 401, description = "An admin token is configured and the request did not \
+            present it.", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"idrecon\"`")),
+            example = json!({"error": {"code": "unauthorized",
+                "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
         (status = 404, description = "No contact has this id (or it was erased).",
             body = ErrorEnvelope, example = json!({"error": {"code": "not_found",
                 "message": "contact 99 does not exist"}})),
@@ -328,7 +336,11 @@ pub struct IdentityHistory {
         (status = 200, description = "The history.", body = IdentityHistory),
         (status = 400, description = "`contactId` is not a positive integer.",
             body = ErrorEnvelope, example = json!({"error": {"code": "invalid_path_parameter", "message": "contactId must be a positive integer", "field": "contactId"}})),
-        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope, example = json!({"error": {"code": "unauthorized", "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
+        (status = 401, description = "An admin token is configured and the request did not \
+            present it.", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"idrecon\"`")),
+            example = json!({"error": {"code": "unauthorized",
+                "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
         (status = 404, description = "No contact has this id (or it was erased).",
             body = ErrorEnvelope, example = json!({"error": {"code": "not_found", "message": "contact 99 does not exist"}})),
         (status = 408, description = "The request took longer than `--request-timeout-ms`.",
@@ -379,7 +391,11 @@ pub struct DeletedContact {
     responses(
         (status = 200, description = "The deleted row.", body = DeletedContact),
         (status = 400, description = "`id` is not a positive integer.", body = ErrorEnvelope, example = json!({"error": {"code": "invalid_path_parameter", "message": "id must be a positive integer", "field": "id"}})),
-        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope, example = json!({"error": {"code": "unauthorized", "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
+        (status = 401, description = "An admin token is configured and the request did not \
+            present it.", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"idrecon\"`")),
+            example = json!({"error": {"code": "unauthorized",
+                "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
         (status = 404, description = "No contact has this id (or it was erased).",
             body = ErrorEnvelope, example = json!({"error": {"code": "not_found", "message": "contact 99 does not exist"}})),
         (status = 409, description = "The contact is already deleted.", body = ErrorEnvelope,
@@ -450,7 +466,11 @@ pub struct ErasedIdentity {
             is missing.", body = ErrorEnvelope, example = json!({"error": {
                 "code": "invalid_query_parameter",
                 "message": "erasure is irreversible: pass erase=true", "field": "erase"}})),
-        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope, example = json!({"error": {"code": "unauthorized", "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
+        (status = 401, description = "An admin token is configured and the request did not \
+            present it.", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"idrecon\"`")),
+            example = json!({"error": {"code": "unauthorized",
+                "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
         (status = 404, description = "No contact has this id (or it was already erased).",
             body = ErrorEnvelope, example = json!({"error": {"code": "not_found", "message": "contact 99 does not exist"}})),
         (status = 408, description = "The request took longer than `--request-timeout-ms`.",
@@ -516,7 +536,11 @@ pub struct CompactionReport {
     security((), ("admin_token" = [])),
     responses(
         (status = 200, description = "What the compaction did.", body = CompactionReport),
-        (status = 401, description = "Admin token required and missing.", body = ErrorEnvelope, example = json!({"error": {"code": "unauthorized", "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
+        (status = 401, description = "An admin token is configured and the request did not \
+            present it.", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"idrecon\"`")),
+            example = json!({"error": {"code": "unauthorized",
+                "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
         (status = 408, description = "The request took longer than `--request-timeout-ms`.",
             body = ErrorEnvelope, example = json!({"error": {
                 "code": "request_timeout", "message": "request took too long"}})),
