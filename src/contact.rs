@@ -155,15 +155,22 @@ impl Email {
         if trimmed.len() > MAX_EMAIL_BYTES * 4 {
             return fail("email must be at most 254 bytes");
         }
-        let lowered = if trimmed.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
-            trimmed.to_lowercase()
+        // ASCII lowercasing equals Unicode lowercasing on ASCII text, without the case tables.
+        let lowered = if trimmed.is_ascii() {
+            trimmed.to_ascii_lowercase()
         } else {
-            trimmed.to_owned()
+            trimmed.to_lowercase()
         };
         if lowered.len() > MAX_EMAIL_BYTES {
             return fail("email must be at most 254 bytes");
         }
-        if lowered.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let spaced = if lowered.is_ascii() {
+            // The ASCII white space characters are the space and controls.
+            lowered.bytes().any(|b| b == b' ' || b.is_ascii_control())
+        } else {
+            lowered.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if spaced {
             return fail("email must not contain white space or control characters");
         }
         let mut parts = lowered.split('@');

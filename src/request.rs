@@ -6,6 +6,7 @@
 //! Unknown keys are ignored; a duplicated known key is rejected (which of two values a client
 //! meant is a guess this service does not make). Errors never echo parser internals.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
@@ -15,18 +16,19 @@ use crate::contact::{Email, Phone, ValidationError};
 use crate::graph::IdentifyRequest;
 use crate::phone_region::Normalizer;
 
-/// The JSON kind of one request field, as far as validation needs it.
+/// The JSON kind of one request field, as far as validation needs it. Text borrows the body
+/// unless it had escapes (no allocation before normalization copies it).
 #[derive(Debug, PartialEq, Eq)]
-enum RawField {
+enum RawField<'de> {
     Null,
-    Text(String),
+    Text(Cow<'de, str>),
     /// A non-negative integer literal that fits in `u64`.
     Integer(u64),
     /// Anything else: boolean, negative or fractional or exponent number, array, object.
     Other,
 }
 
-impl<'de> Deserialize<'de> for RawField {
+impl<'de> Deserialize<'de> for RawField<'de> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(RawFieldVisitor)
     }
@@ -35,44 +37,47 @@ impl<'de> Deserialize<'de> for RawField {
 struct RawFieldVisitor;
 
 impl<'de> Visitor<'de> for RawFieldVisitor {
-    type Value = RawField;
+    type Value = RawField<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_unit<E>(self) -> Result<RawField, E> {
+    fn visit_unit<E>(self) -> Result<RawField<'de>, E> {
         Ok(RawField::Null)
     }
-    fn visit_none<E>(self) -> Result<RawField, E> {
+    fn visit_none<E>(self) -> Result<RawField<'de>, E> {
         Ok(RawField::Null)
     }
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<RawField, D::Error> {
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<RawField<'de>, D::Error> {
         d.deserialize_any(RawFieldVisitor)
     }
-    fn visit_str<E>(self, v: &str) -> Result<RawField, E> {
-        Ok(RawField::Text(v.to_owned()))
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<RawField<'de>, E> {
+        Ok(RawField::Text(Cow::Borrowed(v)))
     }
-    fn visit_string<E>(self, v: String) -> Result<RawField, E> {
-        Ok(RawField::Text(v))
+    fn visit_str<E>(self, v: &str) -> Result<RawField<'de>, E> {
+        Ok(RawField::Text(Cow::Owned(v.to_owned())))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<RawField, E> {
+    fn visit_string<E>(self, v: String) -> Result<RawField<'de>, E> {
+        Ok(RawField::Text(Cow::Owned(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<RawField<'de>, E> {
         Ok(RawField::Integer(v))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<RawField, E> {
+    fn visit_i64<E>(self, _: i64) -> Result<RawField<'de>, E> {
         // serde_json calls visit_i64 only for literals with a minus sign.
         Ok(RawField::Other)
     }
-    fn visit_f64<E>(self, _: f64) -> Result<RawField, E> {
+    fn visit_f64<E>(self, _: f64) -> Result<RawField<'de>, E> {
         Ok(RawField::Other)
     }
-    fn visit_bool<E>(self, _: bool) -> Result<RawField, E> {
+    fn visit_bool<E>(self, _: bool) -> Result<RawField<'de>, E> {
         Ok(RawField::Other)
     }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawField, A::Error> {
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawField<'de>, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(RawField::Other)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawField, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawField<'de>, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(RawField::Other)
     }
@@ -80,26 +85,26 @@ impl<'de> Visitor<'de> for RawFieldVisitor {
 
 /// The body's two known fields; `None` when the key is absent.
 #[derive(Debug, Default)]
-struct RawBody {
-    email: Option<RawField>,
-    phone_number: Option<RawField>,
+struct RawBody<'de> {
+    email: Option<RawField<'de>>,
+    phone_number: Option<RawField<'de>>,
 }
 
 /// Messages of the data errors this module raises itself; anything else from serde_json is a
 /// syntax error.
 const NOT_AN_OBJECT: &str = "request body must be a JSON object";
 
-impl<'de> Deserialize<'de> for RawBody {
+impl<'de> Deserialize<'de> for RawBody<'de> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct BodyVisitor;
         impl<'de> Visitor<'de> for BodyVisitor {
-            type Value = RawBody;
+            type Value = RawBody<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawBody, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawBody<'de>, A::Error> {
                 let mut body = RawBody::default();
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                     let slot = match key.as_ref() {
                         "email" => &mut body.email,
                         "phoneNumber" => &mut body.phone_number,
@@ -134,15 +139,17 @@ fn body_error(error: serde_json::Error) -> ValidationError {
                 NOT_AN_OBJECT.to_owned()
             }
         }
-        Category::Io | Category::Syntax | Category::Eof => {
-            "request body is not valid JSON".to_owned()
-        }
+        Category::Io | Category::Syntax | Category::Eof => return not_json(),
     };
     ValidationError::new("invalid_json", message, None)
 }
 
+fn not_json() -> ValidationError {
+    ValidationError::new("invalid_json", "request body is not valid JSON", None)
+}
+
 fn email_field(
-    raw: Option<RawField>,
+    raw: Option<RawField<'_>>,
     normalizer: &Normalizer,
 ) -> Result<Option<Email>, ValidationError> {
     match raw {
@@ -157,7 +164,7 @@ fn email_field(
 }
 
 fn phone_field(
-    raw: Option<RawField>,
+    raw: Option<RawField<'_>>,
     normalizer: &Normalizer,
 ) -> Result<Option<Phone>, ValidationError> {
     match raw {
@@ -185,7 +192,10 @@ pub fn parse_identify_body(
     body: &[u8],
     normalizer: &Normalizer,
 ) -> Result<IdentifyRequest, ValidationError> {
-    let raw: RawBody = serde_json::from_slice(body).map_err(body_error)?;
+    // One UTF-8 check of the whole body, then serde_json's `str` reader, which checks no string
+    // again (its slice reader validates every key and value separately).
+    let text = std::str::from_utf8(body).map_err(|_| not_json())?;
+    let raw: RawBody = serde_json::from_str(text).map_err(body_error)?;
     let email = email_field(raw.email, normalizer)?;
     let phone = phone_field(raw.phone_number, normalizer)?;
     IdentifyRequest::new(email, phone)
@@ -218,6 +228,11 @@ mod tests {
             (None, Some("123456".into()))
         );
         assert_eq!(ok(r#"{"email":"a@b.c"}"#), (Some("a@b.c".into()), None));
+        // Escaped text is unescaped (serde_json hands it over owned, not borrowed).
+        assert_eq!(
+            ok(r#"{"email":"A\u0040b.c","phoneNumber":"12\u00333"}"#),
+            (Some("a@b.c".into()), Some("1233".into()))
+        );
         assert_eq!(
             ok(r#"{"email":"a@b.c","phoneNumber":"  ","extra":[1,{"x":2}]}"#),
             (Some("a@b.c".into()), None)
@@ -286,12 +301,19 @@ mod tests {
         assert_eq!(err(&format!("{{\"x\":{deep}}}")).code, "missing_contact");
         assert_eq!(err(&format!("{{\"email\":{deep}}}")).code, "invalid_email");
         assert_eq!(err(&deep).code, "invalid_json");
-        assert_eq!(
-            parse_identify_body(b"{\"email\":\"\xff@b.c\"}", &Normalizer::default())
-                .unwrap_err()
-                .code,
-            "invalid_json"
-        );
+        // A body that is not UTF-8 is not JSON (RFC 8259 §8.1), wherever the bad bytes are,
+        // an ignored value included.
+        for body in [
+            &b"{\"email\":\"\xff@b.c\"}"[..],
+            b"{\"x\":\"\xff\",\"email\":\"a@b.c\"}",
+            b"{\"email\":\"a@b.c\"}\xc3",
+        ] {
+            let e = parse_identify_body(body, &Normalizer::default()).unwrap_err();
+            assert_eq!(
+                (e.code, e.message.as_str()),
+                ("invalid_json", "request body is not valid JSON")
+            );
+        }
     }
 
     #[test]
