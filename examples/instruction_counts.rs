@@ -1,0 +1,89 @@
+//! Instruction counts of the pure-read path (issue 3, BENCHMARKS.md "fifth pass"): a benchmark
+//! program for callgrind, whose counts do not drift with the machine's load the way criterion's
+//! times do here.
+//!
+//! ```text
+//! valgrind --tool=callgrind target/release/examples/instruction_counts parse [N]
+//!     Parses the same `/identify` body N times (default 100 000) with `parse_identify_body`
+//!     and the default normalizer, the first step of every request.
+//! valgrind --tool=callgrind target/release/examples/instruction_counts decide [N]
+//!     Builds a graph of 10 000 contacts (identities of two, as `benches/graph.rs` builds at
+//!     1 000 000) and decides the same known request N times: plan and answer, a pure read.
+//! ```
+//!
+//! Instructions per operation = (`I refs` with N − `I refs` with 0) ÷ N. Instruction counts
+//! do not see cache misses, so the graph's size does not matter to them; criterion
+//! (`cargo bench --bench graph`) gives the times at 1 000 000 contacts.
+
+use std::hint::black_box;
+
+use idrecon::contact::{Email, Phone, Timestamp};
+use idrecon::event::{Event, NewContact};
+use idrecon::graph::{Decision, IdentityGraph};
+use idrecon::phone_region::Normalizer;
+use idrecon::request::parse_identify_body;
+
+const BODY: &[u8] = br#"{"email":"Customer1001@Example.com","phoneNumber":"9000001001"}"#;
+const CONTACTS: u64 = 10_000;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_default();
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let normalizer = Normalizer::default();
+    let request = match parse_identify_body(BODY, &normalizer) {
+        Ok(request) => request,
+        Err(error) => fail(&error.message),
+    };
+    let mut answered = 0usize;
+    match mode.as_str() {
+        "parse" => {
+            for _ in 0..n {
+                match parse_identify_body(black_box(BODY), &normalizer) {
+                    Ok(request) => answered += usize::from(request.email().is_some()),
+                    Err(error) => fail(&error.message),
+                }
+            }
+        }
+        "decide" => {
+            let graph = build();
+            for _ in 0..n {
+                match graph.decide(black_box(&request), Timestamp(0)) {
+                    Decision::Read(_, identity) => answered += identity.emails.len(),
+                    Decision::Write(_) => fail("a known customer must be a pure read"),
+                }
+            }
+        }
+        _ => fail("usage: instruction_counts parse|decide [N]"),
+    }
+    println!("{mode}: {n} operations ({answered})");
+}
+
+/// Contacts 1..=CONTACTS; each even one joins the odd one before it by email-less insert with a
+/// link, as in `benches/graph.rs`, so contact 1001 is the primary of an identity of two.
+fn build() -> IdentityGraph {
+    let mut graph = IdentityGraph::new();
+    for id in 1..=CONTACTS {
+        let link = (id % 2 == 0).then_some(id - 1);
+        let contact = NewContact {
+            id,
+            email: Email::parse(&format!("customer{id}@example.com"))
+                .ok()
+                .flatten(),
+            phone: link.is_none().then(|| Phone::from_u64(9_000_000_000 + id)),
+            created_at: Timestamp(id as i64),
+            updated_at: Timestamp(id as i64),
+            deleted_at: None,
+            link,
+        };
+        if let Err(error) = graph.apply(&Event::ContactInserted(contact)) {
+            fail(&error.to_string());
+        }
+    }
+    graph
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("instruction_counts: {message}");
+    std::process::exit(1);
+}
