@@ -9,53 +9,23 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use idrecon::contact::{Email, Phone, Timestamp};
-use idrecon::event::{Event, NewContact};
+use idrecon::contact::Timestamp;
+use idrecon::event::Event;
 use idrecon::graph::{Decision, IdentifyRequest, IdentityGraph};
 use idrecon::phone_region::Normalizer;
 use idrecon::request::parse_identify_body;
+
+#[path = "support/graph_fixture.rs"]
+mod graph_fixture;
+use graph_fixture::{email, known_body, phone};
 
 const CONTACTS: u64 = 1_000_000;
 /// Contacts `1..=PAIRED` form identities of two (primary + secondary); the rest are singleton
 /// identities that the merge benchmark joins pairwise.
 const PAIRED: u64 = 600_000;
 
-fn email(i: u64) -> Option<Email> {
-    Email::parse(&format!("customer{i}@example.com"))
-        .ok()
-        .flatten()
-}
-
-fn phone(i: u64) -> Option<Phone> {
-    Some(Phone::from_u64(9_000_000_000 + i))
-}
-
 fn build() -> IdentityGraph {
-    let mut graph = IdentityGraph::new();
-    for id in 1..=CONTACTS {
-        let (phone_owner, link) = if id <= PAIRED && id % 2 == 0 {
-            (id - 1, Some(id - 1))
-        } else {
-            (id, None)
-        };
-        let contact = NewContact {
-            id,
-            email: email(id),
-            phone: if link.is_some() {
-                None
-            } else {
-                phone(phone_owner)
-            },
-            created_at: Timestamp(id as i64),
-            updated_at: Timestamp(id as i64),
-            deleted_at: None,
-            link,
-        };
-        graph
-            .apply(&Event::ContactInserted(contact))
-            .expect("valid contact");
-    }
-    graph
+    graph_fixture::build(CONTACTS, PAIRED).expect("valid contacts")
 }
 
 /// `n` contact ids in `1..=CONTACTS` from a fixed xorshift64 sequence (deterministic, no
@@ -132,11 +102,7 @@ fn benches(c: &mut Criterion) {
         });
     });
 
-    let known = format!(
-        r#"{{"email":"Customer{}@Example.com","phoneNumber":"{}"}}"#,
-        1001,
-        9_000_000_000u64 + 1001
-    );
+    let known = known_body();
     c.bench_function("pure-read identify incl. parsing (1M contacts)", |b| {
         b.iter(|| {
             let request = parse_identify_body(black_box(known.as_bytes()), &Normalizer::default())

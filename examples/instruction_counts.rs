@@ -7,8 +7,9 @@
 //!     Parses the same `/identify` body N times (default 100 000) with `parse_identify_body`
 //!     and the default normalizer, the first step of every request.
 //! valgrind --tool=callgrind target/release/examples/instruction_counts decide [N]
-//!     Builds a graph of 10 000 contacts (identities of two, as `benches/graph.rs` builds at
-//!     1 000 000) and decides the same known request N times: plan and answer, a pure read.
+//!     Builds a graph of 10 000 contacts in identities of two (`benches/support/graph_fixture.rs`,
+//!     as `benches/graph.rs` does at 1 000 000) and decides the same known request N times:
+//!     plan and answer, a pure read.
 //! ```
 //!
 //! Instructions per operation = (`I refs` with N − `I refs` with 0) ÷ N. Instruction counts
@@ -17,13 +18,15 @@
 
 use std::hint::black_box;
 
-use idrecon::contact::{Email, Phone, Timestamp};
-use idrecon::event::{Event, NewContact};
-use idrecon::graph::{Decision, IdentityGraph};
+use idrecon::contact::Timestamp;
+use idrecon::graph::Decision;
 use idrecon::phone_region::Normalizer;
 use idrecon::request::parse_identify_body;
 
-const BODY: &[u8] = br#"{"email":"Customer1001@Example.com","phoneNumber":"9000001001"}"#;
+#[path = "../benches/support/graph_fixture.rs"]
+mod graph_fixture;
+
+/// Contacts in the `decide` graph, all in identities of two.
 const CONTACTS: u64 = 10_000;
 
 fn main() {
@@ -31,7 +34,9 @@ fn main() {
     let mode = args.next().unwrap_or_default();
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let normalizer = Normalizer::default();
-    let request = match parse_identify_body(BODY, &normalizer) {
+    let body = graph_fixture::known_body();
+    let body = body.as_bytes();
+    let request = match parse_identify_body(body, &normalizer) {
         Ok(request) => request,
         Err(error) => fail(&error.message),
     };
@@ -39,14 +44,17 @@ fn main() {
     match mode.as_str() {
         "parse" => {
             for _ in 0..n {
-                match parse_identify_body(black_box(BODY), &normalizer) {
+                match parse_identify_body(black_box(body), &normalizer) {
                     Ok(request) => answered += usize::from(request.email().is_some()),
                     Err(error) => fail(&error.message),
                 }
             }
         }
         "decide" => {
-            let graph = build();
+            let graph = match graph_fixture::build(CONTACTS, CONTACTS) {
+                Ok(graph) => graph,
+                Err(error) => fail(&error.to_string()),
+            };
             for _ in 0..n {
                 match graph.decide(black_box(&request), Timestamp(0)) {
                     Decision::Read(_, identity) => answered += identity.emails.len(),
@@ -57,30 +65,6 @@ fn main() {
         _ => fail("usage: instruction_counts parse|decide [N]"),
     }
     println!("{mode}: {n} operations ({answered})");
-}
-
-/// Contacts 1..=CONTACTS; each even one joins the odd one before it by email-less insert with a
-/// link, as in `benches/graph.rs`, so contact 1001 is the primary of an identity of two.
-fn build() -> IdentityGraph {
-    let mut graph = IdentityGraph::new();
-    for id in 1..=CONTACTS {
-        let link = (id % 2 == 0).then_some(id - 1);
-        let contact = NewContact {
-            id,
-            email: Email::parse(&format!("customer{id}@example.com"))
-                .ok()
-                .flatten(),
-            phone: link.is_none().then(|| Phone::from_u64(9_000_000_000 + id)),
-            created_at: Timestamp(id as i64),
-            updated_at: Timestamp(id as i64),
-            deleted_at: None,
-            link,
-        };
-        if let Err(error) = graph.apply(&Event::ContactInserted(contact)) {
-            fail(&error.to_string());
-        }
-    }
-    graph
 }
 
 fn fail(message: &str) -> ! {

@@ -15,8 +15,8 @@
 //!    `--flag=value` and parse again, so clap validates it exactly as it validates a flag. An
 //!    invalid value is reported naming the file and the key.
 //!
-//! [`EffectiveConfig::to_toml`] renders the effective configuration, with where each value came from, for
-//! `idrecon serve --print-config`.
+//! [`EffectiveConfig::to_toml`] renders the effective configuration, with where each value
+//! came from, for `idrecon serve --print-config`.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;

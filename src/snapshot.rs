@@ -244,14 +244,12 @@ pub fn write_file_in(
         // waits for at most one piece, not for the whole file (issue 3: snapshots must not
         // stall the hot path, whose writes wait for log fsyncs). Write-back, not fdatasync:
         // the file grows, and each fdatasync would also write its inode.
-        let mut offset = 0u64;
-        for piece in bytes.chunks(WRITE_PIECE) {
+        for (i, piece) in bytes.chunks(WRITE_PIECE).enumerate() {
             file.write_all(piece).map_err(io_err(&tmp))?;
             if piece.len() == WRITE_PIECE {
-                file.write_back(offset, WRITE_PIECE as u64)
+                file.write_back((i * WRITE_PIECE) as u64, WRITE_PIECE as u64)
                     .map_err(io_err(&tmp))?;
             }
-            offset += piece.len() as u64;
         }
         file.sync_all().map_err(io_err(&tmp))?;
         drop(file);

@@ -43,11 +43,11 @@
 //!
 //! The active segment may end with **zero bytes after its last record**: the writer keeps
 //! between 64 KiB and 1 MiB of zeros written ahead of the records, and writes each batch over
-//! them. A batch that only overwrites allocated blocks
-//! leaves the file's length, and so its inode, unchanged, so its `fdatasync` writes the data
-//! and a cache flush only; appending past the end also wrote the inode, one more disk round
-//! trip and one more wait of the writer thread per batch (issue 3, BENCHMARKS.md "fourth
-//! pass": on this machine's ext4 about a third of the fsync time). Real zeros are written, not
+//! them. A batch that only overwrites allocated blocks leaves the file's length, and so its
+//! inode, unchanged, so its `fdatasync` writes the data and a cache flush only; appending past
+//! the end also wrote the inode, one more disk round trip and one more wait of the writer
+//! thread per batch (issue 3, BENCHMARKS.md "fourth pass": on this machine's ext4 about a third
+//! of the fsync time). Real zeros are written, not
 //! `fallocate`d: an unwritten extent turns written on first write, which is again a metadata
 //! change.
 //!
@@ -105,10 +105,11 @@
 //! One writer thread owns the active segment. [`Wal::append`] frames the record into a shared
 //! in-memory buffer under a mutex and wakes the writer; the writer swaps the whole buffer out,
 //! writes it with one positioned write over the preallocated zeros, fsyncs once
-//! (`File::sync_data`) and publishes the new durable LSN through a `tokio::sync::watch` channel that [`Wal::durable`] waits on. Every write or
-//! fsync error is final (the "fsyncgate" rule: after a failed fsync the kernel may have dropped
-//! the dirty pages, so a retry could falsely succeed): the log is marked failed, every waiter
-//! past the durable LSN gets [`WalError::Failed`], and nothing more is acknowledged.
+//! (`File::sync_data`) and publishes the new durable LSN through a `tokio::sync::watch` channel
+//! that [`Wal::durable`] waits on. Every write or fsync error is final (the "fsyncgate" rule:
+//! after a failed fsync the kernel may have dropped the dirty pages, so a retry could falsely
+//! succeed): the log is marked failed, every waiter past the durable LSN gets
+//! [`WalError::Failed`], and nothing more is acknowledged.
 //!
 //! The writer records the metrics [`crate::metrics::WAL_BYTES_WRITTEN`],
 //! [`crate::metrics::WAL_FSYNC_DURATION`] (each `sync_data` of the active segment) and
@@ -895,7 +896,14 @@ impl Default for WriterMetrics {
 /// `COMMIT_DELAY_ENOUGH` are queued already, nor when exactly the last batch's count is queued
 /// (see [`commit_delay_continues`]).
 fn commit_delay_applies(last_batch: usize, queued: usize) -> bool {
-    last_batch >= COMMIT_DELAY_MIN_BATCH && queued != last_batch && queued < COMMIT_DELAY_ENOUGH
+    last_batch >= COMMIT_DELAY_MIN_BATCH && batch_still_filling(last_batch, queued)
+}
+
+/// Whether waiting could still grow the next batch: fewer than `COMMIT_DELAY_ENOUGH` records
+/// are queued, and not exactly as many as the last batch held (a fixed set of writers, each
+/// waiting for its own record, is all back).
+fn batch_still_filling(last_batch: usize, queued: usize) -> bool {
+    queued != last_batch && queued < COMMIT_DELAY_ENOUGH
 }
 
 /// Whether the commit delay goes on after a slice that took the queue from `before` to `now`
@@ -905,7 +913,7 @@ fn commit_delay_applies(last_batch: usize, queued: usize) -> bool {
 /// fixed set of writers, each waiting for its own record, is all back, and waiting longer would
 /// only add latency (`benches/wal.rs`: 32 writer threads).
 fn commit_delay_continues(last_batch: usize, before: usize, now: usize) -> bool {
-    now > before && now != last_batch && now < COMMIT_DELAY_ENOUGH
+    now > before && batch_still_filling(last_batch, now)
 }
 
 /// Marks the log failed if the writer thread unwinds, so no `durable()` waits forever.
