@@ -23,12 +23,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tower::{Layer, ServiceBuilder};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -46,6 +47,7 @@ use request_layer::RequestLayer;
 pub mod identities;
 pub mod request_layer;
 pub mod request_metrics;
+pub mod route_table;
 
 /// The key under which `/identify` names the primary id (SPEC.md §3: clients in the wild use
 /// both spellings).
@@ -295,16 +297,30 @@ pub fn openapi_document(options: &HttpOptions) -> serde_json::Value {
     )
 }
 
-/// The router with every route of SPEC.md §3 and §6 plus `GET /openapi.json` and
+/// The service [`router`] builds: the axum router inside the body limit and the request layer.
+pub type App = request_layer::RequestService<<DefaultBodyLimit as Layer<Router>>::Service>;
+
+/// The service with every route of SPEC.md §3 and §6 plus `GET /openapi.json` and
 /// `GET /metrics`, the admin guard on bulk routes, JSON 404/405 fallbacks, the body limit, the
 /// request timeout, request ids, request spans and metrics. Installs the process's metrics
 /// recorder if it is not installed yet ([`metric::install`]).
-pub fn router(store: Arc<Store>, options: HttpOptions) -> Router {
+///
+/// The body limit and the request layer wrap the router as a whole rather than each route
+/// (`Router::layer`): axum boxes a layered route and clones it, once per layer, on every
+/// request (see [`route_table`]).
+pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
     metric::install();
     let request_metrics = Arc::new(request_metrics::RequestMetrics::default());
     let timeout = options.request_timeout;
     let max_body = options.max_body_bytes;
     let (routes, openapi) = api_routes(&options).split_for_parts();
+    let templates = openapi
+        .paths
+        .paths
+        .keys()
+        .cloned()
+        .chain([METRICS_PATH.to_owned()]);
+    let route_table = Arc::new(route_table::RouteTable::new(templates));
     let document = crate::openapi::document(
         &openapi,
         options.response_key,
@@ -315,8 +331,8 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> Router {
         options: Arc::new(options),
         openapi: Bytes::from(document.to_string()),
     }));
-    routes
-        .route("/metrics", axum::routing::get(metrics))
+    let router = routes
+        .route(METRICS_PATH, axum::routing::get(metrics))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -325,20 +341,19 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> Router {
                 "method not allowed on this route",
             )
         })
+        .with_state(state);
+    ServiceBuilder::new()
+        .layer(RequestLayer::new(request_metrics, route_table, timeout))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(RequestLayer::new(request_metrics, timeout))
-        .with_state(state)
+        .service(router)
 }
+
+/// Where Prometheus scrapes the metrics (SPEC.md §6, issue 6).
+const METRICS_PATH: &str = "/metrics";
 
 /// Request and response header carrying the request id: the client's value when it sends one,
 /// otherwise a new UUID v4. Logged as `request_id` on the request's span.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The `route` of logs and metrics: the matched path template (`/contacts/{id}`), or
-/// `unmatched` when no route matched. Never the raw path.
-fn route_label(matched: Option<&MatchedPath>) -> &str {
-    matched.map_or("unmatched", MatchedPath::as_str)
-}
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
 ///
@@ -384,8 +399,10 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 }
 
 /// Response header of `/identify` naming what the request did: `new-primary`,
-/// `new-secondary`, `merge` or `read` (an addition to SPEC.md, for load tools and debugging).
-pub const OUTCOME_HEADER: &str = "x-idrecon-outcome";
+/// `new-secondary`, `merge`, `read` or `refused` ([`crate::store::Outcome::as_str`]; an
+/// addition to SPEC.md, for load tools and debugging). The request layer reads it back to count
+/// outcomes in `/metrics`.
+pub const OUTCOME_HEADER: HeaderName = HeaderName::from_static("x-idrecon-outcome");
 
 /// `POST /identify` (SPEC.md §3).
 #[utoipa::path(
@@ -499,7 +516,6 @@ async fn identify(State(app): State<AppState>, req: Request) -> Result<Response,
         OUTCOME_HEADER,
         header::HeaderValue::from_static(outcome.as_str()),
     );
-    response.extensions_mut().insert(outcome);
     Ok(response)
 }
 

@@ -12,14 +12,18 @@
 //! builder was tried and rejected: it waits for the HTTP/2 preface with no timeout, so idle
 //! connections were never closed (`tests/hostile_input.rs` catches that).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
-use axum::Router;
+use axum::http::Request;
+use axum::response::Response;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::Service;
 
 /// Timeouts of the connection loop.
 #[derive(Clone, Copy, Debug)]
@@ -40,20 +44,25 @@ impl Default for ServerTimeouts {
     }
 }
 
-/// Serves `router` on every connection `listener` accepts until `shutdown` resolves; then
-/// stops accepting, lets in-flight requests finish (at most `drain_timeout`) and returns.
+/// Serves `app` (an axum `Router`, or the router inside its layers: [`crate::http::App`]) on
+/// every connection `listener` accepts until `shutdown` resolves; then stops accepting, lets
+/// in-flight requests finish (at most `drain_timeout`) and returns.
 ///
 /// Accept errors (for example running out of file descriptors under a connection flood) are
 /// logged and retried after a short pause; they never stop the loop.
 ///
 /// # Errors
 /// None today; the `Result` leaves room for listener errors that should stop the server.
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
-    router: Router,
+    app: S,
     timeouts: ServerTimeouts,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -74,7 +83,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(app.clone());
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

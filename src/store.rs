@@ -132,7 +132,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// `new-primary`, `new-secondary`, `merge` or `read`.
+    const ALL: [Outcome; 5] = [
+        Outcome::NewPrimary,
+        Outcome::NewSecondary,
+        Outcome::Merge,
+        Outcome::PureRead,
+        Outcome::Refused,
+    ];
+
+    /// `new-primary`, `new-secondary`, `merge`, `read` or `refused`: the value of the
+    /// `x-idrecon-outcome` response header ([`crate::http::OUTCOME_HEADER`]).
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::NewPrimary => "new-primary",
@@ -153,6 +162,13 @@ impl Outcome {
             Outcome::PureRead => "pure_read",
             Outcome::Refused => "merge_refused",
         }
+    }
+
+    /// The outcome whose [`Outcome::as_str`] is `text` (a header value's bytes), or `None`.
+    pub fn parse(text: &[u8]) -> Option<Outcome> {
+        Outcome::ALL
+            .into_iter()
+            .find(|outcome| outcome.as_str().as_bytes() == text)
     }
 }
 

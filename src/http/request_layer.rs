@@ -21,8 +21,9 @@
 //! 4. **Deadline**: a request (body included) that takes longer than the timeout is answered
 //!    `408 {"error": {"code": "request_timeout"}}` and its handler is dropped.
 //!
-//! It is added with `Router::layer`, so it runs after routing, once per matched route or
-//! fallback, and sees the route template ([`MatchedPath`]) of the request.
+//! It wraps the whole router (not each route with `Router::layer`, which costs a boxed clone
+//! per layer and request), so it runs once per request, matched or not, and finds the route
+//! template in a [`RouteTable`] of the router's own templates.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,29 +32,43 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
+use axum::BoxError;
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::request_metrics::RequestMetrics;
-use super::{ApiError, REQUEST_ID_HEADER, route_label};
+use super::route_table::RouteTable;
+use super::{ApiError, OUTCOME_HEADER, REQUEST_ID_HEADER};
 use crate::metrics as metric;
 use crate::store::Outcome;
 
-/// The layer: shared metric handles and the request deadline. Cheap to clone (one `Arc`).
+/// The layer: shared metric handles, the route templates and the request deadline. Cheap to
+/// clone (two `Arc`s).
 #[derive(Clone)]
 pub struct RequestLayer {
     metrics: Arc<RequestMetrics>,
+    routes: Arc<RouteTable>,
     timeout: Duration,
 }
 
 impl RequestLayer {
-    /// A layer recording into `metrics` and answering `408` after `timeout` (wall time from
-    /// the request head reaching the router to the response head).
-    pub fn new(metrics: Arc<RequestMetrics>, timeout: Duration) -> RequestLayer {
-        RequestLayer { metrics, timeout }
+    /// A layer recording into `metrics` under the templates of `routes` and answering `408`
+    /// after `timeout` (wall time from the request head reaching the router to the response
+    /// head).
+    pub fn new(
+        metrics: Arc<RequestMetrics>,
+        routes: Arc<RouteTable>,
+        timeout: Duration,
+    ) -> RequestLayer {
+        RequestLayer {
+            metrics,
+            routes,
+            timeout,
+        }
     }
 }
 
@@ -68,18 +83,21 @@ impl<S> Layer<S> for RequestLayer {
     }
 }
 
-/// The service [`RequestLayer`] wraps around each route. Never fails: every outcome, the
-/// deadline included, is a response.
+/// The service [`RequestLayer`] wraps around the router. Never fails: every outcome, the
+/// deadline included, is a response. Takes requests with any body type (hyper's `Incoming`
+/// from the server, axum's `Body` in tests) and hands the inner service an axum [`Request`].
 #[derive(Clone)]
 pub struct RequestService<S> {
     inner: S,
     layer: RequestLayer,
 }
 
-impl<S> Service<Request> for RequestService<S>
+impl<S, B> Service<axum::http::Request<B>> for RequestService<S>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
@@ -89,7 +107,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
         let started = Instant::now();
         // The service polled ready is the one called; a fresh clone waits for the next call
         // (tower's contract for services moved into a future).
@@ -102,16 +120,16 @@ where
             .get(REQUEST_ID_HEADER)
             .cloned()
             .unwrap_or_else(new_request_id);
-        let matched = req.extensions().get::<MatchedPath>().cloned();
         let method = metric::method_label(req.method());
+        let route = layer.routes.lookup(req.uri().path());
         let span = tracing::debug_span!(
             "http_request",
             method = %req.method(),
-            route = route_label(matched.as_ref()),
+            route = layer.routes.label(route),
             request_id = request_id.to_str().unwrap_or("-"),
         );
 
-        let handled = tokio::time::timeout(layer.timeout, inner.call(req));
+        let handled = tokio::time::timeout(layer.timeout, inner.call(req.map(Body::new)));
         Box::pin(async move {
             let response = if span.is_disabled() {
                 handled.await
@@ -129,7 +147,7 @@ where
             };
             let elapsed = started.elapsed();
             let status = response.status();
-            let route = route_label(matched.as_ref());
+            let route = layer.routes.label(route);
             record(&layer.metrics, route, method, &response, elapsed);
             if !span.is_disabled() || status.is_server_error() {
                 let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -156,8 +174,8 @@ fn new_request_id() -> HeaderValue {
 }
 
 /// Counts the answer by route template, method and status, records its latency, and counts
-/// the `/identify` outcome (the store's [`Outcome`] left in the response extensions on a
-/// `200`; `rejected` on a `4xx`).
+/// the `/identify` outcome (the store's [`Outcome`] named by the response's
+/// [`OUTCOME_HEADER`] on a `200`; `rejected` on a `4xx`).
 fn record(
     metrics: &RequestMetrics,
     route: &str,
@@ -171,9 +189,10 @@ fn record(
             Some("rejected")
         } else {
             response
-                .extensions()
-                .get::<Outcome>()
-                .map(|o| o.metric_label())
+                .headers()
+                .get(OUTCOME_HEADER)
+                .and_then(|value| Outcome::parse(value.as_bytes()))
+                .map(Outcome::metric_label)
         };
         if let Some(outcome) = outcome {
             metrics.outcome(outcome);
@@ -194,5 +213,22 @@ mod tests {
         assert_eq!(parsed.get_version_num(), 4, "{text}");
         assert_eq!(parsed.hyphenated().to_string(), text);
         assert_ne!(new_request_id(), id);
+    }
+
+    #[test]
+    fn every_outcome_header_value_reads_back_as_its_outcome() {
+        for outcome in [
+            Outcome::NewPrimary,
+            Outcome::NewSecondary,
+            Outcome::Merge,
+            Outcome::PureRead,
+            Outcome::Refused,
+        ] {
+            let value = HeaderValue::from_static(outcome.as_str());
+            assert_eq!(Outcome::parse(value.as_bytes()), Some(outcome));
+        }
+        for text in ["", "Read", "read ", "pure_read", "new_primary"] {
+            assert_eq!(Outcome::parse(text.as_bytes()), None, "{text}");
+        }
     }
 }
