@@ -12,6 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use idrecon::contact::Timestamp;
 use idrecon::event::Event;
 use idrecon::graph::{Decision, IdentifyRequest, IdentityGraph};
+use idrecon::http::{IdentifyAnswer, ResponseKey};
 use idrecon::phone_region::Normalizer;
 use idrecon::request::parse_identify_body;
 
@@ -108,16 +109,43 @@ fn benches(c: &mut Criterion) {
             let request = parse_identify_body(black_box(known.as_bytes()), &Normalizer::default())
                 .expect("valid");
             match base.decide(&request, Timestamp(0)) {
-                Decision::Read(_, identity) => black_box(identity),
+                Decision::Read(_, identity) => black_box(identity.to_identity()),
                 Decision::Write(_) => unreachable!("a known customer is a pure read"),
             }
         });
     });
 
+    // What `POST /identify` does for a returning customer below HTTP: the answer is serialized
+    // from the identity read in place (`Store::identify_with`), not built as a value first.
+    c.bench_function(
+        "pure-read identify incl. parsing and JSON answer (1M contacts)",
+        |b| {
+            let mut json = Vec::with_capacity(512);
+            b.iter(|| {
+                let request =
+                    parse_identify_body(black_box(known.as_bytes()), &Normalizer::default())
+                        .expect("valid");
+                match base.decide(&request, Timestamp(0)) {
+                    Decision::Read(_, identity) => {
+                        json.clear();
+                        let answer = IdentifyAnswer {
+                            identity: &identity,
+                            key: ResponseKey::PrimaryContactId,
+                            rows: None,
+                        };
+                        serde_json::to_writer(&mut json, &answer).expect("serializable");
+                        black_box(json.len())
+                    }
+                    Decision::Write(_) => unreachable!("a known customer is a pure read"),
+                }
+            });
+        },
+    );
+
     let request = parse_identify_body(known.as_bytes(), &Normalizer::default()).expect("valid");
     c.bench_function("pure-read decide: plan + answer (1M contacts)", |b| {
         b.iter(|| match base.decide(black_box(&request), Timestamp(0)) {
-            Decision::Read(_, identity) => black_box(identity),
+            Decision::Read(_, identity) => black_box(identity.to_identity()),
             Decision::Write(_) => unreachable!("a known customer is a pure read"),
         });
     });

@@ -57,7 +57,7 @@ fn main() {
             };
             for _ in 0..n {
                 match graph.decide(black_box(&request), Timestamp(0)) {
-                    Decision::Read(_, identity) => answered += identity.emails.len(),
+                    Decision::Read(_, identity) => answered += identity.to_identity().emails.len(),
                     Decision::Write(_) => fail("a known customer must be a pure read"),
                 }
             }

@@ -103,11 +103,11 @@ impl IdentifyRequest {
     }
 }
 
-/// What `/identify` does ([`IdentityGraph::decide`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// A pure read: the identity's key and answer.
-    Read(IdentityKey, Identity),
+/// What `/identify` does ([`IdentityGraph::decide`]). Borrows the graph it was decided on.
+#[derive(Clone, Debug)]
+pub enum Decision<'g> {
+    /// A pure read: the identity's key and answer, read in place.
+    Read(IdentityKey, IdentityView<'g>),
     /// The events to apply (never empty).
     Write(Vec<Event>),
 }
@@ -138,6 +138,117 @@ pub struct Identity {
     pub phone_numbers: Vec<Phone>,
     /// Ids of every live secondary, in age order.
     pub secondary_contact_ids: Vec<ContactId>,
+}
+
+/// The parts of a consolidated identity an answer is rendered from (SPEC.md §3 step 5), in
+/// answer order: implemented by the owned [`Identity`] and by the borrowed [`IdentityView`], so
+/// one encoder (`http::IdentifyAnswer`) serves both.
+pub trait IdentityParts {
+    /// Id of the identity's primary contact.
+    fn primary_contact_id(&self) -> ContactId;
+    /// Distinct emails: the primary's first, then in age order of first carrier.
+    fn emails(&self) -> impl Iterator<Item = &str>;
+    /// Distinct phones, ordered like the emails.
+    fn phone_numbers(&self) -> impl Iterator<Item = &str>;
+    /// Ids of every live secondary, in age order.
+    fn secondary_contact_ids(&self) -> impl Iterator<Item = ContactId>;
+}
+
+impl IdentityParts for Identity {
+    fn primary_contact_id(&self) -> ContactId {
+        self.primary_contact_id
+    }
+
+    fn emails(&self) -> impl Iterator<Item = &str> {
+        self.emails.iter().map(Email::as_str)
+    }
+
+    fn phone_numbers(&self) -> impl Iterator<Item = &str> {
+        self.phone_numbers.iter().map(Phone::as_str)
+    }
+
+    fn secondary_contact_ids(&self) -> impl Iterator<Item = ContactId> {
+        self.secondary_contact_ids.iter().copied()
+    }
+}
+
+/// A consolidated identity read in place: the answer of [`Identity`] with its values borrowed
+/// from the graph's arena instead of copied out, so a pure read renders its answer under the
+/// shared lock with one allocation (the member list) instead of one per value and list.
+/// [`IdentityView::to_identity`] copies it out.
+#[derive(Clone)]
+pub struct IdentityView<'g> {
+    graph: &'g IdentityGraph,
+    /// The primary's slot.
+    primary: u32,
+    /// Slots whose values are answered, in answer order: the primary first when it is live,
+    /// then every other live member by (created at, id).
+    order: Vec<u32>,
+}
+
+impl IdentityView<'_> {
+    /// The identity as an owned value, with the same contents.
+    pub fn to_identity(&self) -> Identity {
+        Identity {
+            primary_contact_id: self.primary_contact_id(),
+            emails: self.emails().map(Email::from_stored).collect(),
+            phone_numbers: self.phone_numbers().map(Phone::from_stored).collect(),
+            secondary_contact_ids: self.secondary_contact_ids().collect(),
+        }
+    }
+
+    /// The distinct values `value_of` gives the members, in member order (first occurrence
+    /// wins): by a scan of the earlier members for the usual handful, through a hash set for
+    /// large identities. Values are compared as stored bytes; only answered ones are read as
+    /// text.
+    fn distinct(
+        &self,
+        value_of: fn(&Node) -> Option<StrRef>,
+    ) -> impl Iterator<Item = &str> + use<'_> {
+        let graph = self.graph;
+        let stored = move |slot: u32| value_of(&graph.nodes[slot as usize]);
+        let bytes = move |slot: u32| stored(slot).map(|r| graph.values.bytes(r));
+        let mut seen = (self.order.len() > 32).then(hashbrown::HashSet::new);
+        self.order.iter().enumerate().filter_map(move |(i, &slot)| {
+            let value = stored(slot)?;
+            let value_bytes = graph.values.bytes(value);
+            let first = match seen.as_mut() {
+                Some(seen) => seen.insert(value_bytes),
+                None => !self.order[..i]
+                    .iter()
+                    .any(|&s| bytes(s) == Some(value_bytes)),
+            };
+            first.then(|| graph.values.get(value))
+        })
+    }
+}
+
+impl IdentityParts for IdentityView<'_> {
+    fn primary_contact_id(&self) -> ContactId {
+        self.graph.nodes[self.primary as usize].id
+    }
+
+    fn emails(&self) -> impl Iterator<Item = &str> {
+        self.distinct(|node| node.email)
+    }
+
+    fn phone_numbers(&self) -> impl Iterator<Item = &str> {
+        self.distinct(|node| node.phone)
+    }
+
+    fn secondary_contact_ids(&self) -> impl Iterator<Item = ContactId> {
+        let nodes = &self.graph.nodes;
+        self.order
+            .iter()
+            .filter(|&&slot| slot != self.primary)
+            .map(|&slot| nodes[slot as usize].id)
+    }
+}
+
+impl std::fmt::Debug for IdentityView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_identity().fmt(f)
+    }
 }
 
 /// Why an event cannot be applied. Events from `/identify` always apply; these errors mean a log
@@ -543,13 +654,13 @@ impl IdentityGraph {
 
     /// [`IdentityGraph::plan`] and, for a pure read, its answer, from one probe of each index
     /// (the hot path of `/identify`: a returning customer costs one lookup per value).
-    pub fn decide(&self, request: &IdentifyRequest, now: Timestamp) -> Decision {
+    pub fn decide(&self, request: &IdentifyRequest, now: Timestamp) -> Decision<'_> {
         let matches = self.matches(request);
         let events = self.plan_matched(request, now, &matches);
         match matches.by_email.or(matches.by_phone) {
             Some(slot) if events.is_empty() => {
                 let root = self.root(slot);
-                Decision::Read(IdentityKey(root), self.build_identity(root))
+                Decision::Read(IdentityKey(root), self.identity_view(root))
             }
             _ => Decision::Write(events),
         }
@@ -641,10 +752,13 @@ impl IdentityGraph {
     /// 5), with its key (its union-find root): the identity of the email, else of the phone
     /// (before the request's own events, both lead to the same identity or only one is known);
     /// `None` when neither value is known.
-    fn answer_with_key(&self, request: &IdentifyRequest) -> Option<(IdentityKey, Identity)> {
+    fn answer_with_key(
+        &self,
+        request: &IdentifyRequest,
+    ) -> Option<(IdentityKey, IdentityView<'_>)> {
         let matches = self.matches(request);
         let root = self.root(matches.by_email.or(matches.by_phone)?);
-        Some((IdentityKey(root), self.build_identity(root)))
+        Some((IdentityKey(root), self.identity_view(root)))
     }
 
     /// The answer to a request whose planned `events` were just applied: the identity of the
@@ -654,7 +768,7 @@ impl IdentityGraph {
         &self,
         request: &IdentifyRequest,
         events: &[Event],
-    ) -> Option<(IdentityKey, Identity)> {
+    ) -> Option<(IdentityKey, IdentityView<'_>)> {
         let inserted = events.iter().rev().find_map(|e| match e {
             Event::ContactInserted(c) => self.slot_of(c.id),
             _ => None,
@@ -662,7 +776,7 @@ impl IdentityGraph {
         match inserted {
             Some(slot) => {
                 let root = self.root(slot);
-                Some((IdentityKey(root), self.build_identity(root)))
+                Some((IdentityKey(root), self.identity_view(root)))
             }
             None => self.answer_with_key(request),
         }
@@ -710,7 +824,7 @@ impl IdentityGraph {
         }
         // After applying, a value is indexed or a row was inserted, so an answer exists.
         match self.answer_after(request, &events) {
-            Some((_, identity)) => Ok((identity, events)),
+            Some((_, identity)) => Ok((identity.to_identity(), events)),
             None => Err(ApplyError::Full),
         }
     }
@@ -1335,59 +1449,30 @@ impl IdentityGraph {
     }
 
     fn build_identity(&self, root: u32) -> Identity {
+        self.identity_view(root).to_identity()
+    }
+
+    /// The identity of `root` read in place (SPEC.md §3 step 5: the primary's values first,
+    /// then the other live members' by age).
+    fn identity_view(&self, root: u32) -> IdentityView<'_> {
         let primary = self.primary_of_root(root);
-        let mut live: Vec<u32> = self
-            .members(root)
-            .filter(|&s| self.nodes[s as usize].live())
-            .collect();
-        live.sort_unstable_by_key(|&s| {
+        let mut order: Vec<u32> = Vec::with_capacity(self.links[root as usize].size as usize);
+        if self.nodes[primary as usize].live() {
+            order.push(primary);
+        }
+        let others = order.len();
+        order.extend(
+            self.members(root)
+                .filter(|&s| s != primary && self.nodes[s as usize].live()),
+        );
+        order[others..].sort_unstable_by_key(|&s| {
             let n = &self.nodes[s as usize];
             (n.created_at, n.id)
         });
-        let primary_node = &self.nodes[primary as usize];
-        let mut emails: Vec<Email> = Vec::new();
-        let mut phone_numbers: Vec<Phone> = Vec::new();
-        let mut secondary_contact_ids = Vec::with_capacity(live.len().saturating_sub(1));
-        // First occurrences: a scan of the answer so far for the usual handful of values (no
-        // allocation), hash sets for large identities.
-        let (mut seen_emails, mut seen_phones) = if live.len() > 32 {
-            (
-                Some(hashbrown::HashSet::new()),
-                Some(hashbrown::HashSet::new()),
-            )
-        } else {
-            (None, None)
-        };
-        let primary_values = primary_node.live().then_some(primary);
-        for s in primary_values.into_iter().chain(live.iter().copied()) {
-            let node = &self.nodes[s as usize];
-            if s != primary {
-                secondary_contact_ids.push(node.id);
-            }
-            if let Some(e) = self.text(node.email) {
-                push_first(
-                    &mut emails,
-                    seen_emails.as_mut(),
-                    e,
-                    Email::as_str,
-                    Email::from_stored,
-                );
-            }
-            if let Some(p) = self.text(node.phone) {
-                push_first(
-                    &mut phone_numbers,
-                    seen_phones.as_mut(),
-                    p,
-                    Phone::as_str,
-                    Phone::from_stored,
-                );
-            }
-        }
-        Identity {
-            primary_contact_id: primary_node.id,
-            emails,
-            phone_numbers,
-            secondary_contact_ids,
+        IdentityView {
+            graph: self,
+            primary,
+            order,
         }
     }
 
@@ -1873,30 +1958,53 @@ impl IdentityGraph {
     }
 }
 
-/// Appends `value` to `out` unless it is already there: by a scan of `out`, or through `seen`
-/// when given (large identities).
-fn push_first<'a, T>(
-    out: &mut Vec<T>,
-    seen: Option<&mut hashbrown::HashSet<&'a str>>,
-    value: &'a str,
-    as_str: fn(&T) -> &str,
-    make: fn(&str) -> T,
-) {
-    let first = match seen {
-        Some(seen) => seen.insert(value),
-        None => !out.iter().any(|v| as_str(v) == value),
-    };
-    if first {
-        out.push(make(value));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn arena_holds(graph: &IdentityGraph, needle: &str) -> bool {
         graph.values.pages_contain(needle.as_bytes())
+    }
+
+    #[test]
+    fn large_identities_answer_first_occurrences_in_age_order() {
+        // 45 members (past the 32 where the answer switches from scanning to a hash set), with
+        // every email but the first carried by one contact and every phone but the first by
+        // one contact: the first occurrence decides each value's place.
+        let mut g = IdentityGraph::new();
+        let req = |e: &str, p: &str| {
+            IdentifyRequest::new(Email::parse(e).unwrap(), Phone::parse(p).unwrap()).unwrap()
+        };
+        let email = |i: u64| format!("e{i}@example.org");
+        let phone = |i: u64| format!("55501{i:02}");
+        let mut at = 0;
+        for i in 0..40 {
+            at += 1;
+            g.identify(&req(&email(0), &phone(i)), Timestamp(at))
+                .unwrap();
+        }
+        for j in 1..6 {
+            at += 1;
+            g.identify(&req(&email(j), &phone(0)), Timestamp(at))
+                .unwrap();
+        }
+        let (answer, events) = g
+            .identify(&req(&email(3), &phone(7)), Timestamp(99))
+            .unwrap();
+        assert!(events.is_empty(), "a known pair is a pure read");
+        assert_eq!(answer.primary_contact_id, 1);
+        let emails: Vec<&str> = answer.emails.iter().map(Email::as_str).collect();
+        assert_eq!(emails, (0..6).map(email).collect::<Vec<_>>());
+        let phones: Vec<&str> = answer.phone_numbers.iter().map(Phone::as_str).collect();
+        assert_eq!(phones, (0..40).map(phone).collect::<Vec<_>>());
+        assert_eq!(answer.secondary_contact_ids, (2..=45).collect::<Vec<_>>());
+        // The view renders the same answer as the owned identity it copies out.
+        let Decision::Read(_, view) = g.decide(&req(&email(5), &phone(0)), Timestamp(100)) else {
+            panic!("a known pair is a pure read");
+        };
+        assert_eq!(view.to_identity(), answer);
+        assert_eq!(view.emails().count(), 6);
+        assert_eq!(view.secondary_contact_ids().count(), 44);
     }
 
     #[test]

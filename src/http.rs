@@ -36,7 +36,7 @@ use utoipa_axum::routes;
 
 use crate::admin::{self, AdminToken};
 use crate::contact::{ContactId, ContactRow, ValidationError};
-use crate::graph::Identity;
+use crate::graph::{Identity, IdentityParts};
 use crate::metrics as metric;
 use crate::openapi::{ApiDoc, IdentifyRequestBody, IdentifyResponse};
 use crate::phone_region::Normalizer;
@@ -490,28 +490,31 @@ async fn identify(State(app): State<AppState>, req: Request) -> Result<Response,
     }
     let body = body_bytes(Bytes::from_request(req, &()).await)?;
     let request = parse_identify_body(&body, app.normalizer())?;
-    let (identity, outcome) = app.store.identify(&request).await?;
+    let key = app.options.response_key;
+    // The answer is serialized straight from the graph, under the lock it was read under.
+    let ((answer, primary_id), outcome) = app
+        .store
+        .identify_with(&request, |identity| {
+            let answer = IdentifyAnswer {
+                identity,
+                key,
+                rows: None,
+            };
+            (to_json(&answer), identity.primary_contact_id())
+        })
+        .await?;
     if app.options.log_pii {
         tracing::debug!(
             outcome = outcome.as_str(),
-            primary_id = identity.primary_contact_id,
+            primary_id,
             email = request.email().map(|e| e.as_str()),
             phone_number = request.phone().map(|p| p.as_str()),
             "identify decision"
         );
     } else {
-        tracing::debug!(
-            outcome = outcome.as_str(),
-            primary_id = identity.primary_contact_id,
-            "identify decision"
-        );
+        tracing::debug!(outcome = outcome.as_str(), primary_id, "identify decision");
     }
-    let answer = IdentifyAnswer {
-        identity: &identity,
-        key: app.options.response_key,
-        rows: None,
-    };
-    let mut response = json_response(StatusCode::OK, &answer);
+    let mut response = json_bytes_response(StatusCode::OK, answer?);
     response.headers_mut().insert(
         OUTCOME_HEADER,
         header::HeaderValue::from_static(outcome.as_str()),
@@ -519,41 +522,57 @@ async fn identify(State(app): State<AppState>, req: Request) -> Result<Response,
     Ok(response)
 }
 
-fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+/// `value` as JSON, or the internal error a serializer failure is answered with (serde_json
+/// fails only on non-string map keys, which no answer has).
+fn to_json(value: &impl Serialize) -> Result<Vec<u8>, ApiError> {
     // Room for a typical answer (about 300 bytes) up front: no regrowth while serializing.
     let mut bytes = Vec::with_capacity(512);
-    match serde_json::to_writer(&mut bytes, value) {
-        Ok(()) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(_) => ApiError::internal().into_response(),
+    serde_json::to_writer(&mut bytes, value).map_err(|_| ApiError::internal())?;
+    Ok(bytes)
+}
+
+fn json_bytes_response(status: StatusCode, json: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
+}
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+    match to_json(value) {
+        Ok(json) => json_bytes_response(status, json),
+        Err(error) => error.into_response(),
     }
 }
 
-/// `{"contact": {...}}` with the configured primary key spelling (SPEC.md §3 step 5).
-pub struct IdentifyAnswer<'a> {
+/// `{"contact": {...}}` with the configured primary key spelling (SPEC.md §3 step 5), from an
+/// owned [`Identity`] or from an [`crate::graph::IdentityView`] read in place.
+pub struct IdentifyAnswer<'a, I: IdentityParts = Identity> {
     /// The identity to render.
-    pub identity: &'a Identity,
+    pub identity: &'a I,
     /// Which key spelling(s) to use.
     pub key: ResponseKey,
     /// With `Some`, a `rows` member follows `contact` (`GET /identities/{contactId}`).
     pub rows: Option<&'a [ContactRow]>,
 }
 
-impl Serialize for IdentifyAnswer<'_> {
+impl<I: IdentityParts> Serialize for IdentifyAnswer<'_, I> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct Contact<'a>(&'a IdentifyAnswer<'a>);
-        impl Serialize for Contact<'_> {
+        struct Contact<'a, I: IdentityParts>(&'a IdentifyAnswer<'a, I>);
+        impl<I: IdentityParts> Serialize for Contact<'_, I> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 let (identity, key) = (self.0.identity, self.0.key);
+                let primary_id = identity.primary_contact_id();
                 let mut map = serializer.serialize_map(None)?;
                 if key != ResponseKey::PrimaryContatctId {
-                    map.serialize_entry("primaryContactId", &identity.primary_contact_id)?;
+                    map.serialize_entry("primaryContactId", &primary_id)?;
                 }
                 if key != ResponseKey::PrimaryContactId {
-                    map.serialize_entry("primaryContatctId", &identity.primary_contact_id)?;
+                    map.serialize_entry("primaryContatctId", &primary_id)?;
                 }
-                map.serialize_entry("emails", &identity.emails)?;
-                map.serialize_entry("phoneNumbers", &identity.phone_numbers)?;
-                map.serialize_entry("secondaryContactIds", &identity.secondary_contact_ids)?;
+                map.serialize_entry("emails", &Seq(|| identity.emails()))?;
+                map.serialize_entry("phoneNumbers", &Seq(|| identity.phone_numbers()))?;
+                map.serialize_entry(
+                    "secondaryContactIds",
+                    &Seq(|| identity.secondary_contact_ids()),
+                )?;
                 map.end()
             }
         }
@@ -563,6 +582,19 @@ impl Serialize for IdentifyAnswer<'_> {
             map.serialize_entry("rows", rows)?;
         }
         map.end()
+    }
+}
+
+/// A JSON array of what the iterator `F` makes yields, serialized without collecting it.
+struct Seq<F>(F);
+
+impl<F, I> Serialize for Seq<F>
+where
+    F: Fn() -> I,
+    I: Iterator<Item: Serialize>,
+{
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq((self.0)())
     }
 }
 

@@ -34,7 +34,7 @@ use crate::contact::{ContactId, ContactRow, Timestamp};
 use crate::event::{Event, EventRef};
 use crate::graph::{
     ApplyError, Decision, GraphOptions, IdentifyRequest, Identity, IdentityGraph, IdentityKey,
-    Lookup,
+    IdentityView, Lookup,
 };
 use crate::history::HistoryEntry;
 use crate::metrics as metric;
@@ -588,27 +588,51 @@ impl Store {
         self: &Arc<Self>,
         request: &IdentifyRequest,
     ) -> Result<(Identity, Outcome), StoreError> {
+        self.identify_with(request, |identity| identity.to_identity())
+            .await
+    }
+
+    /// [`Store::identify`], with the answer rendered by `render` from the identity read in
+    /// place, under the lock it was decided or written under (so `render` must be quick: the
+    /// HTTP layer serializes the JSON answer there, without copying the values out first).
+    ///
+    /// # Errors
+    /// As [`Store::identify`].
+    pub async fn identify_with<T: Send>(
+        self: &Arc<Self>,
+        request: &IdentifyRequest,
+        render: impl Fn(&IdentityView<'_>) -> T + Send,
+    ) -> Result<(T, Outcome), StoreError> {
+        /// What the shared lock's decision leaves once the lock is released.
+        enum Decided<T> {
+            Read { answer: T, changed_at: Lsn },
+            Write { events: Vec<Event>, planned_at: Lsn },
+        }
         let now = Timestamp::now();
-        let (decision, changed_at, planned_at) = {
+        let decided = {
             let state = self.state.read();
             if state.lsn == Lsn::MAX {
                 return Err(StoreError::Unavailable);
             }
-            let decision = state.graph.decide(request, now);
-            // Everything a pure read reveals was last changed at `changed_at` (older changes
-            // to the identity are durable or have smaller LSNs).
-            let changed_at = match &decision {
-                Decision::Read(key, _) => state.changed.get(key).copied().unwrap_or(0),
-                Decision::Write(_) => 0,
-            };
-            (decision, changed_at, state.lsn)
-        };
-        let planned = match decision {
-            Decision::Read(_, identity) => {
-                self.durable(changed_at).await?;
-                return Ok((identity, Outcome::PureRead));
+            match state.graph.decide(request, now) {
+                Decision::Read(key, identity) => Decided::Read {
+                    answer: render(&identity),
+                    // Everything a pure read reveals was last changed at `changed_at` (older
+                    // changes to the identity are durable or have smaller LSNs).
+                    changed_at: state.changed.get(&key).copied().unwrap_or(0),
+                },
+                Decision::Write(events) => Decided::Write {
+                    events,
+                    planned_at: state.lsn,
+                },
             }
-            Decision::Write(events) => events,
+        };
+        let (planned, planned_at) = match decided {
+            Decided::Read { answer, changed_at } => {
+                self.durable(changed_at).await?;
+                return Ok((answer, Outcome::PureRead));
+            }
+            Decided::Write { events, planned_at } => (events, planned_at),
         };
         if self.wal.is_failed() {
             return Err(StoreError::Unavailable);
@@ -648,6 +672,7 @@ impl Store {
             let (key, identity) = state
                 .graph
                 .answer_after(request, &events)
+                .map(|(key, identity)| (key, render(&identity)))
                 .ok_or(ApplyError::Full)?;
             if !events.is_empty() {
                 Self::mark_changed(&self.wal, &mut state, key);
