@@ -133,7 +133,7 @@ fn benches(c: &mut Criterion) {
                             key: ResponseKey::PrimaryContactId,
                             rows: None,
                         };
-                        serde_json::to_writer(&mut json, &answer).expect("serializable");
+                        answer.write_json(&mut json).expect("serializable");
                         black_box(json.len())
                     }
                     Decision::Write(_) => unreachable!("a known customer is a pure read"),

@@ -26,7 +26,6 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tower::{Layer, ServiceBuilder};
@@ -36,14 +35,16 @@ use utoipa_axum::routes;
 
 use crate::admin::{self, AdminToken};
 use crate::contact::{ContactId, ContactRow, ValidationError};
-use crate::graph::{Identity, IdentityParts};
+use crate::graph::IdentityParts;
 use crate::metrics as metric;
 use crate::openapi::{ApiDoc, IdentifyRequestBody, IdentifyResponse};
 use crate::phone_region::Normalizer;
 use crate::request::parse_identify_body;
 use crate::store::{Store, StoreError};
+pub use answer::IdentifyAnswer;
 use request_layer::RequestLayer;
 
+pub mod answer;
 pub mod identities;
 pub mod request_layer;
 pub mod request_metrics;
@@ -372,12 +373,18 @@ pub async fn serve(
     crate::server::serve(listener, router(store, options), timeouts, shutdown).await
 }
 
+/// Whether the `Content-Type` is JSON: `application/json` in any case, with or without
+/// parameters (RFC 9110 §8.3.1). The exact common spelling is checked first, without parsing.
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    value.as_bytes() == b"application/json"
+        || value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -500,7 +507,7 @@ async fn identify(State(app): State<AppState>, req: Request) -> Result<Response,
                 key,
                 rows: None,
             };
-            (to_json(&answer), identity.primary_contact_id())
+            (answer.to_json(), identity.primary_contact_id())
         })
         .await?;
     if app.options.log_pii {
@@ -514,7 +521,8 @@ async fn identify(State(app): State<AppState>, req: Request) -> Result<Response,
     } else {
         tracing::debug!(outcome = outcome.as_str(), primary_id, "identify decision");
     }
-    let mut response = json_bytes_response(StatusCode::OK, answer?);
+    let answer = answer.map_err(|_| ApiError::internal())?;
+    let mut response = json_bytes_response(StatusCode::OK, answer);
     response.headers_mut().insert(
         OUTCOME_HEADER,
         header::HeaderValue::from_static(outcome.as_str()),
@@ -531,6 +539,13 @@ fn to_json(value: &impl Serialize) -> Result<Vec<u8>, ApiError> {
     Ok(bytes)
 }
 
+/// `200` with `answer` as its body, or the internal error its serialization failed with.
+fn answer_response(answer: &IdentifyAnswer<'_>) -> Result<Response, ApiError> {
+    let json = answer.to_json().map_err(|_| ApiError::internal())?;
+    Ok(json_bytes_response(StatusCode::OK, json))
+}
+
+/// A response with `json` as its `application/json` body.
 fn json_bytes_response(status: StatusCode, json: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
@@ -539,62 +554,6 @@ fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
     match to_json(value) {
         Ok(json) => json_bytes_response(status, json),
         Err(error) => error.into_response(),
-    }
-}
-
-/// `{"contact": {...}}` with the configured primary key spelling (SPEC.md §3 step 5), from an
-/// owned [`Identity`] or from an [`crate::graph::IdentityView`] read in place.
-pub struct IdentifyAnswer<'a, I: IdentityParts = Identity> {
-    /// The identity to render.
-    pub identity: &'a I,
-    /// Which key spelling(s) to use.
-    pub key: ResponseKey,
-    /// With `Some`, a `rows` member follows `contact` (`GET /identities/{contactId}`).
-    pub rows: Option<&'a [ContactRow]>,
-}
-
-impl<I: IdentityParts> Serialize for IdentifyAnswer<'_, I> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct Contact<'a, I: IdentityParts>(&'a IdentifyAnswer<'a, I>);
-        impl<I: IdentityParts> Serialize for Contact<'_, I> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let (identity, key) = (self.0.identity, self.0.key);
-                let primary_id = identity.primary_contact_id();
-                let mut map = serializer.serialize_map(None)?;
-                if key != ResponseKey::PrimaryContatctId {
-                    map.serialize_entry("primaryContactId", &primary_id)?;
-                }
-                if key != ResponseKey::PrimaryContactId {
-                    map.serialize_entry("primaryContatctId", &primary_id)?;
-                }
-                map.serialize_entry("emails", &Seq(|| identity.emails()))?;
-                map.serialize_entry("phoneNumbers", &Seq(|| identity.phone_numbers()))?;
-                map.serialize_entry(
-                    "secondaryContactIds",
-                    &Seq(|| identity.secondary_contact_ids()),
-                )?;
-                map.end()
-            }
-        }
-        let mut map = serializer.serialize_map(Some(1 + usize::from(self.rows.is_some())))?;
-        map.serialize_entry("contact", &Contact(self))?;
-        if let Some(rows) = self.rows {
-            map.serialize_entry("rows", rows)?;
-        }
-        map.end()
-    }
-}
-
-/// A JSON array of what the iterator `F` makes yields, serialized without collecting it.
-struct Seq<F>(F);
-
-impl<F, I> Serialize for Seq<F>
-where
-    F: Fn() -> I,
-    I: Iterator<Item: Serialize>,
-{
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq((self.0)())
     }
 }
 
@@ -841,4 +800,38 @@ async fn openapi_json(State(app): State<AppState>) -> Response {
         app.openapi.clone(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_recognized_in_any_spelling() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(value),
+            );
+            is_json(&headers)
+        };
+        for json in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            " application/json ;charset=UTF-8",
+        ] {
+            assert!(with(json), "{json}");
+        }
+        for other in [
+            "text/plain",
+            "application/jsonx",
+            "application/json-patch+json",
+            "",
+        ] {
+            assert!(!with(other), "{other}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+    }
 }

@@ -259,13 +259,14 @@ mod tests {
             ResponseKey::PrimaryContatctId,
             ResponseKey::Both,
         ] {
-            let text = serde_json::to_string(&IdentifyAnswer {
+            let text = IdentifyAnswer {
                 identity: &identity,
                 key,
                 rows: None,
-            })
+            }
+            .to_json()
             .unwrap();
-            let parsed: IdentifyResponse = serde_json::from_str(&text).unwrap();
+            let parsed: IdentifyResponse = serde_json::from_slice(&text).unwrap();
             let id = Some(1);
             let (default, original) = match key {
                 ResponseKey::PrimaryContactId => (id, None),

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    ApiError, AppState, ErrorEnvelope, IdentifyAnswer, json_response, path_id, query_error,
-    query_pairs,
+    ApiError, AppState, ErrorEnvelope, IdentifyAnswer, answer_response, json_response, path_id,
+    query_error, query_pairs,
 };
 use crate::contact::{ContactId, ContactRow, Email, Phone, Timestamp};
 use crate::graph::{IdentifyRequest, Lookup};
@@ -96,14 +96,11 @@ pub(super) async fn lookup_identity(
     };
     let request = IdentifyRequest::new(email, phone)?;
     match app.store.lookup(&request).await? {
-        Lookup::Found(_, identity) => Ok(json_response(
-            StatusCode::OK,
-            &IdentifyAnswer {
-                identity: &identity,
-                key: app.options.response_key,
-                rows: None,
-            },
-        )),
+        Lookup::Found(_, identity) => answer_response(&IdentifyAnswer {
+            identity: &identity,
+            key: app.options.response_key,
+            rows: None,
+        }),
         Lookup::NotFound => Err(ApiError::not_found(
             "no identity has this email or phone number",
         )),
@@ -171,14 +168,11 @@ pub(super) async fn get_identity(
     let Some((identity, rows)) = app.store.identity(id).await? else {
         return Err(ApiError::not_found(format!("contact {id} does not exist")));
     };
-    Ok(json_response(
-        StatusCode::OK,
-        &IdentifyAnswer {
-            identity: &identity,
-            key: app.options.response_key,
-            rows: Some(&rows),
-        },
-    ))
+    answer_response(&IdentifyAnswer {
+        identity: &identity,
+        key: app.options.response_key,
+        rows: Some(&rows),
+    })
 }
 
 /// One event of an identity's history.

@@ -62,8 +62,14 @@ impl RequestMetrics {
     /// `idrecon_http_requests_total{route,method,status}`.
     pub fn request(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
         let key = RouteKeyRef(route, method, status);
-        let cached = self.routes.read().get(&key).cloned();
-        let handles = cached.unwrap_or_else(|| {
+        // The usual case records through the cached handles in place (no handle clones: each
+        // is an `Arc` whose count would go up and down).
+        if let Some(handles) = self.routes.read().get(&key) {
+            handles.duration.record(seconds);
+            handles.requests.increment(1);
+            return;
+        }
+        let handles = {
             let handles = RouteHandles {
                 duration: ::metrics::histogram!(
                     metric::HTTP_REQUEST_DURATION,
@@ -84,20 +90,20 @@ impl RequestMetrics {
             };
             self.routes.write().insert(owned, handles.clone());
             handles
-        });
+        };
         handles.duration.record(seconds);
         handles.requests.increment(1);
     }
 
     /// Counts one `/identify` outcome in `idrecon_identify_outcomes_total{outcome}`.
     pub fn outcome(&self, outcome: &'static str) {
-        let cached = self.outcomes.read().get(outcome).cloned();
-        let counter = cached.unwrap_or_else(|| {
-            let counter = ::metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => outcome);
-            self.outcomes.write().insert(outcome, counter.clone());
-            counter
-        });
+        if let Some(counter) = self.outcomes.read().get(outcome) {
+            counter.increment(1);
+            return;
+        }
+        let counter = ::metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => outcome);
         counter.increment(1);
+        self.outcomes.write().insert(outcome, counter);
     }
 }
 

@@ -1,0 +1,233 @@
+//! The JSON of a consolidated identity: `/identify`'s answer (SPEC.md §3 step 5), also served by
+//! `GET /identities` and, with the identity's rows, `GET /identities/{contactId}` (issue 5).
+//!
+//! The answer has one fixed shape, so it is written directly rather than through serde's map
+//! machinery: the keys are constant bytes, ids are formatted with `itoa`, and a value is copied
+//! between quotes when none of its bytes needs escaping. A value that does (a quote, a
+//! backslash, a control character; the normalizer lets none through today) and the optional
+//! `rows` go through serde_json. The bytes are exactly serde_json's for the same shape, which
+//! the tests below check against `serde_json::json!` for arbitrary values. On a pure-read
+//! `/identify` this saves about 1 500 instructions of ~35 000 in user space: serde_json looks
+//! every byte of every key and value up in its escape table (issue 3, BENCHMARKS.md).
+
+use crate::contact::ContactRow;
+use crate::graph::{Identity, IdentityParts};
+
+use super::ResponseKey;
+
+/// `{"contact": {...}}` with the configured primary key spelling (SPEC.md §3 step 5), from an
+/// owned [`Identity`] or from an [`crate::graph::IdentityView`] read in place.
+pub struct IdentifyAnswer<'a, I: IdentityParts = Identity> {
+    /// The identity to render.
+    pub identity: &'a I,
+    /// Which key spelling(s) to use.
+    pub key: ResponseKey,
+    /// With `Some`, a `rows` member follows `contact` (`GET /identities/{contactId}`).
+    pub rows: Option<&'a [ContactRow]>,
+}
+
+impl<I: IdentityParts> IdentifyAnswer<'_, I> {
+    /// The answer as compact JSON: `{"contact":{"primaryContactId":1,"emails":[...],
+    /// "phoneNumbers":[...],"secondaryContactIds":[...]}}`, with `primaryContatctId` instead
+    /// of or after `primaryContactId` as `key` says, and `,"rows":[...]` before the last brace
+    /// when `rows` is set.
+    ///
+    /// # Errors
+    /// A serde_json error if serializing `rows` fails (it cannot for [`ContactRow`]s, whose
+    /// fields are strings, numbers and nulls).
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        // Room for a typical answer (about 300 bytes) up front: no regrowth while writing.
+        let mut out = Vec::with_capacity(512);
+        self.write_json(&mut out)?;
+        Ok(out)
+    }
+
+    /// [`IdentifyAnswer::to_json`], appended to `out`.
+    ///
+    /// # Errors
+    /// As [`IdentifyAnswer::to_json`]; `out` then holds a partial answer.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        let identity = self.identity;
+        let mut number = itoa::Buffer::new();
+        let primary_id = number.format(identity.primary_contact_id()).as_bytes();
+        out.extend_from_slice(b"{\"contact\":{");
+        if self.key != ResponseKey::PrimaryContatctId {
+            out.extend_from_slice(b"\"primaryContactId\":");
+            out.extend_from_slice(primary_id);
+            if self.key == ResponseKey::Both {
+                out.push(b',');
+            }
+        }
+        if self.key != ResponseKey::PrimaryContactId {
+            out.extend_from_slice(b"\"primaryContatctId\":");
+            out.extend_from_slice(primary_id);
+        }
+        out.extend_from_slice(b",\"emails\":");
+        write_strings(out, identity.emails())?;
+        out.extend_from_slice(b",\"phoneNumbers\":");
+        write_strings(out, identity.phone_numbers())?;
+        out.extend_from_slice(b",\"secondaryContactIds\":[");
+        for (i, id) in identity.secondary_contact_ids().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(number.format(id).as_bytes());
+        }
+        out.extend_from_slice(b"]}");
+        if let Some(rows) = self.rows {
+            out.extend_from_slice(b",\"rows\":");
+            serde_json::to_writer(&mut *out, rows)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// A JSON array of strings (RFC 8259 §7).
+fn write_strings<'s>(
+    out: &mut Vec<u8>,
+    values: impl Iterator<Item = &'s str>,
+) -> Result<(), serde_json::Error> {
+    out.push(b'[');
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if value.bytes().any(needs_escape) {
+            serde_json::to_writer(&mut *out, value)?;
+        } else {
+            out.push(b'"');
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'"');
+        }
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// Whether `byte` must be escaped in a JSON string (RFC 8259 §7: the quote, the backslash and
+/// the control characters U+0000 to U+001F); serde_json escapes exactly these.
+fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contact::{ContactId, Email, Phone, Timestamp};
+    use crate::graph::Identity;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// The answer with every value written by serde_json, keys in the documented order: the
+    /// reference the direct encoder must match byte for byte.
+    fn expected(
+        parts: (ContactId, &[String], &[String], &[ContactId]),
+        key: ResponseKey,
+        rows: Option<&[ContactRow]>,
+    ) -> String {
+        let (primary, emails, phones, secondaries) = parts;
+        let text = |value: serde_json::Value| serde_json::to_string(&value).unwrap();
+        let mut members = Vec::new();
+        if key != ResponseKey::PrimaryContatctId {
+            members.push(format!("\"primaryContactId\":{}", text(json!(primary))));
+        }
+        if key != ResponseKey::PrimaryContactId {
+            members.push(format!("\"primaryContatctId\":{}", text(json!(primary))));
+        }
+        members.push(format!("\"emails\":{}", text(json!(emails))));
+        members.push(format!("\"phoneNumbers\":{}", text(json!(phones))));
+        members.push(format!(
+            "\"secondaryContactIds\":{}",
+            text(json!(secondaries))
+        ));
+        let rows = rows.map_or(String::new(), |rows| {
+            format!(",\"rows\":{}", serde_json::to_string(rows).unwrap())
+        });
+        format!("{{\"contact\":{{{}}}{rows}}}", members.join(","))
+    }
+
+    /// An identity whose values are taken as stored, unchecked, like the arena's.
+    fn owned(
+        primary: ContactId,
+        emails: &[String],
+        phones: &[String],
+        secondaries: &[ContactId],
+    ) -> Identity {
+        Identity {
+            primary_contact_id: primary,
+            emails: emails.iter().map(|e| Email::from_stored(e)).collect(),
+            phone_numbers: phones.iter().map(|p| Phone::from_stored(p)).collect(),
+            secondary_contact_ids: secondaries.to_vec(),
+        }
+    }
+
+    const KEYS: [ResponseKey; 3] = [
+        ResponseKey::PrimaryContactId,
+        ResponseKey::PrimaryContatctId,
+        ResponseKey::Both,
+    ];
+
+    #[test]
+    fn writes_serde_json_bytes_for_every_key_spelling_with_and_without_rows() {
+        let emails = [
+            "lorraine@hillvalley.edu".to_owned(),
+            "a\"b\\c\u{1}é".to_owned(),
+        ];
+        let phones = ["123456".to_owned()];
+        let identity = owned(1, &emails, &phones, &[23, 24]);
+        let row = ContactRow {
+            id: 23,
+            phone_number: None,
+            email: Some(Email::from_stored("x@y.z")),
+            linked_id: Some(1),
+            link_precedence: crate::contact::LinkPrecedence::Secondary,
+            created_at: Timestamp(5),
+            updated_at: Timestamp(6),
+            deleted_at: None,
+        };
+        for key in KEYS {
+            for rows in [None, Some(std::slice::from_ref(&row))] {
+                let answer = IdentifyAnswer {
+                    identity: &identity,
+                    key,
+                    rows,
+                };
+                let written = String::from_utf8(answer.to_json().unwrap()).unwrap();
+                assert_eq!(
+                    written,
+                    expected((1, &emails, &phones, &[23, 24]), key, rows)
+                );
+            }
+        }
+        let empty = owned(7, &[], &[], &[]);
+        let answer = IdentifyAnswer {
+            identity: &empty,
+            key: ResponseKey::PrimaryContactId,
+            rows: None,
+        };
+        assert_eq!(
+            answer.to_json().unwrap(),
+            br#"{"contact":{"primaryContactId":7,"emails":[],"phoneNumbers":[],"secondaryContactIds":[]}}"#
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_values_are_written_as_serde_json_writes_them(
+            primary in any::<u64>(),
+            emails in proptest::collection::vec(any::<String>(), 0..4),
+            phones in proptest::collection::vec("[ -~\u{0}-\u{1f}\u{80}-\u{10ffff}]{0,12}", 0..4),
+            secondaries in proptest::collection::vec(any::<u64>(), 0..4),
+            key in 0..3usize,
+        ) {
+            let identity = owned(primary, &emails, &phones, &secondaries);
+            let answer = IdentifyAnswer { identity: &identity, key: KEYS[key], rows: None };
+            let written = String::from_utf8(answer.to_json().unwrap()).unwrap();
+            prop_assert_eq!(
+                written,
+                expected((primary, &emails, &phones, &secondaries), KEYS[key], None)
+            );
+        }
+    }
+}
