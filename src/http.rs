@@ -22,13 +22,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tower::{Layer, ServiceBuilder};
+use tower::Layer;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -298,22 +298,23 @@ pub fn openapi_document(options: &HttpOptions) -> serde_json::Value {
     )
 }
 
-/// The service [`router`] builds: the axum router inside the body limit and the request layer.
-pub type App = request_layer::RequestService<<DefaultBodyLimit as Layer<Router>>::Service>;
+/// The service [`router`] builds: the axum router inside the request layer.
+pub type App = request_layer::RequestService<Router>;
 
 /// The service with every route of SPEC.md §3 and §6 plus `GET /openapi.json` and
 /// `GET /metrics`, the admin guard on bulk routes, JSON 404/405 fallbacks, the body limit, the
 /// request timeout, request ids, request spans and metrics. Installs the process's metrics
 /// recorder if it is not installed yet ([`metric::install`]).
 ///
-/// The body limit and the request layer wrap the router as a whole rather than each route
-/// (`Router::layer`): axum boxes a layered route and clones it, once per layer, on every
-/// request (see [`route_table`]).
+/// The request layer wraps the router as a whole rather than each route (`Router::layer`):
+/// axum boxes a layered route and clones it, once per layer, on every request (see
+/// [`route_table`]). The body limit is applied where the one body-reading route reads its body
+/// ([`read_body`]), not as axum's `DefaultBodyLimit` layer, which costs every request an
+/// extension in a map of its own.
 pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
     metric::install();
     let request_metrics = Arc::new(request_metrics::RequestMetrics::default());
     let timeout = options.request_timeout;
-    let max_body = options.max_body_bytes;
     let (routes, openapi) = api_routes(&options).split_for_parts();
     let templates = openapi
         .paths
@@ -343,10 +344,7 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
             )
         })
         .with_state(state);
-    ServiceBuilder::new()
-        .layer(RequestLayer::new(request_metrics, route_table, timeout))
-        .layer(DefaultBodyLimit::max(max_body))
-        .service(router)
+    RequestLayer::new(request_metrics, route_table, timeout).layer(router)
 }
 
 /// Where Prometheus scrapes the metrics (SPEC.md §6, issue 6).
@@ -387,22 +385,35 @@ fn is_json(headers: &HeaderMap) -> bool {
             .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request body is too large",
-            )
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                "request body could not be read",
-            )
-        }
-    })
+/// The whole body of `req`, at most `limit` bytes (SPEC.md §4): `413 payload_too_large` past
+/// it (a `Content-Length` above it is refused before reading), `400 invalid_body` when the
+/// body cannot be read (the connection failed mid-body).
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|error| {
+            let too_large = error
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            body_error(too_large)
+        })
+}
+
+fn body_error(too_large: bool) -> ApiError {
+    if too_large {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body is too large",
+        )
+    } else {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "request body could not be read",
+        )
+    }
 }
 
 /// Response header of `/identify` naming what the request did: `new-primary`,
@@ -495,7 +506,7 @@ async fn identify(State(app): State<AppState>, req: Request) -> Result<Response,
             "Content-Type must be application/json",
         ));
     }
-    let body = body_bytes(Bytes::from_request(req, &()).await)?;
+    let body = read_body(req, app.options.max_body_bytes).await?;
     let request = parse_identify_body(&body, app.normalizer())?;
     let key = app.options.response_key;
     // The answer is serialized straight from the graph, under the lock it was read under.

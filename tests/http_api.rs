@@ -201,6 +201,27 @@ async fn raw(
     (status, body)
 }
 
+/// The body limit (16 KiB by default, SPEC.md §4) counts the whole body: a body of exactly the
+/// limit is read, one byte more is `413` (tests/hostile_input.rs sends a chunked one).
+#[tokio::test]
+async fn the_body_limit_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path()).await;
+    let padded = |len: usize| {
+        let mut body = br#"{"email":"limit@example.com"}"#.to_vec();
+        body.resize(len, b' ');
+        body
+    };
+    let json_ct = Some("application/json");
+    let (status, answer) = raw(&app, "POST", "/identify", json_ct, padded(16 * 1024)).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = raw(&app, "POST", "/identify", json_ct, padded(16 * 1024 + 1)).await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (413, &json!("payload_too_large"))
+    );
+}
+
 #[tokio::test]
 async fn errors_are_json_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
