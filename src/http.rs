@@ -9,8 +9,8 @@
 //! in [`REQUEST_ID_HEADER`], the client's or a new UUID v4, echoed in the response; a
 //! debug-level `http_request` span (method, route template, request id) ending with a
 //! `request finished` event (status, latency); the metrics (counts and latency by route template
-//! and status, `/identify` outcomes; see [`crate::metrics`]); the request deadline), then the
-//! body limit.
+//! and status, `/identify` outcomes; see [`crate::metrics`]); the request deadline). The body
+//! limit (SPEC.md §4) is checked where `/identify`, the one route with a body, reads it.
 //! Routes are registered through `utoipa_axum`'s `OpenApiRouter`, from handlers annotated with
 //! `#[utoipa::path]`, so the OpenAPI 3.1 document served at `GET /openapi.json` is derived from
 //! the very router that serves the requests (see [`crate::openapi`]). Bulk routes sit on an
@@ -309,8 +309,8 @@ pub type App = request_layer::RequestService<Router>;
 /// The request layer wraps the router as a whole rather than each route (`Router::layer`):
 /// axum boxes a layered route and clones it, once per layer, on every request (see
 /// [`route_table`]). The body limit is applied where the one body-reading route reads its body
-/// ([`read_body`]), not as axum's `DefaultBodyLimit` layer, which costs every request an
-/// extension in a map of its own.
+/// (`read_body`), not as axum's `DefaultBodyLimit` layer, which costs every request an
+/// extension in a map of its own; a new route with a body must read it the same way.
 pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
     metric::install();
     let request_metrics = Arc::new(request_metrics::RequestMetrics::default());
@@ -498,7 +498,7 @@ pub const OUTCOME_HEADER: HeaderName = HeaderName::from_static("x-idrecon-outcom
 )]
 async fn identify(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
     // The request is taken whole so its headers are read in place (the `HeaderMap` extractor
-    // clones them); the body goes through the `Bytes` extractor, body limit included.
+    // clones them); the body is read under the body limit by `read_body`.
     if !is_json(req.headers()) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
