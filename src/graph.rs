@@ -207,16 +207,15 @@ impl IdentityView<'_> {
     ) -> impl Iterator<Item = &str> + use<'_> {
         let graph = self.graph;
         let stored = move |slot: u32| value_of(&graph.nodes[slot as usize]);
-        let bytes = move |slot: u32| stored(slot).map(|r| graph.values.bytes(r));
         let mut seen = (self.order.len() > 32).then(hashbrown::HashSet::new);
         self.order.iter().enumerate().filter_map(move |(i, &slot)| {
             let value = stored(slot)?;
-            let value_bytes = graph.values.bytes(value);
+            let bytes = graph.values.bytes(value);
             let first = match seen.as_mut() {
-                Some(seen) => seen.insert(value_bytes),
+                Some(seen) => seen.insert(bytes),
                 None => !self.order[..i]
                     .iter()
-                    .any(|&s| bytes(s) == Some(value_bytes)),
+                    .any(|&s| stored(s).is_some_and(|r| graph.values.bytes(r) == bytes)),
             };
             first.then(|| graph.values.get(value))
         })

@@ -392,28 +392,21 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|error| {
-            let too_large = error
-                .into_inner()
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            body_error(too_large)
+            let cause = error.into_inner();
+            if cause.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request body is too large",
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "request body could not be read",
+                )
+            }
         })
-}
-
-fn body_error(too_large: bool) -> ApiError {
-    if too_large {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "request body is too large",
-        )
-    } else {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "request body could not be read",
-        )
-    }
 }
 
 /// Response header of `/identify` naming what the request did: `new-primary`,
@@ -510,7 +503,7 @@ async fn identify(State(app): State<AppState>, req: Request) -> Result<Response,
     let request = parse_identify_body(&body, app.normalizer())?;
     let key = app.options.response_key;
     // The answer is serialized straight from the graph, under the lock it was read under.
-    let ((answer, primary_id), outcome) = app
+    let ((json, primary_id), outcome) = app
         .store
         .identify_with(&request, |identity| {
             let answer = IdentifyAnswer {
@@ -532,8 +525,7 @@ async fn identify(State(app): State<AppState>, req: Request) -> Result<Response,
     } else {
         tracing::debug!(outcome = outcome.as_str(), primary_id, "identify decision");
     }
-    let answer = answer.map_err(|_| ApiError::internal())?;
-    let mut response = json_bytes_response(StatusCode::OK, answer);
+    let mut response = answer_response(json)?;
     response.headers_mut().insert(
         OUTCOME_HEADER,
         header::HeaderValue::from_static(outcome.as_str()),
@@ -541,18 +533,10 @@ async fn identify(State(app): State<AppState>, req: Request) -> Result<Response,
     Ok(response)
 }
 
-/// `value` as JSON, or the internal error a serializer failure is answered with (serde_json
-/// fails only on non-string map keys, which no answer has).
-fn to_json(value: &impl Serialize) -> Result<Vec<u8>, ApiError> {
-    // Room for a typical answer (about 300 bytes) up front: no regrowth while serializing.
-    let mut bytes = Vec::with_capacity(512);
-    serde_json::to_writer(&mut bytes, value).map_err(|_| ApiError::internal())?;
-    Ok(bytes)
-}
-
-/// `200` with `answer` as its body, or the internal error its serialization failed with.
-fn answer_response(answer: &IdentifyAnswer<'_>) -> Result<Response, ApiError> {
-    let json = answer.to_json().map_err(|_| ApiError::internal())?;
+/// `200` with an identity answer ([`IdentifyAnswer::to_json`]) as its body, or the internal
+/// error its serialization failed with.
+fn answer_response(json: Result<Vec<u8>, serde_json::Error>) -> Result<Response, ApiError> {
+    let json = json.map_err(|_| ApiError::internal())?;
     Ok(json_bytes_response(StatusCode::OK, json))
 }
 
@@ -561,10 +545,12 @@ fn json_bytes_response(status: StatusCode, json: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
+/// `value` as an `application/json` response, or the internal error a serializer failure is
+/// answered with (serde_json fails only on non-string map keys, which no answer has).
 fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
-    match to_json(value) {
+    match serde_json::to_vec(value) {
         Ok(json) => json_bytes_response(status, json),
-        Err(error) => error.into_response(),
+        Err(_) => ApiError::internal().into_response(),
     }
 }
 

@@ -132,7 +132,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 5] = [
+    /// Every outcome, in declaration order.
+    pub const ALL: [Outcome; 5] = [
         Outcome::NewPrimary,
         Outcome::NewSecondary,
         Outcome::Merge,

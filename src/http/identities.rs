@@ -96,11 +96,14 @@ pub(super) async fn lookup_identity(
     };
     let request = IdentifyRequest::new(email, phone)?;
     match app.store.lookup(&request).await? {
-        Lookup::Found(_, identity) => answer_response(&IdentifyAnswer {
-            identity: &identity,
-            key: app.options.response_key,
-            rows: None,
-        }),
+        Lookup::Found(_, identity) => answer_response(
+            IdentifyAnswer {
+                identity: &identity,
+                key: app.options.response_key,
+                rows: None,
+            }
+            .to_json(),
+        ),
         Lookup::NotFound => Err(ApiError::not_found(
             "no identity has this email or phone number",
         )),
@@ -168,11 +171,14 @@ pub(super) async fn get_identity(
     let Some((identity, rows)) = app.store.identity(id).await? else {
         return Err(ApiError::not_found(format!("contact {id} does not exist")));
     };
-    answer_response(&IdentifyAnswer {
-        identity: &identity,
-        key: app.options.response_key,
-        rows: Some(&rows),
-    })
+    answer_response(
+        IdentifyAnswer {
+            identity: &identity,
+            key: app.options.response_key,
+            rows: Some(&rows),
+        }
+        .to_json(),
+    )
 }
 
 /// One event of an identity's history.

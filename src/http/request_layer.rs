@@ -217,13 +217,7 @@ mod tests {
 
     #[test]
     fn every_outcome_header_value_reads_back_as_its_outcome() {
-        for outcome in [
-            Outcome::NewPrimary,
-            Outcome::NewSecondary,
-            Outcome::Merge,
-            Outcome::PureRead,
-            Outcome::Refused,
-        ] {
+        for outcome in Outcome::ALL {
             let value = HeaderValue::from_static(outcome.as_str());
             assert_eq!(Outcome::parse(value.as_bytes()), Some(outcome));
         }
