@@ -31,6 +31,7 @@ use std::time::Instant;
 use parking_lot::{Mutex, RwLock};
 
 use crate::contact::{ContactId, ContactRow, Timestamp};
+use crate::cpu_load::BackgroundWork;
 use crate::event::{Event, EventRef};
 use crate::graph::{
     ApplyError, Decision, GraphOptions, IdentifyRequest, Identity, IdentityGraph, IdentityKey,
@@ -60,6 +61,9 @@ pub struct StoreOptions {
     pub segment_bytes: u64,
     /// Group-commit delay of the log ([`WalOptions::commit_delay`]).
     pub commit_delay: std::time::Duration,
+    /// Group-commit delay of the log while the process is CPU-bound
+    /// ([`WalOptions::busy_commit_delay`]).
+    pub busy_commit_delay: std::time::Duration,
     /// Over-merge guards (blocked values, identity size cap); issue 5.
     pub graph: GraphOptions,
 }
@@ -71,6 +75,7 @@ impl Default for StoreOptions {
             snapshot_every: 1_000_000,
             segment_bytes: WalOptions::default().segment_bytes,
             commit_delay: WalOptions::default().commit_delay,
+            busy_commit_delay: WalOptions::default().busy_commit_delay,
             graph: GraphOptions::default(),
         }
     }
@@ -215,6 +220,9 @@ struct CapturedEntries<'a> {
     cursor: crate::graph::CaptureCursor,
     buffer: std::vec::IntoIter<crate::snapshot::SnapshotEntry>,
     done: bool,
+    /// The snapshot's CPU time, reported per chunk as background work: it runs at idle
+    /// priority, so it must not make the log writer think the process is CPU-bound.
+    background: BackgroundWork,
 }
 
 impl Iterator for CapturedEntries<'_> {
@@ -228,6 +236,7 @@ impl Iterator for CapturedEntries<'_> {
             if self.done {
                 return None;
             }
+            self.background.report();
             let mut chunk = Vec::with_capacity(CAPTURE_CHUNK + 1);
             self.done =
                 self.state
@@ -487,6 +496,7 @@ impl Store {
             fsync: options.fsync,
             segment_bytes: options.segment_bytes,
             commit_delay: options.commit_delay,
+            busy_commit_delay: options.busy_commit_delay,
         };
         let replay_started = Instant::now();
         let mut replayed: u64 = 0;
@@ -1098,6 +1108,7 @@ impl Store {
                 cursor,
                 buffer: Vec::new().into_iter(),
                 done: false,
+                background: BackgroundWork::start(),
             },
         );
         self.state.write().graph.end_capture();

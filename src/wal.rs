@@ -60,18 +60,30 @@
 //! # Commit delay (PostgreSQL's `commit_delay` / `commit_siblings`)
 //!
 //! Each batch costs the writer a fixed amount of CPU beyond its bytes: the `write` and
-//! `fdatasync` system calls, the disk round trips it sleeps through (each a wake-up and a context
-//! switch), and waking the waiters. When the service has one core to itself and writes keep it
-//! busy, that cost decides throughput: batches are small (what arrived during one fsync), and
-//! the writer takes CPU from the requests that would fill them. So in [`FsyncMode::Batch`],
-//! after a batch of at least [`COMMIT_DELAY_MIN_BATCH`] records (evidence of concurrent writers)
-//! the writer sleeps before taking the next one, in quarters of [`WalOptions::commit_delay`],
-//! for as long as each quarter brings more records (at most the whole delay), unless enough
-//! records are queued already. A lone writer is never delayed, and the wait ends as soon as
-//! the queue holds as many records as the last batch (a fixed set of writers, each waiting for
-//! its own record, is all back: `benches/wal.rs`); a write's latency grows by at most the
-//! delay. `checkout-mix` on one core: about a third less CPU per request with 800 µs
-//! (BENCHMARKS.md, "fourth pass"). `--commit-delay-us 0` turns it off.
+//! `fdatasync` system calls (in a virtual machine each disk request is also a VM exit), the disk
+//! round trips it sleeps through (each a wake-up and a context switch, taken from the request
+//! threads on a shared core), and waking the waiters. When the service is busy and writes keep
+//! arriving, that cost decides throughput: batches are small (what arrived during one fsync),
+//! and the writer takes CPU from the requests that would fill them. So in [`FsyncMode::Batch`],
+//! after a batch of at least [`COMMIT_DELAY_MIN_BATCH`] records (evidence of concurrent
+//! writers) the writer sleeps before taking the next one, in quarters of
+//! [`WalOptions::commit_delay`], for as long as each quarter brings more records (at most the
+//! whole delay), unless enough records are queued already.
+//!
+//! **While the process is CPU-bound** ([`crate::cpu_load`]: its threads used at least 90 % of
+//! the cores it may run on over the last 50 ms window, until the share falls below 75 %), the
+//! longer [`WalOptions::busy_commit_delay`] applies instead, after any batch of at least
+//! [`BUSY_COMMIT_DELAY_MIN_BATCH`] records: there every fsync saved is CPU handed back to
+//! requests that are waiting for it. A process with CPU to spare keeps the short delay, where
+//! the long one would only add latency. `checkout-mix` on one saturated core: batches of 33–49
+//! records instead of 6–12, and a fifth to a half more requests per second in 5 rounds of 6
+//! (BENCHMARKS.md, "seventh pass"); the gauge [`crate::metrics::WAL_COMMIT_DELAY_BUSY`] shows
+//! when it applies.
+//!
+//! A lone writer is never delayed, and the wait ends as soon as the queue holds as many records
+//! as the last batch (a fixed set of writers, each waiting for its own record, is all back:
+//! `benches/wal.rs`); a write's latency grows by at most the delay that applies.
+//! `--commit-delay-us 0` and `--busy-commit-delay-us 0` turn each off.
 //!
 //! # Torn tail versus corruption (SPEC.md §8; the etcd / RocksDB / raft-engine rule)
 //!
@@ -125,6 +137,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
+
+use crate::cpu_load::CpuLoad;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -155,13 +169,25 @@ const PREALLOCATE_BYTES: u64 = 1 << 20;
 /// The writer preallocates again when fewer zero bytes than this remain after a batch.
 const PREALLOCATE_LOW_WATER: u64 = 64 << 10;
 /// Default [`WalOptions::commit_delay`]: 800 µs. On one busy core of this machine it cut the
-/// CPU per `checkout-mix` request by a quarter against 300 µs, and checkout-mix p99 at half
-/// load was the same with 0.3 ms, 0.8 ms or no delay (BENCHMARKS.md, "fourth pass").
+/// CPU per `checkout-mix` request by a quarter against 300 µs (BENCHMARKS.md, "fourth pass"),
+/// and at half load it keeps the writer's wake-ups, each a preemption of the request thread on
+/// a shared core, from raising the p99: 4.0–5.1 ms with it, 5.6–7.5 ms without
+/// (BENCHMARKS.md, "seventh pass").
 pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(800);
-/// The commit delay applies only after a batch of at least this many records (PostgreSQL's
-/// `commit_siblings`): a lone writer, or a light load whose batches hold one to three records,
-/// is never delayed.
+/// Default [`WalOptions::busy_commit_delay`]: 5 ms. On one saturated core of this machine
+/// `checkout-mix` served a fifth to a half more requests per second with it than with 800 µs
+/// alone, in 5 of 6 interleaved rounds (batches of 33–49 records instead of 6–12;
+/// BENCHMARKS.md, "seventh pass").
+pub const DEFAULT_BUSY_COMMIT_DELAY: Duration = Duration::from_millis(5);
+/// [`WalOptions::commit_delay`] applies only after a batch of at least this many records
+/// (PostgreSQL's `commit_siblings`): a lone writer, or a light load whose batches hold one to
+/// three records, is never delayed.
 pub const COMMIT_DELAY_MIN_BATCH: usize = 4;
+/// [`WalOptions::busy_commit_delay`] applies after a batch of at least this many records: on a
+/// CPU-bound process any two writers sharing an fsync are evidence that waiting gathers more
+/// (with the minimum of the light-load delay, a saturated core could settle into batches of
+/// three, never delayed). A lone writer is still never delayed.
+pub const BUSY_COMMIT_DELAY_MIN_BATCH: usize = 2;
 /// The commit delay is skipped when this many records are queued already: the batch is as
 /// large as waiting would make it.
 const COMMIT_DELAY_ENOUGH: usize = 64;
@@ -191,10 +217,15 @@ pub struct WalOptions {
     /// segment is started. A segment may exceed this by one batch. Default 64 MiB.
     pub segment_bytes: u64,
     /// Group-commit delay ([`FsyncMode::Batch`] only; module docs, "Commit delay"): when the
-    /// last batch held at least [`COMMIT_DELAY_MIN_BATCH`] records, the writer waits this long
-    /// before taking the next batch, so more records share its fsync. Zero disables it.
+    /// last batch held at least [`COMMIT_DELAY_MIN_BATCH`] records, the writer waits up to this
+    /// long before taking the next batch, so more records share its fsync. Zero disables it.
     /// Default [`DEFAULT_COMMIT_DELAY`].
     pub commit_delay: Duration,
+    /// Group-commit delay while the process is CPU-bound ([`crate::cpu_load`]), in place of
+    /// `commit_delay` when longer; applies after a batch of at least
+    /// [`BUSY_COMMIT_DELAY_MIN_BATCH`] records. Zero: `commit_delay` applies whatever the
+    /// load. Default [`DEFAULT_BUSY_COMMIT_DELAY`].
+    pub busy_commit_delay: Duration,
 }
 
 impl Default for WalOptions {
@@ -203,6 +234,7 @@ impl Default for WalOptions {
             fsync: FsyncMode::default(),
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             commit_delay: DEFAULT_COMMIT_DELAY,
+            busy_commit_delay: DEFAULT_BUSY_COMMIT_DELAY,
         }
     }
 }
@@ -875,6 +907,7 @@ struct WriterMetrics {
     batch_records: ::metrics::Histogram,
     fsync_seconds: ::metrics::Histogram,
     bytes_written: ::metrics::Counter,
+    commit_delay_busy: ::metrics::Gauge,
 }
 
 impl Default for WriterMetrics {
@@ -886,17 +919,51 @@ impl Default for WriterMetrics {
             batch_records: ::metrics::histogram!(metric::WAL_BATCH_RECORDS),
             fsync_seconds: ::metrics::histogram!(metric::WAL_FSYNC_DURATION),
             bytes_written: ::metrics::counter!(metric::WAL_BYTES_WRITTEN),
+            commit_delay_busy: {
+                let gauge = ::metrics::gauge!(metric::WAL_COMMIT_DELAY_BUSY);
+                gauge.set(0.0);
+                gauge
+            },
         }
     }
 }
 
-/// Whether the writer waits [`WalOptions::commit_delay`] before taking the next batch, given
-/// the size of the last batch and the records queued now (module docs, "Commit delay"): only
-/// after a batch of at least [`COMMIT_DELAY_MIN_BATCH`] records, and not when
-/// `COMMIT_DELAY_ENOUGH` are queued already, nor when exactly the last batch's count is queued
-/// (see [`commit_delay_continues`]).
-fn commit_delay_applies(last_batch: usize, queued: usize) -> bool {
-    last_batch >= COMMIT_DELAY_MIN_BATCH && batch_still_filling(last_batch, queued)
+/// The commit delay the writer applies before its next batch: how long at most, and after a
+/// batch of how many records (module docs, "Commit delay"). `None` outside
+/// [`FsyncMode::Batch`] or when the delay that applies is zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CommitDelay {
+    delay: Duration,
+    min_batch: usize,
+}
+
+/// The commit delay under `opts` when the process is (`busy`) or is not CPU-bound:
+/// [`WalOptions::busy_commit_delay`] while busy, if it is longer than
+/// [`WalOptions::commit_delay`]; else `commit_delay`.
+fn commit_delay_for(opts: &WalOptions, busy: bool) -> Option<CommitDelay> {
+    if opts.fsync != FsyncMode::Batch {
+        return None;
+    }
+    let delay = if busy && opts.busy_commit_delay > opts.commit_delay {
+        CommitDelay {
+            delay: opts.busy_commit_delay,
+            min_batch: BUSY_COMMIT_DELAY_MIN_BATCH,
+        }
+    } else {
+        CommitDelay {
+            delay: opts.commit_delay,
+            min_batch: COMMIT_DELAY_MIN_BATCH,
+        }
+    };
+    (!delay.delay.is_zero()).then_some(delay)
+}
+
+/// Whether the writer waits before taking the next batch, given the delay's minimum batch, the
+/// size of the last batch and the records queued now (module docs, "Commit delay"): only after
+/// a batch of at least `min_batch` records, and not when `COMMIT_DELAY_ENOUGH` are queued
+/// already, nor when exactly the last batch's count is queued (see [`commit_delay_continues`]).
+fn commit_delay_applies(min_batch: usize, last_batch: usize, queued: usize) -> bool {
+    last_batch >= min_batch && batch_still_filling(last_batch, queued)
 }
 
 /// Whether waiting could still grow the next batch: fewer than `COMMIT_DELAY_ENOUGH` records
@@ -933,11 +1000,21 @@ impl Writer {
         let mut batch = Vec::new();
         let mut ends = Vec::new();
         let opts = self.shared.opts;
-        let commit_delay = (opts.fsync == FsyncMode::Batch && !opts.commit_delay.is_zero())
-            .then_some(opts.commit_delay);
         let mut last_batch = 0;
+        let mut cpu = CpuLoad::new();
+        let mut busy_delay = false;
         loop {
-            if let Some(delay) = commit_delay {
+            // The longer delay only while the process is CPU-bound (module docs, "Commit
+            // delay"); the load is not measured when it could not change the delay.
+            let busy = opts.busy_commit_delay > opts.commit_delay && cpu.is_busy();
+            if let Some(delay) = commit_delay_for(&opts, busy) {
+                let longer = delay.delay > opts.commit_delay;
+                if longer != busy_delay {
+                    busy_delay = longer;
+                    self.meters
+                        .commit_delay_busy
+                        .set(f64::from(u8::from(longer)));
+                }
                 self.commit_wait(delay, last_batch);
             }
             let (first_lsn, roll, next_lsn) = {
@@ -1005,12 +1082,12 @@ impl Writer {
     }
 
     /// The commit delay (module docs, "Commit delay"): after a batch of at least
-    /// [`COMMIT_DELAY_MIN_BATCH`] records, waits in quarters of `delay` while each brings more
-    /// records, at most `delay` in all.
-    fn commit_wait(&self, delay: Duration, last_batch: usize) {
+    /// `min_batch` records, waits in quarters of the delay while each brings more records, at
+    /// most the whole delay.
+    fn commit_wait(&self, CommitDelay { delay, min_batch }: CommitDelay, last_batch: usize) {
         let queued = || self.shared.queue.lock().ends.len();
         let mut before = queued();
-        if !commit_delay_applies(last_batch, before) {
+        if !commit_delay_applies(min_batch, last_batch, before) {
             return;
         }
         let slice = (delay / 4).max(Duration::from_micros(25));
@@ -1858,19 +1935,23 @@ mod tests {
 
     #[test]
     fn commit_delay_waits_only_for_concurrent_writers() {
+        let min = COMMIT_DELAY_MIN_BATCH;
         // A lone writer: every batch holds one record, so it never waits.
-        assert!(!commit_delay_applies(0, 0));
-        assert!(!commit_delay_applies(1, 1));
-        assert!(!commit_delay_applies(1, 5));
+        assert!(!commit_delay_applies(min, 0, 0));
+        assert!(!commit_delay_applies(min, 1, 1));
+        assert!(!commit_delay_applies(min, 1, 5));
+        assert!(!commit_delay_applies(BUSY_COMMIT_DELAY_MIN_BATCH, 1, 5));
         // A light load (batches of a few records) is not delayed either.
-        assert_eq!(COMMIT_DELAY_MIN_BATCH, 4);
-        assert!(!commit_delay_applies(COMMIT_DELAY_MIN_BATCH - 1, 2));
+        assert_eq!(min, 4);
+        assert!(!commit_delay_applies(min, min - 1, 2));
         // After a shared fsync it waits, unless the next batch is large already.
-        assert!(commit_delay_applies(COMMIT_DELAY_MIN_BATCH, 0));
-        assert!(commit_delay_applies(40, COMMIT_DELAY_ENOUGH - 1));
-        assert!(!commit_delay_applies(40, COMMIT_DELAY_ENOUGH));
+        assert!(commit_delay_applies(min, min, 0));
+        assert!(commit_delay_applies(min, 40, COMMIT_DELAY_ENOUGH - 1));
+        assert!(!commit_delay_applies(min, 40, COMMIT_DELAY_ENOUGH));
+        // While CPU-bound, two writers sharing an fsync are enough.
+        assert!(commit_delay_applies(BUSY_COMMIT_DELAY_MIN_BATCH, 2, 0));
         // A fixed set of writers all back already: no wait.
-        assert!(!commit_delay_applies(32, 32));
+        assert!(!commit_delay_applies(min, 32, 32));
         // It goes on while records keep arriving, and stops at the first quiet slice, when
         // the last batch's writers are all back, or when the batch is large enough.
         assert!(commit_delay_continues(20, 3, 9));
@@ -1878,6 +1959,43 @@ mod tests {
         assert!(!commit_delay_continues(20, 9, 9));
         assert!(!commit_delay_continues(32, 12, 32));
         assert!(!commit_delay_continues(40, 10, COMMIT_DELAY_ENOUGH));
+    }
+
+    #[test]
+    fn the_longer_commit_delay_applies_only_while_cpu_bound() {
+        let opts = WalOptions::default();
+        let light = CommitDelay {
+            delay: DEFAULT_COMMIT_DELAY,
+            min_batch: COMMIT_DELAY_MIN_BATCH,
+        };
+        let busy = CommitDelay {
+            delay: DEFAULT_BUSY_COMMIT_DELAY,
+            min_batch: BUSY_COMMIT_DELAY_MIN_BATCH,
+        };
+        assert_eq!(commit_delay_for(&opts, false), Some(light));
+        assert_eq!(commit_delay_for(&opts, true), Some(busy));
+        // Only group commit waits.
+        for fsync in [FsyncMode::Always, FsyncMode::Never] {
+            let opts = WalOptions { fsync, ..opts };
+            assert_eq!(commit_delay_for(&opts, true), None);
+        }
+        // Zero turns each off; the busy delay never shortens the light-load one.
+        let no_busy = WalOptions {
+            busy_commit_delay: Duration::ZERO,
+            ..opts
+        };
+        assert_eq!(commit_delay_for(&no_busy, true), Some(light));
+        let only_busy = WalOptions {
+            commit_delay: Duration::ZERO,
+            ..opts
+        };
+        assert_eq!(commit_delay_for(&only_busy, false), None);
+        assert_eq!(commit_delay_for(&only_busy, true), Some(busy));
+        let shorter = WalOptions {
+            busy_commit_delay: Duration::from_micros(100),
+            ..opts
+        };
+        assert_eq!(commit_delay_for(&shorter, true), Some(light));
     }
 
     #[test]
