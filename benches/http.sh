@@ -7,7 +7,9 @@
 #
 # Environment: CONNECTIONS (256), PRELOAD (1000000 contacts), WORKLOADS ("returning checkout-mix
 # new"; empty skips part 1), LATENCY (1: also run part 2), MIX_MAX_RPS (part 2's maximum
-# instead of part 1's checkout-mix median), SNAPSHOT_EVERY_BUSY (1000), CARGO_TARGET_DIR.
+# instead of part 1's checkout-mix median), SNAPSHOT_EVERY_BUSY (1000), CARGO_TARGET_DIR,
+# TARGET_BIN (another idrecon binary to measure, e.g. an older build: A/B runs) and TARGET_ARGS
+# (extra `serve` flags, e.g. "--busy-commit-delay-us 0").
 # With 64 connections both servers are latency-bound (closed loop: ~64 / latency) and the
 # ceiling stays far below its maximum on this machine; 256 saturates it.
 #
@@ -49,7 +51,7 @@ PORT_CEILING=3102
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
 cargo build --release --quiet --bin idrecon --example ceiling --example generate
-BIN=$TARGET_DIR/release/idrecon
+BIN=${TARGET_BIN:-$TARGET_DIR/release/idrecon}
 CEILING=$TARGET_DIR/release/examples/ceiling
 GENERATE=$TARGET_DIR/release/examples/generate
 mkdir -p "$OUT"
@@ -87,7 +89,7 @@ start_target() { # workload snapshot_every -> pid
   rm -rf "$OUT/run"
   if [ "$1" = new ]; then mkdir -p "$OUT/run"; else cp -r "$OUT/preloaded" "$OUT/run"; fi
   taskset -c 0 "$BIN" serve --data-dir "$OUT/run" --listen "127.0.0.1:$PORT_TARGET" --fsync batch \
-    --snapshot-every "$2" > "$OUT/target.log" 2>&1 &
+    --snapshot-every "$2" ${TARGET_ARGS:-} > "$OUT/target.log" 2>&1 &
   echo $!
 }
 
