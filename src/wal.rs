@@ -137,11 +137,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-
-use crate::cpu_load::CpuLoad;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::cpu_load::CpuLoad;
 use crate::metrics as metric;
 use crate::storage::{RealFs, Storage, StorageFile};
 
