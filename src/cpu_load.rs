@@ -11,16 +11,24 @@
 //! [`BUSY_ON`], no longer below [`BUSY_OFF`], so the delay does not flap around one threshold
 //! (the delay itself lowers the share it is decided by).
 //!
-//! *Background CPU time* is what threads running a [`BackgroundWork`] report: the snapshot
-//! thread, which runs in the `SCHED_IDLE` class and so only ever uses time the request threads
-//! leave. Counting it would make every snapshot look like saturation, and the longer delay
-//! would then add its wait to writes at a load the core serves easily.
+//! *Background CPU time* is what background threads report ([`start_background_thread`],
+//! [`report_background`]): the snapshot thread, which runs in the `SCHED_IDLE` class and so only
+//! ever uses time the request threads leave. Counting it would make every snapshot look like
+//! saturation, and the longer delay would then add its wait to writes at a load the core serves
+//! easily.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Background CPU time reported so far, in nanoseconds (module docs).
 static BACKGROUND_CPU_NANOS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's CPU time at its last background report; `None` unless the thread was
+    /// marked background ([`start_background_thread`]).
+    static BACKGROUND_REPORTED: Cell<Option<Duration>> = const { Cell::new(None) };
+}
 
 /// Shortest wall-clock window a share is measured over: 50 ms, about 50 group commits under
 /// load, long enough for the tick-free process clock to average out single requests.
@@ -85,38 +93,22 @@ impl CpuLoad {
     }
 }
 
-/// Background work on the current thread (module docs): CPU time this thread uses from
-/// [`BackgroundWork::start`] on, reported by [`BackgroundWork::report`] and on drop, is left
-/// out of every [`CpuLoad`] share. Not `Send`: it reads the clock of the thread that made it.
-#[derive(Debug)]
-pub struct BackgroundWork {
-    reported: Duration,
-    _not_send: std::marker::PhantomData<*const ()>,
+/// Marks the calling thread as background work (module docs) from now on: the CPU time it
+/// uses is left out of every [`CpuLoad`] share once reported by [`report_background`]. For
+/// threads that run at idle priority only, whose time is by definition what others leave.
+pub fn start_background_thread() {
+    BACKGROUND_REPORTED.set(Some(thread_cpu_time()));
 }
 
-impl BackgroundWork {
-    /// Starts counting the current thread's CPU time as background.
-    pub fn start() -> Self {
-        BackgroundWork {
-            reported: thread_cpu_time(),
-            _not_send: std::marker::PhantomData,
-        }
-    }
-
-    /// Reports the CPU time this thread used since the last report. Call it every few
-    /// milliseconds of work (a [`WINDOW`] is 50 ms): one `clock_gettime` system call.
-    pub fn report(&mut self) {
+/// Reports the CPU time the calling background thread used since its last report; nothing on
+/// a thread not marked background. Call it every few milliseconds of work (a [`WINDOW`] is
+/// 50 ms) and when the work ends: one `clock_gettime` system call.
+pub fn report_background() {
+    if let Some(last) = BACKGROUND_REPORTED.get() {
         let now = thread_cpu_time();
-        let used = now.saturating_sub(self.reported);
-        self.reported = now;
-        let nanos = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
+        BACKGROUND_REPORTED.set(Some(now));
+        let nanos = u64::try_from(now.saturating_sub(last).as_nanos()).unwrap_or(u64::MAX);
         BACKGROUND_CPU_NANOS.fetch_add(nanos, Ordering::Relaxed);
-    }
-}
-
-impl Drop for BackgroundWork {
-    fn drop(&mut self) {
-        self.report();
     }
 }
 
@@ -196,18 +188,24 @@ mod tests {
 
     #[test]
     fn background_work_is_left_out_of_the_share() {
-        // Background work reports the CPU time this thread spins.
-        let mut work = BackgroundWork::start();
+        // A thread not marked background reports nothing.
+        let before = BACKGROUND_CPU_NANOS.load(Ordering::Relaxed);
+        spin(Duration::from_millis(5));
+        report_background();
+        let reported = BACKGROUND_CPU_NANOS.load(Ordering::Relaxed) - before;
+        assert!(reported < 5_000_000, "{reported} ns reported");
+        // A background thread reports the CPU time it spins, at every report.
+        start_background_thread();
         let before = BACKGROUND_CPU_NANOS.load(Ordering::Relaxed);
         spin(Duration::from_millis(60));
-        work.report();
+        report_background();
         let reported = BACKGROUND_CPU_NANOS.load(Ordering::Relaxed) - before;
         assert!(reported >= 60_000_000, "{reported} ns reported");
         let before = BACKGROUND_CPU_NANOS.load(Ordering::Relaxed);
         spin(Duration::from_millis(5));
-        drop(work);
+        report_background();
         let reported = BACKGROUND_CPU_NANOS.load(Ordering::Relaxed) - before;
-        assert!(reported >= 5_000_000, "{reported} ns on drop");
+        assert!(reported >= 5_000_000, "{reported} ns at the last report");
 
         // A window of 50 ms on one core in which the process used 60 ms of CPU time: busy...
         let spent = Duration::from_millis(60);

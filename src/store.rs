@@ -31,7 +31,7 @@ use std::time::Instant;
 use parking_lot::{Mutex, RwLock};
 
 use crate::contact::{ContactId, ContactRow, Timestamp};
-use crate::cpu_load::BackgroundWork;
+use crate::cpu_load;
 use crate::event::{Event, EventRef};
 use crate::graph::{
     ApplyError, Decision, GraphOptions, IdentifyRequest, Identity, IdentityGraph, IdentityKey,
@@ -195,18 +195,19 @@ const SNAPSHOT_RESERVE_MAX: u64 = 1 << 27;
 
 /// Puts the calling thread (the background snapshot thread) in the `SCHED_IDLE` class with
 /// the lowest priority, so on a busy core the request workers preempt it and a snapshot only
-/// uses time they leave (issue 3: "snapshots must not stall the hot path"). Lowering one's own
-/// priority needs no privilege; a failure is logged and changes nothing else.
+/// uses time they leave (issue 3: "snapshots must not stall the hot path"). Then marks it
+/// background work, whose CPU time does not count as load ([`cpu_load`]: it must not make the
+/// log writer think the process is CPU-bound). Lowering one's own priority needs no privilege;
+/// a failure is logged, and the thread, competing as any other, is not marked.
 fn background_priority() {
     use thread_priority::{
         NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
         set_thread_priority_and_policy, thread_native_id,
     };
     let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-    if let Err(error) =
-        set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
-    {
-        tracing::debug!(?error, "could not lower the snapshot thread's priority");
+    match set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+        Ok(()) => cpu_load::start_background_thread(),
+        Err(error) => tracing::debug!(?error, "could not lower the snapshot thread's priority"),
     }
 }
 
@@ -220,9 +221,6 @@ struct CapturedEntries<'a> {
     cursor: crate::graph::CaptureCursor,
     buffer: std::vec::IntoIter<crate::snapshot::SnapshotEntry>,
     done: bool,
-    /// The snapshot's CPU time, reported per chunk as background work: it runs at idle
-    /// priority, so it must not make the log writer think the process is CPU-bound.
-    background: BackgroundWork,
 }
 
 impl Iterator for CapturedEntries<'_> {
@@ -236,7 +234,8 @@ impl Iterator for CapturedEntries<'_> {
             if self.done {
                 return None;
             }
-            self.background.report();
+            // On the background snapshot thread, its CPU time so far is reported as such.
+            cpu_load::report_background();
             let mut chunk = Vec::with_capacity(CAPTURE_CHUNK + 1);
             self.done =
                 self.state
@@ -1034,6 +1033,7 @@ impl Store {
                 if let Err(error) = store.snapshot_blocking() {
                     tracing::error!(%error, "snapshot failed; will retry after more events");
                 }
+                cpu_load::report_background();
                 store.snapshotting.store(false, Ordering::Release);
             });
         match spawned {
@@ -1108,7 +1108,6 @@ impl Store {
                 cursor,
                 buffer: Vec::new().into_iter(),
                 done: false,
-                background: BackgroundWork::start(),
             },
         );
         self.state.write().graph.end_capture();
