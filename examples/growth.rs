@@ -9,6 +9,14 @@
 //!     customer outside HTTP and the log.
 //!     Prints `read_ns=<median ns per identify over PASSES passes (default 9)>` and the spread.
 //!
+//! growth chase MEBIBYTES [LOADS]
+//!     The machine's cost of one dependent random memory access over a working set of
+//!     MEBIBYTES: a pointer chase through a random cycle of 64-byte lines (default 2 000 000
+//!     loads, after a warm-up lap of the same length). Prints `chase_ns=<ns per load>`. A
+//!     pure read makes a few such accesses one after another (index bucket, row, value
+//!     bytes, other members), so chase_ns at the 10 M graph's footprint against chase_ns at
+//!     the 10 k graph's gives the floor of the 10 M / 10 k latency ratio on this machine.
+//!
 //! growth wal-log PRELOAD.csv DATA_DIR
 //!     Writes DATA_DIR/wal: one `ContactInserted` log record per row of the CSV (the events
 //!     `idrecon import` would apply), with no snapshot, so `idrecon serve --data-dir DATA_DIR`
@@ -85,6 +93,46 @@ fn read_latency(csv: &Path, requests: &Path, passes: usize) -> anyhow::Result<()
     Ok(())
 }
 
+/// ns per dependent load of a random cycle through `mebibytes` of 64-byte lines.
+fn chase(mebibytes: usize, loads: usize) -> anyhow::Result<()> {
+    const LINE: usize = 8; // u64s per 64-byte line
+    let lines = (mebibytes << 20) / 64;
+    if lines < 2 {
+        bail!("chase needs at least 1 MiB");
+    }
+    // Sattolo's algorithm: a random permutation that is one cycle through every line.
+    let mut order: Vec<usize> = (0..lines).collect();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next_random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in (1..lines).rev() {
+        let j = (next_random() % i as u64) as usize;
+        order.swap(i, j);
+    }
+    let mut memory = vec![0u64; lines * LINE];
+    for (i, &line) in order.iter().enumerate() {
+        let next = order[(i + 1) % lines];
+        memory[line * LINE] = next as u64;
+    }
+    drop(order);
+    let mut at = 0usize;
+    for _ in 0..loads {
+        at = memory[at * LINE] as usize;
+    }
+    let started = Instant::now();
+    for _ in 0..loads {
+        at = memory[black_box(at) * LINE] as usize;
+    }
+    let ns = started.elapsed().as_nanos() as f64 / loads as f64;
+    black_box(at);
+    println!("mebibytes={mebibytes} loads={loads} chase_ns={ns:.1}");
+    Ok(())
+}
+
 fn wal_log(csv: &Path, dir: &Path) -> anyhow::Result<()> {
     let contacts = plan(csv)?;
     let options = WalOptions {
@@ -119,8 +167,10 @@ fn main() -> anyhow::Result<()> {
             read_latency(Path::new(csv), Path::new(requests), passes.parse()?)
         }
         ["wal-log", csv, dir] => wal_log(Path::new(csv), Path::new(dir)),
+        ["chase", mebibytes] => chase(mebibytes.parse()?, 2_000_000),
+        ["chase", mebibytes, loads] => chase(mebibytes.parse()?, loads.parse()?),
         _ => bail!(
-            "usage: growth read-latency PRELOAD.csv REQUESTS.jsonl [PASSES] | growth wal-log PRELOAD.csv DATA_DIR"
+            "usage: growth read-latency PRELOAD.csv REQUESTS.jsonl [PASSES] | growth wal-log PRELOAD.csv DATA_DIR | growth chase MEBIBYTES [LOADS]"
         ),
     }
 }

@@ -23,14 +23,16 @@
 //!   is carried by one identity only (a request with a known value always lands in its
 //!   identity), so "does this identity have `e`" is "is `e` indexed". The exception is a value
 //!   that was blocked when some rows were written: blocked values are stored but never indexed
-//!   (issue 5), and if the block is lifted later the value's first carrier is indexed.
+//!   (issue 5), and if the block is lifted later the value's first carrier is indexed. Each
+//!   index is a [`ValueIndex`]: 8-byte buckets holding a tag of the value's hash and the slot,
+//!   so a probe reads one cache line, and only the matching candidate's row and bytes.
 //! - Emails and phones live in a paged [`Arena`]; a row holds 8-byte references (48 bytes per
 //!   row plus 16 of links).
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
 
 use crate::arena::{Arena, ArenaError, StrRef};
 use crate::blocklist::BlockList;
@@ -40,6 +42,7 @@ use crate::contact::{
 use crate::event::{Event, NewContact, NewContactRef, Refusal};
 use crate::history::{HistoryEntry, HistoryRecord};
 use crate::snapshot::{SnapshotEntry, SnapshotItem};
+use crate::value_index::ValueIndex;
 
 /// Configuration of the over-merge guards (issue 5). The default is SPEC.md §3 exactly: no
 /// blocked value, no cap.
@@ -334,8 +337,8 @@ pub struct IdentityGraph {
     /// Every email and phone of `nodes`.
     values: Arena,
     links: Vec<Links>,
-    by_email: HashTable<u32>,
-    by_phone: HashTable<u32>,
+    by_email: ValueIndex,
+    by_phone: ValueIndex,
     hasher: DefaultHashBuilder,
     next_id: ContactId,
     max_created_at: Timestamp,
@@ -431,8 +434,8 @@ impl IdentityGraph {
             values: Arena::default(),
             nodes: Vec::new(),
             links: Vec::new(),
-            by_email: HashTable::new(),
-            by_phone: HashTable::new(),
+            by_email: ValueIndex::new(),
+            by_phone: ValueIndex::new(),
             hasher: DefaultHashBuilder::default(),
             next_id: 1,
             max_created_at: Timestamp(i64::MIN),
@@ -502,25 +505,36 @@ impl IdentityGraph {
     }
 
     fn lookup_email(&self, email: &str) -> Option<u32> {
-        let (nodes, values) = (&self.nodes, &self.values);
-        self.by_email
-            .find(self.hash(email), |&s| {
-                nodes[s as usize]
-                    .email
-                    .is_some_and(|r| values.bytes(r) == email.as_bytes())
-            })
-            .copied()
+        self.find_email(email, self.hash(email))
     }
 
     fn lookup_phone(&self, phone: &str) -> Option<u32> {
+        self.find_phone(phone, self.hash(phone))
+    }
+
+    /// The slot indexed for `email`, whose hash is `hash`: one bucket read, then the row and
+    /// the value's bytes of the candidate whose tag matches.
+    fn find_email(&self, email: &str, hash: u64) -> Option<u32> {
+        self.find_value(&self.by_email, |n| n.email, email, hash)
+    }
+
+    /// [`IdentityGraph::find_email`] for a phone.
+    fn find_phone(&self, phone: &str, hash: u64) -> Option<u32> {
+        self.find_value(&self.by_phone, |n| n.phone, phone, hash)
+    }
+
+    /// The slot `index` holds for `value` (hash `hash`), confirmed by the row's `field`.
+    fn find_value(
+        &self,
+        index: &ValueIndex,
+        field: fn(&Node) -> Option<StrRef>,
+        value: &str,
+        hash: u64,
+    ) -> Option<u32> {
         let (nodes, values) = (&self.nodes, &self.values);
-        self.by_phone
-            .find(self.hash(phone), |&s| {
-                nodes[s as usize]
-                    .phone
-                    .is_some_and(|r| values.bytes(r) == phone.as_bytes())
-            })
-            .copied()
+        index.find(hash, |s| {
+            field(&nodes[s as usize]).is_some_and(|r| values.bytes(r) == value.as_bytes())
+        })
     }
 
     fn text(&self, value: Option<StrRef>) -> Option<&str> {
@@ -629,16 +643,19 @@ impl IdentityGraph {
     }
 
     /// The slots carrying the request's usable (not blocked) email and phone: one index probe
-    /// each.
+    /// each. Both buckets are requested from memory before either is read, so a request with
+    /// both values waits for one bucket miss, not two in a row.
     fn matches<'r>(&self, request: &'r IdentifyRequest) -> Matches<'r> {
-        let by_email = request
-            .email
-            .as_ref()
-            .and_then(|e| self.lookup_email(e.as_str()));
-        let by_phone = request
-            .phone
-            .as_ref()
-            .and_then(|p| self.lookup_phone(p.as_str()));
+        let email = request.email.as_ref().map(|e| (e, self.hash(e.as_str())));
+        let phone = request.phone.as_ref().map(|p| (p, self.hash(p.as_str())));
+        if let Some((_, hash)) = email {
+            self.by_email.prefetch(hash);
+        }
+        if let Some((_, hash)) = phone {
+            self.by_phone.prefetch(hash);
+        }
+        let by_email = email.and_then(|(e, hash)| self.find_email(e.as_str(), hash));
+        let by_phone = phone.and_then(|(p, hash)| self.find_phone(p.as_str(), hash));
         // A blocked value is never indexed (`check_invariants`), so a value the probe found is
         // usable: the block list is consulted only for a value the index does not know.
         Matches {
@@ -1057,7 +1074,7 @@ impl IdentityGraph {
         } else {
             &self.by_phone
         };
-        if index.find(hash, |&s| s == slot).is_none() {
+        if !index.contains(hash, slot) {
             return;
         }
         let heir = if replace {
@@ -1075,14 +1092,10 @@ impl IdentityGraph {
         } else {
             &mut self.by_phone
         };
-        if let Ok(entry) = index.find_entry(hash, |&s| s == slot) {
-            match heir {
-                Some(heir) => *entry.into_mut() = heir,
-                None => {
-                    entry.remove();
-                }
-            }
-        }
+        match heir {
+            Some(heir) => index.replace(hash, slot, heir),
+            None => index.remove(hash, slot),
+        };
     }
 
     /// Erasure (issue 5): every member of the identity containing `id` leaves the indexes, its
@@ -1197,21 +1210,16 @@ impl IdentityGraph {
     /// index already has a carrier of it; one hash-table probe either way.
     fn index_if_new(&mut self, text: &str, slot: u32, email: bool) {
         let hash = self.hash(text);
-        let (nodes, hasher, values) = (&self.nodes, &self.hasher, &self.values);
+        let (nodes, values) = (&self.nodes, &self.values);
         let field = |n: &Node| if email { n.email } else { n.phone };
         let index = if email {
             &mut self.by_email
         } else {
             &mut self.by_phone
         };
-        let entry = index.entry(
-            hash,
-            |&s| field(&nodes[s as usize]).is_some_and(|r| values.bytes(r) == text.as_bytes()),
-            |&s| hasher.hash_one(field(&nodes[s as usize]).map_or(&[][..], |r| values.bytes(r))),
-        );
-        if let hashbrown::hash_table::Entry::Vacant(vacant) = entry {
-            vacant.insert(slot);
-        }
+        index.insert_if_absent(hash, slot, |s| {
+            field(&nodes[s as usize]).is_some_and(|r| values.bytes(r) == text.as_bytes())
+        });
     }
 
     /// Recovery mode: until [`IdentityGraph::finish_bulk_load`], applied events leave the
@@ -1275,7 +1283,7 @@ impl IdentityGraph {
         self.pending_links = pending;
     }
 
-    fn build_index(&self, field: fn(&Node) -> Option<StrRef>) -> HashTable<u32> {
+    fn build_index(&self, field: fn(&Node) -> Option<StrRef>) -> ValueIndex {
         let (nodes, values, hasher) = (&self.nodes, &self.values, &self.hasher);
         let checks_blocked = !self.options.blocked.is_empty();
         let bytes_of = |s: u32| field(&nodes[s as usize]).map_or(&[][..], |r| values.bytes(r));
@@ -1291,20 +1299,15 @@ impl IdentityGraph {
             })
         };
         let hashed = || indexable().map(|(s, value)| (hasher.hash_one(values.bytes(value)), s));
-        // Counting sort by the top bits of each value's home bucket (hashbrown's bucket is the
-        // hash's low bits; the table will have `buckets` of them), then each bin by
-        // (hash, slot): inserts then fill the table front to back, one cache-sized stretch of
-        // it per bin, and the carriers of one value become neighbours, oldest first. Bins are
-        // few enough that the scatter's write positions stay in the cache and the TLB: with
-        // 2^16 bins every write missed; 2^8 measured best at 10M contacts.
+        // Counting sort by the hash's top bits (a value's home bucket in the index is the
+        // hash's top bits too), then each bin by (hash, slot): inserts then fill the table
+        // front to back, one cache-sized stretch of it per bin, and the carriers of one value
+        // become neighbours, oldest first. Bins are few enough that the scatter's write
+        // positions stay in the cache and the TLB: with 2^16 bins every write missed; 2^8
+        // measured best at 10M contacts.
         const BIN_BITS: u32 = 8;
         const BINS: usize = 1 << BIN_BITS;
-        let count = indexable().count();
-        // hashbrown's bucket count for `count` entries (a power of two, load at most 7/8);
-        // a wrong guess would only cost locality.
-        let buckets = (count.max(8) * 8 / 7).next_power_of_two();
-        let shift = buckets.trailing_zeros().saturating_sub(BIN_BITS);
-        let bin_of = |hash: u64| ((hash as usize) & (buckets - 1)) >> shift;
+        let bin_of = |hash: u64| (hash >> (64 - BIN_BITS)) as usize;
         let mut starts = vec![0usize; BINS + 1];
         for (hash, _) in hashed() {
             starts[bin_of(hash) + 1] += 1;
@@ -1328,9 +1331,8 @@ impl IdentityGraph {
         // it in its run of equal hashes has the same bytes. Every kept entry is then the only
         // one of its value, so it is inserted without comparing anything. Only repeated values
         // (and 64-bit hash collisions) make runs longer than one, and only they read values.
-        let mut index = HashTable::new();
-        let rehash = |&s: &u32| hasher.hash_one(bytes_of(s));
-        let _ = index.try_reserve(ordered.len(), rehash);
+        let mut index = ValueIndex::new();
+        let _ = index.try_reserve(ordered.len());
         // Not a slot: a graph has fewer than `u32::MAX` rows.
         const NOT_KEPT: u32 = u32::MAX;
         // Entries whose hash repeats, in windows of `WINDOW`: their rows and values are read
@@ -1373,7 +1375,7 @@ impl IdentityGraph {
                 // Later entries of the run need not compare against it.
                 ordered[i].1 = NOT_KEPT;
             } else {
-                index.insert_unique(hash, slot, rehash);
+                index.insert_unique(hash, slot);
             }
         }
         index
@@ -1391,13 +1393,8 @@ impl IdentityGraph {
             // During a bulk load the indexes are built at the end, at their final size.
             return;
         }
-        let (nodes, hasher, values) = (&self.nodes, &self.hasher, &self.values);
-        let _ = self.by_email.try_reserve(additional, |&s| {
-            hasher.hash_one(nodes[s as usize].email.map_or(&[][..], |r| values.bytes(r)))
-        });
-        let _ = self.by_phone.try_reserve(additional, |&s| {
-            hasher.hash_one(nodes[s as usize].phone.map_or(&[][..], |r| values.bytes(r)))
-        });
+        let _ = self.by_email.try_reserve(additional);
+        let _ = self.by_phone.try_reserve(additional);
     }
 
     /// Unions the identities of two roots (by size); returns the new root. The new primary is
@@ -1935,7 +1932,7 @@ impl IdentityGraph {
                 self.identities
             ));
         }
-        for &s in self.by_email.iter() {
+        for s in self.by_email.slots() {
             let node = &self.nodes[s as usize];
             if !node.live() || node.email.is_none() || self.is_erased(s) {
                 return Err(format!(
@@ -1943,12 +1940,24 @@ impl IdentityGraph {
                     node.id
                 ));
             }
+            if self.text(node.email).and_then(|e| self.lookup_email(e)) != Some(s) {
+                return Err(format!(
+                    "email index holds contact {} where a lookup of its email cannot find it",
+                    node.id
+                ));
+            }
         }
-        for &s in self.by_phone.iter() {
+        for s in self.by_phone.slots() {
             let node = &self.nodes[s as usize];
             if !node.live() || node.phone.is_none() || self.is_erased(s) {
                 return Err(format!(
                     "phone index points at contact {} without a live phone",
+                    node.id
+                ));
+            }
+            if self.text(node.phone).and_then(|p| self.lookup_phone(p)) != Some(s) {
+                return Err(format!(
+                    "phone index holds contact {} where a lookup of its phone cannot find it",
                     node.id
                 ));
             }

@@ -58,4 +58,5 @@ pub mod snapshot;
 pub mod storage;
 pub mod store;
 pub mod telemetry;
+pub mod value_index;
 pub mod wal;
