@@ -204,10 +204,7 @@ impl IdentityView<'_> {
     /// wins): by a scan of the earlier members for the usual handful, through a hash set for
     /// large identities. Values are compared as stored bytes; only answered ones are read as
     /// text.
-    fn distinct(
-        &self,
-        value_of: fn(&Node) -> Option<StrRef>,
-    ) -> impl Iterator<Item = &str> + use<'_> {
+    fn distinct(&self, value_of: ValueOf) -> impl Iterator<Item = &str> + use<'_> {
         let graph = self.graph;
         let stored = move |slot: u32| value_of(&graph.nodes[slot as usize]);
         let mut seen = (self.order.len() > 32).then(hashbrown::HashSet::new);
@@ -311,6 +308,9 @@ struct Node {
     /// `deletedAt`, or [`NOT_DELETED`] (saves the 8 bytes of an `Option`).
     deleted_at: Timestamp,
 }
+
+/// Reads one kind of value (the email or the phone) from a row.
+type ValueOf = fn(&Node) -> Option<StrRef>;
 
 /// `deletedAt` of a live row (no parsed or generated timestamp is this old).
 const NOT_DELETED: Timestamp = Timestamp(i64::MIN);
@@ -505,29 +505,19 @@ impl IdentityGraph {
     }
 
     fn lookup_email(&self, email: &str) -> Option<u32> {
-        self.find_email(email, self.hash(email))
+        self.find_value(&self.by_email, |n| n.email, email, self.hash(email))
     }
 
     fn lookup_phone(&self, phone: &str) -> Option<u32> {
-        self.find_phone(phone, self.hash(phone))
+        self.find_value(&self.by_phone, |n| n.phone, phone, self.hash(phone))
     }
 
-    /// The slot indexed for `email`, whose hash is `hash`: one bucket read, then the row and
-    /// the value's bytes of the candidate whose tag matches.
-    fn find_email(&self, email: &str, hash: u64) -> Option<u32> {
-        self.find_value(&self.by_email, |n| n.email, email, hash)
-    }
-
-    /// [`IdentityGraph::find_email`] for a phone.
-    fn find_phone(&self, phone: &str, hash: u64) -> Option<u32> {
-        self.find_value(&self.by_phone, |n| n.phone, phone, hash)
-    }
-
-    /// The slot `index` holds for `value` (hash `hash`), confirmed by the row's `field`.
+    /// The slot `index` holds for `value` (hash `hash`), confirmed by the row's `field`: one
+    /// bucket read, then the row and the value's bytes of the candidate whose tag matches.
     fn find_value(
         &self,
         index: &ValueIndex,
-        field: fn(&Node) -> Option<StrRef>,
+        field: ValueOf,
         value: &str,
         hash: u64,
     ) -> Option<u32> {
@@ -654,8 +644,10 @@ impl IdentityGraph {
         if let Some((_, hash)) = phone {
             self.by_phone.prefetch(hash);
         }
-        let by_email = email.and_then(|(e, hash)| self.find_email(e.as_str(), hash));
-        let by_phone = phone.and_then(|(p, hash)| self.find_phone(p.as_str(), hash));
+        let by_email = email
+            .and_then(|(e, hash)| self.find_value(&self.by_email, |n| n.email, e.as_str(), hash));
+        let by_phone = phone
+            .and_then(|(p, hash)| self.find_value(&self.by_phone, |n| n.phone, p.as_str(), hash));
         // A blocked value is never indexed (`check_invariants`), so a value the probe found is
         // usable: the block list is consulted only for a value the index does not know.
         Matches {
@@ -1054,14 +1046,7 @@ impl IdentityGraph {
 
     /// [`IdentityGraph::unindex`] for one kind of value: `value` reads it from a row, `email`
     /// picks the index.
-    fn unindex_value(
-        &mut self,
-        slot: u32,
-        root: u32,
-        replace: bool,
-        value: fn(&Node) -> Option<StrRef>,
-        email: bool,
-    ) {
+    fn unindex_value(&mut self, slot: u32, root: u32, replace: bool, value: ValueOf, email: bool) {
         if self.bulk {
             return;
         }
@@ -1283,7 +1268,7 @@ impl IdentityGraph {
         self.pending_links = pending;
     }
 
-    fn build_index(&self, field: fn(&Node) -> Option<StrRef>) -> ValueIndex {
+    fn build_index(&self, field: ValueOf) -> ValueIndex {
         let (nodes, values, hasher) = (&self.nodes, &self.values, &self.hasher);
         let checks_blocked = !self.options.blocked.is_empty();
         let bytes_of = |s: u32| field(&nodes[s as usize]).map_or(&[][..], |r| values.bytes(r));
@@ -1932,34 +1917,26 @@ impl IdentityGraph {
                 self.identities
             ));
         }
-        for s in self.by_email.slots() {
-            let node = &self.nodes[s as usize];
-            if !node.live() || node.email.is_none() || self.is_erased(s) {
-                return Err(format!(
-                    "email index points at contact {} without a live email",
-                    node.id
-                ));
-            }
-            if self.text(node.email).and_then(|e| self.lookup_email(e)) != Some(s) {
-                return Err(format!(
-                    "email index holds contact {} where a lookup of its email cannot find it",
-                    node.id
-                ));
-            }
-        }
-        for s in self.by_phone.slots() {
-            let node = &self.nodes[s as usize];
-            if !node.live() || node.phone.is_none() || self.is_erased(s) {
-                return Err(format!(
-                    "phone index points at contact {} without a live phone",
-                    node.id
-                ));
-            }
-            if self.text(node.phone).and_then(|p| self.lookup_phone(p)) != Some(s) {
-                return Err(format!(
-                    "phone index holds contact {} where a lookup of its phone cannot find it",
-                    node.id
-                ));
+        let indexes: [(&str, &ValueIndex, ValueOf); 2] = [
+            ("email", &self.by_email, |n| n.email),
+            ("phone", &self.by_phone, |n| n.phone),
+        ];
+        for (kind, index, field) in indexes {
+            for s in index.slots() {
+                let node = &self.nodes[s as usize];
+                let live = node.live() && !self.is_erased(s);
+                let Some(text) = self.text(field(node)).filter(|_| live) else {
+                    return Err(format!(
+                        "{kind} index points at contact {} without a live {kind}",
+                        node.id
+                    ));
+                };
+                if self.find_value(index, field, text, self.hash(text)) != Some(s) {
+                    return Err(format!(
+                        "{kind} index holds contact {} where a lookup of its {kind} cannot find it",
+                        node.id
+                    ));
+                }
             }
         }
         Ok(())

@@ -131,31 +131,32 @@ impl ValueIndex {
     /// row and compares its value) holds; `None` when the value is not indexed.
     pub fn find(&self, hash: u64, mut is_match: impl FnMut(u32) -> bool) -> Option<u32> {
         let tag = tag_of(hash);
-        self.probe(tag, |e| e.tag == tag && is_match(e.slot))
-            .map(|i| self.entries[i].slot)
+        let hit = self.probe(tag, |e| e.tag == tag && is_match(e.slot)).ok()?;
+        Some(self.entries[hit].slot)
     }
 
     /// Bucket holding the entry (`hash`, `slot`), if any.
     fn position(&self, hash: u64, slot: u32) -> Option<usize> {
         let tag = tag_of(hash);
-        self.probe(tag, |e| e == Entry { tag, slot })
+        self.probe(tag, |e| e == Entry { tag, slot }).ok()
     }
 
-    /// The first bucket of `tag`'s probe run (from its home to the next free bucket) whose
-    /// entry satisfies `hit`.
-    fn probe(&self, tag: u32, mut hit: impl FnMut(Entry) -> bool) -> Option<usize> {
+    /// Walks `tag`'s probe run from its home bucket: `Ok` with the first bucket whose entry
+    /// satisfies `hit`, else `Err` with the free bucket that ends the run (where an entry with
+    /// this tag goes). `Err(0)` when there are no buckets: writers grow the table first.
+    fn probe(&self, tag: u32, mut hit: impl FnMut(Entry) -> bool) -> Result<usize, usize> {
         if self.entries.is_empty() {
-            return None;
+            return Err(0);
         }
         let mask = self.mask();
         let mut i = Self::home(tag, self.shift);
         loop {
             let entry = self.entries[i];
             if entry.slot == EMPTY {
-                return None;
+                return Err(i);
             }
             if hit(entry) {
-                return Some(i);
+                return Ok(i);
             }
             i = (i + 1) & mask;
         }
@@ -170,40 +171,40 @@ impl ValueIndex {
     /// not indexed yet (a second entry of one value would make lookups answer either).
     /// Grows the table (doubling) when it would pass 3/4 load.
     pub fn insert_unique(&mut self, hash: u64, slot: u32) {
-        debug_assert_ne!(slot, EMPTY, "a graph has fewer than u32::MAX rows");
-        if (self.len + 1) * 4 > self.entries.len() * 3 {
-            self.resize(buckets_for(self.len + 1).max(self.entries.len() * 2));
-        }
-        self.place(Entry {
-            tag: tag_of(hash),
-            slot,
-        });
-        self.len += 1;
+        self.insert_if_absent(hash, slot, |_| false);
     }
 
     /// Indexes `slot` under `hash` unless `is_match` finds the value indexed already; returns
-    /// whether it inserted.
+    /// whether it inserted. One walk of the probe run does both: the free bucket that ends it
+    /// is where the entry goes. Grows the table (doubling) first when one more entry would
+    /// pass 3/4 load.
     pub fn insert_if_absent(
         &mut self,
         hash: u64,
         slot: u32,
-        is_match: impl FnMut(u32) -> bool,
+        mut is_match: impl FnMut(u32) -> bool,
     ) -> bool {
-        if self.find(hash, is_match).is_some() {
-            return false;
+        debug_assert_ne!(slot, EMPTY, "a graph has fewer than u32::MAX rows");
+        if (self.len + 1) * 4 > self.entries.len() * 3 {
+            self.resize(buckets_for(self.len + 1).max(self.entries.len() * 2));
         }
-        self.insert_unique(hash, slot);
-        true
+        let tag = tag_of(hash);
+        match self.probe(tag, |e| e.tag == tag && is_match(e.slot)) {
+            Ok(_) => false,
+            Err(free) => {
+                self.entries[free] = Entry { tag, slot };
+                self.len += 1;
+                true
+            }
+        }
     }
 
-    /// Puts `entry` in the first free bucket from its home (room is guaranteed by the load).
+    /// Puts `entry` in the free bucket that ends its probe run (room is guaranteed by the
+    /// load).
     fn place(&mut self, entry: Entry) {
-        let mask = self.mask();
-        let mut i = Self::home(entry.tag, self.shift);
-        while self.entries[i].slot != EMPTY {
-            i = (i + 1) & mask;
+        if let Err(free) = self.probe(entry.tag, |_| false) {
+            self.entries[free] = entry;
         }
-        self.entries[i] = entry;
     }
 
     /// Makes `new` the carrier indexed under `hash` in place of `old`; returns whether `old`

@@ -1001,19 +1001,18 @@ impl Writer {
         let opts = self.shared.opts;
         let mut last_batch = 0;
         let mut cpu = CpuLoad::new();
-        let mut busy_delay = false;
+        // The longer delay only while the process is CPU-bound (module docs, "Commit delay");
+        // the load is not measured when it could not change the delay.
+        let load_matters =
+            opts.fsync == FsyncMode::Batch && opts.busy_commit_delay > opts.commit_delay;
+        let mut was_busy = false;
         loop {
-            // The longer delay only while the process is CPU-bound (module docs, "Commit
-            // delay"); the load is not measured when it could not change the delay.
-            let busy = opts.busy_commit_delay > opts.commit_delay && cpu.is_busy();
+            let busy = load_matters && cpu.is_busy();
+            if busy != was_busy {
+                was_busy = busy;
+                self.meters.commit_delay_busy.set(f64::from(u8::from(busy)));
+            }
             if let Some(delay) = commit_delay_for(&opts, busy) {
-                let longer = delay.delay > opts.commit_delay;
-                if longer != busy_delay {
-                    busy_delay = longer;
-                    self.meters
-                        .commit_delay_busy
-                        .set(f64::from(u8::from(longer)));
-                }
                 self.commit_wait(delay, last_batch);
             }
             let (first_lsn, roll, next_lsn) = {
