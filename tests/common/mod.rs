@@ -7,9 +7,10 @@ pub mod model;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use idrecon::http::HttpOptions;
-use idrecon::store::{Store, StoreOptions};
+use idrecon::store::{Recovery, Store, StoreError, StoreOptions};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -31,7 +32,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(dir: &Path, store_options: StoreOptions, http: HttpOptions) -> TestApp {
-        let (store, _recovery) = Store::open(dir, store_options).expect("store opens");
+        let (store, _recovery) = open_store(dir, store_options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -141,6 +142,23 @@ impl TestApp {
         }
         if let Some(server) = self.server.take() {
             server.await.expect("server task");
+        }
+    }
+}
+
+/// Opens (recovers) `dir`, retrying for up to 5 s while its lock is held. A store this test
+/// just dropped can still hold the lock for a moment: the lock is an `flock` on `DIR/LOCK`,
+/// and a child process that another test of the same binary is spawning at that instant
+/// (`idrecon check`, ...) shares the locked file until its `exec` closes it. Any other error,
+/// or a lock held past the deadline, fails the test.
+fn open_store(dir: &Path, options: StoreOptions) -> (Arc<Store>, Recovery) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Store::open(dir, options.clone()) {
+            Err(StoreError::Locked(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            opened => return opened.expect("store opens"),
         }
     }
 }
