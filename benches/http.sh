@@ -22,8 +22,9 @@
 #   checkout-mix  ~70 % returning, 20 % new, 8 % new detail, 2 % links, PRELOAD preloaded
 #   new           every request a brand-new customer, empty start
 #
-# Part 2, checkout-mix latency at half load: wrk paces every connection with a fixed pause
-# between requests (benches/wrk-jsonl.lua DELAY_MS) so the offered rate is about half the
+# Part 2, checkout-mix latency at half load: wrk paces every connection with a random pause
+# between requests (benches/wrk-jsonl.lua PAUSE_MS: exponential, so requests arrive as a Poisson
+# stream rather than in synchronized bursts) so the offered rate is about half the
 # median checkout-mix target throughput of part 1, with 128 connections. Per round, three runs:
 #   target, no snapshot        (--snapshot-every 0)
 #   target, snapshots          (--snapshot-every SNAPSHOT_EVERY_BUSY: a snapshot of the
@@ -133,9 +134,9 @@ else
   echo "part 2 needs checkout-mix in WORKLOADS, or MIX_MAX_RPS" >&2; exit 1
 fi
 half=$(awk -v m="$max" 'BEGIN {printf "%.0f", m/2}')
-delay=$(awk -v r="$half" -v c="$HALF_CONNECTIONS" 'BEGIN {d=c*1000/r; printf "%d", (d<1?1:d+0.5)}')
+delay=$(awk -v r="$half" -v c="$HALF_CONNECTIONS" 'BEGIN {d=c*1000/r; printf "%.2f", (d<1?1:d)}')
 echo
-echo "# part 2: checkout-mix at half load: median max $max req/s -> offered ~$half req/s ($HALF_CONNECTIONS connections, ${delay} ms pause each)"
+echo "# part 2: checkout-mix at half load: median max $max req/s -> offered ~$half req/s ($HALF_CONNECTIONS connections, mean pause ${delay} ms each)"
 printf "%-24s %5s %10s %9s %9s %6s %s\n" run round rps p50_ms p99_ms errors snapshots
 p99_plain=(); p99_snap=(); p99_ceil=()
 for round in $(seq 1 "$ROUNDS"); do

@@ -127,9 +127,9 @@ pub struct ServeArgs {
     /// Start a new log segment when the current one reaches this many bytes.
     #[arg(long, env = "IDRECON_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub segment_bytes: u64,
-    /// Group commit (--fsync batch): after a batch of four or more writes, wait up to this many
-    /// microseconds, while writes keep arriving, before the next fsync so more writes share it
-    /// (0: never wait).
+    /// Group commit (--fsync batch): after a batch of four or more writes, wait before the next
+    /// fsync, while writes keep arriving, until the oldest queued write has waited this many
+    /// microseconds, so more writes share it (0: never wait).
     #[arg(long, env = "IDRECON_COMMIT_DELAY_US", default_value_t = 800,
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub commit_delay_us: u64,

@@ -67,8 +67,12 @@
 //! and the writer takes CPU from the requests that would fill them. So in [`FsyncMode::Batch`],
 //! after a batch of at least [`COMMIT_DELAY_MIN_BATCH`] records (evidence of concurrent
 //! writers) the writer sleeps before taking the next one, in quarters of
-//! [`WalOptions::commit_delay`], for as long as each quarter brings more records (at most the
-//! whole delay), unless enough records are queued already.
+//! [`WalOptions::commit_delay`], for as long as each quarter brings more records, until the
+//! oldest queued record has waited the whole delay, unless enough records are queued already.
+//! The delay counts from the oldest record's arrival, not from the end of the last fsync:
+//! records queued while the writer was in `fdatasync` have waited through it already, and
+//! counting from the fsync's end made them wait fsync + delay + fsync. At half load that took
+//! the p99 from 2.94 to 2.15 ms with as many fsyncs (BENCHMARKS.md, "ninth pass").
 //!
 //! **While the process is CPU-bound** ([`crate::cpu_load`]: its threads used at least 90 % of
 //! the cores it may run on over the last 50 ms window, until the share falls below 75 %), the
@@ -169,9 +173,9 @@ const PREALLOCATE_BYTES: u64 = 1 << 20;
 const PREALLOCATE_LOW_WATER: u64 = 64 << 10;
 /// Default [`WalOptions::commit_delay`]: 800 µs. On one busy core of this machine it cut the
 /// CPU per `checkout-mix` request by a quarter against 300 µs (BENCHMARKS.md, "fourth pass"),
-/// and at half load it keeps the writer's wake-ups, each a preemption of the request thread on
-/// a shared core, from raising the p99: 4.0–5.1 ms with it, 5.6–7.5 ms without
-/// (BENCHMARKS.md, "seventh pass").
+/// and at half load it keeps the writer's fsyncs, each a few wake-ups that preempt the request
+/// thread on a shared core, from raising the p99: 2.25 ms with it, 3.43 ms without (median of
+/// 6 interleaved rounds; 400 and 1 600 µs did no better; BENCHMARKS.md, "ninth pass").
 pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(800);
 /// Default [`WalOptions::busy_commit_delay`]: 5 ms. On one saturated core of this machine
 /// `checkout-mix` served a fifth to a half more requests per second with it than with 800 µs
@@ -394,6 +398,9 @@ struct Queue {
     ends: Vec<usize>,
     /// LSN of the first record in `buf` (meaningless while `buf` is empty).
     first_lsn: Lsn,
+    /// When the first record in `buf` was queued (`None` while `buf` is empty): the commit
+    /// delay counts from it.
+    oldest: Option<Instant>,
     /// LSN the next `append` gets.
     next_lsn: Lsn,
     /// `close` was called: the writer drains `buf` and exits.
@@ -547,6 +554,7 @@ impl Wal {
                 buf: Vec::new(),
                 ends: Vec::new(),
                 first_lsn: next_lsn,
+                oldest: None,
                 next_lsn,
                 closing: false,
                 failed: false,
@@ -604,6 +612,7 @@ impl Wal {
         let lsn = q.next_lsn;
         if q.buf.is_empty() {
             q.first_lsn = lsn;
+            q.oldest = Some(Instant::now());
         }
         let crc = record_crc(lsn, payload);
         q.buf.reserve(RECORD_HEADER_LEN + payload.len());
@@ -982,6 +991,21 @@ fn commit_delay_continues(last_batch: usize, before: usize, now: usize) -> bool 
     now > before && batch_still_filling(last_batch, now)
 }
 
+/// How much longer a commit delay of `delay` that began at `started` may last at `now`, when
+/// the oldest queued record was queued at `oldest`: the delay counts from that record's arrival
+/// (records queued during the last fsync have waited through it already), or from `started`
+/// if the queue was empty then. So the delay adds at most `delay` to any record's latency, and
+/// the writer sleeps at most `delay` (module docs, "Commit delay").
+fn commit_delay_left(
+    delay: Duration,
+    started: Instant,
+    oldest: Option<Instant>,
+    now: Instant,
+) -> Duration {
+    let from = oldest.map_or(started, |oldest| oldest.min(started));
+    delay.saturating_sub(now.saturating_duration_since(from))
+}
+
 /// Marks the log failed if the writer thread unwinds, so no `durable()` waits forever.
 struct UnwindGuard(Arc<Shared>);
 
@@ -1027,6 +1051,7 @@ impl Writer {
                 std::mem::swap(&mut q.buf, &mut batch);
                 std::mem::swap(&mut q.ends, &mut ends);
                 let roll = std::mem::take(&mut q.roll_requested);
+                q.oldest = None;
                 (q.first_lsn, roll, q.next_lsn)
             };
             let mut result = if ends.is_empty() {
@@ -1080,20 +1105,27 @@ impl Writer {
     }
 
     /// The commit delay (module docs, "Commit delay"): after a batch of at least
-    /// `min_batch` records, waits in quarters of the delay while each brings more records, at
-    /// most the whole delay.
+    /// `min_batch` records, waits in quarters of the delay while each brings more records,
+    /// until the oldest queued record has waited the whole delay ([`commit_delay_left`]).
     fn commit_wait(&self, CommitDelay { delay, min_batch }: CommitDelay, last_batch: usize) {
-        let queued = || self.shared.queue.lock().ends.len();
-        let mut before = queued();
+        let queued = || {
+            let q = self.shared.queue.lock();
+            (q.ends.len(), q.oldest)
+        };
+        let started = Instant::now();
+        let (mut before, mut oldest) = queued();
         if !commit_delay_applies(min_batch, last_batch, before) {
             return;
         }
         let slice = (delay / 4).max(Duration::from_micros(25));
-        let mut waited = Duration::ZERO;
-        while waited < delay {
-            std::thread::sleep(slice);
-            waited += slice;
-            let now = queued();
+        loop {
+            let left = commit_delay_left(delay, started, oldest, Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(slice.min(left));
+            let now;
+            (now, oldest) = queued();
             if !commit_delay_continues(last_batch, before, now) {
                 return;
             }
@@ -1994,6 +2026,41 @@ mod tests {
             ..opts
         };
         assert_eq!(commit_delay_for(&shorter, true), Some(light));
+    }
+
+    #[test]
+    fn commit_delay_counts_from_the_oldest_queued_record() {
+        let delay = Duration::from_micros(800);
+        let t0 = Instant::now();
+        let at = |us| t0 + Duration::from_micros(us);
+        // Records queued during the last fsync (300 us before the wait began) have waited
+        // through it: 500 us are left when the wait begins, none 500 us later.
+        assert_eq!(
+            commit_delay_left(delay, at(300), Some(t0), at(300)),
+            Duration::from_micros(500)
+        );
+        assert_eq!(
+            commit_delay_left(delay, at(300), Some(t0), at(800)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            commit_delay_left(delay, at(300), Some(t0), at(5_000)),
+            Duration::ZERO
+        );
+        // An empty queue when the wait began: the delay counts from then, and a record queued
+        // later does not extend it.
+        assert_eq!(
+            commit_delay_left(delay, at(300), None, at(500)),
+            Duration::from_micros(600)
+        );
+        assert_eq!(
+            commit_delay_left(delay, at(300), Some(at(400)), at(500)),
+            Duration::from_micros(600)
+        );
+        assert_eq!(
+            commit_delay_left(delay, at(300), Some(at(400)), at(1_100)),
+            Duration::ZERO
+        );
     }
 
     #[test]
