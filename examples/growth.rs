@@ -17,6 +17,12 @@
 //!     bytes, other members), so chase_ns at the 10 M graph's footprint against chase_ns at
 //!     the 10 k graph's gives the floor of the 10 M / 10 k latency ratio on this machine.
 //!
+//! growth index-growth VALUES
+//!     Inserts VALUES random hashes into one `ValueIndex`, one at a time as `/identify` does,
+//!     and prints the longest single insert around each growth of 1 Mi buckets or more: the
+//!     insert that starts it (`grow_us`) and the one that ends it (`done_us`), then the longest
+//!     insert of all (`worst_us`). Each is time the graph's write lock is held.
+//!
 //! growth wal-log PRELOAD.csv DATA_DIR
 //!     Writes DATA_DIR/wal: one `ContactInserted` log record per row of the CSV (the events
 //!     `idrecon import` would apply), with no snapshot, so `idrecon serve --data-dir DATA_DIR`
@@ -133,6 +139,41 @@ fn chase(mebibytes: usize, loads: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The longest inserts of `values` random hashes into one value index, around its growths.
+fn index_growth(values: u32) -> anyhow::Result<()> {
+    use idrecon::value_index::ValueIndex;
+    use std::time::Duration;
+    let mut index = ValueIndex::new();
+    let mut hash = 0x9E37_79B9_7F4A_7C15u64;
+    let mut worst = Duration::ZERO;
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    for slot in 0..values {
+        hash ^= hash << 13;
+        hash ^= hash >> 7;
+        hash ^= hash << 17;
+        let (buckets, was_growing) = (index.buckets(), index.is_growing());
+        let started = Instant::now();
+        index.insert_unique(hash, slot);
+        let took = started.elapsed();
+        worst = worst.max(took);
+        if buckets >= 1 << 20 && index.buckets() != buckets {
+            println!(
+                "buckets={buckets}->{} values={slot} grow_us={:.1}",
+                index.buckets(),
+                micros(took)
+            );
+        }
+        if buckets >= 1 << 21 && was_growing && !index.is_growing() {
+            println!(
+                "buckets={buckets} values={slot} done_us={:.1}",
+                micros(took)
+            );
+        }
+    }
+    println!("values={values} worst_us={:.1}", micros(worst));
+    Ok(())
+}
+
 fn wal_log(csv: &Path, dir: &Path) -> anyhow::Result<()> {
     let contacts = plan(csv)?;
     let options = WalOptions {
@@ -169,8 +210,9 @@ fn main() -> anyhow::Result<()> {
         ["wal-log", csv, dir] => wal_log(Path::new(csv), Path::new(dir)),
         ["chase", mebibytes] => chase(mebibytes.parse()?, 2_000_000),
         ["chase", mebibytes, loads] => chase(mebibytes.parse()?, loads.parse()?),
+        ["index-growth", values] => index_growth(values.parse()?),
         _ => bail!(
-            "usage: growth read-latency PRELOAD.csv REQUESTS.jsonl [PASSES] | growth wal-log PRELOAD.csv DATA_DIR | growth chase MEBIBYTES [LOADS]"
+            "usage: growth read-latency PRELOAD.csv REQUESTS.jsonl [PASSES] | growth wal-log PRELOAD.csv DATA_DIR | growth chase MEBIBYTES [LOADS] | growth index-growth VALUES"
         ),
     }
 }
