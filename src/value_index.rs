@@ -54,14 +54,17 @@ const EMPTY: u32 = u32::MAX;
 const FREE: Entry = Entry { tag: 0, code: 0 };
 
 impl Entry {
+    /// The bucket content for `slot` (never [`EMPTY`]) under `tag`.
     fn new(tag: u32, slot: u32) -> Entry {
         Entry { tag, code: !slot }
     }
 
+    /// The carrier's slot (meaningless in a free bucket).
     fn slot(self) -> u32 {
         !self.code
     }
 
+    /// Whether the bucket is free (all zeros).
     fn is_free(self) -> bool {
         self.code == 0
     }
@@ -71,10 +74,10 @@ impl Entry {
 const MIN_BUCKETS: usize = 8;
 
 /// Buckets of the old table that each insert moves into the new one while a growth is under
-/// way (whole clusters, so possibly a few more). The new table has twice the buckets, so it
-/// takes `buckets / 2` entries at 3/4 load of the old one and reaches 3/4 load itself only
-/// `3 * buckets / 4` inserts later; at 16 buckets per insert the move is done after
-/// `buckets / 16`.
+/// way (whole clusters, so possibly a few more). With `B` buckets in the new table, the old
+/// one has `B / 2`, moved after `B / 32` inserts; the next growth needs the load to go from
+/// 3/8 to 3/4 of `B`, `3 B / 8` net inserts later. A growth under way waits for inserts: while
+/// none come, lookups keep looking in both tables.
 const MIGRATE_STEP: usize = 16;
 
 /// One power-of-two array of buckets with linear probing (see the module docs).
@@ -143,7 +146,7 @@ impl Table {
         shift: 64,
     };
 
-    /// A table of `buckets` free buckets (a power of two).
+    /// A table over `entries`: a power of two of free buckets.
     fn with_entries(entries: Vec<Entry>) -> Table {
         let shift = 64 - entries.len().trailing_zeros();
         Table { entries, shift }
