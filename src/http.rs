@@ -316,12 +316,13 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
     let request_metrics = Arc::new(request_metrics::RequestMetrics::default());
     let timeout = options.request_timeout;
     let (routes, openapi) = api_routes(&options).split_for_parts();
-    let templates = openapi
-        .paths
-        .paths
-        .keys()
-        .cloned()
-        .chain([METRICS_PATH.to_owned()]);
+    // The OpenAPI document describes `/metrics` too (`openapi::metrics_doc`), but its handler
+    // is routed here, outside `api_routes`: add its template only if the document lacks it, so
+    // the table never sees a template twice (which it refuses, with a warning at every start).
+    let mut templates: Vec<String> = openapi.paths.paths.keys().cloned().collect();
+    if !templates.iter().any(|t| t == METRICS_PATH) {
+        templates.push(METRICS_PATH.to_owned());
+    }
     let route_table = Arc::new(route_table::RouteTable::new(templates));
     let document = crate::openapi::document(
         &openapi,
