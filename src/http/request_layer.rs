@@ -19,7 +19,8 @@
 //! 3. **Metrics**: requests by route template, method and status, latency by route template
 //!    and method, and `/identify` outcomes ([`RequestMetrics`]).
 //! 4. **Deadline**: a request (body included) that takes longer than the timeout is answered
-//!    `408 {"error": {"code": "request_timeout"}}` and its handler is dropped.
+//!    `408 {"error": {"code": "request_timeout"}}` and its handler is dropped. The timer is
+//!    armed only when the handler does not finish on its first poll (`within_deadline`).
 //!
 //! It wraps the whole router (not each route with `Router::layer`, which costs a boxed clone
 //! per layer and request), so it runs once per request, matched or not, and finds the route
@@ -129,7 +130,7 @@ where
             request_id = request_id.to_str().unwrap_or("-"),
         );
 
-        let handled = tokio::time::timeout(layer.timeout, inner.call(req.map(Body::new)));
+        let handled = within_deadline(inner.call(req.map(Body::new)), started + layer.timeout);
         Box::pin(async move {
             let response = if span.is_disabled() {
                 handled.await
@@ -162,6 +163,27 @@ where
             response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
             Ok(response)
         })
+    }
+}
+
+/// Runs `future` to completion unless `deadline` passes first (then `Err`), like
+/// `tokio::time::timeout_at`, but arms the timer only if the first poll does not finish it.
+///
+/// Most requests (a pure-read `/identify` whose body arrived with its head, every `GET`)
+/// complete on their first poll, and for them registering a timer in tokio's wheel and removing
+/// it again was the largest single cost of this layer: about 1 800 of the 33 900 user-space
+/// instructions of a pure read (callgrind, `benches/callgrind_http.sh`; BENCHMARKS.md, eleventh
+/// pass). A future that waits (a slow body, a write waiting for its group commit) is raced
+/// against the same deadline as before, counted from the request's arrival.
+async fn within_deadline<F: Future>(
+    future: F,
+    deadline: Instant,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut future = std::pin::pin!(future);
+    let first = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(output) => Ok(output),
+        Poll::Pending => tokio::time::timeout_at(deadline.into(), future).await,
     }
 }
 
@@ -213,6 +235,40 @@ mod tests {
         assert_eq!(parsed.get_version_num(), 4, "{text}");
         assert_eq!(parsed.hyphenated().to_string(), text);
         assert_ne!(new_request_id(), id);
+    }
+
+    /// A future that finishes on its first poll is answered without a timer: this runtime has
+    /// no time driver, so arming one would panic, and the deadline, already past, is not
+    /// looked at (as `tokio::time::timeout_at` polls the future before its deadline).
+    #[test]
+    fn a_future_ready_at_once_needs_no_timer() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let past = Instant::now();
+        let answered = runtime.block_on(within_deadline(std::future::ready(7), past));
+        assert_eq!(answered.ok(), Some(7));
+    }
+
+    /// A future that waits is raced against the deadline: one that never finishes is cut off
+    /// once it passes, one that finishes in time is answered.
+    #[tokio::test]
+    async fn a_waiting_future_is_cut_off_at_the_deadline() {
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let never = within_deadline(std::future::pending::<()>(), deadline).await;
+        assert!(never.is_err());
+        assert!(Instant::now() >= deadline);
+
+        let later = Instant::now() + Duration::from_secs(10);
+        let in_time = within_deadline(
+            async {
+                tokio::task::yield_now().await;
+                8
+            },
+            later,
+        )
+        .await;
+        assert_eq!(in_time.ok(), Some(8));
     }
 
     #[test]
