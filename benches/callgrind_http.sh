@@ -9,7 +9,10 @@
 #   WORKLOAD: returning (default), checkout-mix or new; the data files and the 1 M preload
 #   come from benches/http.sh (run it once first).
 # Prints, per server: requests answered, instructions counted, instructions per request, and
-# writes callgrind.out files under data/bench/callgrind/ for callgrind_annotate.
+# writes callgrind.out files under data/bench/callgrind/ for callgrind_annotate. For the
+# workloads that write, a third server is counted: the durability floor (`examples/ceiling.rs
+# --durable`, the ceiling plus a durable log append for the workload's share of writes), which
+# splits the target's extra instructions into durability and the rest.
 #
 # Method: each server starts under valgrind with instrumentation off (loading the preload at
 # near-native speed), takes 300 warm-up requests, then instrumentation goes on
@@ -71,4 +74,13 @@ printf "%-8s %9s %14s %14s\n" $target
 printf "%-8s %9s %14s %14s\n" $ceiling
 awk -v t="${target##* }" -v c="${ceiling##* }" \
   'BEGIN {printf "%s: target/ceiling instructions per request %.2f (%+d)\n", "'"$WORKLOAD"'", t/c, t-c}'
+case $WORKLOAD in checkout-mix) percent=30 ;; new) percent=100 ;; *) percent=0 ;; esac
+if [ "$percent" -gt 0 ]; then
+  floor=$(count floor "$TARGET_DIR/release/examples/ceiling" "127.0.0.1:$PORT" \
+    --durable "$OUT/floor-run" "$percent")
+  printf "%-8s %9s %14s %14s\n" $floor
+  awk -v t="${target##* }" -v f="${floor##* }" -v c="${ceiling##* }" \
+    'BEGIN {printf "%s: floor/ceiling %.2f (%+d), target/floor %.2f (%+d)\n", "'"$WORKLOAD"'", f/c, f-c, t/f, t-f}'
+  rm -rf "$OUT/floor-run"
+fi
 rm -rf "$run_dir"

@@ -15,8 +15,13 @@
 #
 # Part 1, throughput. For each workload and round: start `idrecon serve --fsync batch` on a
 # fresh copy of its start state, drive it with wrk for SECONDS at full speed, stop it; then the
-# same against the ceiling. Servers run pinned to CPU 0 and wrk (Debian's package, installed if
-# missing, one thread) to CPU 1, so the server under test has exactly one core.
+# same against the ceiling; then, for the workloads that write, against the durability floor
+# (`examples/ceiling.rs --durable`: the ceiling plus a durable log append for the workload's
+# share of writes, 30 % for checkout-mix and 100 % for new; FLOOR=0 skips it). The floor's
+# ratio to the ceiling is what durability alone costs on the shared core; target/floor is what
+# the graph and the service's features cost on top. Servers run pinned to CPU 0 and wrk
+# (Debian's package, installed if missing, one thread) to CPU 1, so the server under test has
+# exactly one core.
 # Workloads are generated deterministically into data/bench/ (not committed) by data/generate.rs:
 #   returning     every request a known customer, nothing new (pure reads), PRELOAD preloaded
 #   checkout-mix  ~70 % returning, 20 % new, 8 % new detail, 2 % links, PRELOAD preloaded
@@ -32,6 +37,7 @@
 #                               ends, so the run is "while a snapshot is being written"; the
 #                               share of the run spent in snapshots is read from /metrics)
 #   ceiling                    (the same rate, for reference)
+#   durability floor           (the same rate, FLOOR=1: what a durable write alone adds)
 # wrk is closed-loop (a late answer delays that connection's next request), so these p99s
 # understate what an open-loop generator (wrk2) would see when the server stalls.
 set -euo pipefail
@@ -43,11 +49,13 @@ PRELOAD=${PRELOAD:-1000000}
 WORKLOADS=${WORKLOADS-returning checkout-mix new}
 LATENCY=${LATENCY:-1}
 SNAPSHOT_EVERY_BUSY=${SNAPSHOT_EVERY_BUSY:-1000}
+FLOOR=${FLOOR:-1}
 HALF_CONNECTIONS=128
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 OUT=data/bench/preload-$PRELOAD
 PORT_TARGET=3101
 PORT_CEILING=3102
+PORT_FLOOR=3103
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
@@ -101,14 +109,24 @@ start_ceiling() {
   echo $!
 }
 
+start_floor() { # write_percent -> pid
+  taskset -c 0 "$CEILING" "127.0.0.1:$PORT_FLOOR" --durable "$OUT/floor-run" "$1" > "$OUT/floor.log" 2>&1 &
+  echo $!
+}
+
+write_percent() { # workload -> share of its requests that write (data/generate.rs)
+  case $1 in checkout-mix) echo 30 ;; new) echo 100 ;; *) echo 0 ;; esac
+}
+
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 : > "$OUT/wrk.log"
 [ -n "$WORKLOADS" ] && echo "# part 1: throughput, $ROUNDS rounds of ${SECONDS_PER_RUN}s, $CONNECTIONS connections, $PRELOAD preloaded"
-[ -n "$WORKLOADS" ] && printf "%-13s %5s %12s %9s %9s %12s %9s %9s %7s %6s\n" workload round target_rps p50_ms p99_ms ceiling_rps p50_ms p99_ms ratio errors
+[ -n "$WORKLOADS" ] && printf "%-13s %5s %12s %9s %9s %12s %9s %9s %7s %12s %7s %7s %6s\n" workload round target_rps p50_ms p99_ms ceiling_rps p50_ms p99_ms ratio floor_rps floor/c t/floor errors
 mix_rps=()
 for workload in $WORKLOADS; do
-  ratios=()
+  ratios=(); floor_ratios=(); target_floor=()
+  percent=$(write_percent "$workload")
   for round in $(seq 1 "$ROUNDS"); do
     target_pid=$(start_target "$workload" 1000000); wait_ready $PORT_TARGET
     t=$(run_wrk $PORT_TARGET "$OUT/$workload.jsonl" "$CONNECTIONS")
@@ -119,10 +137,22 @@ for workload in $WORKLOADS; do
     read -r trps tp50 tp99 terr <<<"$t"; read -r crps cp50 cp99 cerr <<<"$c"
     ratio=$(awk -v a="$trps" -v b="$crps" 'BEGIN {printf "%.3f", a/b}')
     ratios+=("$ratio")
+    frps=- fratio=- tfratio=- ferr=0
+    if [ "$FLOOR" = 1 ] && [ "$percent" -gt 0 ]; then
+      floor_pid=$(start_floor "$percent"); wait_ready $PORT_FLOOR
+      read -r frps _ _ ferr <<<"$(run_wrk $PORT_FLOOR "$OUT/$workload.jsonl" "$CONNECTIONS")"
+      stop "$floor_pid"
+      fratio=$(awk -v a="$frps" -v b="$crps" 'BEGIN {printf "%.3f", a/b}')
+      tfratio=$(awk -v a="$trps" -v b="$frps" 'BEGIN {printf "%.3f", a/b}')
+      floor_ratios+=("$fratio"); target_floor+=("$tfratio")
+    fi
     [ "$workload" = checkout-mix ] && mix_rps+=("$trps")
-    printf "%-13s %5s %12s %9s %9s %12s %9s %9s %7s %6s\n" "$workload" "$round" "$trps" "$tp50" "$tp99" "$crps" "$cp50" "$cp99" "$ratio" "$((terr + cerr))"
+    printf "%-13s %5s %12s %9s %9s %12s %9s %9s %7s %12s %7s %7s %6s\n" "$workload" "$round" "$trps" "$tp50" "$tp99" "$crps" "$cp50" "$cp99" "$ratio" "$frps" "$fratio" "$tfratio" "$((terr + cerr + ferr))"
   done
   echo "$workload median ratio target/ceiling: $(printf '%s\n' "${ratios[@]}" | median)"
+  if [ ${#floor_ratios[@]} -gt 0 ]; then
+    echo "$workload median ratio floor/ceiling ($percent % durable writes): $(printf '%s\n' "${floor_ratios[@]}" | median), target/floor: $(printf '%s\n' "${target_floor[@]}" | median)"
+  fi
 done
 
 [ "$LATENCY" = 1 ] || exit 0
@@ -138,7 +168,7 @@ delay=$(awk -v r="$half" -v c="$HALF_CONNECTIONS" 'BEGIN {d=c*1000/r; printf "%.
 echo
 echo "# part 2: checkout-mix at half load: median max $max req/s -> offered ~$half req/s ($HALF_CONNECTIONS connections, mean pause ${delay} ms each)"
 printf "%-24s %5s %10s %9s %9s %6s %s\n" run round rps p50_ms p99_ms errors snapshots
-p99_plain=(); p99_snap=(); p99_ceil=()
+p99_plain=(); p99_snap=(); p99_ceil=(); p99_floor=()
 for round in $(seq 1 "$ROUNDS"); do
   pid=$(start_target checkout-mix 0); wait_ready $PORT_TARGET
   read -r rps p50 p99 err <<<"$(run_wrk $PORT_TARGET "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
@@ -159,9 +189,18 @@ for round in $(seq 1 "$ROUNDS"); do
   read -r rps p50 p99 err <<<"$(run_wrk $PORT_CEILING "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
   stop "$pid"; p99_ceil+=("$p99")
   printf "%-24s %5s %10s %9s %9s %6s %s\n" "ceiling" "$round" "$rps" "$p50" "$p99" "$err" -
+
+  if [ "$FLOOR" = 1 ]; then
+    pid=$(start_floor "$(write_percent checkout-mix)"); wait_ready $PORT_FLOOR
+    read -r rps p50 p99 err <<<"$(run_wrk $PORT_FLOOR "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
+    stop "$pid"; p99_floor+=("$p99")
+    printf "%-24s %5s %10s %9s %9s %6s %s\n" "durability floor" "$round" "$rps" "$p50" "$p99" "$err" -
+  fi
 done
 plain=$(printf '%s\n' "${p99_plain[@]}" | median)
 snap=$(printf '%s\n' "${p99_snap[@]}" | median)
 ceil=$(printf '%s\n' "${p99_ceil[@]}" | median)
-echo "checkout-mix half-load median p99: target $plain ms (target <= 2 ms), ceiling $ceil ms"
+floor_p99=-
+[ ${#p99_floor[@]} -gt 0 ] && floor_p99="$(printf '%s\n' "${p99_floor[@]}" | median) ms"
+echo "checkout-mix half-load median p99: target $plain ms (target <= 2 ms), ceiling $ceil ms, durability floor $floor_p99"
 echo "checkout-mix half-load median p99 during snapshots: $snap ms = $(awk -v a="$snap" -v b="$plain" 'BEGIN {printf "%.2f", a/b}') x without (target <= 2x)"
