@@ -1273,7 +1273,7 @@ impl IdentityGraph {
         let checks_blocked = !self.options.blocked.is_empty();
         let bytes_of = |s: u32| field(&nodes[s as usize]).map_or(&[][..], |r| values.bytes(r));
         // (slot, value) of every indexable value, in slot order: one sequential pass over the
-        // rows, run three times below (hashing again costs less than a buffer of hashes).
+        // rows, run twice below (hashing again costs less than a buffer of hashes).
         let indexable = || {
             nodes.iter().enumerate().filter_map(move |(s, n)| {
                 let value = field(n)?;
@@ -1283,29 +1283,41 @@ impl IdentityGraph {
                 (!skip).then_some((s as u32, value))
             })
         };
-        let hashed = || indexable().map(|(s, value)| (hasher.hash_one(values.bytes(value)), s));
+        // One `u64` per value: the index's 32-bit tag of its hash (the top half, all the index
+        // reads of a hash) above its slot. Sorting these sorts by (tag, slot), in 8 bytes
+        // instead of a 16-byte (hash, slot) pair: at 10 M contacts 80 MB of fresh memory per
+        // index instead of 160 (and fresh memory is a quarter of start-up here: BENCHMARKS.md,
+        // eleventh pass).
+        const SLOT_BITS: u64 = 0xFFFF_FFFF;
+        let keyed = || {
+            indexable().map(|(s, value)| {
+                (hasher.hash_one(values.bytes(value)) & !SLOT_BITS) | u64::from(s)
+            })
+        };
+        let tag_of = |key: u64| key >> 32;
+        let slot_of = |key: u64| (key & SLOT_BITS) as u32;
         // Counting sort by the hash's top bits (a value's home bucket in the index is the
-        // hash's top bits too), then each bin by (hash, slot): inserts then fill the table
+        // hash's top bits too), then each bin by (tag, slot): inserts then fill the table
         // front to back, one cache-sized stretch of it per bin, and the carriers of one value
         // become neighbours, oldest first. Bins are few enough that the scatter's write
         // positions stay in the cache and the TLB: with 2^16 bins every write missed; 2^8
         // measured best at 10M contacts.
         const BIN_BITS: u32 = 8;
         const BINS: usize = 1 << BIN_BITS;
-        let bin_of = |hash: u64| (hash >> (64 - BIN_BITS)) as usize;
+        let bin_of = |key: u64| (key >> (64 - BIN_BITS)) as usize;
         let mut starts = vec![0usize; BINS + 1];
-        for (hash, _) in hashed() {
-            starts[bin_of(hash) + 1] += 1;
+        for key in keyed() {
+            starts[bin_of(key) + 1] += 1;
         }
         for b in 0..BINS {
             starts[b + 1] += starts[b];
         }
         let bounds = starts.clone();
-        let mut ordered = vec![(0u64, 0u32); starts[BINS]];
-        for (hash, slot) in hashed() {
-            let bin = &mut starts[bin_of(hash)];
+        let mut ordered = vec![0u64; starts[BINS]];
+        for key in keyed() {
+            let bin = &mut starts[bin_of(key)];
             if let Some(entry) = ordered.get_mut(*bin) {
-                *entry = (hash, slot);
+                *entry = key;
             }
             *bin += 1;
         }
@@ -1313,14 +1325,15 @@ impl IdentityGraph {
             ordered[bin[0]..bin[1]].sort_unstable();
         }
         // Keep the oldest carrier of each value: an entry is dropped when an entry kept before
-        // it in its run of equal hashes has the same bytes. Every kept entry is then the only
+        // it in its run of equal tags has the same bytes. Every kept entry is then the only
         // one of its value, so it is inserted without comparing anything. Only repeated values
-        // (and 64-bit hash collisions) make runs longer than one, and only they read values.
+        // (and tag collisions, about 12 000 pairs among 10 M values) make runs longer than
+        // one, and only they read values.
         let mut index = ValueIndex::new();
         let _ = index.try_reserve(ordered.len());
-        // Not a slot: a graph has fewer than `u32::MAX` rows.
-        const NOT_KEPT: u32 = u32::MAX;
-        // Entries whose hash repeats, in windows of `WINDOW`: their rows and values are read
+        // Marks a dropped entry: no row has slot `u32::MAX` (a graph has fewer rows).
+        const NOT_KEPT: u64 = SLOT_BITS;
+        // Entries whose tag repeats, in windows of `WINDOW`: their rows and values are read
         // ahead of the comparisons, in two passes of loads independent of each other, so the
         // CPU overlaps the cache misses (one after another they cost the most time here).
         const WINDOW: usize = 256;
@@ -1330,37 +1343,37 @@ impl IdentityGraph {
             if i % WINDOW == 0 {
                 let window = i..(i + WINDOW).min(ordered.len());
                 let repeats = |j: usize| {
-                    (j > 0 && ordered[j - 1].0 == ordered[j].0)
-                        || ordered
-                            .get(j + 1)
-                            .is_some_and(|next| next.0 == ordered[j].0)
+                    let tag = tag_of(ordered[j]);
+                    (j > 0 && tag_of(ordered[j - 1]) == tag)
+                        || ordered.get(j + 1).is_some_and(|&next| tag_of(next) == tag)
                 };
                 ahead.clear();
                 ahead.extend(
                     window
                         .filter(|&j| repeats(j))
-                        .filter_map(|j| field(&nodes[ordered[j].1 as usize])),
+                        .filter_map(|j| field(&nodes[slot_of(ordered[j]) as usize])),
                 );
                 let touched = ahead.iter().fold(0u8, |acc, &r| {
                     acc ^ values.bytes(r).first().copied().unwrap_or(0)
                 });
                 std::hint::black_box(touched);
             }
-            let (hash, slot) = ordered[i];
-            if ordered[run_start].0 != hash {
+            let key = ordered[i];
+            let (tag, slot) = (tag_of(key), slot_of(key));
+            if tag_of(ordered[run_start]) != tag {
                 run_start = i;
             }
             let duplicate = run_start < i && {
                 let bytes = bytes_of(slot);
                 ordered[run_start..i]
                     .iter()
-                    .any(|&(_, kept)| kept != NOT_KEPT && bytes_of(kept) == bytes)
+                    .any(|&kept| kept & SLOT_BITS != NOT_KEPT && bytes_of(slot_of(kept)) == bytes)
             };
             if duplicate {
                 // Later entries of the run need not compare against it.
-                ordered[i].1 = NOT_KEPT;
+                ordered[i] |= NOT_KEPT;
             } else {
-                index.insert_unique(hash, slot);
+                index.insert_unique(key & !SLOT_BITS, slot);
             }
         }
         index
