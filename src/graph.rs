@@ -1286,8 +1286,8 @@ impl IdentityGraph {
         // One `u64` per value: the index's 32-bit tag of its hash (the top half, all the index
         // reads of a hash) above its slot. Sorting these sorts by (tag, slot), in 8 bytes
         // instead of a 16-byte (hash, slot) pair: at 10 M contacts 80 MB of fresh memory per
-        // index instead of 160 (and fresh memory is a quarter of start-up here: BENCHMARKS.md,
-        // eleventh pass).
+        // index instead of 160 (page faults on fresh memory took 30 % of a 10 M start-up's
+        // samples on the benchmark machine: BENCHMARKS.md, eleventh pass).
         const SLOT_BITS: u64 = 0xFFFF_FFFF;
         let keyed = || {
             indexable().map(|(s, value)| {

@@ -170,11 +170,11 @@ where
 /// `tokio::time::timeout_at`, but arms the timer only if the first poll does not finish it.
 ///
 /// Most requests (a pure-read `/identify` whose body arrived with its head, every `GET`)
-/// complete on their first poll, and for them registering a timer in tokio's wheel and removing
-/// it again was the largest single cost of this layer: about 1 800 of the 33 900 user-space
-/// instructions of a pure read (callgrind, `benches/callgrind_http.sh`; BENCHMARKS.md, eleventh
-/// pass). A future that waits (a slow body, a write waiting for its group commit) is raced
-/// against the same deadline as before, counted from the request's arrival.
+/// complete on their first poll, and for them putting a timer into tokio's wheel and taking it
+/// out again is work for nothing: about 400 of the 33 500 user-space instructions of a pure
+/// read (callgrind, `benches/callgrind_http.sh`; BENCHMARKS.md, eleventh pass). A future that
+/// waits (a slow body, a write waiting for its group commit) is raced against the same
+/// deadline as before, counted from the request's arrival.
 async fn within_deadline<F: Future>(
     future: F,
     deadline: Instant,
