@@ -45,12 +45,16 @@ fn fixed_answer() -> Response {
         .into_response()
 }
 
+/// Parses and validates the body as `/identify` does; `Some` is the `400` to answer.
+fn refusal(body: &[u8]) -> Option<Response> {
+    parse_identify_body(body, &Normalizer::default())
+        .err()
+        .map(|error| (StatusCode::BAD_REQUEST, error.message).into_response())
+}
+
 /// The ceiling's `/identify`: parse, validate, answer the fixed identity.
 async fn identify(body: Bytes) -> Response {
-    match parse_identify_body(&body, &Normalizer::default()) {
-        Ok(_) => fixed_answer(),
-        Err(error) => (StatusCode::BAD_REQUEST, error.message).into_response(),
-    }
+    refusal(&body).unwrap_or_else(fixed_answer)
 }
 
 async fn healthz() -> &'static str {
@@ -73,8 +77,8 @@ fn body_hash(body: &[u8]) -> u64 {
 /// The durability floor's `/identify`: the ceiling's, plus a durable append of the body for
 /// `write_percent` % of the requests.
 async fn identify_durably(State(floor): State<Arc<Floor>>, body: Bytes) -> Response {
-    if let Err(error) = parse_identify_body(&body, &Normalizer::default()) {
-        return (StatusCode::BAD_REQUEST, error.message).into_response();
+    if let Some(refusal) = refusal(&body) {
+        return refusal;
     }
     if body_hash(&body) % 100 < floor.write_percent {
         let durable = match floor.wal.append(&body) {

@@ -1331,8 +1331,8 @@ impl IdentityGraph {
         // one, and only they read values.
         let mut index = ValueIndex::new();
         let _ = index.try_reserve(ordered.len());
-        // Marks a dropped entry: no row has slot `u32::MAX` (a graph has fewer rows).
-        const NOT_KEPT: u64 = SLOT_BITS;
+        // The slot of a dropped entry: no row has slot `u32::MAX` (a graph has fewer rows).
+        const NOT_KEPT: u32 = u32::MAX;
         // Entries whose tag repeats, in windows of `WINDOW`: their rows and values are read
         // ahead of the comparisons, in two passes of loads independent of each other, so the
         // CPU overlaps the cache misses (one after another they cost the most time here).
@@ -1367,11 +1367,12 @@ impl IdentityGraph {
                 let bytes = bytes_of(slot);
                 ordered[run_start..i]
                     .iter()
-                    .any(|&kept| kept & SLOT_BITS != NOT_KEPT && bytes_of(slot_of(kept)) == bytes)
+                    .map(|&kept| slot_of(kept))
+                    .any(|kept| kept != NOT_KEPT && bytes_of(kept) == bytes)
             };
             if duplicate {
                 // Later entries of the run need not compare against it.
-                ordered[i] |= NOT_KEPT;
+                ordered[i] |= u64::from(NOT_KEPT);
             } else {
                 index.insert_unique(key & !SLOT_BITS, slot);
             }
