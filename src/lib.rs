@@ -13,6 +13,7 @@
 //! ```
 //!
 //! Modules, one job each:
+//! - [`alloc`]: the global allocator (small blocks from mimalloc, large ones from glibc);
 //! - [`contact`]: the Contact row and its value types (`Email`, `Phone`, `Timestamp`);
 //! - [`request`]: parsing an `/identify` body;
 //! - [`phone_region`]: opt-in E.164 phone canonicalization and the [`phone_region::Normalizer`];
@@ -36,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod alloc;
 pub mod arena;
 pub mod blocklist;
 pub mod cli;
