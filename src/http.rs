@@ -541,9 +541,19 @@ fn answer_response(json: Result<Vec<u8>, serde_json::Error>) -> Result<Response,
     Ok(json_bytes_response(StatusCode::OK, json))
 }
 
-/// A response with `json` as its `application/json` body.
+/// A response with `json` as its `application/json` body. Built directly rather than from
+/// `(status, [(CONTENT_TYPE, "application/json")], json)`: `Vec<u8>`'s `IntoResponse` first
+/// inserts `application/octet-stream`, which the pair then replaces, and a `&str` header value
+/// is validated and copied into a new allocation on every response (issue 3: about 300
+/// instructions of a pure-read `/identify`, BENCHMARKS.md fifteenth pass).
 fn json_bytes_response(status: StatusCode, json: Vec<u8>) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
+    let mut response = Response::new(axum::body::Body::from(json));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// `value` as an `application/json` response, or the internal error a serializer failure is
@@ -803,6 +813,23 @@ async fn openapi_json(State(app): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A JSON answer carries its status, exactly one `Content-Type: application/json` and the
+    /// bytes as given.
+    #[tokio::test]
+    async fn json_responses_have_one_json_content_type() {
+        let response = json_bytes_response(StatusCode::CONFLICT, b"{\"a\":1}".to_vec());
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        let types: Vec<_> = response
+            .headers()
+            .get_all(header::CONTENT_TYPE)
+            .iter()
+            .collect();
+        assert_eq!(types, ["application/json"]);
+        assert_eq!(response.headers().len(), 1);
+        let body = axum::body::to_bytes(response.into_body(), 100).await;
+        assert_eq!(body.ok().as_deref(), Some(&b"{\"a\":1}"[..]));
+    }
 
     #[test]
     fn json_content_types_are_recognized_in_any_spelling() {

@@ -94,7 +94,7 @@ fn write_strings<'s>(
         if i > 0 {
             out.push(b',');
         }
-        if value.bytes().any(needs_escape) {
+        if any_needs_escape(value.as_bytes()) {
             serde_json::to_writer(&mut *out, value)?;
         } else {
             out.push(b'"');
@@ -104,6 +104,32 @@ fn write_strings<'s>(
     }
     out.push(b']');
     Ok(())
+}
+
+/// Whether any of `bytes` must be escaped in a JSON string ([`needs_escape`]), eight bytes at a
+/// time: a word has a byte below 0x20 when `(x - 0x20…20) & !x & 0x80…80` is non-zero, and a
+/// byte equal to `c` when the same test for "below 1" holds for `x ^ c…c` (the classic
+/// "has less than" / "has zero byte" word tests, which are exact about whether such a byte
+/// exists). A byte-wise `any` cannot be vectorized for its early exit and cost about 500
+/// instructions per pure-read answer (issue 3, BENCHMARKS.md fifteenth pass).
+fn any_needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has_less = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS != 0;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            return true;
+        };
+        let x = u64::from_ne_bytes(word);
+        if has_less(x, 0x20)
+            || has_less(x ^ (ONES * u64::from(b'"')), 1)
+            || has_less(x ^ (ONES * u64::from(b'\\')), 1)
+        {
+            return true;
+        }
+    }
+    words.remainder().iter().copied().any(needs_escape)
 }
 
 /// Whether `byte` must be escaped in a JSON string (RFC 8259 §7: the quote, the backslash and
@@ -211,6 +237,27 @@ mod tests {
             answer.to_json().unwrap(),
             br#"{"contact":{"primaryContactId":7,"emails":[],"phoneNumbers":[],"secondaryContactIds":[]}}"#
         );
+    }
+
+    /// The word-at-a-time test agrees with the byte-wise rule for every byte value at every
+    /// position of the first two words and the tail, among bytes that need no escape.
+    #[test]
+    fn word_test_finds_every_byte_that_needs_escaping() {
+        for len in [1, 7, 8, 9, 16, 19] {
+            for position in 0..len {
+                for byte in 0..=255u8 {
+                    let mut text = vec![b'a'; len];
+                    text[position] = byte;
+                    assert_eq!(
+                        any_needs_escape(&text),
+                        needs_escape(byte),
+                        "byte {byte:#x} at {position} of {len}"
+                    );
+                }
+            }
+        }
+        assert!(!any_needs_escape(b""));
+        assert!(!any_needs_escape("\u{7f}\u{e9}~ !#[]".as_bytes()));
     }
 
     proptest! {
