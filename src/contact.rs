@@ -6,6 +6,7 @@
 //! the log and the snapshot only ever see [`Email`], [`Phone`] and [`Timestamp`].
 
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,9 +23,33 @@ pub type ContactId = u64;
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
-    /// The current wall-clock time, truncated to milliseconds.
+    /// The current wall-clock time, truncated to milliseconds (towards the past, as chrono's
+    /// `timestamp_millis` does, for a clock set before 1970 too). Read from [`SystemTime`]
+    /// directly: chrono's `Utc::now` builds a calendar date that `timestamp_millis` takes apart
+    /// again, about 100 instructions of every `/identify` (issue 3, BENCHMARKS.md sixteenth
+    /// pass).
     pub fn now() -> Timestamp {
-        Timestamp(Utc::now().timestamp_millis())
+        Timestamp::since_epoch(SystemTime::now().duration_since(UNIX_EPOCH))
+    }
+
+    /// Milliseconds from a [`SystemTime::duration_since`] the epoch: `Ok` after it, `Err` (its
+    /// duration) before it; saturating at the ends of `i64`.
+    fn since_epoch(since: Result<Duration, std::time::SystemTimeError>) -> Timestamp {
+        let millis = |d: Duration| {
+            i64::try_from(d.as_secs())
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000)
+        };
+        match since {
+            Ok(after) => Timestamp(millis(after).saturating_add(i64::from(after.subsec_millis()))),
+            Err(before) => {
+                let before = before.duration();
+                // Towards the past: 1.5 ms before the epoch is -2 ms.
+                let whole = millis(before)
+                    .saturating_add(i64::from(before.subsec_nanos().div_ceil(1_000_000)));
+                Timestamp(whole.saturating_neg())
+            }
+        }
     }
 
     /// Parses RFC 3339 (`2023-04-01T00:00:00.374Z`, any offset) or PostgreSQL's text form
@@ -404,6 +429,33 @@ impl ContactRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The clock reads like chrono's `Utc::now().timestamp_millis()`, which it replaced: between
+    /// two chrono readings, and truncated towards the past on both sides of the epoch.
+    #[test]
+    fn now_reads_milliseconds_like_chrono() {
+        let before = Utc::now().timestamp_millis();
+        let now = Timestamp::now().0;
+        let after = Utc::now().timestamp_millis();
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
+        let instants = [
+            UNIX_EPOCH,
+            UNIX_EPOCH + Duration::from_nanos(1_999_999),
+            UNIX_EPOCH + Duration::new(1_680_307_200, 374_900_000),
+            UNIX_EPOCH - Duration::from_nanos(1),
+            UNIX_EPOCH - Duration::from_micros(1_500),
+            UNIX_EPOCH - Duration::from_millis(1_000),
+            UNIX_EPOCH - Duration::new(86_400, 1),
+        ];
+        for instant in instants {
+            let chrono = DateTime::<Utc>::from(instant).timestamp_millis();
+            let ours = Timestamp::since_epoch(instant.duration_since(UNIX_EPOCH));
+            assert_eq!(ours, Timestamp(chrono), "{instant:?}");
+        }
+    }
 
     #[test]
     fn email_is_trimmed_and_lowercased() {

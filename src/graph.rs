@@ -33,6 +33,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use hashbrown::DefaultHashBuilder;
+use smallvec::SmallVec;
 
 use crate::arena::{Arena, ArenaError, StrRef};
 use crate::blocklist::BlockList;
@@ -175,6 +176,10 @@ impl IdentityParts for Identity {
     }
 }
 
+/// Members an [`IdentityView`] holds without allocating (issue 3: the member list was the one
+/// allocation of a pure read's answer, BENCHMARKS.md sixteenth pass).
+const INLINE_MEMBERS: usize = 6;
+
 /// A consolidated identity read in place: the answer of [`Identity`] with its values borrowed
 /// from the graph's arena instead of copied out, so a pure read renders its answer under the
 /// shared lock with one allocation (the member list) instead of one per value and list.
@@ -185,8 +190,9 @@ pub struct IdentityView<'g> {
     /// The primary's slot.
     primary: u32,
     /// Slots whose values are answered, in answer order: the primary first when it is live,
-    /// then every other live member by (created at, id).
-    order: Vec<u32>,
+    /// then every other live member by (created at, id). Inline up to [`INLINE_MEMBERS`]
+    /// (most identities are one or two contacts): no allocation for a typical answer.
+    order: SmallVec<[u32; INLINE_MEMBERS]>,
 }
 
 impl IdentityView<'_> {
@@ -1451,7 +1457,8 @@ impl IdentityGraph {
     /// then the other live members' by age).
     fn identity_view(&self, root: u32) -> IdentityView<'_> {
         let primary = self.primary_of_root(root);
-        let mut order: Vec<u32> = Vec::with_capacity(self.links[root as usize].size as usize);
+        let mut order: SmallVec<[u32; INLINE_MEMBERS]> =
+            SmallVec::with_capacity(self.links[root as usize].size as usize);
         if self.nodes[primary as usize].live() {
             order.push(primary);
         }

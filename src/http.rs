@@ -252,6 +252,8 @@ impl std::ops::Deref for AppState {
 struct AppShared {
     store: Arc<Store>,
     options: Arc<HttpOptions>,
+    /// The request layer's metric handles: `/identify` counts its own outcomes.
+    metrics: Arc<request_metrics::RequestMetrics>,
     /// The serialized OpenAPI document served at `GET /openapi.json`.
     openapi: Bytes,
 }
@@ -332,6 +334,7 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
     let state = AppState(Arc::new(AppShared {
         store,
         options: Arc::new(options),
+        metrics: Arc::clone(&request_metrics),
         openapi: Bytes::from(document.to_string()),
     }));
     let router = routes
@@ -412,8 +415,8 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
 
 /// Response header of `/identify` naming what the request did: `new-primary`,
 /// `new-secondary`, `merge`, `read` or `refused` ([`crate::store::Outcome::as_str`]; an
-/// addition to SPEC.md, for load tools and debugging). The request layer reads it back to count
-/// outcomes in `/metrics`.
+/// addition to SPEC.md, for load tools and debugging). The same outcome is counted in
+/// `/metrics` by the handler.
 pub const OUTCOME_HEADER: HeaderName = HeaderName::from_static("x-idrecon-outcome");
 
 /// `POST /identify` (SPEC.md §3).
@@ -527,6 +530,7 @@ async fn identify(State(app): State<AppState>, req: Request) -> Result<Response,
         tracing::debug!(outcome = outcome.as_str(), primary_id, "identify decision");
     }
     let mut response = answer_response(json)?;
+    app.metrics.outcome(outcome);
     response.headers_mut().insert(
         OUTCOME_HEADER,
         header::HeaderValue::from_static(outcome.as_str()),

@@ -169,13 +169,6 @@ impl Outcome {
             Outcome::Refused => "merge_refused",
         }
     }
-
-    /// The outcome whose [`Outcome::as_str`] is `text` (a header value's bytes), or `None`.
-    pub fn parse(text: &[u8]) -> Option<Outcome> {
-        Outcome::ALL
-            .into_iter()
-            .find(|outcome| outcome.as_str().as_bytes() == text)
-    }
 }
 
 struct State {
@@ -629,7 +622,13 @@ impl Store {
                     answer: render(&identity),
                     // Everything a pure read reveals was last changed at `changed_at` (older
                     // changes to the identity are durable or have smaller LSNs).
-                    changed_at: state.changed.get(&key).copied().unwrap_or(0),
+                    // When every applied event is durable (the usual case on a read-mostly
+                    // load) nothing needs looking up: one atomic load instead of a probe.
+                    changed_at: if self.wal.durable_lsn() >= state.lsn {
+                        0
+                    } else {
+                        state.changed.get(&key).copied().unwrap_or(0)
+                    },
                 },
                 Decision::Write(events) => Decided::Write {
                     events,

@@ -17,10 +17,11 @@
 //!    also logs `request failed` at error level, as the trace layer's default did. When debug
 //!    is off for this module the span is disabled and nothing is formatted.
 //! 3. **Metrics**: requests by route template, method and status, latency by route template
-//!    and method, and `/identify` outcomes ([`RequestMetrics`]).
+//!    and method, and `/identify` answers refused with a `4xx` as the `rejected` outcome
+//!    ([`RequestMetrics`]; the handler counts the other outcomes, which it knows).
 //! 4. **Deadline**: a request (body included) that takes longer than the timeout is answered
 //!    `408 {"error": {"code": "request_timeout"}}` and its handler is dropped. The timer is
-//!    armed only when the handler does not finish on its first poll (`within_deadline`).
+//!    armed only when the handler does not finish on its first poll ([`WithinDeadline`]).
 //!
 //! It wraps the whole router (not each route with `Router::layer`, which costs a boxed clone
 //! per layer and request), so it runs once per request, matched or not, and finds the route
@@ -39,13 +40,11 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
-use tracing::Instrument;
 
 use super::request_metrics::RequestMetrics;
-use super::route_table::RouteTable;
-use super::{ApiError, OUTCOME_HEADER, REQUEST_ID_HEADER};
+use super::route_table::{Route, RouteTable};
+use super::{ApiError, REQUEST_ID_HEADER};
 use crate::metrics as metric;
-use crate::store::Outcome;
 
 /// The layer: shared metric handles, the route templates and the request deadline. Cheap to
 /// clone (two `Arc`s).
@@ -130,60 +129,152 @@ where
             request_id = request_id.to_str().unwrap_or("-"),
         );
 
-        let handled = within_deadline(inner.call(req.map(Body::new)), started + layer.timeout);
-        Box::pin(async move {
-            let response = if span.is_disabled() {
-                handled.await
-            } else {
-                handled.instrument(span.clone()).await
-            };
-            let mut response = match response {
-                Ok(Ok(response)) => response,
-                Err(_elapsed) => ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    "request took too long",
-                )
-                .into_response(),
-            };
-            let elapsed = started.elapsed();
-            let status = response.status();
-            let route = layer.routes.label(route);
-            record(&layer.metrics, route, method, &response, elapsed);
-            if !span.is_disabled() || status.is_server_error() {
-                let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-                span.in_scope(|| {
-                    let status = status.as_u16();
-                    if status >= 500 {
-                        tracing::error!(status, latency_us, "request failed");
-                    }
-                    tracing::debug!(status, latency_us, "request finished");
-                });
-            }
-            response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
-            Ok(response)
+        let deadline = started + layer.timeout;
+        Box::pin(Answer {
+            handled: WithinDeadline::new(inner.call(req.map(Body::new)), deadline),
+            finish: Some(Finish {
+                started,
+                layer,
+                route,
+                method,
+                request_id,
+                span,
+            }),
         })
     }
 }
 
-/// Runs `future` to completion unless `deadline` passes first (then `Err`), like
-/// `tokio::time::timeout_at`, but arms the timer only if the first poll does not finish it.
-///
-/// Most requests (a pure-read `/identify` whose body arrived with its head, every `GET`)
-/// complete on their first poll, and for them putting a timer into tokio's wheel and taking it
-/// out again is work for nothing: about 400 of the 33 500 user-space instructions of a pure
-/// read (callgrind, `benches/callgrind_http.sh`; BENCHMARKS.md, eleventh pass). A future that
-/// waits (a slow body, a write waiting for its group commit) is raced against the same
-/// deadline as before, counted from the request's arrival.
-async fn within_deadline<F: Future>(
-    future: F,
-    deadline: Instant,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut future = std::pin::pin!(future);
-    let first = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(output) => Ok(output),
-        Poll::Pending => tokio::time::timeout_at(deadline.into(), future).await,
+pin_project_lite::pin_project! {
+    /// The future of one request: the handler's, within the deadline, then [`Finish`].
+    ///
+    /// Written out rather than as an `async` block around an `async fn`: those moved the
+    /// handler's future (several hundred bytes) from one state machine into the next three
+    /// times per request, about 300 instructions of `memcpy` (issue 3, BENCHMARKS.md
+    /// sixteenth pass). Polled again after it is ready, it polls the finished handler again,
+    /// as the `async` block it replaces did.
+    struct Answer<F> {
+        #[pin]
+        handled: WithinDeadline<F>,
+        finish: Option<Finish>,
+    }
+}
+
+/// What the request layer does once the handler has answered (or the deadline passed).
+struct Finish {
+    started: Instant,
+    layer: RequestLayer,
+    route: Route,
+    method: &'static str,
+    request_id: HeaderValue,
+    span: tracing::Span,
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for Answer<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let handled = match this.finish.as_ref() {
+            Some(finish) if !finish.span.is_disabled() => {
+                let _entered = finish.span.enter();
+                this.handled.poll(cx)
+            }
+            _ => this.handled.poll(cx),
+        };
+        let Poll::Ready(handled) = handled else {
+            return Poll::Pending;
+        };
+        let response = match handled {
+            Ok(Ok(response)) => response,
+            Err(DeadlinePassed) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "request took too long",
+            )
+            .into_response(),
+        };
+        Poll::Ready(Ok(match this.finish.take() {
+            Some(finish) => finish.answer(response),
+            None => response,
+        }))
+    }
+}
+
+impl Finish {
+    /// Records the request's metrics, logs its end when its span is enabled (and a `5xx` always),
+    /// and returns `response` with the request id.
+    fn answer(self, mut response: Response) -> Response {
+        let elapsed = self.started.elapsed();
+        let status = response.status();
+        let route = self.layer.routes.label(self.route);
+        record(&self.layer.metrics, route, self.method, &response, elapsed);
+        if !self.span.is_disabled() || status.is_server_error() {
+            let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            self.span.in_scope(|| {
+                let status = status.as_u16();
+                if status >= 500 {
+                    tracing::error!(status, latency_us, "request failed");
+                }
+                tracing::debug!(status, latency_us, "request finished");
+            });
+        }
+        response
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER, self.request_id);
+        response
+    }
+}
+
+/// The error of a [`WithinDeadline`] whose deadline passed first.
+#[derive(Debug, PartialEq, Eq)]
+struct DeadlinePassed;
+
+pin_project_lite::pin_project! {
+    /// Runs `future` to completion unless `deadline` passes first (then [`DeadlinePassed`]),
+    /// like `tokio::time::timeout_at`, but arms the timer only if the first poll does not
+    /// finish it.
+    ///
+    /// Most requests (a pure-read `/identify` whose body arrived with its head, every `GET`)
+    /// complete on their first poll, and for them putting a timer into tokio's wheel and taking
+    /// it out again is work for nothing: about 400 of the 33 500 user-space instructions of a
+    /// pure read (callgrind, `benches/callgrind_http.sh`; BENCHMARKS.md, eleventh pass). A
+    /// future that waits (a slow body, a write waiting for its group commit) is raced against
+    /// the same deadline as before, counted from the request's arrival; its timer is boxed, so
+    /// the common case carries no room for one.
+    struct WithinDeadline<F> {
+        #[pin]
+        future: F,
+        deadline: Instant,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F> WithinDeadline<F> {
+    fn new(future: F, deadline: Instant) -> WithinDeadline<F> {
+        WithinDeadline {
+            future,
+            deadline,
+            timer: None,
+        }
+    }
+}
+
+impl<F: Future> Future for WithinDeadline<F> {
+    type Output = Result<F::Output, DeadlinePassed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        let deadline = *this.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(DeadlinePassed)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -191,13 +282,17 @@ async fn within_deadline<F: Future>(
 fn new_request_id() -> HeaderValue {
     let mut text = uuid::Uuid::encode_buffer();
     let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-    // Hex digits and hyphens are always a valid header value.
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let bytes = Bytes::copy_from_slice(text.as_bytes());
+    // SAFETY: `from_maybe_shared_unchecked` requires visible ASCII (RFC 9110 §5.5 field-value
+    // bytes); a hyphenated UUID is hex digits and hyphens only. Skipping `from_str`'s check of
+    // every byte saves about 100 instructions per request (issue 3); debug builds still check,
+    // and `generated_request_ids_are_uuid_v4` below checks the bytes.
+    unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) }
 }
 
-/// Counts the answer by route template, method and status, records its latency, and counts
-/// the `/identify` outcome (the store's [`Outcome`] named by the response's
-/// [`OUTCOME_HEADER`] on a `200`; `rejected` on a `4xx`).
+/// Counts the answer by route template, method and status, records its latency, and counts a
+/// `4xx` answer of `/identify` as the `rejected` outcome (the handler counts the others,
+/// [`RequestMetrics::outcome`]).
 fn record(
     metrics: &RequestMetrics,
     route: &str,
@@ -206,19 +301,8 @@ fn record(
     elapsed: Duration,
 ) {
     let status = response.status();
-    if route == "/identify" {
-        let outcome = if status.is_client_error() {
-            Some("rejected")
-        } else {
-            response
-                .headers()
-                .get(OUTCOME_HEADER)
-                .and_then(|value| Outcome::parse(value.as_bytes()))
-                .map(Outcome::metric_label)
-        };
-        if let Some(outcome) = outcome {
-            metrics.outcome(outcome);
-        }
+    if route == "/identify" && status.is_client_error() {
+        metrics.rejected();
     }
     metrics.request(route, method, status.as_u16(), elapsed.as_secs_f64());
 }
@@ -246,7 +330,7 @@ mod tests {
             .build()
             .expect("runtime");
         let past = Instant::now();
-        let answered = runtime.block_on(within_deadline(std::future::ready(7), past));
+        let answered = runtime.block_on(WithinDeadline::new(std::future::ready(7), past));
         assert_eq!(answered.ok(), Some(7));
     }
 
@@ -255,12 +339,12 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_future_is_cut_off_at_the_deadline() {
         let deadline = Instant::now() + Duration::from_millis(20);
-        let never = within_deadline(std::future::pending::<()>(), deadline).await;
+        let never = WithinDeadline::new(std::future::pending::<()>(), deadline).await;
         assert!(never.is_err());
         assert!(Instant::now() >= deadline);
 
         let later = Instant::now() + Duration::from_secs(10);
-        let in_time = within_deadline(
+        let in_time = WithinDeadline::new(
             async {
                 tokio::task::yield_now().await;
                 8
@@ -269,16 +353,5 @@ mod tests {
         )
         .await;
         assert_eq!(in_time.ok(), Some(8));
-    }
-
-    #[test]
-    fn every_outcome_header_value_reads_back_as_its_outcome() {
-        for outcome in Outcome::ALL {
-            let value = HeaderValue::from_static(outcome.as_str());
-            assert_eq!(Outcome::parse(value.as_bytes()), Some(outcome));
-        }
-        for text in ["", "Read", "read ", "pure_read", "new_primary"] {
-            assert_eq!(Outcome::parse(text.as_bytes()), None, "{text}");
-        }
     }
 }

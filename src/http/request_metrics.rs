@@ -8,12 +8,21 @@
 //! (`tests/metrics.rs` reads them back from `/metrics`).
 
 use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
 
 use hashbrown::{Equivalent, HashMap};
 use metrics::{Counter, Histogram};
 use parking_lot::RwLock;
 
 use crate::metrics as metric;
+use crate::store::Outcome;
+
+/// The `outcome` label of a `/identify` answered `4xx` (refused input, a timeout, a wrong
+/// method): the request changed nothing.
+const REJECTED: &str = "rejected";
+
+/// One counter slot per [`Outcome`] (in [`Outcome::ALL`] order) and one for [`REJECTED`].
+const OUTCOME_SLOTS: usize = Outcome::ALL.len() + 1;
 
 /// The handles of one `(route, method, status)`: the latency histogram (by route and method)
 /// and the request counter (by route, method and status).
@@ -53,7 +62,9 @@ impl Equivalent<RouteKey> for RouteKeyRef<'_> {
 #[derive(Default)]
 pub struct RequestMetrics {
     routes: RwLock<HashMap<RouteKey, RouteHandles>>,
-    outcomes: RwLock<HashMap<&'static str, Counter>>,
+    /// `idrecon_identify_outcomes_total{outcome}` by slot, fetched on first use: a fixed slot
+    /// rather than a map, so counting is one load and one atomic add (issue 3).
+    outcomes: [OnceLock<Counter>; OUTCOME_SLOTS],
 }
 
 impl RequestMetrics {
@@ -95,15 +106,30 @@ impl RequestMetrics {
         handles.requests.increment(1);
     }
 
-    /// Counts one `/identify` outcome in `idrecon_identify_outcomes_total{outcome}`.
-    pub fn outcome(&self, outcome: &'static str) {
-        if let Some(counter) = self.outcomes.read().get(outcome) {
-            counter.increment(1);
-            return;
+    /// Counts one `/identify` request that `outcome` describes (answered `200`) in
+    /// `idrecon_identify_outcomes_total{outcome}`, labelled [`Outcome::metric_label`]. Called
+    /// by the handler, which knows the outcome, so the layer need not read it back from the
+    /// response's header.
+    pub fn outcome(&self, outcome: Outcome) {
+        let slot = Outcome::ALL
+            .iter()
+            .position(|&o| o == outcome)
+            .unwrap_or(OUTCOME_SLOTS - 1);
+        self.count_outcome(slot, outcome.metric_label());
+    }
+
+    /// Counts one `/identify` request answered `4xx` in
+    /// `idrecon_identify_outcomes_total{outcome="rejected"}`.
+    pub fn rejected(&self) {
+        self.count_outcome(OUTCOME_SLOTS - 1, REJECTED);
+    }
+
+    fn count_outcome(&self, slot: usize, label: &'static str) {
+        if let Some(counter) = self.outcomes.get(slot) {
+            counter
+                .get_or_init(|| ::metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => label))
+                .increment(1);
         }
-        let counter = ::metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => outcome);
-        counter.increment(1);
-        self.outcomes.write().insert(outcome, counter);
     }
 }
 
