@@ -190,13 +190,7 @@ impl Email {
             spaced |= b <= b' ' || b == 0x7f;
             ats += usize::from(b == b'@');
         }
-        let fail = |message: &str| {
-            Err(ValidationError::new(
-                "invalid_email",
-                message,
-                Some("email"),
-            ))
-        };
+        let fail = |message: &str| Err(invalid_email(message));
         if spaced {
             return fail("email must not contain white space or control characters");
         }
@@ -211,13 +205,7 @@ impl Email {
 
     /// The rules of SPEC.md §4 on any trimmed, non-empty text, Unicode included.
     fn parse_general(trimmed: &str) -> Result<Option<Email>, ValidationError> {
-        let fail = |message: &str| {
-            Err(ValidationError::new(
-                "invalid_email",
-                message,
-                Some("email"),
-            ))
-        };
+        let fail = |message: &str| Err(invalid_email(message));
         // Byte length is checked before lowercasing too, so a huge value is not copied.
         if trimmed.len() > MAX_EMAIL_BYTES * 4 {
             return fail("email must be at most 254 bytes");
@@ -274,6 +262,11 @@ impl fmt::Display for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The `invalid_email` error (field `email`) with `message` (SPEC.md §4).
+fn invalid_email(message: &str) -> ValidationError {
+    ValidationError::new("invalid_email", message, Some("email"))
 }
 
 /// A normalized, valid phone number (SPEC.md §4): trimmed, 1–[`MAX_PHONE_CHARS`] characters

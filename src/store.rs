@@ -622,13 +622,7 @@ impl Store {
                     answer: render(&identity),
                     // Everything a pure read reveals was last changed at `changed_at` (older
                     // changes to the identity are durable or have smaller LSNs).
-                    // When every applied event is durable (the usual case on a read-mostly
-                    // load) nothing needs looking up: one atomic load instead of a probe.
-                    changed_at: if self.wal.durable_lsn() >= state.lsn {
-                        0
-                    } else {
-                        state.changed.get(&key).copied().unwrap_or(0)
-                    },
+                    changed_at: Self::changed_at(&self.wal, &state, key),
                 },
                 Decision::Write(events) => Decided::Write {
                     events,
@@ -719,6 +713,16 @@ impl Store {
         }
     }
 
+    /// The LSN a read of the identity `key` must wait for: its last change ([`Self::mark_changed`]),
+    /// or 0 when it has none pending. When every applied event is durable (the usual case on a
+    /// read-mostly load) nothing is looked up: one atomic load instead of a probe (issue 3).
+    fn changed_at(wal: &Wal, state: &State, key: IdentityKey) -> Lsn {
+        if wal.durable_lsn() >= state.lsn {
+            return 0;
+        }
+        state.changed.get(&key).copied().unwrap_or(0)
+    }
+
     /// Remembers that the identity `key` was last changed at the state's LSN (pure reads of it
     /// wait for that LSN), pruning entries already durable now and then.
     fn mark_changed(wal: &Wal, state: &mut State, key: IdentityKey) {
@@ -744,7 +748,7 @@ impl Store {
             }
             let lookup = state.graph.lookup(request);
             let lsn = match &lookup {
-                Lookup::Found(key, _) => state.changed.get(key).copied().unwrap_or(0),
+                Lookup::Found(key, _) => Self::changed_at(&self.wal, &state, *key),
                 // A conflict or a miss reveals the state of two identities or of none: wait
                 // for everything applied.
                 Lookup::Conflict { .. } | Lookup::NotFound => state.lsn,

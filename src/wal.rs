@@ -547,11 +547,11 @@ impl Wal {
         segments: VecDeque<SegmentFile>,
         active: ActiveSegment,
     ) -> Result<Wal, WalError> {
+        let recovered = next_lsn.saturating_sub(1);
         let (durable, _) = watch::channel(DurableState {
-            lsn: next_lsn.saturating_sub(1),
+            lsn: recovered,
             failed: false,
         });
-        let durable_lsn = AtomicU64::new(next_lsn.saturating_sub(1));
         let shared = Arc::new(Shared {
             storage,
             dir: dir.to_path_buf(),
@@ -570,7 +570,7 @@ impl Wal {
             work: Condvar::new(),
             rolled: Condvar::new(),
             durable,
-            durable_lsn,
+            durable_lsn: AtomicU64::new(recovered),
             segments: Mutex::new(segments),
             stats: AtomicStats::default(),
         });
@@ -651,9 +651,6 @@ impl Wal {
             return Ok(());
         }
         let mut rx = self.shared.durable.subscribe();
-        if rx.borrow().lsn >= lsn {
-            return Ok(());
-        }
         let last = self.last_lsn();
         if lsn > last {
             return Err(WalError::NotAppended { lsn, last });

@@ -21,9 +21,6 @@ use crate::store::Outcome;
 /// method): the request changed nothing.
 const REJECTED: &str = "rejected";
 
-/// One counter slot per [`Outcome`] (in [`Outcome::ALL`] order) and one for [`REJECTED`].
-const OUTCOME_SLOTS: usize = Outcome::ALL.len() + 1;
-
 /// The handles of one `(route, method, status)`: the latency histogram (by route and method)
 /// and the request counter (by route, method and status).
 #[derive(Clone)]
@@ -62,9 +59,12 @@ impl Equivalent<RouteKey> for RouteKeyRef<'_> {
 #[derive(Default)]
 pub struct RequestMetrics {
     routes: RwLock<HashMap<RouteKey, RouteHandles>>,
-    /// `idrecon_identify_outcomes_total{outcome}` by slot, fetched on first use: a fixed slot
-    /// rather than a map, so counting is one load and one atomic add (issue 3).
-    outcomes: [OnceLock<Counter>; OUTCOME_SLOTS],
+    /// `idrecon_identify_outcomes_total{outcome}` of each [`Outcome`], indexed by its
+    /// declaration order (that of [`Outcome::ALL`]), fetched on first use: a fixed slot rather
+    /// than a map, so counting is one load and one atomic add (issue 3).
+    outcomes: [OnceLock<Counter>; Outcome::ALL.len()],
+    /// The same counter for [`REJECTED`].
+    rejected: OnceLock<Counter>,
 }
 
 impl RequestMetrics {
@@ -111,32 +111,36 @@ impl RequestMetrics {
     /// by the handler, which knows the outcome, so the layer need not read it back from the
     /// response's header.
     pub fn outcome(&self, outcome: Outcome) {
-        let slot = Outcome::ALL
-            .iter()
-            .position(|&o| o == outcome)
-            .unwrap_or(OUTCOME_SLOTS - 1);
-        self.count_outcome(slot, outcome.metric_label());
+        if let Some(counter) = self.outcomes.get(outcome as usize) {
+            count_outcome(counter, outcome.metric_label());
+        }
     }
 
     /// Counts one `/identify` request answered `4xx` in
     /// `idrecon_identify_outcomes_total{outcome="rejected"}`.
     pub fn rejected(&self) {
-        self.count_outcome(OUTCOME_SLOTS - 1, REJECTED);
+        count_outcome(&self.rejected, REJECTED);
     }
+}
 
-    fn count_outcome(&self, slot: usize, label: &'static str) {
-        if let Some(counter) = self.outcomes.get(slot) {
-            counter
-                .get_or_init(|| ::metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => label))
-                .increment(1);
-        }
-    }
+/// Adds one to the outcome counter in `slot`, fetching it with `label` on first use.
+fn count_outcome(slot: &OnceLock<Counter>, label: &'static str) {
+    slot.get_or_init(|| ::metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => label))
+        .increment(1);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::hash::BuildHasher;
+
+    /// Each outcome's counter slot is its place in [`Outcome::ALL`], so no two share one.
+    #[test]
+    fn outcome_slots_follow_the_declaration_order() {
+        for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome as usize, i, "{outcome:?}");
+        }
+    }
 
     /// The borrowed key finds the owned one: same hash, and equal exactly when all three
     /// labels are.
