@@ -147,15 +147,26 @@ pub struct Identity {
 /// The parts of a consolidated identity an answer is rendered from (SPEC.md §3 step 5), in
 /// answer order: implemented by the owned [`Identity`] and by the borrowed [`IdentityView`], so
 /// one encoder (`http::IdentifyAnswer`) serves both.
+///
+/// Emails and phones are given as their UTF-8 bytes, as stored: the encoder copies a plain
+/// ASCII value without reading it as text first (issue 3: the UTF-8 check of every answered
+/// value cost about 50 instructions each). They are always valid UTF-8 (values are stored from
+/// `&str`; an erased one is zero bytes); [`stored_text`] reads one as text.
 pub trait IdentityParts {
     /// Id of the identity's primary contact.
     fn primary_contact_id(&self) -> ContactId;
     /// Distinct emails: the primary's first, then in age order of first carrier.
-    fn emails(&self) -> impl Iterator<Item = &str>;
+    fn emails(&self) -> impl Iterator<Item = &[u8]>;
     /// Distinct phones, ordered like the emails.
-    fn phone_numbers(&self) -> impl Iterator<Item = &str>;
+    fn phone_numbers(&self) -> impl Iterator<Item = &[u8]>;
     /// Ids of every live secondary, in age order.
     fn secondary_contact_ids(&self) -> impl Iterator<Item = ContactId>;
+}
+
+/// A value of [`IdentityParts`] as text; bytes that are not UTF-8 (which only a damaged arena
+/// could hold) read as empty, as [`crate::arena::Arena::get`] reads them.
+pub fn stored_text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 impl IdentityParts for Identity {
@@ -163,12 +174,12 @@ impl IdentityParts for Identity {
         self.primary_contact_id
     }
 
-    fn emails(&self) -> impl Iterator<Item = &str> {
-        self.emails.iter().map(Email::as_str)
+    fn emails(&self) -> impl Iterator<Item = &[u8]> {
+        self.emails.iter().map(|e| e.as_str().as_bytes())
     }
 
-    fn phone_numbers(&self) -> impl Iterator<Item = &str> {
-        self.phone_numbers.iter().map(Phone::as_str)
+    fn phone_numbers(&self) -> impl Iterator<Item = &[u8]> {
+        self.phone_numbers.iter().map(|p| p.as_str().as_bytes())
     }
 
     fn secondary_contact_ids(&self) -> impl Iterator<Item = ContactId> {
@@ -200,30 +211,38 @@ impl IdentityView<'_> {
     pub fn to_identity(&self) -> Identity {
         Identity {
             primary_contact_id: self.primary_contact_id(),
-            emails: self.emails().map(Email::from_stored).collect(),
-            phone_numbers: self.phone_numbers().map(Phone::from_stored).collect(),
+            emails: self
+                .emails()
+                .map(|bytes| Email::from_stored(stored_text(bytes)))
+                .collect(),
+            phone_numbers: self
+                .phone_numbers()
+                .map(|bytes| Phone::from_stored(stored_text(bytes)))
+                .collect(),
             secondary_contact_ids: self.secondary_contact_ids().collect(),
         }
     }
 
     /// The distinct values `value_of` gives the members, in member order (first occurrence
     /// wins): by a scan of the earlier members for the usual handful, through a hash set for
-    /// large identities. Values are compared as stored bytes; only answered ones are read as
-    /// text.
-    fn distinct(&self, value_of: ValueOf) -> impl Iterator<Item = &str> + use<'_> {
+    /// large identities. Values are compared and given as stored bytes. `value_of` is a
+    /// closure type rather than a [`ValueOf`] pointer so that it is inlined into the scan.
+    fn distinct(
+        &self,
+        value_of: impl Fn(&Node) -> Option<StrRef> + Copy,
+    ) -> impl Iterator<Item = &[u8]> {
         let graph = self.graph;
         let stored = move |slot: u32| value_of(&graph.nodes[slot as usize]);
         let mut seen = (self.order.len() > 32).then(hashbrown::HashSet::new);
         self.order.iter().enumerate().filter_map(move |(i, &slot)| {
-            let value = stored(slot)?;
-            let bytes = graph.values.bytes(value);
+            let bytes = graph.values.bytes(stored(slot)?);
             let first = match seen.as_mut() {
                 Some(seen) => seen.insert(bytes),
                 None => !self.order[..i]
                     .iter()
                     .any(|&s| stored(s).is_some_and(|r| graph.values.bytes(r) == bytes)),
             };
-            first.then(|| graph.values.get(value))
+            first.then_some(bytes)
         })
     }
 }
@@ -233,11 +252,11 @@ impl IdentityParts for IdentityView<'_> {
         self.graph.nodes[self.primary as usize].id
     }
 
-    fn emails(&self) -> impl Iterator<Item = &str> {
+    fn emails(&self) -> impl Iterator<Item = &[u8]> {
         self.distinct(|node| node.email)
     }
 
-    fn phone_numbers(&self) -> impl Iterator<Item = &str> {
+    fn phone_numbers(&self) -> impl Iterator<Item = &[u8]> {
         self.distinct(|node| node.phone)
     }
 

@@ -3,18 +3,22 @@
 //!
 //! The answer has one fixed shape, so it is written directly rather than through serde's map
 //! machinery: the keys are constant bytes, ids are formatted with `itoa`, and a value is copied
-//! between quotes when none of its bytes needs escaping. A value that does (a quote or a
-//! backslash, both legal in an email's local part; control characters are refused by the
-//! normalizer) and the optional `rows` go through serde_json. The bytes are exactly
+//! between quotes when it is ASCII and none of its bytes needs escaping. A value that is not
+//! (non-ASCII text, a quote or a backslash, both legal in an email's local part; control
+//! characters are refused by the normalizer) and the optional `rows` go through serde_json. The bytes are exactly
 //! serde_json's for the same shape, which the tests below check against `serde_json::json!` for
 //! arbitrary values. On a pure-read `/identify` this saves about 1 500 instructions of ~35 000
 //! in user space: serde_json looks every byte of every key and value up in its escape table
 //! (issue 3, BENCHMARKS.md).
 
 use crate::contact::ContactRow;
-use crate::graph::{Identity, IdentityParts};
+use crate::graph::{Identity, IdentityParts, stored_text};
 
 use super::ResponseKey;
+
+/// Bytes of the per-thread answer buffer kept between answers: room for a typical answer
+/// (about 300 bytes) with no regrowth while writing.
+const SCRATCH_KEPT: usize = 512;
 
 /// `{"contact": {...}}` with the configured primary key spelling (SPEC.md §3 step 5), from an
 /// owned [`Identity`] or from an [`crate::graph::IdentityView`] read in place.
@@ -33,12 +37,41 @@ impl<I: IdentityParts> IdentifyAnswer<'_, I> {
     /// of or after `primaryContactId` as `key` says, and `,"rows":[...]` before the last brace
     /// when `rows` is set.
     ///
+    /// The vector's capacity is its length: it is written into a per-thread scratch buffer and
+    /// copied out at its exact size, so that `Bytes::from` takes it over as it is. A vector
+    /// with spare capacity costs `Bytes` a second allocation for its shared header, and its
+    /// drop a second free (issue 3: about 150 instructions per answer against a 150-byte copy,
+    /// BENCHMARKS.md seventeenth pass).
+    ///
     /// # Errors
     /// A serde_json error if serializing `rows` fails (it cannot for [`ContactRow`]s, whose
     /// fields are strings, numbers and nulls).
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        // Room for a typical answer (about 300 bytes) up front: no regrowth while writing.
-        let mut out = Vec::with_capacity(512);
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> =
+                std::cell::RefCell::new(Vec::with_capacity(SCRATCH_KEPT));
+        }
+        SCRATCH
+            .try_with(|scratch| match scratch.try_borrow_mut() {
+                Ok(mut scratch) => {
+                    scratch.clear();
+                    let written = self.write_json(&mut scratch);
+                    let json = scratch.as_slice().to_vec();
+                    if scratch.capacity() > SCRATCH_KEPT {
+                        // A large answer (an identity's rows) does not pin its memory.
+                        *scratch = Vec::with_capacity(SCRATCH_KEPT);
+                    }
+                    written.map(|()| json)
+                }
+                Err(_) => self.to_json_unbuffered(),
+            })
+            .unwrap_or_else(|_| self.to_json_unbuffered())
+    }
+
+    /// [`IdentifyAnswer::to_json`] without the scratch buffer (when it is in use or gone:
+    /// during the thread's exit).
+    fn to_json_unbuffered(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut out = Vec::with_capacity(SCRATCH_KEPT);
         self.write_json(&mut out)?;
         Ok(out)
     }
@@ -84,52 +117,59 @@ impl<I: IdentityParts> IdentifyAnswer<'_, I> {
     }
 }
 
-/// A JSON array of strings (RFC 8259 §7).
+/// A JSON array of strings (RFC 8259 §7) from values' UTF-8 bytes ([`IdentityParts`]).
 fn write_strings<'s>(
     out: &mut Vec<u8>,
-    values: impl Iterator<Item = &'s str>,
+    values: impl Iterator<Item = &'s [u8]>,
 ) -> Result<(), serde_json::Error> {
     out.push(b'[');
     for (i, value) in values.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        if any_needs_escape(value.as_bytes()) {
-            serde_json::to_writer(&mut *out, value)?;
+        if is_plain(value) {
+            out.push(b'"');
+            out.extend_from_slice(value);
+            out.push(b'"');
         } else {
-            out.push(b'"');
-            out.extend_from_slice(value.as_bytes());
-            out.push(b'"');
+            serde_json::to_writer(&mut *out, stored_text(value))?;
         }
     }
     out.push(b']');
     Ok(())
 }
 
-/// Whether any of `bytes` must be escaped in a JSON string ([`needs_escape`]), eight bytes at a
-/// time: a word has a byte below 0x20 when `(x - 0x20…20) & !x & 0x80…80` is non-zero, and a
-/// byte equal to `c` when the same test for "below 1" holds for `x ^ c…c` (the classic
-/// "has less than" / "has zero byte" word tests, which are exact about whether such a byte
-/// exists). A byte-wise `any` cannot be vectorized for its early exit and cost about 500
-/// instructions per pure-read answer (issue 3, BENCHMARKS.md fifteenth pass).
-fn any_needs_escape(bytes: &[u8]) -> bool {
+/// Whether `bytes` can be written between quotes as they are: all ASCII and none that must be
+/// escaped in a JSON string ([`needs_escape`]). Anything else (non-ASCII text, whose UTF-8 is
+/// checked, and values with a quote or a backslash) goes through serde_json. Eight bytes at a
+/// time: a word has a byte with its high bit set when `x & 0x80…80` is non-zero; in a word
+/// without one, a byte below 0x20 when `(x - 0x20…20) & !x & 0x80…80` is non-zero, and a byte
+/// equal to `c` when the same test for "below 1" holds for `x ^ c…c` (the classic "has less
+/// than" / "has zero byte" word tests, exact about whether such a byte exists). One pass
+/// replaces the separate ASCII check of reading the value as text and the escape test (issue
+/// 3, BENCHMARKS.md fifteenth and seventeenth passes).
+fn is_plain(bytes: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let has_less = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS != 0;
     let mut words = bytes.chunks_exact(8);
     for word in &mut words {
         let Ok(word) = <[u8; 8]>::try_from(word) else {
-            return true;
+            return false;
         };
         let x = u64::from_ne_bytes(word);
-        if has_less(x, 0x20)
+        if x & HIGHS != 0
+            || has_less(x, 0x20)
             || has_less(x ^ (ONES * u64::from(b'"')), 1)
             || has_less(x ^ (ONES * u64::from(b'\\')), 1)
         {
-            return true;
+            return false;
         }
     }
-    words.remainder().iter().copied().any(needs_escape)
+    words
+        .remainder()
+        .iter()
+        .all(|&byte| byte.is_ascii() && !needs_escape(byte))
 }
 
 /// Whether `byte` must be escaped in a JSON string (RFC 8259 §7: the quote, the backslash and
@@ -239,25 +279,73 @@ mod tests {
         );
     }
 
-    /// The word-at-a-time test agrees with the byte-wise rule for every byte value at every
-    /// position of the first two words and the tail, among bytes that need no escape.
+    /// The per-thread buffer is cleared between answers and given up after a large one:
+    /// answers written after a large answer are byte-identical to fresh ones, and every answer
+    /// comes out at its exact size.
     #[test]
-    fn word_test_finds_every_byte_that_needs_escaping() {
+    fn answers_after_a_large_one_are_unchanged() {
+        let emails: Vec<String> = (0..40)
+            .map(|i| format!("customer{i}@example.com"))
+            .collect();
+        let large = owned(
+            9,
+            &emails,
+            &["123".to_owned()],
+            &(10..50).collect::<Vec<_>>(),
+        );
+        let small = owned(1, &["a@b.c".to_owned()], &[], &[]);
+        let answer = |identity| IdentifyAnswer {
+            identity,
+            key: ResponseKey::PrimaryContactId,
+            rows: None,
+        };
+        let before = answer(&small).to_json().unwrap();
+        let big = answer(&large).to_json().unwrap();
+        assert!(big.len() > SCRATCH_KEPT);
+        assert_eq!(
+            String::from_utf8(big.clone()).unwrap(),
+            expected(
+                (
+                    9,
+                    &emails,
+                    &["123".to_owned()],
+                    &(10..50).collect::<Vec<_>>()
+                ),
+                ResponseKey::PrimaryContactId,
+                None
+            )
+        );
+        let after = answer(&small).to_json().unwrap();
+        assert_eq!(before, after);
+        assert_eq!(
+            after,
+            br#"{"contact":{"primaryContactId":1,"emails":["a@b.c"],"phoneNumbers":[],"secondaryContactIds":[]}}"#
+        );
+        for json in [&before, &big, &after] {
+            assert_eq!(json.len(), json.capacity());
+        }
+    }
+
+    /// The word-at-a-time test agrees with the byte-wise rule (ASCII and no escape) for every
+    /// byte value at every position of the first two words and the tail, among plain bytes.
+    #[test]
+    fn word_test_finds_every_byte_that_is_not_plain() {
         for len in [1, 7, 8, 9, 16, 19] {
             for position in 0..len {
                 for byte in 0..=255u8 {
                     let mut text = vec![b'a'; len];
                     text[position] = byte;
                     assert_eq!(
-                        any_needs_escape(&text),
-                        needs_escape(byte),
+                        is_plain(&text),
+                        byte.is_ascii() && !needs_escape(byte),
                         "byte {byte:#x} at {position} of {len}"
                     );
                 }
             }
         }
-        assert!(!any_needs_escape(b""));
-        assert!(!any_needs_escape("\u{7f}\u{e9}~ !#[]".as_bytes()));
+        assert!(is_plain(b""));
+        assert!(is_plain(b"\x7f~ !#[]abcdefgh@example.com"));
+        assert!(!is_plain("lorraine.é@hillvalley.edu".as_bytes()));
     }
 
     proptest! {

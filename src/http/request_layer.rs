@@ -47,9 +47,14 @@ use super::{ApiError, REQUEST_ID_HEADER};
 use crate::metrics as metric;
 
 /// The layer: shared metric handles, the route templates and the request deadline. Cheap to
-/// clone (two `Arc`s).
+/// clone (one `Arc`: every request's [`Answer`] holds a clone until it finishes).
 #[derive(Clone)]
 pub struct RequestLayer {
+    shared: Arc<Shared>,
+}
+
+/// What every request of a [`RequestLayer`] reads.
+struct Shared {
     metrics: Arc<RequestMetrics>,
     routes: Arc<RouteTable>,
     timeout: Duration,
@@ -65,9 +70,11 @@ impl RequestLayer {
         timeout: Duration,
     ) -> RequestLayer {
         RequestLayer {
-            metrics,
-            routes,
-            timeout,
+            shared: Arc::new(Shared {
+                metrics,
+                routes,
+                timeout,
+            }),
         }
     }
 }
@@ -101,7 +108,9 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    /// Not boxed: hyper keeps one boxed slot per connection for the service's future and
+    /// reuses it, so a box here would be one more allocation per request (issue 3).
+    type Future = Answer<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -109,17 +118,9 @@ where
 
     fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
         let started = Instant::now();
-        // The service polled ready is the one called; a fresh clone waits for the next call
-        // (tower's contract for services moved into a future).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
+        let layer = Arc::clone(&self.layer.shared);
 
-        let request_id = req
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .cloned()
-            .unwrap_or_else(new_request_id);
+        let request_id = client_request_id(req.headers()).unwrap_or_else(new_request_id);
         let method = metric::method_label(req.method());
         let route = layer.routes.lookup(req.uri().path());
         let span = tracing::debug_span!(
@@ -130,8 +131,10 @@ where
         );
 
         let deadline = started + layer.timeout;
-        Box::pin(Answer {
-            handled: WithinDeadline::new(inner.call(req.map(Body::new)), deadline),
+        // The inner service polled ready is the one called (tower's contract); its future
+        // owns what it needs, so no clone of the service is moved into ours.
+        Answer {
+            handled: WithinDeadline::new(self.inner.call(req.map(Body::new)), deadline),
             finish: Some(Finish {
                 started,
                 layer,
@@ -140,7 +143,7 @@ where
                 request_id,
                 span,
             }),
-        })
+        }
     }
 }
 
@@ -151,8 +154,8 @@ pin_project_lite::pin_project! {
     /// handler's future (several hundred bytes) from one state machine into the next three
     /// times per request, about 300 instructions of `memcpy` (issue 3, BENCHMARKS.md
     /// sixteenth pass). Polled again after it is ready, it polls the finished handler again,
-    /// as the `async` block it replaces did.
-    struct Answer<F> {
+    /// as the `async` block it replaces did. Public only as [`RequestService`]'s future type.
+    pub struct Answer<F> {
         #[pin]
         handled: WithinDeadline<F>,
         finish: Option<Finish>,
@@ -162,7 +165,7 @@ pin_project_lite::pin_project! {
 /// What the request layer does once the handler has answered (or the deadline passed).
 struct Finish {
     started: Instant,
-    layer: RequestLayer,
+    layer: Arc<Shared>,
     route: Route,
     method: &'static str,
     request_id: HeaderValue,
@@ -278,6 +281,17 @@ impl<F: Future> Future for WithinDeadline<F> {
     }
 }
 
+/// The request's first `x-request-id` value, found by comparing names rather than through
+/// `HeaderMap::get`, which hashes the custom name byte by byte (about 150 instructions; a
+/// request has a handful of headers, and comparing a standard name with a custom one is a tag
+/// check: issue 3, BENCHMARKS.md seventeenth pass).
+fn client_request_id(headers: &axum::http::HeaderMap) -> Option<HeaderValue> {
+    headers
+        .iter()
+        .find(|(name, _)| *name == REQUEST_ID_HEADER)
+        .map(|(_, value)| value.clone())
+}
+
 /// A new request id: a UUID v4 in its hyphenated lower-case form (RFC 9562 §5.4).
 fn new_request_id() -> HeaderValue {
     let mut text = uuid::Uuid::encode_buffer();
@@ -324,6 +338,28 @@ mod tests {
     /// A future that finishes on its first poll is answered without a timer: this runtime has
     /// no time driver, so arming one would panic, and the deadline, already past, is not
     /// looked at (as `tokio::time::timeout_at` polls the future before its deadline).
+    #[test]
+    fn the_client_request_id_is_the_first_value_of_its_header() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(axum::http::header::HOST, HeaderValue::from_static("x"));
+        headers.insert("x-request-ids", HeaderValue::from_static("not this"));
+        assert_eq!(client_request_id(&headers), None);
+        headers.append(REQUEST_ID_HEADER, HeaderValue::from_static("first"));
+        headers.append(REQUEST_ID_HEADER, HeaderValue::from_static("second"));
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("y"),
+        );
+        assert_eq!(
+            client_request_id(&headers),
+            headers.get(REQUEST_ID_HEADER).cloned()
+        );
+        assert_eq!(
+            client_request_id(&headers),
+            Some(HeaderValue::from_static("first"))
+        );
+    }
+
     #[test]
     fn a_future_ready_at_once_needs_no_timer() {
         let runtime = tokio::runtime::Builder::new_current_thread()
