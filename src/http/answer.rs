@@ -5,9 +5,9 @@
 //! machinery: the keys are constant bytes, ids are formatted with `itoa`, and a value is copied
 //! between quotes when it is ASCII and none of its bytes needs escaping. A value that is not
 //! (non-ASCII text, a quote or a backslash, both legal in an email's local part; control
-//! characters are refused by the normalizer) and the optional `rows` go through serde_json. The bytes are exactly
-//! serde_json's for the same shape, which the tests below check against `serde_json::json!` for
-//! arbitrary values. On a pure-read `/identify` this saves about 1 500 instructions of ~35 000
+//! characters are refused by the normalizer) and the optional `rows` go through serde_json.
+//! The bytes are exactly serde_json's for the same shape, which the tests below check against
+//! `serde_json::json!` for arbitrary values. On a pure-read `/identify` this saves about 1 500 instructions of ~35 000
 //! in user space: serde_json looks every byte of every key and value up in its escape table
 //! (issue 3, BENCHMARKS.md).
 
