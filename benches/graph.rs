@@ -108,7 +108,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let request = parse_identify_body(black_box(known.as_bytes()), &Normalizer::default())
                 .expect("valid");
-            match base.decide(&request, Timestamp(0)) {
+            match base.decide(&request, || Timestamp(0)) {
                 Decision::Read(_, identity) => black_box(identity.to_identity()),
                 Decision::Write(_) => unreachable!("a known customer is a pure read"),
             }
@@ -125,7 +125,7 @@ fn benches(c: &mut Criterion) {
                 let request =
                     parse_identify_body(black_box(known.as_bytes()), &Normalizer::default())
                         .expect("valid");
-                match base.decide(&request, Timestamp(0)) {
+                match base.decide(&request, || Timestamp(0)) {
                     Decision::Read(_, identity) => {
                         json.clear();
                         let answer = IdentifyAnswer {
@@ -144,7 +144,7 @@ fn benches(c: &mut Criterion) {
 
     let request = parse_identify_body(known.as_bytes(), &Normalizer::default()).expect("valid");
     c.bench_function("pure-read decide: plan + answer (1M contacts)", |b| {
-        b.iter(|| match base.decide(black_box(&request), Timestamp(0)) {
+        b.iter(|| match base.decide(black_box(&request), || Timestamp(0)) {
             Decision::Read(_, identity) => black_box(identity.to_identity()),
             Decision::Write(_) => unreachable!("a known customer is a pure read"),
         });

@@ -75,7 +75,7 @@ fn read_latency(csv: &Path, requests: &Path, passes: usize) -> anyhow::Result<()
         for line in &lines {
             let request = parse_identify_body(black_box(line.as_bytes()), &normalizer)
                 .map_err(|e| anyhow::anyhow!("{}: {line}", e.message))?;
-            match graph.decide(&request, Timestamp(0)) {
+            match graph.decide(&request, || Timestamp(0)) {
                 Decision::Read(_, identity) => black_box(identity.to_identity()),
                 Decision::Write(_) => bail!("not a pure read: {line}"),
             };

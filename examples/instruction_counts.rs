@@ -56,7 +56,7 @@ fn main() {
                 Err(error) => fail(&error.to_string()),
             };
             for _ in 0..n {
-                match graph.decide(black_box(&request), Timestamp(0)) {
+                match graph.decide(black_box(&request), || Timestamp(0)) {
                     Decision::Read(_, identity) => answered += identity.to_identity().emails.len(),
                     Decision::Write(_) => fail("a known customer must be a pure read"),
                 }

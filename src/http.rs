@@ -315,7 +315,6 @@ pub type App = request_layer::RequestService<Router>;
 /// extension in a map of its own; a new route with a body must read it the same way.
 pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
     metric::install();
-    let request_metrics = Arc::new(request_metrics::RequestMetrics::default());
     let timeout = options.request_timeout;
     let (routes, openapi) = api_routes(&options).split_for_parts();
     // The OpenAPI document describes `/metrics` too (`openapi::metrics_doc`), but its handler
@@ -326,6 +325,7 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
         templates.push(METRICS_PATH.to_owned());
     }
     let route_table = Arc::new(route_table::RouteTable::new(templates));
+    let request_metrics = Arc::new(request_metrics::RequestMetrics::new(route_table.len()));
     let document = crate::openapi::document(
         &openapi,
         options.response_key,

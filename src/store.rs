@@ -611,13 +611,13 @@ impl Store {
             Read { answer: T, changed_at: Lsn },
             Write { events: Vec<Event>, planned_at: Lsn },
         }
-        let now = Timestamp::now();
         let decided = {
             let state = self.state.read();
             if state.lsn == Lsn::MAX {
                 return Err(StoreError::Unavailable);
             }
-            match state.graph.decide(request, now) {
+            // The clock is read only if the request writes (a pure read stamps nothing).
+            match state.graph.decide(request, Timestamp::now) {
                 Decision::Read(key, identity) => Decided::Read {
                     answer: render(&identity),
                     // Everything a pure read reveals was last changed at `changed_at` (older
@@ -644,11 +644,13 @@ impl Store {
             let mut state = self.state.write();
             // The plan made under the shared lock holds if no event was applied since (every
             // change of the graph is an event with the next LSN, and `plan` depends only on the
-            // graph, the request and `now`); otherwise plan again under the write lock.
+            // graph, the request and the time it read); otherwise plan again under the write
+            // lock, at the time of this second plan (the graph's clock never goes back:
+            // `IdentityGraph::clock`).
             let events = if state.lsn == planned_at {
                 planned
             } else {
-                state.graph.plan(request, now)
+                state.graph.plan(request, Timestamp::now())
             };
             let mut outcome = Outcome::PureRead;
             for event in &events {

@@ -210,7 +210,13 @@ impl Finish {
         let elapsed = self.started.elapsed();
         let status = response.status();
         let route = self.layer.routes.label(self.route);
-        record(&self.layer.metrics, route, self.method, &response, elapsed);
+        record(
+            &self.layer.metrics,
+            (self.route, route),
+            self.method,
+            &response,
+            elapsed,
+        );
         if !self.span.is_disabled() || status.is_server_error() {
             let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
             self.span.in_scope(|| {
@@ -309,16 +315,16 @@ fn new_request_id() -> HeaderValue {
 /// [`RequestMetrics::outcome`]).
 fn record(
     metrics: &RequestMetrics,
-    route: &str,
+    (route, label): (Route, &str),
     method: &'static str,
     response: &Response,
     elapsed: Duration,
 ) {
     let status = response.status();
-    if route == "/identify" && status.is_client_error() {
+    if label == "/identify" && status.is_client_error() {
         metrics.rejected();
     }
-    metrics.request(route, method, status.as_u16(), elapsed.as_secs_f64());
+    metrics.request(route, label, method, status.as_u16(), elapsed.as_secs_f64());
 }
 
 #[cfg(test)]

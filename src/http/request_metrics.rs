@@ -3,9 +3,11 @@
 //! `metrics::counter!(name, labels…)` builds a key (allocating each label's text) and looks it up
 //! in the recorder's registry on every call; three such calls were a measurable part of a
 //! pure-read `/identify` (issue 3, BENCHMARKS.md "third pass"). [`RequestMetrics`] asks the
-//! recorder once per label set and keeps the handles, so a request then costs one read-locked
-//! hash lookup and no allocation. The recorded series are exactly those the macros record
-//! (`tests/metrics.rs` reads them back from `/metrics`).
+//! recorder once per label set and keeps the handles, so a request then costs no allocation:
+//! an answer `200` to `GET` or `POST` of a known route (nearly every request) finds its handles
+//! in a fixed slot by route index, any other label set in a read-locked map. The recorded
+//! series are exactly those the macros record (`tests/metrics.rs` reads them back from
+//! `/metrics`).
 
 use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
@@ -14,6 +16,7 @@ use hashbrown::{Equivalent, HashMap};
 use metrics::{Counter, Histogram};
 use parking_lot::RwLock;
 
+use super::route_table::Route;
 use crate::metrics as metric;
 use crate::store::Outcome;
 
@@ -53,11 +56,20 @@ impl Equivalent<RouteKey> for RouteKeyRef<'_> {
     }
 }
 
+/// The methods whose `200` answers have fixed slots ([`RequestMetrics::new`]), in slot order.
+const SLOT_METHODS: [&str; 2] = ["GET", "POST"];
+
 /// Metric handles of the HTTP layer, fetched from the installed recorder on first use of each
 /// label set. Create it after [`crate::metrics::install`] (as [`crate::http::router`] does):
 /// handles fetched before a recorder is installed record nowhere.
 #[derive(Default)]
 pub struct RequestMetrics {
+    /// The handles of `(route, method, 200)` for each route index of the router's
+    /// [`super::route_table::RouteTable`] and each of [`SLOT_METHODS`], fetched on first use:
+    /// a slot rather than a map entry, so the usual request records without hashing its route
+    /// or taking a lock (about 100 instructions; issue 3).
+    ok: Box<[[OnceLock<RouteHandles>; SLOT_METHODS.len()]]>,
+    /// The handles of every other label set (unmatched routes, other methods, other statuses).
     routes: RwLock<HashMap<RouteKey, RouteHandles>>,
     /// `idrecon_identify_outcomes_total{outcome}` of each [`Outcome`], indexed by its
     /// declaration order (that of [`Outcome::ALL`]), fetched on first use: a fixed slot rather
@@ -68,11 +80,42 @@ pub struct RequestMetrics {
 }
 
 impl RequestMetrics {
+    /// Handles for a router of `routes` route templates (the length of its
+    /// [`super::route_table::RouteTable`]): one fixed slot per template and slotted method.
+    pub fn new(routes: usize) -> RequestMetrics {
+        RequestMetrics {
+            ok: (0..routes).map(|_| Default::default()).collect(),
+            ..RequestMetrics::default()
+        }
+    }
+
     /// Records one answered request: `seconds` from request head to response head into
     /// `idrecon_http_request_duration_seconds{route,method}` and one into
-    /// `idrecon_http_requests_total{route,method,status}`.
-    pub fn request(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
-        let key = RouteKeyRef(route, method, status);
+    /// `idrecon_http_requests_total{route,method,status}`. `route` is the request's route and
+    /// `label` its label ([`super::route_table::RouteTable::label`]).
+    pub fn request(
+        &self,
+        route: Route,
+        label: &str,
+        method: &'static str,
+        status: u16,
+        seconds: f64,
+    ) {
+        let slot = (status == 200)
+            .then(|| route.index())
+            .flatten()
+            .and_then(|index| self.ok.get(index))
+            .and_then(|slots| {
+                let method = SLOT_METHODS.iter().position(|m| *m == method)?;
+                slots.get(method)
+            });
+        if let Some(slot) = slot {
+            let handles = slot.get_or_init(|| Self::fetch(label, method, status));
+            handles.duration.record(seconds);
+            handles.requests.increment(1);
+            return;
+        }
+        let key = RouteKeyRef(label, method, status);
         // The usual case records through the cached handles in place (no handle clones: each
         // is an `Arc` whose count would go up and down).
         if let Some(handles) = self.routes.read().get(&key) {
@@ -80,30 +123,32 @@ impl RequestMetrics {
             handles.requests.increment(1);
             return;
         }
-        let handles = {
-            let handles = RouteHandles {
-                duration: ::metrics::histogram!(
-                    metric::HTTP_REQUEST_DURATION,
-                    "route" => route.to_owned(),
-                    "method" => method
-                ),
-                requests: ::metrics::counter!(
-                    metric::HTTP_REQUESTS,
-                    "route" => route.to_owned(),
-                    "method" => method,
-                    "status" => status.to_string()
-                ),
-            };
-            let owned = RouteKey {
-                route: route.to_owned(),
-                method,
-                status,
-            };
-            self.routes.write().insert(owned, handles.clone());
-            handles
+        let handles = Self::fetch(label, method, status);
+        let owned = RouteKey {
+            route: label.to_owned(),
+            method,
+            status,
         };
+        self.routes.write().insert(owned, handles.clone());
         handles.duration.record(seconds);
         handles.requests.increment(1);
+    }
+
+    /// The recorder's handles of one label set.
+    fn fetch(route: &str, method: &'static str, status: u16) -> RouteHandles {
+        RouteHandles {
+            duration: ::metrics::histogram!(
+                metric::HTTP_REQUEST_DURATION,
+                "route" => route.to_owned(),
+                "method" => method
+            ),
+            requests: ::metrics::counter!(
+                metric::HTTP_REQUESTS,
+                "route" => route.to_owned(),
+                "method" => method,
+                "status" => status.to_string()
+            ),
+        }
     }
 
     /// Counts one `/identify` request that `outcome` describes (answered `200`) in

@@ -49,6 +49,16 @@ impl RouteTable {
         Route(self.matcher.at(path).ok().map(|found| *found.value))
     }
 
+    /// How many templates the table holds: every [`Route::index`] is below it.
+    pub fn len(&self) -> usize {
+        self.templates.len()
+    }
+
+    /// Whether the table holds no template (every path is [`UNMATCHED`]).
+    pub fn is_empty(&self) -> bool {
+        self.templates.is_empty()
+    }
+
     /// The label of `route`: its template (e.g. `/contacts/{id}` for `/contacts/42`), or
     /// [`UNMATCHED`].
     pub fn label(&self, route: Route) -> &str {
@@ -63,6 +73,14 @@ impl RouteTable {
 /// request itself moves into the router.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route(Option<usize>);
+
+impl Route {
+    /// The index of the route's template in its table (below [`RouteTable::len`]), or `None`
+    /// for a path that matches no route.
+    pub fn index(self) -> Option<usize> {
+        self.0
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -94,12 +112,20 @@ mod tests {
             "/identities/7",
         ] {
             assert_eq!(label(path), UNMATCHED, "{path}");
+            assert_eq!(table.lookup(path).index(), None, "{path}");
         }
+        // Each template has its own index below `len` (the metric slots rely on it).
+        assert_eq!(table.len(), 3);
+        let indexes: Vec<_> = ["/identify", "/contacts/1", "/identities/1/history"]
+            .map(|path| table.lookup(path).index())
+            .into();
+        assert_eq!(indexes, [Some(0), Some(1), Some(2)]);
     }
 
     #[test]
     fn a_conflicting_template_is_left_out_not_fatal() {
         let table = RouteTable::new(["/a/{x}", "/a/{y}"].map(String::from));
         assert_eq!(table.label(table.lookup("/a/1")), "/a/{x}");
+        assert_eq!(table.len(), 1);
     }
 }
