@@ -67,7 +67,7 @@ pub struct RequestMetrics {
     /// The handles of `(route, method, 200)` for each route index of the router's
     /// [`super::route_table::RouteTable`] and each of [`SLOT_METHODS`], fetched on first use:
     /// a slot rather than a map entry, so the usual request records without hashing its route
-    /// or taking a lock (about 100 instructions; issue 3).
+    /// or taking a lock (about 90 instructions; issue 3, BENCHMARKS.md nineteenth pass).
     ok: Box<[[OnceLock<RouteHandles>; SLOT_METHODS.len()]]>,
     /// The handles of every other label set (unmatched routes, other methods, other statuses).
     routes: RwLock<HashMap<RouteKey, RouteHandles>>,
