@@ -8,6 +8,10 @@
 # Usage: benches/callgrind_http.sh [WORKLOAD] [SECONDS]
 #   WORKLOAD: returning (default), checkout-mix or new; the data files and the 1 M preload
 #   come from benches/http.sh (run it once first).
+# Environment: TARGET_BIN, another idrecon binary to count (an A/B against an older build, e.g.
+# one built in a `git worktree`). Point it at that binary rather than CARGO_TARGET_DIR at the
+# other build's directory: the script's `cargo build` runs in this checkout and would rebuild
+# that directory from the current sources.
 # Prints, per server: requests answered, instructions counted, instructions per request, and
 # writes callgrind.out files under data/bench/callgrind/ for callgrind_annotate. For the
 # workloads that write, a third server is counted: the durability floor (`examples/ceiling.rs
@@ -33,6 +37,7 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 [ -f "$DATA/$WORKLOAD.jsonl" ] && [ -d "$DATA/preloaded" ] ||
   { echo "run benches/http.sh first: it generates $DATA" >&2; exit 1; }
 cargo build --release --quiet --bin idrecon --example ceiling
+BIN=${TARGET_BIN:-$TARGET_DIR/release/idrecon}
 mkdir -p "$OUT"
 
 wait_ready() {
@@ -67,7 +72,7 @@ run_dir=$OUT/run
 rm -rf "$run_dir"
 if [ "$WORKLOAD" = new ]; then mkdir -p "$run_dir"; else cp -r "$DATA/preloaded" "$run_dir"; fi
 printf "%-8s %9s %14s %14s\n" server requests instructions per_request
-target=$(count target "$TARGET_DIR/release/idrecon" serve --data-dir "$run_dir" \
+target=$(count target "$BIN" serve --data-dir "$run_dir" \
   --listen "127.0.0.1:$PORT" --fsync batch --snapshot-every 1000000)
 ceiling=$(count ceiling "$TARGET_DIR/release/examples/ceiling" "127.0.0.1:$PORT")
 printf "%-8s %9s %14s %14s\n" $target
