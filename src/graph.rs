@@ -720,6 +720,8 @@ impl IdentityGraph {
             by_email,
             by_phone,
         } = *matches;
+        // Read by each branch once it knows it writes.
+        let stamp = move || self.clock(now());
         let refusal = |primary: u32, other: Option<u32>, clock: Timestamp| {
             Event::MergeRefused(Refusal {
                 primary: self.nodes[primary as usize].id,
@@ -747,13 +749,13 @@ impl IdentityGraph {
             })
         };
         match (by_email, by_phone) {
-            (None, None) => vec![new_contact(None, self.clock(now()))],
+            (None, None) => vec![new_contact(None, stamp())],
             (Some(a), Some(b)) => {
                 let (root_a, root_b) = (self.root(a), self.root(b));
                 if root_a == root_b {
                     return Vec::new();
                 }
-                let clock = self.clock(now());
+                let clock = stamp();
                 let (pa, pb) = (self.primary_of_root(root_a), self.primary_of_root(root_b));
                 let size = u64::from(self.links[root_a as usize].size)
                     + u64::from(self.links[root_b as usize].size);
@@ -780,7 +782,7 @@ impl IdentityGraph {
                 if !(email_is_new || phone_is_new) {
                     return Vec::new();
                 }
-                let clock = self.clock(now());
+                let clock = stamp();
                 let root = self.root(found);
                 let primary = self.primary_of_root(root);
                 if over_cap(u64::from(self.links[root as usize].size) + 1) {

@@ -209,10 +209,11 @@ impl Finish {
     fn answer(self, mut response: Response) -> Response {
         let elapsed = self.started.elapsed();
         let status = response.status();
-        let route = self.layer.routes.label(self.route);
+        let label = self.layer.routes.label(self.route);
         record(
             &self.layer.metrics,
-            (self.route, route),
+            self.route,
+            label,
             self.method,
             &response,
             elapsed,
@@ -315,7 +316,8 @@ fn new_request_id() -> HeaderValue {
 /// [`RequestMetrics::outcome`]).
 fn record(
     metrics: &RequestMetrics,
-    (route, label): (Route, &str),
+    route: Route,
+    label: &str,
     method: &'static str,
     response: &Response,
     elapsed: Duration,

@@ -32,6 +32,14 @@ struct RouteHandles {
     requests: Counter,
 }
 
+impl RouteHandles {
+    /// Records one answered request that took `seconds`.
+    fn record(&self, seconds: f64) {
+        self.duration.record(seconds);
+        self.requests.increment(1);
+    }
+}
+
 /// An owned label set, as the cache stores it.
 #[derive(PartialEq, Eq)]
 struct RouteKey {
@@ -101,26 +109,16 @@ impl RequestMetrics {
         status: u16,
         seconds: f64,
     ) {
-        let slot = (status == 200)
-            .then(|| route.index())
-            .flatten()
-            .and_then(|index| self.ok.get(index))
-            .and_then(|slots| {
-                let method = SLOT_METHODS.iter().position(|m| *m == method)?;
-                slots.get(method)
-            });
-        if let Some(slot) = slot {
-            let handles = slot.get_or_init(|| Self::fetch(label, method, status));
-            handles.duration.record(seconds);
-            handles.requests.increment(1);
+        if let Some(slot) = self.slot(route, method, status) {
+            slot.get_or_init(|| Self::fetch(label, method, status))
+                .record(seconds);
             return;
         }
         let key = RouteKeyRef(label, method, status);
         // The usual case records through the cached handles in place (no handle clones: each
         // is an `Arc` whose count would go up and down).
         if let Some(handles) = self.routes.read().get(&key) {
-            handles.duration.record(seconds);
-            handles.requests.increment(1);
+            handles.record(seconds);
             return;
         }
         let handles = Self::fetch(label, method, status);
@@ -130,8 +128,17 @@ impl RequestMetrics {
             status,
         };
         self.routes.write().insert(owned, handles.clone());
-        handles.duration.record(seconds);
-        handles.requests.increment(1);
+        handles.record(seconds);
+    }
+
+    /// The fixed slot of `(route, method, status)`: only answers `200` to a matched route with
+    /// one of [`SLOT_METHODS`] have one.
+    fn slot(&self, route: Route, method: &str, status: u16) -> Option<&OnceLock<RouteHandles>> {
+        if status != 200 {
+            return None;
+        }
+        let slots = self.ok.get(route.index()?)?;
+        slots.get(SLOT_METHODS.iter().position(|m| *m == method)?)
     }
 
     /// The recorder's handles of one label set.
