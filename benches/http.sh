@@ -36,6 +36,7 @@
 #                               1 000 000+ contacts starts again as soon as the previous one
 #                               ends, so the run is "while a snapshot is being written"; the
 #                               share of the run spent in snapshots is read from /metrics)
+# Both target runs also print how many of the log's fsyncs took over 5 ms (from /metrics).
 #   ceiling                    (the same rate, for reference)
 #   durability floor           (the same rate, FLOOR=1: what a durable write alone adds)
 # wrk is closed-loop (a late answer delays that connection's next request), so these p99s
@@ -102,7 +103,20 @@ start_target() { # workload snapshot_every -> pid
   echo $!
 }
 
-stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+# SIGTERM, then wait until the server has exited: a target writes its final snapshot first
+# (about a second for the 1 M preload), which must not overlap the next run on the same core,
+# nor its copy of the start state. The servers are started inside $(...), so they are not this
+# shell's children and `wait` cannot be used (it returned at once here before the twentieth
+# pass). After 60 s, SIGKILL.
+stop() {
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 1200); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.05
+  done
+  echo "server $1 still running 60 s after SIGTERM; killing it" >&2
+  kill -9 "$1" 2>/dev/null || true
+}
 
 start_ceiling() {
   taskset -c 0 "$CEILING" "127.0.0.1:$PORT_CEILING" > "$OUT/ceiling.log" 2>&1 &
@@ -116,6 +130,11 @@ start_floor() { # write_percent -> pid
 
 write_percent() { # workload -> share of its requests that write (data/generate.rs)
   case $1 in checkout-mix) echo 30 ;; new) echo 100 ;; *) echo 0 ;; esac
+}
+
+slow_fsyncs() { # /metrics text -> "N/M": the log's fsyncs over 5 ms, of all
+  echo "$1" | awk '/^idrecon_wal_fsync_duration_seconds_bucket\{le="0.005"\}/ {fast=$2}
+    /^idrecon_wal_fsync_duration_seconds_count/ {all=$2} END {printf "%d/%d", all-fast, all}'
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -167,13 +186,14 @@ half=$(awk -v m="$max" 'BEGIN {printf "%.0f", m/2}')
 delay=$(awk -v r="$half" -v c="$HALF_CONNECTIONS" 'BEGIN {d=c*1000/r; printf "%.2f", (d<1?1:d)}')
 echo
 echo "# part 2: checkout-mix at half load: median max $max req/s -> offered ~$half req/s ($HALF_CONNECTIONS connections, mean pause ${delay} ms each)"
-printf "%-24s %5s %10s %9s %9s %6s %s\n" run round rps p50_ms p99_ms errors snapshots
+printf "%-24s %5s %10s %9s %9s %6s %-28s %s\n" run round rps p50_ms p99_ms errors snapshots "log fsyncs >5 ms / all"
 p99_plain=(); p99_snap=(); p99_ceil=(); p99_floor=()
 for round in $(seq 1 "$ROUNDS"); do
   pid=$(start_target checkout-mix 0); wait_ready $PORT_TARGET
   read -r rps p50 p99 err <<<"$(run_wrk $PORT_TARGET "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
+  slow=$(slow_fsyncs "$(curl -sf "http://127.0.0.1:$PORT_TARGET/metrics" || true)")
   stop "$pid"; p99_plain+=("$p99")
-  printf "%-24s %5s %10s %9s %9s %6s %s\n" "target, no snapshot" "$round" "$rps" "$p50" "$p99" "$err" 0
+  printf "%-24s %5s %10s %9s %9s %6s %-28s %s\n" "target, no snapshot" "$round" "$rps" "$p50" "$p99" "$err" 0 "$slow"
 
   pid=$(start_target checkout-mix "$SNAPSHOT_EVERY_BUSY"); wait_ready $PORT_TARGET
   started=$(date +%s.%N)
@@ -183,7 +203,7 @@ for round in $(seq 1 "$ROUNDS"); do
   stop "$pid"; p99_snap+=("$p99")
   snaps=$(echo "$metrics" | awk '/^idrecon_snapshot_duration_seconds_count/ {print $2}')
   busy=$(echo "$metrics" | awk -v e="$elapsed" '/^idrecon_snapshot_duration_seconds_sum/ {printf "%.0f%%", 100*$2/e}')
-  printf "%-24s %5s %10s %9s %9s %6s %s\n" "target, snapshots" "$round" "$rps" "$p50" "$p99" "$err" "${snaps:-0} (${busy:-0%} of the run)"
+  printf "%-24s %5s %10s %9s %9s %6s %-28s %s\n" "target, snapshots" "$round" "$rps" "$p50" "$p99" "$err" "${snaps:-0} (${busy:-0%} of the run)" "$(slow_fsyncs "$metrics")"
 
   pid=$(start_ceiling); wait_ready $PORT_CEILING
   read -r rps p50 p99 err <<<"$(run_wrk $PORT_CEILING "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
