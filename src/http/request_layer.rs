@@ -21,7 +21,7 @@
 //!    ([`RequestMetrics`]; the handler counts the other outcomes, which it knows).
 //! 4. **Deadline**: a request (body included) that takes longer than the timeout is answered
 //!    `408 {"error": {"code": "request_timeout"}}` and its handler is dropped. The timer is
-//!    armed only when the handler does not finish on its first poll ([`WithinDeadline`]).
+//!    armed only when the handler does not finish on its first poll (`WithinDeadline`, below).
 //!
 //! It wraps the whole router (not each route with `Router::layer`, which costs a boxed clone
 //! per layer and request), so it runs once per request, matched or not, and finds the route
