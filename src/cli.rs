@@ -124,6 +124,12 @@ pub struct ServeArgs {
     /// Take a snapshot after this many logged events (0: only on shutdown).
     #[arg(long, env = "IDRECON_SNAPSHOT_EVERY", default_value_t = 1_000_000)]
     pub snapshot_every: u64,
+    /// Most MiB per second a background snapshot writes to the data directory's device, so the
+    /// log's fsyncs do not queue behind it (0: unlimited). The snapshot at shutdown is never
+    /// paced.
+    #[arg(long, env = "IDRECON_SNAPSHOT_WRITE_RATE", value_name = "MIB_PER_S",
+          default_value_t = crate::store::DEFAULT_SNAPSHOT_WRITE_MIB_S)]
+    pub snapshot_write_rate: u64,
     /// Start a new log segment when the current one reaches this many bytes.
     #[arg(long, env = "IDRECON_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub segment_bytes: u64,
@@ -330,6 +336,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
     let options = StoreOptions {
         fsync: args.fsync,
         snapshot_every: args.snapshot_every,
+        snapshot_pace: crate::snapshot::WritePace::mib_per_second(args.snapshot_write_rate),
         segment_bytes: args.segment_bytes,
         commit_delay: std::time::Duration::from_micros(args.commit_delay_us),
         busy_commit_delay: std::time::Duration::from_micros(args.busy_commit_delay_us),

@@ -417,6 +417,21 @@ struct Capture {
     pending_wipes: Vec<StrRef>,
 }
 
+/// Memory for a [`CaptureCursor`], made before the capture starts so that
+/// [`IdentityGraph::begin_capture_with`] does not fill it under the store's write lock (at a
+/// million contacts the 4 MB fill held every request up for 2-3 ms: BENCHMARKS.md, twentieth
+/// pass). Every element is `u32::MAX`.
+#[derive(Debug, Default)]
+pub struct CaptureBuffer(Vec<u32>);
+
+impl CaptureBuffer {
+    /// Room for a graph of `slots` slots (see [`IdentityGraph::slots`]); a graph that grew
+    /// meanwhile costs [`IdentityGraph::begin_capture_with`] only the difference.
+    pub fn for_slots(slots: usize) -> CaptureBuffer {
+        CaptureBuffer(vec![u32::MAX; slots])
+    }
+}
+
 /// Where a chunked snapshot is ([`IdentityGraph::capture_chunk`]); owned by the snapshot
 /// thread.
 #[derive(Debug)]
@@ -467,6 +482,12 @@ impl IdentityGraph {
             identities: 0,
             largest: 0,
         }
+    }
+
+    /// Number of slots: contacts ever stored, erased ones included (the size of a
+    /// [`CaptureBuffer`]).
+    pub fn slots(&self) -> usize {
+        self.nodes.len()
     }
 
     /// Number of contacts (rows), deleted ones included, erased ones not.
@@ -1738,12 +1759,22 @@ impl IdentityGraph {
     /// graph's lock for long (issue 3: "snapshots must not stall the hot path"). Until
     /// [`IdentityGraph::end_capture`], every change keeps a pre-image of the slot it changes
     /// (first change only) and path halving pauses. O(erased contacts) plus a 4-byte-per-slot
-    /// cursor; needs `&mut self`, i.e. the store's write lock, for that instant only.
+    /// cursor; needs `&mut self`, i.e. the store's write lock, for that instant only (the
+    /// store passes a [`CaptureBuffer`] made beforehand to [`IdentityGraph::begin_capture_with`]
+    /// instead).
     ///
     /// Starting a capture while one is active restarts it.
     pub fn begin_capture(&mut self) -> CaptureCursor {
+        self.begin_capture_with(CaptureBuffer::default())
+    }
+
+    /// [`IdentityGraph::begin_capture`] with the cursor's memory made beforehand: O(erased
+    /// contacts) plus the slots added since `buffer` was made.
+    pub fn begin_capture_with(&mut self, buffer: CaptureBuffer) -> CaptureCursor {
         self.settle_links();
         let slots = self.nodes.len() as u32;
+        let CaptureBuffer(mut first_of_root) = buffer;
+        first_of_root.resize(slots as usize, u32::MAX);
         self.capture = Some(Box::new(Capture {
             slots,
             links: hashbrown::HashMap::new(),
@@ -1755,7 +1786,7 @@ impl IdentityGraph {
         }));
         CaptureCursor {
             next_slot: 0,
-            first_of_root: vec![u32::MAX; slots as usize],
+            first_of_root,
             next_record: 0,
             clock_written: false,
             next_id: self.next_id,

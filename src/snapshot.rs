@@ -30,6 +30,9 @@ use crate::history::HistoryRecord;
 use crate::storage::{RealFs, Storage};
 use crate::wal::Lsn;
 
+mod writer;
+pub use writer::{PreparedSnapshot, SnapshotWriter, WritePace};
+
 const MAGIC: &[u8; 8] = b"IDRSNAP\n";
 const VERSION: u32 = 2;
 /// The first format version, whose chunks hold bare [`NewContact`] values.
@@ -90,7 +93,7 @@ const SUFFIX: &str = ".snap";
 /// The largest LSN or contact id a snapshot may carry (`i64::MAX`, PostgreSQL's bigint).
 pub const MAX_COUNTER: u64 = i64::MAX as u64;
 const TMP_SUFFIX: &str = ".snap.tmp";
-/// Bytes of a snapshot file written between two flushes (see [`write_file_in`]).
+/// Bytes of a snapshot file written between two write-backs (see [`SnapshotWriter`]).
 const WRITE_PIECE: usize = 256 << 10;
 
 /// Why a snapshot could not be written or read.
@@ -145,7 +148,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
     }
 }
 
-/// Encodes a complete snapshot file in memory.
+/// Encodes a complete snapshot file in memory (import, compaction and tests; a background
+/// snapshot streams the same bytes to disk with [`SnapshotWriter`]).
 ///
 /// `entries` must rebuild the graph when applied in order: the contacts of
 /// [`crate::graph::IdentityGraph::snapshot_contacts`], then the records of
@@ -160,41 +164,77 @@ pub fn encode(
     entries: impl Iterator<Item = SnapshotEntry>,
 ) -> Result<Vec<u8>, SnapshotError> {
     let mut out = vec![0u8; HEADER_LEN];
-    let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_TARGET + 1024);
-    let (mut count, mut chunks) = (0u64, 0u64);
-    let flush = |out: &mut Vec<u8>, chunk: &mut Vec<u8>, chunks: &mut u64| {
-        if !chunk.is_empty() {
-            out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
-            out.extend_from_slice(&crc32fast::hash(chunk).to_le_bytes());
-            out.extend_from_slice(chunk);
-            chunk.clear();
-            *chunks += 1;
-        }
-    };
+    let mut framer = ChunkFramer::new();
     for entry in entries {
-        bincode::serialize_into(&mut chunk, &entry).map_err(|e| SnapshotError::Io {
+        framer.push(&entry, &mut out)?;
+    }
+    let count = framer.finish(&mut out);
+    out[..HEADER_LEN].copy_from_slice(&header(lsn, next_id, count));
+    Ok(out)
+}
+
+/// Frames entries into the file format's chunks: bincode-encoded entries are gathered until a
+/// chunk holds [`CHUNK_TARGET`] bytes, then the chunk's length, checksum and payload are
+/// appended to the caller's output.
+struct ChunkFramer {
+    chunk: Vec<u8>,
+    entries: u64,
+    chunks: u64,
+}
+
+impl ChunkFramer {
+    fn new() -> ChunkFramer {
+        ChunkFramer {
+            chunk: Vec::with_capacity(CHUNK_TARGET + 1024),
+            entries: 0,
+            chunks: 0,
+        }
+    }
+
+    /// Adds `entry`; appends a framed chunk to `out` once the chunk is full.
+    fn push(&mut self, entry: &SnapshotEntry, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
+        bincode::serialize_into(&mut self.chunk, entry).map_err(|e| SnapshotError::Io {
             path: PathBuf::new(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        count += 1;
-        if chunk.len() >= CHUNK_TARGET {
-            flush(&mut out, &mut chunk, &mut chunks);
+        self.entries += 1;
+        if self.chunk.len() >= CHUNK_TARGET {
+            self.flush(out);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        if !self.chunk.is_empty() {
+            out.extend_from_slice(&(self.chunk.len() as u32).to_le_bytes());
+            out.extend_from_slice(&crc32fast::hash(&self.chunk).to_le_bytes());
+            out.extend_from_slice(&self.chunk);
+            self.chunk.clear();
+            self.chunks += 1;
         }
     }
-    flush(&mut out, &mut chunk, &mut chunks);
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&trailer_crc(count, chunks).to_le_bytes());
 
+    /// Appends the last chunk and the trailer to `out`; returns the number of entries (the
+    /// header's `entries`).
+    fn finish(&mut self, out: &mut Vec<u8>) -> u64 {
+        self.flush(out);
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&trailer_crc(self.entries, self.chunks).to_le_bytes());
+        self.entries
+    }
+}
+
+/// The file header (see the format above).
+fn header(lsn: Lsn, next_id: ContactId, entries: u64) -> [u8; HEADER_LEN] {
     let mut header = [0u8; HEADER_LEN];
     header[..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&VERSION.to_le_bytes());
     header[12..20].copy_from_slice(&lsn.to_le_bytes());
     header[20..28].copy_from_slice(&next_id.to_le_bytes());
-    header[28..36].copy_from_slice(&count.to_le_bytes());
+    header[28..36].copy_from_slice(&entries.to_le_bytes());
     let crc = crc32fast::hash(&header[..36]);
     header[36..40].copy_from_slice(&crc.to_le_bytes());
-    out[..HEADER_LEN].copy_from_slice(&header);
-    Ok(out)
+    header
 }
 
 fn trailer_crc(contacts: u64, chunks: u64) -> u32 {
@@ -229,37 +269,7 @@ pub fn write_file_in(
     lsn: Lsn,
     bytes: &[u8],
 ) -> Result<PathBuf, SnapshotError> {
-    create_dir_durably_in(fs, dir)?;
-    let final_path = path_for(dir, lsn);
-    // A unique temp name, created exclusively: two writers never share (or truncate) a file.
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(
-        "{lsn:020}{TMP_SUFFIX}.{}.{unique}",
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut file = fs.open_append(&tmp, true).map_err(io_err(&tmp))?;
-        // Written and written back a piece at a time: a log fsync issued meanwhile then
-        // waits for at most one piece, not for the whole file (issue 3: snapshots must not
-        // stall the hot path, whose writes wait for log fsyncs). Write-back, not fdatasync:
-        // the file grows, and each fdatasync would also write its inode.
-        for (i, piece) in bytes.chunks(WRITE_PIECE).enumerate() {
-            file.write_all(piece).map_err(io_err(&tmp))?;
-            if piece.len() == WRITE_PIECE {
-                file.write_back((i * WRITE_PIECE) as u64, WRITE_PIECE as u64)
-                    .map_err(io_err(&tmp))?;
-            }
-        }
-        file.sync_all().map_err(io_err(&tmp))?;
-        drop(file);
-        fs.rename(&tmp, &final_path).map_err(io_err(&final_path))?;
-        sync_dir_in(fs, dir)
-    })();
-    if result.is_err() {
-        let _ = fs.remove_file(&tmp);
-    }
-    result.map(|()| final_path)
+    writer::write_encoded(fs, dir, lsn, bytes)
 }
 
 /// Creates `dir` (and missing parents) and fsyncs it and its parent, so the directory
@@ -608,7 +618,7 @@ mod tests {
     use crate::contact::{Email, Phone, Timestamp};
     use std::fs;
 
-    fn contacts(n: u64) -> Vec<SnapshotEntry> {
+    pub(super) fn contacts(n: u64) -> Vec<SnapshotEntry> {
         let mut entries: Vec<SnapshotEntry> = (1..=n)
             .map(|id| NewContact {
                 id,
