@@ -45,8 +45,8 @@ pub const WAL_COMMIT_DELAY_BUSY: &str = "idrecon_wal_commit_delay_busy";
 /// Counter: snapshots attempted, by `result` (`ok` or `error`); a snapshot skipped because
 /// nothing changed since the last one is not counted.
 pub const SNAPSHOTS: &str = "idrecon_snapshots_total";
-/// Histogram: duration of a successful snapshot (encode, durability wait, write, fsyncs and log
-/// pruning), in seconds.
+/// Histogram: duration of a successful snapshot (capture and streamed write with any pace waits,
+/// fsyncs, durability wait, publication and log pruning), in seconds.
 pub const SNAPSHOT_DURATION: &str = "idrecon_snapshot_duration_seconds";
 /// Gauge: contacts (rows) in memory, deleted ones included; set on every scrape.
 pub const CONTACTS: &str = "idrecon_contacts";
@@ -180,7 +180,7 @@ fn describe() {
     describe_histogram!(
         SNAPSHOT_DURATION,
         Unit::Seconds,
-        "Duration of a successful snapshot, encoding to log pruning."
+        "Duration of a successful snapshot, capture to log pruning."
     );
     describe_gauge!(
         CONTACTS,
