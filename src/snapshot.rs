@@ -148,8 +148,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
     }
 }
 
-/// Encodes a complete snapshot file in memory (import, compaction and tests; a background
-/// snapshot streams the same bytes to disk with [`SnapshotWriter`]).
+/// Encodes a complete snapshot file in memory (import and tests; the store's snapshots stream
+/// the same bytes to disk with [`SnapshotWriter`]).
 ///
 /// `entries` must rebuild the graph when applied in order: the contacts of
 /// [`crate::graph::IdentityGraph::snapshot_contacts`], then the records of

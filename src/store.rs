@@ -970,12 +970,10 @@ impl Store {
             // Every record up to `state.lsn` goes to segments below the new one.
             self.wal
                 .roll_segment()
-                .map_err(|_| StoreError::Unavailable)?;
-            Ok(true)
+                .map(|_| ())
+                .map_err(|_| StoreError::Unavailable)
         };
-        let Some(written) = self.write_snapshot(WritePace::Unlimited, at_roll)? else {
-            return Err(StoreError::Unavailable);
-        };
+        let written = self.write_snapshot(WritePace::Unlimited, at_roll)?;
         let lsn = written.lsn;
         *last_snapshot = Some(lsn);
         let fs = &*self.storage;
@@ -1129,11 +1127,12 @@ impl Store {
         if self.wal.is_failed() {
             return Err(StoreError::Unavailable);
         }
-        let newest = *last_snapshot;
-        let Some(written) = self.write_snapshot(pace, |state| Ok(newest != Some(state.lsn)))?
-        else {
+        // LSNs only grow, so a state that differs from the newest snapshot here still does when
+        // the capture starts.
+        if *last_snapshot == Some(self.state.read().lsn) {
             return Ok(None);
-        };
+        }
+        let written = self.write_snapshot(pace, |_| Ok(()))?;
         *last_snapshot = Some(written.lsn);
         let fs = &*self.storage;
         let snapshots_dir = self.dir.join("snapshots");
@@ -1159,24 +1158,22 @@ impl Store {
     /// Writes a snapshot of the state at one LSN and publishes it, for [`Store::snapshot_paced`]
     /// and [`Store::compact_blocking`], whose caller holds `snapshot_lock`.
     ///
-    /// Under the write lock, for an instant, `at_capture` runs (it may roll the log, or answer
-    /// `false`: nothing to do) and the capture starts. The state is then streamed to a temp file
+    /// Under the write lock, for an instant, `at_capture` runs (compaction rolls the log there)
+    /// and the capture starts. The state is then streamed to a temp file
     /// in chunks of [`CAPTURE_CHUNK`] entries, each taken under the shared lock only: writers run
     /// between chunks, and the graph keeps pre-images of what they change (copy-on-write) until
     /// the file is written. The file is published once the log is durable up to its LSN.
     fn write_snapshot(
         &self,
         pace: WritePace,
-        at_capture: impl FnOnce(&mut State) -> Result<bool, StoreError>,
-    ) -> Result<Option<WrittenSnapshot>, StoreError> {
+        at_capture: impl FnOnce(&mut State) -> Result<(), StoreError>,
+    ) -> Result<WrittenSnapshot, StoreError> {
         // The cursor's memory (4 bytes a slot) is made first, outside both locks.
         let slots = self.state.read().graph.slots();
         let buffer = CaptureBuffer::for_slots(slots + slots / 64 + 1024);
         let (lsn, cursor) = {
             let mut state = self.state.write();
-            if !at_capture(&mut state)? {
-                return Ok(None);
-            }
+            at_capture(&mut state)?;
             self.since_snapshot.store(0, Ordering::Relaxed);
             (state.lsn, state.graph.begin_capture_with(buffer))
         };
@@ -1191,12 +1188,12 @@ impl Store {
             .map_err(|_| StoreError::Unavailable)?;
         let (bytes, paced) = (prepared.bytes(), prepared.paced());
         let path = prepared.publish()?;
-        Ok(Some(WrittenSnapshot {
+        Ok(WrittenSnapshot {
             lsn,
             path,
             bytes,
             paced,
-        }))
+        })
     }
 
     /// Streams the captured state into a new snapshot file at `pace` (until [`Store::close`]),

@@ -57,31 +57,52 @@ impl WritePace {
 /// started. The writer asks before each piece, so the time it spends between pieces (encoding
 /// the next one) counts toward the wait; time lost (the thread preempted, a slow write) is
 /// never made up by a burst. Over any window, at most one piece more than `rate` allows is
-/// written.
+/// written. Once its `hurry` flag is set, it no longer waits.
 #[derive(Debug)]
-pub(super) struct Pacer {
+struct Pacer<'a> {
     rate: Option<NonZeroU64>,
     /// When the next piece may start.
     due: Option<Instant>,
+    /// Once set, the pace no longer applies.
+    hurry: Option<&'a AtomicBool>,
+    /// Total time spent waiting for the pace.
+    paced: Duration,
 }
 
-impl Pacer {
-    pub(super) fn new(pace: WritePace) -> Pacer {
+impl<'a> Pacer<'a> {
+    fn new(pace: WritePace) -> Pacer<'a> {
         let rate = match pace {
             WritePace::Unlimited => None,
             WritePace::BytesPerSecond(rate) => Some(rate),
         };
-        Pacer { rate, due: None }
+        Pacer {
+            rate,
+            due: None,
+            hurry: None,
+            paced: Duration::ZERO,
+        }
     }
 
     /// How long to wait, from `now`, before the next piece may start (zero when unpaced).
-    pub(super) fn wait(&self, now: Instant) -> Duration {
+    fn wait(&self, now: Instant) -> Duration {
+        if self.hurry.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+            return Duration::ZERO;
+        }
         self.due
             .map_or(Duration::ZERO, |due| due.saturating_duration_since(now))
     }
 
+    /// Sleeps until the next piece may start.
+    fn pause(&mut self) {
+        let wait = self.wait(Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+            self.paced += wait;
+        }
+    }
+
     /// Records that a piece of `bytes` started at `started`.
-    pub(super) fn wrote(&mut self, started: Instant, bytes: u64) {
+    fn wrote(&mut self, started: Instant, bytes: u64) {
         if let Some(rate) = self.rate {
             self.due = Some(started + Duration::from_secs_f64(bytes as f64 / rate.get() as f64));
         }
@@ -123,7 +144,7 @@ impl<'a> SnapshotWriter<'a> {
     /// Stops pacing once `flag` is set, from the next piece on (the store sets it at shutdown,
     /// so a clean stop waits for the device, not for the pace).
     pub fn stop_pacing_when(mut self, flag: &'a AtomicBool) -> SnapshotWriter<'a> {
-        self.file.hurry = Some(flag);
+        self.file.pacer.hurry = Some(flag);
         self
     }
 
@@ -174,22 +195,17 @@ pub(super) fn write_encoded(
     file.finish(None)?.publish()
 }
 
-/// The temp file of a snapshot being written, piece by piece at increasing offsets; removed on
-/// drop unless [`PieceFile::finish`] handed it on.
+/// The temp file of a snapshot being written, piece by piece at increasing offsets; removed
+/// on drop (by its [`TempFile`]) unless [`PieceFile::finish`] handed it on.
 struct PieceFile<'a> {
-    fs: &'a dyn Storage,
+    /// Declared before `tmp`, so the handle is closed before the file is removed.
+    file: Box<dyn StorageFile>,
+    tmp: TempFile<'a>,
     dir: PathBuf,
     lsn: Lsn,
-    /// Empty once handed on to a [`PreparedSnapshot`].
-    tmp: PathBuf,
-    file: Option<Box<dyn StorageFile>>,
     /// Where the next piece goes.
     offset: u64,
-    pacer: Pacer,
-    /// Once set, the pace no longer applies.
-    hurry: Option<&'a AtomicBool>,
-    /// Total time spent waiting for the pace.
-    paced: Duration,
+    pacer: Pacer<'a>,
 }
 
 impl<'a> PieceFile<'a> {
@@ -205,21 +221,18 @@ impl<'a> PieceFile<'a> {
         // file.
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = dir.join(format!(
+        let path = dir.join(format!(
             "{lsn:020}{TMP_SUFFIX}.{}.{unique}",
             std::process::id()
         ));
-        let file = fs.open_write(&tmp, true).map_err(io_err(&tmp))?;
+        let file = fs.open_write(&path, true).map_err(io_err(&path))?;
         Ok(PieceFile {
-            fs,
+            file,
+            tmp: TempFile { fs, path },
             dir: dir.to_path_buf(),
             lsn,
-            tmp,
-            file: Some(file),
             offset,
             pacer: Pacer::new(pace),
-            hurry: None,
-            paced: Duration::ZERO,
         })
     }
 
@@ -228,23 +241,18 @@ impl<'a> PieceFile<'a> {
     /// would also write its inode). A log fsync issued meanwhile waits for at most
     /// this piece, not for the whole file.
     fn write_piece(&mut self, piece: &[u8]) -> Result<(), SnapshotError> {
-        let Some(file) = self.file.as_mut() else {
-            return Err(io_err(&self.tmp)(std::io::Error::other("already finished")));
-        };
         if piece.is_empty() {
             return Ok(());
         }
-        let hurry = self.hurry.is_some_and(|flag| flag.load(Ordering::Relaxed));
-        let wait = self.pacer.wait(Instant::now());
-        if !hurry && !wait.is_zero() {
-            std::thread::sleep(wait);
-            self.paced += wait;
-        }
+        self.pacer.pause();
         let started = Instant::now();
-        file.write_all_at(self.offset, piece)
-            .map_err(io_err(&self.tmp))?;
-        file.write_back(self.offset, piece.len() as u64)
-            .map_err(io_err(&self.tmp))?;
+        let path = &self.tmp.path;
+        self.file
+            .write_all_at(self.offset, piece)
+            .map_err(io_err(path))?;
+        self.file
+            .write_back(self.offset, piece.len() as u64)
+            .map_err(io_err(path))?;
         self.offset += piece.len() as u64;
         self.pacer.wrote(started, piece.len() as u64);
         Ok(())
@@ -252,42 +260,55 @@ impl<'a> PieceFile<'a> {
 
     /// Writes `header` at offset 0 (if given) and fsyncs the file.
     fn finish(mut self, header: Option<&[u8]>) -> Result<PreparedSnapshot<'a>, SnapshotError> {
-        let Some(mut file) = self.file.take() else {
-            return Err(io_err(&self.tmp)(std::io::Error::other("already finished")));
-        };
         if let Some(header) = header {
-            file.write_all_at(0, header).map_err(io_err(&self.tmp))?;
+            self.file
+                .write_all_at(0, header)
+                .map_err(io_err(&self.tmp.path))?;
         }
-        file.sync_all().map_err(io_err(&self.tmp))?;
-        drop(file);
+        self.file.sync_all().map_err(io_err(&self.tmp.path))?;
         Ok(PreparedSnapshot {
-            fs: self.fs,
-            dir: std::mem::take(&mut self.dir),
+            tmp: self.tmp,
+            dir: self.dir,
             lsn: self.lsn,
-            tmp: std::mem::take(&mut self.tmp),
             bytes: self.offset,
-            paced: self.paced,
+            paced: self.pacer.paced,
         })
     }
 }
 
-impl Drop for PieceFile<'_> {
+/// A file that is removed (best effort) when this is dropped, unless [`TempFile::rename`]
+/// moved it to its final name first.
+struct TempFile<'a> {
+    fs: &'a dyn Storage,
+    /// Empty once renamed.
+    path: PathBuf,
+}
+
+impl TempFile<'_> {
+    /// Renames the file to `to`; afterwards nothing is removed on drop.
+    ///
+    /// # Errors
+    /// The rename's OS error (the file is then still removed on drop).
+    fn rename(&mut self, to: &Path) -> std::io::Result<()> {
+        self.fs.rename(&self.path, to)?;
+        self.path = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for TempFile<'_> {
     fn drop(&mut self) {
-        // Not finished (an error, or abandoned): the temp file must not stay behind.
-        if !self.tmp.as_os_str().is_empty() {
-            self.file = None;
-            let _ = self.fs.remove_file(&self.tmp);
+        if !self.path.as_os_str().is_empty() {
+            let _ = self.fs.remove_file(&self.path);
         }
     }
 }
 
 /// A complete, fsynced snapshot under its temp name, waiting to be published.
 pub struct PreparedSnapshot<'a> {
-    fs: &'a dyn Storage,
+    tmp: TempFile<'a>,
     dir: PathBuf,
     lsn: Lsn,
-    /// Empty once published.
-    tmp: PathBuf,
     bytes: u64,
     paced: Duration,
 }
@@ -312,20 +333,9 @@ impl PreparedSnapshot<'_> {
     /// the file may or may not survive a crash under its final name.
     pub fn publish(mut self) -> Result<PathBuf, SnapshotError> {
         let final_path = path_for(&self.dir, self.lsn);
-        self.fs
-            .rename(&self.tmp, &final_path)
-            .map_err(io_err(&final_path))?;
-        self.tmp = PathBuf::new();
-        sync_dir_in(self.fs, &self.dir)?;
+        self.tmp.rename(&final_path).map_err(io_err(&final_path))?;
+        sync_dir_in(self.tmp.fs, &self.dir)?;
         Ok(final_path)
-    }
-}
-
-impl Drop for PreparedSnapshot<'_> {
-    fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() {
-            let _ = self.fs.remove_file(&self.tmp);
-        }
     }
 }
 
