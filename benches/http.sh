@@ -36,7 +36,11 @@
 #                               1 000 000+ contacts starts again as soon as the previous one
 #                               ends, so the run is "while a snapshot is being written"; the
 #                               share of the run spent in snapshots is read from /metrics)
-# Both target runs also print how many of the log's fsyncs took over 5 ms (from /metrics).
+# Both target runs also print how many of the log's fsyncs took over 5 ms (from /metrics), the
+# share of the core the server's threads used during the run and the log writer's part of it
+# (/proc/PID/task/*/schedstat), and the group commit's mean batch with its share of
+# one-record batches (the floor's line gives its core share too): "half load" of part 1's maximum keeps the core 75-80 % busy, because
+# batches at half load are small (BENCHMARKS.md, twenty-first pass).
 #   ceiling                    (the same rate, for reference)
 #   durability floor           (the same rate, FLOOR=1: what a durable write alone adds)
 # wrk is closed-loop (a late answer delays that connection's next request), so these p99s
@@ -137,6 +141,28 @@ slow_fsyncs() { # /metrics text -> "N/M": the log's fsyncs over 5 ms, of all
     /^idrecon_wal_fsync_duration_seconds_count/ {all=$2} END {printf "%d/%d", all-fast, all}'
 }
 
+# CPU time of a server's threads so far, in ms (schedstat's first field: ns on a CPU): all of
+# them, and the log writer's. Part 2 reads it before and after a target run.
+cpu_ms() { # pid -> "all_ms writer_ms"
+  local all=0 writer=0 t run
+  for t in /proc/"$1"/task/*; do
+    read -r run _ < "$t/schedstat" 2>/dev/null || continue
+    all=$((all + run))
+    [ "$(cat "$t/comm" 2>/dev/null)" = idrecon-wal ] && writer=$((writer + run))
+  done
+  echo "$((all / 1000000)) $((writer / 1000000))"
+}
+
+# "core% (writer%) batch": the share of its core a target run used, the log writer's part of
+# it, and the group commit's mean batch with the share of one-record batches (from /metrics).
+load_of() { # before_all before_writer after_all after_writer /metrics-text
+  local ms=$((SECONDS_PER_RUN * 1000))
+  echo "$5" | awk -v a="$(( $3 - $1 ))" -v w="$(( $4 - $2 ))" -v ms="$ms" '
+    /^idrecon_wal_batch_records_bucket\{le="1"\}/ {one=$2}
+    /^idrecon_wal_batch_records_sum/ {sum=$2} /^idrecon_wal_batch_records_count/ {n=$2}
+    END {printf "%d%% (%d%%)", 100*a/ms, 100*w/ms; if (n > 0) printf " %.1f/%d%%", sum/n, 100*one/n}'
+}
+
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 : > "$OUT/wrk.log"
@@ -186,24 +212,30 @@ half=$(awk -v m="$max" 'BEGIN {printf "%.0f", m/2}')
 delay=$(awk -v r="$half" -v c="$HALF_CONNECTIONS" 'BEGIN {d=c*1000/r; printf "%.2f", (d<1?1:d)}')
 echo
 echo "# part 2: checkout-mix at half load: median max $max req/s -> offered ~$half req/s ($HALF_CONNECTIONS connections, mean pause ${delay} ms each)"
-printf "%-24s %5s %10s %9s %9s %6s %-28s %s\n" run round rps p50_ms p99_ms errors snapshots "log fsyncs >5 ms / all"
+printf "%-24s %5s %10s %9s %9s %6s %-28s %-24s %s\n" run round rps p50_ms p99_ms errors snapshots "log fsyncs >5 ms / all" "core% (writer%) batch/1-rec"
 p99_plain=(); p99_snap=(); p99_ceil=(); p99_floor=()
 for round in $(seq 1 "$ROUNDS"); do
   pid=$(start_target checkout-mix 0); wait_ready $PORT_TARGET
+  read -r cpu_a cpu_w <<<"$(cpu_ms "$pid")"
   read -r rps p50 p99 err <<<"$(run_wrk $PORT_TARGET "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
-  slow=$(slow_fsyncs "$(curl -sf "http://127.0.0.1:$PORT_TARGET/metrics" || true)")
+  read -r cpu_a2 cpu_w2 <<<"$(cpu_ms "$pid")"
+  metrics=$(curl -sf "http://127.0.0.1:$PORT_TARGET/metrics" || true)
   stop "$pid"; p99_plain+=("$p99")
-  printf "%-24s %5s %10s %9s %9s %6s %-28s %s\n" "target, no snapshot" "$round" "$rps" "$p50" "$p99" "$err" 0 "$slow"
+  printf "%-24s %5s %10s %9s %9s %6s %-28s %-24s %s\n" "target, no snapshot" "$round" "$rps" "$p50" "$p99" "$err" 0 "$(slow_fsyncs "$metrics")" \
+    "$(load_of "$cpu_a" "$cpu_w" "$cpu_a2" "$cpu_w2" "$metrics")"
 
   pid=$(start_target checkout-mix "$SNAPSHOT_EVERY_BUSY"); wait_ready $PORT_TARGET
   started=$(date +%s.%N)
+  read -r cpu_a cpu_w <<<"$(cpu_ms "$pid")"
   read -r rps p50 p99 err <<<"$(run_wrk $PORT_TARGET "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
+  read -r cpu_a2 cpu_w2 <<<"$(cpu_ms "$pid")"
   elapsed=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN {print e-s}')
   metrics=$(curl -sf "http://127.0.0.1:$PORT_TARGET/metrics" || true)
   stop "$pid"; p99_snap+=("$p99")
   snaps=$(echo "$metrics" | awk '/^idrecon_snapshot_duration_seconds_count/ {print $2}')
   busy=$(echo "$metrics" | awk -v e="$elapsed" '/^idrecon_snapshot_duration_seconds_sum/ {printf "%.0f%%", 100*$2/e}')
-  printf "%-24s %5s %10s %9s %9s %6s %-28s %s\n" "target, snapshots" "$round" "$rps" "$p50" "$p99" "$err" "${snaps:-0} (${busy:-0%} of the run)" "$(slow_fsyncs "$metrics")"
+  printf "%-24s %5s %10s %9s %9s %6s %-28s %-24s %s\n" "target, snapshots" "$round" "$rps" "$p50" "$p99" "$err" "${snaps:-0} (${busy:-0%} of the run)" "$(slow_fsyncs "$metrics")" \
+    "$(load_of "$cpu_a" "$cpu_w" "$cpu_a2" "$cpu_w2" "$metrics")"
 
   pid=$(start_ceiling); wait_ready $PORT_CEILING
   read -r rps p50 p99 err <<<"$(run_wrk $PORT_CEILING "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
@@ -212,9 +244,12 @@ for round in $(seq 1 "$ROUNDS"); do
 
   if [ "$FLOOR" = 1 ]; then
     pid=$(start_floor "$(write_percent checkout-mix)"); wait_ready $PORT_FLOOR
+    read -r cpu_a cpu_w <<<"$(cpu_ms "$pid")"
     read -r rps p50 p99 err <<<"$(run_wrk $PORT_FLOOR "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
+    read -r cpu_a2 cpu_w2 <<<"$(cpu_ms "$pid")"
     stop "$pid"; p99_floor+=("$p99")
-    printf "%-24s %5s %10s %9s %9s %6s %s\n" "durability floor" "$round" "$rps" "$p50" "$p99" "$err" -
+    printf "%-24s %5s %10s %9s %9s %6s %-28s %-24s %s\n" "durability floor" "$round" "$rps" "$p50" "$p99" "$err" - - \
+      "$(load_of "$cpu_a" "$cpu_w" "$cpu_a2" "$cpu_w2" "")"
   fi
 done
 plain=$(printf '%s\n' "${p99_plain[@]}" | median)
