@@ -153,14 +153,28 @@ cpu_ms() { # pid -> "all_ms writer_ms"
   echo "$((all / 1000000)) $((writer / 1000000))"
 }
 
-# "core% (writer%) batch": the share of its core a target run used, the log writer's part of
-# it, and the group commit's mean batch with the share of one-record batches (from /metrics).
-load_of() { # before_all before_writer after_all after_writer /metrics-text
-  local ms=$((SECONDS_PER_RUN * 1000))
-  echo "$5" | awk -v a="$(( $3 - $1 ))" -v w="$(( $4 - $2 ))" -v ms="$ms" '
+# One half-load run of checkout-mix against server `pid` on `port`, with the CPU time its
+# threads (and its log writer) used meanwhile: "rps p50_ms p99_ms errors cpu_ms writer_ms".
+run_half() { # pid port
+  local a w a2 w2 result
+  read -r a w <<<"$(cpu_ms "$1")"
+  result=$(run_wrk "$2" "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")
+  read -r a2 w2 <<<"$(cpu_ms "$1")"
+  echo "$result $((a2 - a)) $((w2 - w))"
+}
+
+# "core% (writer%) batch": the share of its core a run used, the log writer's part of it, and
+# (with /metrics text) the group commit's mean batch with the share of one-record batches.
+load_of() { # cpu_ms writer_ms [/metrics-text]
+  echo "${3:-}" | awk -v a="$1" -v w="$2" -v ms="$((SECONDS_PER_RUN * 1000))" '
     /^idrecon_wal_batch_records_bucket\{le="1"\}/ {one=$2}
     /^idrecon_wal_batch_records_sum/ {sum=$2} /^idrecon_wal_batch_records_count/ {n=$2}
     END {printf "%d%% (%d%%)", 100*a/ms, 100*w/ms; if (n > 0) printf " %.1f/%d%%", sum/n, 100*one/n}'
+}
+
+# One line of part 2's table: run round rps p50 p99 errors [snapshots fsyncs load].
+half_row() {
+  printf "%-24s %5s %10s %9s %9s %6s %-28s %-24s %s\n" "$@"
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -212,44 +226,37 @@ half=$(awk -v m="$max" 'BEGIN {printf "%.0f", m/2}')
 delay=$(awk -v r="$half" -v c="$HALF_CONNECTIONS" 'BEGIN {d=c*1000/r; printf "%.2f", (d<1?1:d)}')
 echo
 echo "# part 2: checkout-mix at half load: median max $max req/s -> offered ~$half req/s ($HALF_CONNECTIONS connections, mean pause ${delay} ms each)"
-printf "%-24s %5s %10s %9s %9s %6s %-28s %-24s %s\n" run round rps p50_ms p99_ms errors snapshots "log fsyncs >5 ms / all" "core% (writer%) batch/1-rec"
+half_row run round rps p50_ms p99_ms errors snapshots "log fsyncs >5 ms / all" "core% (writer%) batch/1-rec"
 p99_plain=(); p99_snap=(); p99_ceil=(); p99_floor=()
 for round in $(seq 1 "$ROUNDS"); do
   pid=$(start_target checkout-mix 0); wait_ready $PORT_TARGET
-  read -r cpu_a cpu_w <<<"$(cpu_ms "$pid")"
-  read -r rps p50 p99 err <<<"$(run_wrk $PORT_TARGET "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
-  read -r cpu_a2 cpu_w2 <<<"$(cpu_ms "$pid")"
+  read -r rps p50 p99 err cpu wcpu <<<"$(run_half "$pid" $PORT_TARGET)"
   metrics=$(curl -sf "http://127.0.0.1:$PORT_TARGET/metrics" || true)
   stop "$pid"; p99_plain+=("$p99")
-  printf "%-24s %5s %10s %9s %9s %6s %-28s %-24s %s\n" "target, no snapshot" "$round" "$rps" "$p50" "$p99" "$err" 0 "$(slow_fsyncs "$metrics")" \
-    "$(load_of "$cpu_a" "$cpu_w" "$cpu_a2" "$cpu_w2" "$metrics")"
+  half_row "target, no snapshot" "$round" "$rps" "$p50" "$p99" "$err" 0 "$(slow_fsyncs "$metrics")" \
+    "$(load_of "$cpu" "$wcpu" "$metrics")"
 
   pid=$(start_target checkout-mix "$SNAPSHOT_EVERY_BUSY"); wait_ready $PORT_TARGET
   started=$(date +%s.%N)
-  read -r cpu_a cpu_w <<<"$(cpu_ms "$pid")"
-  read -r rps p50 p99 err <<<"$(run_wrk $PORT_TARGET "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
-  read -r cpu_a2 cpu_w2 <<<"$(cpu_ms "$pid")"
+  read -r rps p50 p99 err cpu wcpu <<<"$(run_half "$pid" $PORT_TARGET)"
   elapsed=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN {print e-s}')
   metrics=$(curl -sf "http://127.0.0.1:$PORT_TARGET/metrics" || true)
   stop "$pid"; p99_snap+=("$p99")
   snaps=$(echo "$metrics" | awk '/^idrecon_snapshot_duration_seconds_count/ {print $2}')
   busy=$(echo "$metrics" | awk -v e="$elapsed" '/^idrecon_snapshot_duration_seconds_sum/ {printf "%.0f%%", 100*$2/e}')
-  printf "%-24s %5s %10s %9s %9s %6s %-28s %-24s %s\n" "target, snapshots" "$round" "$rps" "$p50" "$p99" "$err" "${snaps:-0} (${busy:-0%} of the run)" "$(slow_fsyncs "$metrics")" \
-    "$(load_of "$cpu_a" "$cpu_w" "$cpu_a2" "$cpu_w2" "$metrics")"
+  half_row "target, snapshots" "$round" "$rps" "$p50" "$p99" "$err" "${snaps:-0} (${busy:-0%} of the run)" \
+    "$(slow_fsyncs "$metrics")" "$(load_of "$cpu" "$wcpu" "$metrics")"
 
   pid=$(start_ceiling); wait_ready $PORT_CEILING
   read -r rps p50 p99 err <<<"$(run_wrk $PORT_CEILING "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
   stop "$pid"; p99_ceil+=("$p99")
-  printf "%-24s %5s %10s %9s %9s %6s %s\n" "ceiling" "$round" "$rps" "$p50" "$p99" "$err" -
+  half_row "ceiling" "$round" "$rps" "$p50" "$p99" "$err" -
 
   if [ "$FLOOR" = 1 ]; then
     pid=$(start_floor "$(write_percent checkout-mix)"); wait_ready $PORT_FLOOR
-    read -r cpu_a cpu_w <<<"$(cpu_ms "$pid")"
-    read -r rps p50 p99 err <<<"$(run_wrk $PORT_FLOOR "$OUT/checkout-mix.jsonl" $HALF_CONNECTIONS "$delay")"
-    read -r cpu_a2 cpu_w2 <<<"$(cpu_ms "$pid")"
+    read -r rps p50 p99 err cpu wcpu <<<"$(run_half "$pid" $PORT_FLOOR)"
     stop "$pid"; p99_floor+=("$p99")
-    printf "%-24s %5s %10s %9s %9s %6s %-28s %-24s %s\n" "durability floor" "$round" "$rps" "$p50" "$p99" "$err" - - \
-      "$(load_of "$cpu_a" "$cpu_w" "$cpu_a2" "$cpu_w2" "")"
+    half_row "durability floor" "$round" "$rps" "$p50" "$p99" "$err" - - "$(load_of "$cpu" "$wcpu")"
   fi
 done
 plain=$(printf '%s\n' "${p99_plain[@]}" | median)
