@@ -75,7 +75,8 @@
 //! the p99 from 2.94 to 2.15 ms with as many fsyncs (BENCHMARKS.md, "ninth pass").
 //!
 //! **While the process is CPU-bound** ([`crate::cpu_load`]: its threads used at least 90 % of
-//! the cores it may run on over the last 50 ms window, until the share falls below 75 %), the
+//! the cores it may run on in each of four 50 ms windows in a row, until a window's share falls
+//! below 75 %; a single busy window is a burst, not saturation), the
 //! longer [`WalOptions::busy_commit_delay`] applies instead, after any batch of at least
 //! [`BUSY_COMMIT_DELAY_MIN_BATCH`] records: there every fsync saved is CPU handed back to
 //! requests that are waiting for it. A process with CPU to spare keeps the short delay, where
