@@ -139,7 +139,8 @@ pub struct ServeArgs {
     #[arg(long, env = "IDRECON_COMMIT_DELAY_US", default_value_t = 800,
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub commit_delay_us: u64,
-    /// Group commit while the process is CPU-bound (90 % of its cores over 50 ms): after a
+    /// Group commit while the process is CPU-bound (90 % of its cores in each of four 50 ms
+    /// windows in a row, until one falls below 75 %): after a
     /// batch of two or more writes, wait up to this many microseconds instead, if longer than
     /// --commit-delay-us (0: the same delay whatever the load).
     #[arg(long, env = "IDRECON_BUSY_COMMIT_DELAY_US", default_value_t = 5000,
