@@ -39,8 +39,9 @@
 # Both target runs also print how many of the log's fsyncs took over 5 ms (from /metrics), the
 # share of the core the server's threads used during the run and the log writer's part of it
 # (/proc/PID/task/*/schedstat), and the group commit's mean batch with its share of
-# one-record batches (the floor's line gives its core share too): "half load" of part 1's maximum keeps the core 75-80 % busy, because
-# batches at half load are small (BENCHMARKS.md, twenty-first pass).
+# one-record batches (the floor's line gives its core share too). "Half load" of part 1's
+# maximum leaves less than half the core idle, because batches at half load are small: 57-80 %
+# busy, depending on the host (BENCHMARKS.md, twenty-first and twenty-second passes).
 #   ceiling                    (the same rate, for reference)
 #   durability floor           (the same rate, FLOOR=1: what a durable write alone adds)
 # wrk is closed-loop (a late answer delays that connection's next request), so these p99s

@@ -190,14 +190,23 @@ mod tests {
         assert!(!next_busy(true, BUSY_ON_WINDOWS, 0.0));
     }
 
-    /// Feeds `load` one complete window in which the process used `share` of one core (the
-    /// window's start and CPU clock moved back by one [`WINDOW`]) and returns the verdict.
-    fn feed(load: &mut CpuLoad, share: f64) -> bool {
+    /// Ends one complete [`WINDOW`] of `load` on one core in which the process used `used` of
+    /// CPU time, `background_nanos` of it reported as background work (the window's start and
+    /// clocks moved back), and returns the verdict.
+    fn complete_window(load: &mut CpuLoad, used: Duration, background_nanos: u64) -> bool {
         load.cores = 1.0;
         load.window_start = Instant::now() - WINDOW;
-        load.cpu_at_start = process_cpu_time().saturating_sub(WINDOW.mul_f64(share));
-        load.background_at_start = BACKGROUND_CPU_NANOS.load(Ordering::Relaxed);
+        load.cpu_at_start = process_cpu_time().saturating_sub(used);
+        load.background_at_start = BACKGROUND_CPU_NANOS
+            .load(Ordering::Relaxed)
+            .wrapping_sub(background_nanos);
         load.is_busy()
+    }
+
+    /// [`complete_window`] in which the process used `share` of the core, none of it
+    /// background work.
+    fn feed(load: &mut CpuLoad, share: f64) -> bool {
+        complete_window(load, WINDOW.mul_f64(share), 0)
     }
 
     #[test]
@@ -275,13 +284,7 @@ mod tests {
         let window = |background: u64| {
             let mut load = CpuLoad::new();
             load.busy_windows = BUSY_ON_WINDOWS - 1;
-            load.cores = 1.0;
-            load.window_start = Instant::now() - WINDOW;
-            load.cpu_at_start = process_cpu_time().saturating_sub(spent);
-            load.background_at_start = BACKGROUND_CPU_NANOS
-                .load(Ordering::Relaxed)
-                .wrapping_sub(background);
-            load.is_busy()
+            complete_window(&mut load, spent, background)
         };
         assert!(window(0));
         // ...unless that CPU time was reported as background work.
