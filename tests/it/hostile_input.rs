@@ -3,11 +3,9 @@
 //! connection within a bounded time, change nothing, and never stop the server from serving
 //! others. Slow clients and idle connections are cut by the request and idle timeouts.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::TestApp;
+use crate::common::TestApp;
 use idrecon::http::HttpOptions;
 use idrecon::store::StoreOptions;
 use serde_json::{Value, json};

@@ -2,9 +2,7 @@
 //! `Authorization: Bearer <token>` (401 `unauthorized` with `WWW-Authenticate: Bearer`
 //! otherwise) while the other routes stay open; without one, everything is open.
 
-mod common;
-
-use common::TestApp;
+use crate::common::TestApp;
 use idrecon::admin::AdminToken;
 use idrecon::http::HttpOptions;
 use idrecon::store::StoreOptions;

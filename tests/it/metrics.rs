@@ -3,19 +3,13 @@
 //! (never the raw path) and status, the state gauges show the graph, and the log writer and
 //! snapshot metrics have samples.
 //!
-//! The metrics recorder is global to the test process, so every check compares a scrape before
-//! with a scrape after, and the tests of this file run one at a time (`SERIAL`).
-
-mod common;
+//! The metrics recorder is global to a process and every test of this binary shares one, so
+//! exact counts are taken from the real binary in a process of its own ([`Binary`]).
 
 use std::collections::BTreeMap;
 
-use common::TestApp;
+use crate::common::{Binary, TestApp};
 use serde_json::json;
-use tokio::sync::Mutex;
-
-/// Serializes the tests of this file: they share the process's metrics recorder.
-static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// One scrape: every sample as (name, sorted labels) → value.
 #[derive(Debug)]
@@ -67,10 +61,9 @@ fn parse_labels(text: &str) -> Vec<(String, String)> {
     labels
 }
 
-async fn scrape(app: &TestApp) -> (Scrape, String) {
-    let response = app
-        .client
-        .get(format!("{}/metrics", app.url))
+async fn scrape(client: &reqwest::Client, url: &str) -> (Scrape, String) {
+    let response = client
+        .get(format!("{url}/metrics"))
         .send()
         .await
         .expect("scrape sent");
@@ -90,10 +83,9 @@ async fn scrape(app: &TestApp) -> (Scrape, String) {
 }
 
 /// POST /identify; returns status and the outcome header.
-async fn identify(app: &TestApp, body: serde_json::Value) -> (u16, String) {
-    let response = app
-        .client
-        .post(format!("{}/identify", app.url))
+async fn identify(client: &reqwest::Client, url: &str, body: serde_json::Value) -> (u16, String) {
+    let response = client
+        .post(format!("{url}/identify"))
         .json(&body)
         .send()
         .await
@@ -109,10 +101,11 @@ async fn identify(app: &TestApp, body: serde_json::Value) -> (u16, String) {
 
 #[tokio::test]
 async fn counters_move_by_exactly_the_requests_made() {
-    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn(dir.path()).await;
-    let (before, _) = scrape(&app).await;
+    // A snapshot after the fourth event, so its metrics can be checked too.
+    let server = Binary::start(dir.path(), &["--snapshot-every", "4"]);
+    let (client, url) = (reqwest::Client::new(), server.url.as_str());
+    let (before, _) = scrape(&client, url).await;
 
     let requests = [
         (
@@ -139,13 +132,21 @@ async fn counters_move_by_exactly_the_requests_made() {
         (json!({"email": "doc@"}), 400, ""),
     ];
     for (body, status, outcome) in requests {
-        assert_eq!(identify(&app, body).await, (status, outcome.to_owned()));
+        assert_eq!(
+            identify(&client, url, body).await,
+            (status, outcome.to_owned())
+        );
     }
-    assert_eq!(app.get("/contacts/1").await.0, 200);
-    assert_eq!(app.get("/contacts/abc").await.0, 400);
-    assert_eq!(app.get("/no/such/route").await.0, 404);
+    for (path, status) in [
+        ("/contacts/1", 200),
+        ("/contacts/abc", 400),
+        ("/no/such/route", 404),
+    ] {
+        let response = client.get(format!("{url}{path}")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path}");
+    }
 
-    let (after, text) = scrape(&app).await;
+    let (after, text) = scrape(&client, url).await;
     let delta =
         |name: &str, labels: &[(&str, &str)]| after.get(name, labels) - before.get(name, labels);
 
@@ -206,52 +207,29 @@ async fn counters_move_by_exactly_the_requests_made() {
     assert!(delta("idrecon_wal_bytes_written_total", &[]) > 0.0);
     assert!(text.contains("idrecon_wal_fsync_duration_seconds_bucket{le=\"0.001\"}"));
 
-    // A snapshot counts once and records its duration.
-    assert!(app.store.snapshot_blocking().unwrap().is_some());
-    let (later, _) = scrape(&app).await;
-    let ok = [("result", "ok")];
+    // The background snapshot after the fourth event counts once and records its duration.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let later = loop {
+        let (later, _) = scrape(&client, url).await;
+        if later.get("idrecon_snapshot_duration_seconds_count", &[]) >= 1.0
+            || std::time::Instant::now() > deadline
+        {
+            break later;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(
-        later.get("idrecon_snapshots_total", &ok) - after.get("idrecon_snapshots_total", &ok),
+        later.get("idrecon_snapshots_total", &[("result", "ok")]),
         1.0
     );
     assert_eq!(
-        later.get("idrecon_snapshot_duration_seconds_count", &[])
-            - after.get("idrecon_snapshot_duration_seconds_count", &[]),
+        later.get("idrecon_snapshot_duration_seconds_count", &[]),
         1.0
     );
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn several_servers_in_one_process_share_the_recorder() {
-    let _serial = SERIAL.lock().await;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = TestApp::spawn(dir_a.path()).await;
-    let b = TestApp::spawn(dir_b.path()).await;
-    let (before, _) = scrape(&a).await;
-    assert_eq!(identify(&b, json!({"email": "z@x.io"})).await.0, 200);
-    assert_eq!(identify(&b, json!({"phoneNumber": "9"})).await.0, 200);
-    // One recorder: b's requests show in a's scrape, while the gauges are a's own state.
-    let (after, text) = scrape(&a).await;
-    let labels = [("outcome", "new_primary")];
-    assert_eq!(
-        after.get("idrecon_identify_outcomes_total", &labels)
-            - before.get("idrecon_identify_outcomes_total", &labels),
-        2.0
-    );
-    assert_eq!(after.get("idrecon_contacts", &[]), 0.0);
-    assert!(text.contains("# HELP idrecon_identify_outcomes_total"));
-    let (from_b, _) = scrape(&b).await;
-    assert_eq!(from_b.get("idrecon_contacts", &[]), 2.0);
-    assert_eq!(from_b.get("idrecon_identities", &[]), 2.0);
-    assert_eq!(from_b.get("idrecon_largest_identity_contacts", &[]), 1.0);
-    a.stop().await;
-    b.stop().await;
 }
 
 #[tokio::test]
 async fn request_ids_are_honoured_or_generated() {
-    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(dir.path()).await;
     let sent = app

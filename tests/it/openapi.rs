@@ -4,11 +4,9 @@
 //! answers of the server validate against the documented schemas (JSON Schema 2020-12, the
 //! dialect of OpenAPI 3.1).
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::TestApp;
+use crate::common::TestApp;
 use idrecon::http::{HttpOptions, ResponseKey};
 use idrecon::store::StoreOptions;
 use serde_json::{Value, json};

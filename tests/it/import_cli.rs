@@ -1,10 +1,8 @@
 //! `idrecon import` / `export` through the real binary (SPEC.md §7), then served over HTTP.
 
-mod common;
-
 use std::path::Path;
 
-use common::{TestApp, data_file, idrecon, summary};
+use crate::common::{TestApp, data_file, idrecon, summary};
 use serde_json::json;
 
 const HEADER: &str = "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt";

@@ -2,9 +2,7 @@
 //! server on 127.0.0.1:0, through the real binary's `import` and `--print-config`, and a
 //! property test of the canonicalizer (never panics; idempotent on its E.164 output).
 
-mod common;
-
-use common::{TestApp, idrecon, summary};
+use crate::common::{TestApp, idrecon, summary};
 use idrecon::http::HttpOptions;
 use idrecon::phone_region::{Normalizer, PhoneRegion};
 use idrecon::store::StoreOptions;

@@ -3,11 +3,9 @@
 //! offset of the last record; corruption in the middle of the log refused with file and offset,
 //! by `serve` and by `idrecon check`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{TestApp, idrecon};
+use crate::common::{TestApp, idrecon};
 use idrecon::http::HttpOptions;
 use idrecon::store::{Store, StoreError, StoreOptions};
 use serde_json::{Value, json};

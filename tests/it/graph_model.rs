@@ -32,9 +32,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-#[path = "common/model.rs"]
-mod model;
-use model::{Answer, Model, Row};
+use crate::common::model::{Answer, Model, Row};
 
 // ----- generated cases --------------------------------------------------------------------------
 

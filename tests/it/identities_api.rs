@@ -3,12 +3,10 @@
 //! search of the data directory after compaction, and the over-merge guards (blocked values,
 //! identity size cap), including that changing their configuration never rewrites links.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{TestApp, summary};
+use crate::common::{TestApp, summary};
 use idrecon::admin::AdminToken;
 use idrecon::blocklist::BlockList;
 use idrecon::graph::GraphOptions;

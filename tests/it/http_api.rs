@@ -1,9 +1,7 @@
 //! The HTTP API through a real server on 127.0.0.1:0: SPEC.md §3 answers, §4 errors, §6
 //! endpoints, the response key setting, and the parallel brand-new request rule.
 
-mod common;
-
-use common::{TestApp, data_file, summary};
+use crate::common::{TestApp, data_file, summary};
 use idrecon::http::{HttpOptions, ResponseKey};
 use idrecon::store::StoreOptions;
 use serde_json::{Value, json};

@@ -201,3 +201,61 @@ pub fn summary(answer: &Value) -> (u64, Vec<String>, Vec<String>, Vec<u64>) {
             .collect(),
     )
 }
+
+/// The real `idrecon serve` binary on `127.0.0.1:0`, killed when dropped. Used where a test
+/// needs a process of its own: exact metric counts (the metrics recorder is global to a
+/// process, and every test of this binary shares one), signals, crashes.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Binary {
+    /// Starts `idrecon serve --listen 127.0.0.1:0 --data-dir DIR` plus `args`, and waits (up to
+    /// 60 s) for the address it reports in its `serving` log line.
+    pub fn start(dir: &Path, args: &[&str]) -> Binary {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_idrecon"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("server starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if !sent
+                    && line.contains("serving")
+                    && let Some(at) = line.find("127.0.0.1:")
+                {
+                    let port: String = line[at + 10..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit())
+                        .collect();
+                    let _ = tx.send(format!("http://127.0.0.1:{port}"));
+                    sent = true;
+                }
+                // Keep draining so the server never blocks on a full pipe.
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server reports its address");
+        Binary { child, url }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

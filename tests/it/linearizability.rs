@@ -17,15 +17,13 @@
 //! - At the end every request is matched, the model's rows equal the served rows (`GET
 //!   /contacts`, all pages) column for column, and no identity has two primaries.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::model::{Answer, Model, Planned, Row};
-use common::{TestApp, summary};
+use crate::common::model::{Answer, Model, Planned, Row};
+use crate::common::{TestApp, summary};
 use idrecon::contact::Timestamp;
 use idrecon::event::Event;
 use idrecon::http::HttpOptions;
