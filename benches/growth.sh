@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Growth benchmark (issue 3 "Growth"): how idrecon's costs change from 10 thousand to 10 million
-# contacts. For each N it
+# Growth benchmark: how idrecon's costs change from 10 thousand to 10 million contacts.
+# For each N it
 #   1. generates a preload of N contacts and a `returning` workload for it (data/generate.rs),
 #   2. runs `idrecon import` under /usr/bin/time -v (wall time, peak RSS of the import),
 #   3. starts `idrecon serve` on the imported data directory (a snapshot, no log) and measures

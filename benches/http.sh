@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# HTTP benchmark (issue 3): idrecon against the no-storage ceiling (examples/ceiling.rs), same
+# HTTP benchmark: idrecon against the no-storage ceiling (examples/ceiling.rs), same
 # core, same load generator, alternating rounds; prints requests/s, p50/p99 and the median ratio
 # target/ceiling per workload, then the checkout-mix latency figures.
 #
@@ -9,7 +9,7 @@
 # new"; empty skips part 1), LATENCY (1: also run part 2), MIX_MAX_RPS (part 2's maximum
 # instead of part 1's checkout-mix median), SNAPSHOT_EVERY_BUSY (1000), CARGO_TARGET_DIR,
 # TARGET_BIN (another idrecon binary to measure, e.g. an older build: A/B runs) and TARGET_ARGS
-# (extra `serve` flags, e.g. "--busy-commit-delay-us 0").
+# (extra `serve` flags, e.g. "--commit-delay-us 0").
 # With 64 connections both servers are latency-bound (closed loop: ~64 / latency) and the
 # ceiling stays far below its maximum on this machine; 256 saturates it.
 #
@@ -41,7 +41,7 @@
 # (/proc/PID/task/*/schedstat), and the group commit's mean batch with its share of
 # one-record batches (the floor's line gives its core share too). "Half load" of part 1's
 # maximum leaves less than half the core idle, because batches at half load are small: 57-80 %
-# busy, depending on the host (BENCHMARKS.md, twenty-first and twenty-second passes).
+# busy, depending on the host.
 #   ceiling                    (the same rate, for reference)
 #   durability floor           (the same rate, FLOOR=1: what a durable write alone adds)
 # wrk is closed-loop (a late answer delays that connection's next request), so these p99s
@@ -111,8 +111,7 @@ start_target() { # workload snapshot_every -> pid
 # SIGTERM, then wait until the server has exited: a target writes its final snapshot first
 # (about a second for the 1 M preload), which must not overlap the next run on the same core,
 # nor its copy of the start state. The servers are started inside $(...), so they are not this
-# shell's children and `wait` cannot be used (it returned at once here before the twentieth
-# pass). After 60 s, SIGKILL.
+# shell's children and `wait` cannot be used (it would return at once). After 60 s, SIGKILL.
 stop() {
   kill "$1" 2>/dev/null || return 0
   for _ in $(seq 1 1200); do

@@ -7,8 +7,7 @@
 -- (a Poisson stream). A fixed pause does not: connections answered in the same burst wake in
 -- the same millisecond and send their next requests together, so the server sees bursts of
 -- a hundred requests and idles between them. With a fixed 6 ms pause the ceiling's p50 was
--- 0.66-0.90 ms at about 16 k requests/s; with exponential pauses 0.16 ms at 20 k
--- (BENCHMARKS.md, ninth pass).
+-- 0.66-0.90 ms at about 16 k requests/s; with exponential pauses 0.16 ms at 20 k.
 local lines = {}
 local i = 0
 local pause = 0

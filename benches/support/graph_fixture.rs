@@ -1,6 +1,5 @@
-//! The graph the graph benchmarks measure, shared by `benches/graph.rs` (criterion, at
-//! 1 000 000 contacts) and `examples/instruction_counts.rs` (callgrind, at 10 000), so both
-//! count the same work. Included with `#[path]`; not a bench target of its own.
+//! The graph the graph benchmarks of `benches/graph.rs` measure (criterion, at 1 000 000
+//! contacts). Included with `#[path]`; not a bench target of its own.
 
 use idrecon::contact::{Email, Phone, Timestamp};
 use idrecon::event::{Event, NewContact};
