@@ -40,9 +40,10 @@ use crate::blocklist::BlockList;
 use crate::contact::{
     ContactId, ContactRow, Email, LinkPrecedence, Phone, Timestamp, ValidationError,
 };
-use crate::event::{Event, NewContact, NewContactRef, Refusal};
-use crate::history::{HistoryEntry, HistoryRecord};
-use crate::snapshot::{SnapshotEntry, SnapshotItem};
+use crate::event::{
+    Event, HistoryRecord, NewContact, NewContactRef, Refusal, SnapshotEntry, SnapshotItem,
+};
+use crate::history::HistoryEntry;
 use crate::value_index::ValueIndex;
 
 /// Configuration of the over-merge guards (issue 5). The default is SPEC.md §3 exactly: no
@@ -1637,7 +1638,7 @@ impl IdentityGraph {
     }
 
     /// Applies one snapshot item (the inverse of [`IdentityGraph::snapshot_entries`]), as
-    /// [`crate::snapshot::read`] hands it out (a row's values borrowed from the file's bytes;
+    /// the snapshot reader hands it out (a row's values borrowed from the file's bytes;
     /// [`SnapshotEntry::as_item`] for an owned entry).
     ///
     /// # Errors
