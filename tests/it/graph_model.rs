@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use idrecon::contact::{ContactRow, Email, LinkPrecedence, Phone, Timestamp};
 use std::sync::Arc;
 
-use idrecon::blocklist::BlockList;
 use idrecon::event::{Event, NewContact};
+use idrecon::graph::BlockList;
 use idrecon::graph::{GraphOptions, IdentifyRequest, Identity, IdentityGraph};
 use proptest::prelude::*;
 use proptest::sample::Index;
