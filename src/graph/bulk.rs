@@ -3,12 +3,11 @@
 
 use std::hash::BuildHasher;
 
-use super::arena::StrRef;
 use super::value_index::ValueIndex;
 use super::{IdentityGraph, ValueOf};
 
-/// Unions a bulk load batches before making them (see [`IdentityGraph::settle_links`]): the
-/// rows and links they touch (two 64-byte lines each) stay well inside a core's L2 cache.
+/// Unions a bulk load queues before making them (see [`IdentityGraph::settle_links`]): a bound
+/// on the queue, 16 KiB of `(row, link)` slot pairs.
 const PENDING_LINKS: usize = 2048;
 
 impl IdentityGraph {
@@ -58,23 +57,14 @@ impl IdentityGraph {
         }
     }
 
-    /// Makes the unions a bulk load deferred ([`IdentityGraph::apply_insert`] batches them),
+    /// Makes the unions a bulk load deferred ([`IdentityGraph::apply_insert`] queues them),
     /// in their original order, so the partition is exactly what applying them one by one
-    /// gives. First the roots of all the batch's link targets and their primaries' rows are
-    /// read in one pass: those loads do not depend on each other, so the CPU overlaps their
-    /// cache misses instead of waiting for them one union at a time (issue 3: start-up and
-    /// replay rates; at 10M contacts each miss is a few hundred nanoseconds).
+    /// gives.
     pub(super) fn settle_links(&mut self) {
         if self.pending_links.is_empty() {
             return;
         }
         let mut pending = std::mem::take(&mut self.pending_links);
-        let mut touched = 0i64;
-        for &(_, link) in &pending {
-            let primary = self.links[self.root(link) as usize].primary;
-            touched ^= self.nodes[primary as usize].created_at.0;
-        }
-        std::hint::black_box(touched);
         for &(slot, link) in &pending {
             let root = self.union(slot, link);
             debug_assert_eq!(self.check_touched_identity(root), Ok(()));
@@ -148,31 +138,8 @@ impl IdentityGraph {
         let _ = index.try_reserve(ordered.len());
         // The slot of a dropped entry: no row has slot `u32::MAX` (a graph has fewer rows).
         const NOT_KEPT: u32 = u32::MAX;
-        // Entries whose tag repeats, in windows of `WINDOW`: their rows and values are read
-        // ahead of the comparisons, in two passes of loads independent of each other, so the
-        // CPU overlaps the cache misses (one after another they cost the most time here).
-        const WINDOW: usize = 256;
-        let mut ahead: Vec<StrRef> = Vec::with_capacity(WINDOW);
         let mut run_start = 0;
         for i in 0..ordered.len() {
-            if i % WINDOW == 0 {
-                let window = i..(i + WINDOW).min(ordered.len());
-                let repeats = |j: usize| {
-                    let tag = tag_of(ordered[j]);
-                    (j > 0 && tag_of(ordered[j - 1]) == tag)
-                        || ordered.get(j + 1).is_some_and(|&next| tag_of(next) == tag)
-                };
-                ahead.clear();
-                ahead.extend(
-                    window
-                        .filter(|&j| repeats(j))
-                        .filter_map(|j| field(&nodes[slot_of(ordered[j]) as usize])),
-                );
-                let touched = ahead.iter().fold(0u8, |acc, &r| {
-                    acc ^ values.bytes(r).first().copied().unwrap_or(0)
-                });
-                std::hint::black_box(touched);
-            }
             let key = ordered[i];
             let (tag, slot) = (tag_of(key), slot_of(key));
             if tag_of(ordered[run_start]) != tag {

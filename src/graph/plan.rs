@@ -88,21 +88,10 @@ impl IdentityGraph {
     }
 
     /// The slots carrying the request's usable (not blocked) email and phone: one index probe
-    /// each. Both buckets are requested from memory before either is read, so a request with
-    /// both values waits for one bucket miss, not two in a row.
+    /// each.
     fn matches<'r>(&self, request: &'r IdentifyRequest) -> Matches<'r> {
-        let email = request.email.as_ref().map(|e| (e, self.hash(e.as_str())));
-        let phone = request.phone.as_ref().map(|p| (p, self.hash(p.as_str())));
-        if let Some((_, hash)) = email {
-            self.by_email.prefetch(hash);
-        }
-        if let Some((_, hash)) = phone {
-            self.by_phone.prefetch(hash);
-        }
-        let by_email = email
-            .and_then(|(e, hash)| self.find_value(&self.by_email, |n| n.email, e.as_str(), hash));
-        let by_phone = phone
-            .and_then(|(p, hash)| self.find_value(&self.by_phone, |n| n.phone, p.as_str(), hash));
+        let by_email = (request.email.as_ref()).and_then(|e| self.lookup_email(e.as_str()));
+        let by_phone = (request.phone.as_ref()).and_then(|p| self.lookup_phone(p.as_str()));
         // A blocked value is never indexed (`check_invariants`), so a value the probe found is
         // usable: the block list is consulted only for a value the index does not know.
         Matches {

@@ -129,20 +129,6 @@ fn buckets_for(len: usize) -> usize {
         .next_power_of_two()
 }
 
-/// Starts loading the cache line at `ptr` without waiting for it (a hint: no effect on the
-/// program's results, and it never faults).
-#[inline(always)]
-fn prefetch<T>(ptr: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 is a hint: it never faults and has no architectural effect, whatever
-    // the address (here always inside a live allocation).
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = ptr;
-}
-
 impl Table {
     const NONE: Table = Table {
         entries: Vec::new(),
@@ -164,12 +150,6 @@ impl Table {
         // `shift` is 32..=64 for tables up to 2^32 buckets; (tag << 32) >> shift is the tag's
         // top `64 - shift` bits.
         ((u64::from(tag) << 32).checked_shr(self.shift)).unwrap_or(0) as usize
-    }
-
-    fn prefetch(&self, tag: u32) {
-        if let Some(entry) = self.entries.get(self.home(tag)) {
-            prefetch(entry);
-        }
     }
 
     /// Walks `tag`'s probe run from its home bucket: `Ok` with the first bucket whose entry
@@ -259,16 +239,6 @@ impl ValueIndex {
     /// Whether a growth is under way: some entries are still in the previous table.
     pub fn is_growing(&self) -> bool {
         self.left > 0
-    }
-
-    /// Starts loading the bucket where a lookup of `hash` begins, so that a caller with two
-    /// lookups to make (an email and a phone) waits for both misses at once.
-    pub fn prefetch(&self, hash: u64) {
-        let tag = tag_of(hash);
-        self.table.prefetch(tag);
-        if self.is_growing() {
-            self.old.prefetch(tag);
-        }
     }
 
     /// The first slot whose entry has `hash`'s tag and for which `is_match` (which reads the
