@@ -160,9 +160,9 @@ impl IdentityGraph {
         Ok(())
     }
 
-    /// Deletion (issue 5): `deletedAt = updatedAt = at`, the row's values leave the indexes
-    /// (another live member carrying the same value takes its place), and when the primary is
-    /// deleted the best remaining member by `(deleted, createdAt, id)` becomes primary and is
+    /// Deletion (docs/behaviour.md §6.6): `deletedAt = updatedAt = at`, the row's values leave the
+    /// indexes (another live member carrying the same value takes its place), and when the primary
+    /// is deleted the best remaining member by `(deleted, createdAt, id)` becomes primary and is
     /// touched (`updatedAt = at`). Links stay.
     fn apply_delete(&mut self, id: ContactId, at: Timestamp) -> Result<(), ApplyError> {
         let slot = self.slot_of(id).ok_or(ApplyError::UnknownContact(id))?;
@@ -248,9 +248,10 @@ impl IdentityGraph {
         };
     }
 
-    /// Erasure (issue 5): every member of the identity containing `id` leaves the indexes, its
-    /// email and phone are wiped from memory ([`Email::wipe`]), and it becomes unknown to every
-    /// lookup, listing and snapshot. Values in refusal records naming the identity are wiped.
+    /// Erasure (docs/behaviour.md §6.7): every member of the identity containing `id` leaves the
+    /// indexes, its email and phone are wiped from memory
+    /// ([`Email::wipe`](crate::contact::Email::wipe)), and it becomes unknown to every lookup,
+    /// listing and snapshot. Values in refusal records naming the identity are wiped.
     fn apply_erase(&mut self, id: ContactId, at: Timestamp) -> Result<(), ApplyError> {
         let slot = self.slot_of(id).ok_or(ApplyError::UnknownContact(id))?;
         let root = self.root_mut(slot);
@@ -295,7 +296,7 @@ impl IdentityGraph {
         Ok(())
     }
 
-    /// A refusal changes nothing but history.
+    /// A refusal by the identity size cap (docs/behaviour.md §3.6) changes nothing but history.
     fn apply_refusal(&mut self, refusal: &Refusal) -> Result<(), ApplyError> {
         for id in std::iter::once(refusal.primary).chain(refusal.other) {
             self.slot_of(id).ok_or(ApplyError::UnknownContact(id))?;

@@ -14,7 +14,7 @@ impl IdentityGraph {
     /// Recovery mode: until [`IdentityGraph::finish_bulk_load`], applied events leave the
     /// email and phone indexes alone (nothing but `plan` and the answers read them, and neither
     /// runs during recovery). Loading a snapshot and replaying the log then cost no random
-    /// hash-table probe per value (issue 3: start-up and replay rates). Inserted rows are also
+    /// hash-table probe per value, which dominates start-up otherwise. Inserted rows are also
     /// joined to the rows they link to in batches (see `settle_links`); every other event, a
     /// snapshot capture and `finish_bulk_load` first make the pending unions, so only the
     /// identity counters lag until then. Reads are meant for after `finish_bulk_load`.
@@ -24,8 +24,9 @@ impl IdentityGraph {
 
     /// Builds both indexes from the rows, in parallel (one thread per index): each value is
     /// indexed at its oldest live carrier (smallest id), which is where incremental indexing
-    /// leaves it too, blocked values excepted. Entries are inserted nearly in bucket order (binned by
-    /// the hash's low bits), so the table is filled front to back instead of at random.
+    /// leaves it too, blocked values excepted. Entries are inserted nearly in bucket order (binned
+    /// by the hash's top bits, which pick the home bucket), so the table is filled front to
+    /// back instead of at random.
     /// Does nothing outside a bulk load.
     pub fn finish_bulk_load(&mut self) {
         if !self.bulk {
@@ -73,6 +74,8 @@ impl IdentityGraph {
         self.pending_links = pending;
     }
 
+    /// The index of one kind of value (`field` reads it from a row), built from the rows: each
+    /// value at its oldest live carrier; deleted, erased and blocked values left out.
     fn build_index(&self, field: ValueOf) -> ValueIndex {
         let (nodes, values, hasher) = (&self.nodes, &self.values, &self.hasher);
         let checks_blocked = !self.options.blocked.is_empty();
@@ -91,8 +94,8 @@ impl IdentityGraph {
         // One `u64` per value: the index's 32-bit tag of its hash (the top half, all the index
         // reads of a hash) above its slot. Sorting these sorts by (tag, slot), in 8 bytes
         // instead of a 16-byte (hash, slot) pair: at 10 M contacts 80 MB of fresh memory per
-        // index instead of 160 (page faults on fresh memory took 30 % of a 10 M start-up's
-        // samples on the benchmark machine: BENCHMARKS.md, eleventh pass).
+        // index instead of 160, and first touches of fresh memory (page faults) are a large
+        // part of what a start-up costs.
         const SLOT_BITS: u64 = 0xFFFF_FFFF;
         let keyed = || {
             indexable().map(|(s, value)| {

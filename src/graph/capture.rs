@@ -28,9 +28,9 @@ pub(super) struct Capture {
 }
 
 /// Memory for a [`CaptureCursor`], made before the capture starts so that
-/// [`IdentityGraph::begin_capture_with`] does not fill it under the store's write lock (at a
-/// million contacts the 4 MB fill held every request up for 2-3 ms: BENCHMARKS.md, twentieth
-/// pass). Every element is `u32::MAX`.
+/// [`IdentityGraph::begin_capture_with`] does not fill it under the store's write lock: 4 bytes
+/// per slot, 4 MB at a million contacts, whose fill would hold every request up for
+/// milliseconds. Every element is `u32::MAX`.
 #[derive(Debug, Default)]
 pub struct CaptureBuffer(Vec<u32>);
 
@@ -90,7 +90,8 @@ impl IdentityGraph {
     }
 
     /// The whole graph as snapshot entries: [`IdentityGraph::snapshot_contacts`] then
-    /// [`IdentityGraph::snapshot_history`] (SPEC.md §8; issue 5 "History survives snapshots").
+    /// [`IdentityGraph::snapshot_history`] then the clock (docs/behaviour.md §8; history
+    /// survives snapshots, §6.5).
     pub fn snapshot_entries(&self) -> impl Iterator<Item = SnapshotEntry> + '_ {
         self.snapshot_contacts()
             .map(SnapshotEntry::Contact)
@@ -118,6 +119,8 @@ impl IdentityGraph {
         }
     }
 
+    /// Keeps the pre-image of `slot`'s links for the capture under way, if the slot is part of
+    /// it and this is its first change since the capture began.
     pub(super) fn save_links(&mut self, slot: u32) {
         if let Some(capture) = &mut self.capture
             && slot < capture.slots
@@ -129,6 +132,8 @@ impl IdentityGraph {
         }
     }
 
+    /// Keeps the pre-image of `slot`'s row for the capture under way (as
+    /// [`IdentityGraph::save_links`]).
     pub(super) fn save_node(&mut self, slot: u32) {
         if let Some(capture) = &mut self.capture
             && slot < capture.slots
@@ -151,12 +156,11 @@ impl IdentityGraph {
 
     /// Starts capturing the current state for a snapshot encoded in chunks by
     /// [`IdentityGraph::capture_chunk`], so a snapshot of millions of contacts never holds the
-    /// graph's lock for long (issue 3: "snapshots must not stall the hot path"). Until
-    /// [`IdentityGraph::end_capture`], every change keeps a pre-image of the slot it changes
-    /// (first change only) and path halving pauses. O(erased contacts) plus a 4-byte-per-slot
-    /// cursor; needs `&mut self`, i.e. the store's write lock, for that instant only (the
-    /// store passes a [`CaptureBuffer`] made beforehand to [`IdentityGraph::begin_capture_with`]
-    /// instead).
+    /// graph's lock for long and requests go on meanwhile. Until [`IdentityGraph::end_capture`],
+    /// every change keeps a pre-image of the slot it changes (first change only) and path halving
+    /// pauses. O(erased contacts) plus a 4-byte-per-slot cursor; needs `&mut self`, i.e. the
+    /// store's write lock, for that instant only (the store passes a [`CaptureBuffer`] made
+    /// beforehand to [`IdentityGraph::begin_capture_with`] instead).
     ///
     /// Starting a capture while one is active restarts it.
     pub fn begin_capture(&mut self) -> CaptureCursor {

@@ -1,10 +1,10 @@
-//! Identity history (issue 5 "History"): what happened to an identity, in the order it
+//! Identity history (docs/behaviour.md §6.5): what happened to an identity, in the order it
 //! happened.
 //!
-//! Inserts need no record: every row is its own insert record (its values are the request's
-//! values, its `createdAt` the time). Everything else that happens to an identity — merges,
-//! deletions, refusals by the size cap — is kept as a compact [`crate::event::HistoryRecord`]
-//! in the graph and in every snapshot, so history survives snapshots and restarts.
+//! Inserts need no record: every row is its own insert record (its values are the request's values,
+//! its `createdAt` the time). Everything else that happens to an identity — merges, deletions,
+//! refusals by the size cap — is kept as a compact [`HistoryRecord`] in the graph and in every
+//! snapshot, so history survives snapshots and restarts.
 //!
 //! # Order
 //! Each record stores `before_id`, the graph's next contact id when it was applied: it happened
@@ -110,8 +110,8 @@ impl IdentityGraph {
             .filter(|r| r.contacts().any(|id| self.slot_of(id).is_some()))
     }
 
-    /// `GET /identities/{contactId}/history` (issue 5): everything that happened to the
-    /// identity containing contact `id`, in log order (see [`crate::history`]); `None` for an
+    /// `GET /identities/{contactId}/history` (docs/behaviour.md §6.5): everything that happened to
+    /// the identity containing contact `id`, in log order (see [`HistoryRecord`]); `None` for an
     /// unknown or erased id. O(identity size + its records).
     pub fn history(&self, id: ContactId) -> Option<Vec<HistoryEntry>> {
         let root = self.root(self.slot_of(id)?);

@@ -1,33 +1,64 @@
-//! The identity graph: contacts in a union-find forest with email and phone hash indexes
-//! (SPEC.md §2–3; DESIGN.md "IdentityGraph").
+//! The identity graph: every contact row, grouped into identities (docs/behaviour.md §2–3).
 //!
-//! The graph is pure: no I/O, no clock, no locks. [`IdentityGraph::plan`] decides what an
-//! `/identify` request does and returns the [`Event`]s it would cause without changing anything;
-//! [`IdentityGraph::apply`] replays one event and is the only code that changes state. Recovery,
-//! import and snapshot loading all go through `apply`.
+//! The graph is pure: no I/O, no clock, no locks (the store wraps it in a lock, a log and
+//! snapshots). [`IdentityGraph::plan`] and [`IdentityGraph::decide`] work out what an `/identify`
+//! request does and return the [`Event`](crate::event::Event)s it would cause without changing
+//! anything; [`IdentityGraph::apply`] replays one event and is the only code that changes state.
+//! `/identify`, recovery, import and snapshot loading all go through `apply`, so replaying a log
+//! rebuilds exactly the graph that wrote it.
 //!
 //! # Representation
-//! - Contacts live in slots `0..n` in id order (ids only ever grow), so `id → slot` is a direct
-//!   index for the dense ids the service assigns and a binary search for sparse imported ids.
-//! - Union-find over slots: `parent` pointers, union by size, path halving on the write path
-//!   (reads walk without compressing, so they can share the graph). Every root carries its
-//!   identity's metadata: `size` and `primary`. The primary is metadata of the root, not the
-//!   root itself, so a merge is O(α) whatever the age order says.
-//! - The primary of an identity is always its best member by the key
-//!   `(deleted, createdAt, id)`: the oldest live contact, or the oldest contact when none is
-//!   live. `/identify` keeps this true by construction (new rows are the youngest, a merge keeps
-//!   the older primary) and import computes it, so snapshots need not store precedence.
-//! - Each identity's members form a circular singly linked list through `next`; a merge splices
-//!   two rings in O(1). Answers walk the ring and sort its live members by age.
-//! - `by_email` / `by_phone` map a value to one live contact carrying it (the oldest). A value
-//!   is carried by one identity only (a request with a known value always lands in its
-//!   identity), so "does this identity have `e`" is "is `e` indexed". The exception is a value
-//!   that was blocked when some rows were written: blocked values are stored but never indexed
-//!   (issue 5), and if the block is lifted later the value's first carrier is indexed. Each
-//!   index is a [`ValueIndex`]: 8-byte buckets holding a tag of the value's hash and the slot,
-//!   so a probe reads one cache line, and only the matching candidate's row and bytes.
-//! - Emails and phones live in a paged [`Arena`]; a row holds 8-byte references (48 bytes per
-//!   row plus 16 of links).
+//!
+//! **Slots.** Contacts live in slots `0..n` in id order (ids only ever grow), in two parallel
+//! vectors: `nodes` (the row: id, references to its email and phone, timestamps; 48 bytes) and
+//! `links` (the union-find and ring links below; 16 bytes). `id → slot` is a direct index for
+//! the dense ids the service assigns (slot = id − 1) and a binary search for sparse imported
+//! ids. Everything inside the graph speaks slots (`u32`); the public API speaks contact ids.
+//!
+//! **Union-find** (`union_find.rs`). An identity is a tree of `parent` links over its slots,
+//! and its root stands for the identity. Union by size keeps the trees shallow and path
+//! halving on the write path (Tarjan & van Leeuwen, 1984) flattens them further, so finding a
+//! root costs O(α(n)) amortized; reads walk without compressing, so they can share the graph.
+//! Every root carries its identity's `size` and `primary`. The primary is metadata of the
+//! root, not the root itself, so a merge costs O(α(n)) whatever the age order says.
+//!
+//! **The primary.** The primary of an identity is always its best member by the key
+//! `(deleted, createdAt, id)`: the oldest live contact, or the oldest contact when none is
+//! live (docs/behaviour.md §2). `/identify` keeps this true by construction (new rows are the
+//! youngest, a merge keeps the older primary), a deletion elects the next best member, and
+//! import computes it, so snapshots need not store precedence.
+//!
+//! **Rings.** The members of an identity form a circular singly linked list through `next`; a
+//! merge splices two rings in O(1). Answers walk the ring and sort its live members by age
+//! (`view.rs`).
+//!
+//! **Indexes.** `by_email` and `by_phone` map a value to one live contact carrying it (the
+//! oldest). A value is carried by one identity only (a request with a known value always lands
+//! in its identity), so "does this identity have `e`" is "is `e` indexed". The exception is a
+//! value that was blocked when some rows were written: blocked values are stored but never
+//! indexed (docs/behaviour.md §3.6), and if the block is lifted later the value's first
+//! carrier is indexed. Each index is a [`ValueIndex`]: 8-byte buckets
+//! holding a tag of the value's hash and the slot, so a probe reads one cache line, and only
+//! the matching candidate's row and bytes.
+//!
+//! **Arena.** Emails and phones live in a paged [`Arena`]; a row refers to each
+//! value by an 8-byte [`StrRef`] instead of owning a string.
+//!
+//! **History and erasure.** Merges, deletions and refusals are kept as
+//! [`HistoryRecord`]s, chained per contact (`history.rs`).
+//! Erased contacts keep their slot (slots stay in id order) but are unknown to every lookup,
+//! listing and snapshot (docs/behaviour.md §6.7).
+//!
+//! # Files
+//! - `plan.rs`: what `/identify` does (§3, §3.6) and lookups by value (§6.3);
+//! - `apply.rs`: applying events: inserts, merges, deletions, erasure, refusals;
+//! - `union_find.rs`: roots, unions and member rings;
+//! - `bulk.rs`: recovery mode, where the indexes are built once at the end;
+//! - `capture.rs`: snapshot entries, and chunked copy-on-write captures of them;
+//! - `history.rs`: history records and `GET /identities/{id}/history` (§6.5);
+//! - `view.rs`: answers and rows as readers see them;
+//! - `invariants.rs`: the consistency checks run after every mutation in debug builds;
+//! - [`arena`], [`value_index`], [`blocklist`]: the storage and configuration above.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -59,14 +90,15 @@ pub use plan::{Decision, IdentifyRequest, Lookup};
 use value_index::ValueIndex;
 pub use view::{Identity, IdentityParts, IdentityView, stored_text};
 
-/// Configuration of the over-merge guards (issue 5). The default is SPEC.md §3 exactly: no
-/// blocked value, no cap.
+/// Configuration of the over-merge guards (docs/behaviour.md §3.6). The default is §3 exactly:
+/// no blocked value, no cap.
 #[derive(Clone, Debug, Default)]
 pub struct GraphOptions {
     /// Values stored on rows but never indexed, so they never match (see [`BlockList`]).
     pub blocked: Arc<BlockList>,
     /// The most contacts (deleted ones included) an identity may reach through `/identify`: a
-    /// merge or new secondary that would exceed it is refused ([`Event::MergeRefused`]).
+    /// merge or new secondary that would exceed it is refused
+    /// ([`Event::MergeRefused`](crate::event::Event::MergeRefused)).
     pub max_identity_size: Option<u32>,
 }
 
@@ -101,8 +133,8 @@ pub enum ApplyError {
         loser: ContactId,
     },
     /// A contact carries an empty value or one longer than 255 bytes (only a damaged or
-    /// hand-made log or snapshot can: SPEC.md §4 makes empty values absent and caps emails at
-    /// 254 bytes and phones at 32 characters).
+    /// hand-made log or snapshot can: docs/behaviour.md §4 makes empty values absent and caps
+    /// emails at 254 bytes and phones at 32 characters).
     #[error("contact {0} carries an empty value or one longer than 255 bytes")]
     InvalidValue(ContactId),
     /// A deletion names a contact that is already deleted.
@@ -172,7 +204,7 @@ pub struct IdentityGraph {
     /// Members of the largest identity (identities only grow; erasure recounts it).
     largest: u32,
     options: GraphOptions,
-    /// Merges, deletions and refusals in the order applied (see [`crate::history`]).
+    /// Merges, deletions and refusals in the order applied (see [`HistoryRecord`]).
     history: Vec<HistoryRecord>,
     /// For each record of `history`, per contact it names (first, second): the previous record
     /// naming that contact, as index + 1 (0: none). A chain per contact, no allocation per
@@ -199,6 +231,8 @@ impl Default for IdentityGraph {
     }
 }
 
+/// The most rows a graph holds: slots are `u32`, and `u32::MAX` means "no slot" in the value
+/// index and the capture cursor.
 const MAX_SLOTS: usize = (u32::MAX - 1) as usize;
 
 impl IdentityGraph {
@@ -279,13 +313,13 @@ impl IdentityGraph {
         self.next_id = self.next_id.max(next);
     }
 
-    /// The largest `createdAt` recorded; new rows get `max(this, now)` (SPEC.md §2).
+    /// The largest `createdAt` recorded; new rows get `max(this, now)` (docs/behaviour.md §2).
     pub fn max_created_at(&self) -> Timestamp {
         self.max_created_at
     }
 
     /// The timestamp a row created at wall-clock `now` gets: the clock never goes backwards
-    /// (SPEC.md §2).
+    /// (docs/behaviour.md §2).
     pub fn clock(&self, now: Timestamp) -> Timestamp {
         now.max(self.max_created_at)
     }

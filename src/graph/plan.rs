@@ -1,11 +1,12 @@
-//! Deciding what an `/identify` request does, without changing anything (SPEC.md §3), and the
-//! read-only lookup by values.
+//! Deciding what an `/identify` request does, without changing anything (docs/behaviour.md
+//! §3, with the over-merge guards of §3.6), and the read-only lookup by values (§6.3).
 
 use super::{ApplyError, Identity, IdentityGraph, IdentityKey, IdentityView};
 use crate::contact::{ContactId, Email, Phone, Timestamp, ValidationError};
 use crate::event::{Event, NewContact, Refusal};
 
-/// What a read-only lookup by email and/or phone found (`GET /identities`, issue 5).
+/// What a read-only lookup by email and/or phone found (`GET /identities`,
+/// docs/behaviour.md §6.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
     /// The values lead to one identity.
@@ -21,8 +22,8 @@ pub enum Lookup {
     },
 }
 
-/// A validated `/identify` request: the normalized pair `(e, p)` of SPEC.md §3, at least one of
-/// them present.
+/// A validated `/identify` request: the normalized pair `(e, p)` of docs/behaviour.md §3, at
+/// least one of them present.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentifyRequest {
     email: Option<Email>,
@@ -33,7 +34,7 @@ impl IdentifyRequest {
     /// Builds a request from normalized values.
     ///
     /// # Errors
-    /// `missing_contact` when both are absent (SPEC.md §4: both absent → 400).
+    /// `missing_contact` when both are absent (docs/behaviour.md §4: both absent → 400).
     pub fn new(email: Option<Email>, phone: Option<Phone>) -> Result<Self, ValidationError> {
         if email.is_none() && phone.is_none() {
             return Err(ValidationError::new(
@@ -75,14 +76,15 @@ struct Matches<'r> {
 }
 
 impl IdentityGraph {
-    /// Decides what `request` does at wall-clock `now` (SPEC.md §3 steps 1–4) without changing
-    /// anything: the events to apply, in order. An empty vector means the request is a pure read.
-    /// At most one event results today: a new primary, a new secondary, or a merge (a merge
-    /// means both values are known, so it never needs a new row).
+    /// Decides what `request` does at wall-clock `now` (docs/behaviour.md §3 steps 1–4) without
+    /// changing anything: the events to apply, in order. An empty vector means the request is a
+    /// pure read. At most one event results today: a new primary, a new secondary, or a merge (a
+    /// merge means both values are known, so it never needs a new row).
     ///
-    /// With [`GraphOptions`] set: blocked values count as absent for matching (they are still
-    /// stored on a new row), and a merge or new secondary that would take an identity past
-    /// `max_identity_size` becomes an [`Event::MergeRefused`].
+    /// With [`GraphOptions`](super::GraphOptions) set (docs/behaviour.md §3.6): blocked values
+    /// count as absent for matching (they are still stored on a new row), and a merge or new
+    /// secondary that would take an identity past `max_identity_size` becomes an
+    /// [`Event::MergeRefused`].
     pub fn plan(&self, request: &IdentifyRequest, now: Timestamp) -> Vec<Event> {
         self.plan_matched(request, || now, &self.matches(request))
     }
@@ -108,7 +110,7 @@ impl IdentityGraph {
     /// (the hot path of `/identify`: a returning customer costs one lookup per value).
     ///
     /// `now` is called (once) only when the request writes: a pure read stamps nothing, so it
-    /// does not read the wall clock (issue 3: about 110 instructions of a returning request).
+    /// does not read the wall clock.
     pub fn decide(
         &self,
         request: &IdentifyRequest,
@@ -179,7 +181,7 @@ impl IdentityGraph {
                 let size = u64::from(self.links[root_a as usize].size)
                     + u64::from(self.links[root_b as usize].size);
                 if over_cap(size) {
-                    // Answered from the identity of the email (SPEC.md §3 step 5 order).
+                    // Answered from the identity of the email (docs/behaviour.md §3 step 5 order).
                     return vec![refusal(pa, Some(pb), clock)];
                 }
                 let (winner, loser) = if self.is_better(pa, pb) {
@@ -212,8 +214,8 @@ impl IdentityGraph {
         }
     }
 
-    /// The identity the request's values belong to, as `/identify` answers it (SPEC.md §3 step
-    /// 5), with its key (its union-find root): the identity of the email, else of the phone
+    /// The identity the request's values belong to, as `/identify` answers it (docs/behaviour.md §3
+    /// step 5), with its key (its union-find root): the identity of the email, else of the phone
     /// (before the request's own events, both lead to the same identity or only one is known);
     /// `None` when neither value is known.
     fn answer_with_key(
@@ -246,8 +248,9 @@ impl IdentityGraph {
         }
     }
 
-    /// Read-only lookup (`GET /identities`, issue 5): the identity the values lead to, without
-    /// planning or changing anything. Blocked values never match.
+    /// Read-only lookup (`GET /identities`, docs/behaviour.md §6.3): the identity the values
+    /// lead to, without planning or changing anything. Blocked values never match, and a
+    /// lookup never merges: an email and a phone of two identities give [`Lookup::Conflict`].
     pub fn lookup(&self, request: &IdentifyRequest) -> Lookup {
         let Matches {
             by_email, by_phone, ..
@@ -271,8 +274,8 @@ impl IdentityGraph {
         self.slot_of(id).map(|s| IdentityKey(self.root(s)))
     }
 
-    /// Plans, applies and answers one request: the whole of SPEC.md §3 on an exclusive graph.
-    /// Returns the answer and the events applied (empty for a pure read).
+    /// Plans, applies and answers one request: the whole of docs/behaviour.md §3 on an exclusive
+    /// graph. Returns the answer and the events applied (empty for a pure read).
     ///
     /// # Errors
     /// [`ApplyError::Full`] when no slot is left for a new contact; no other error can occur

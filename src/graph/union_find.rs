@@ -91,7 +91,7 @@ impl IdentityGraph {
     /// Union-find `find` by contact id: the id of the primary of the identity containing contact
     /// `id` (a root walk without path compression, so it works behind a shared reference), or
     /// `None` for an unknown id. O(α(n)) amortized thanks to union by size and path halving on
-    /// the write path (DESIGN.md "IdentityGraph").
+    /// the write path.
     pub fn find(&self, id: ContactId) -> Option<ContactId> {
         self.slot_of(id)
             .map(|s| self.id_of(self.primary_of_root(self.root(s))))

@@ -1,6 +1,6 @@
 //! The graph's value indexes (email → carrier slot, phone → carrier slot) as one flat array per
-//! index, so that a probe costs one cache miss, not two (issue 3: "flat cost from 10 thousand
-//! to 10 million contacts").
+//! index, so that a probe costs one cache miss, not two, whether the graph holds ten thousand
+//! contacts or ten million.
 //!
 //! Open addressing with linear probing. An entry is 8 bytes: a 32-bit *tag* (the top half of
 //! the value's 64-bit hash) and the slot of the row carrying the value. The entry's home bucket
@@ -26,11 +26,11 @@
 //! their probe runs intact), and lookups, replacements and removals look in both tables until
 //! it is empty (the incremental rehashing of Redis's dictionaries, here by clusters because
 //! linear probing has no chains). The new table is zeroed memory (a free bucket is all zeros),
-//! which the kernel maps in as it is first touched. Moving everything in the insert that grew
-//! the table held the graph's write lock for 35 ms at 1.6 M values and 228 ms at 12.6 M on
-//! the benchmark machine; now that insert takes 54–89 µs, and the one that ends a growth
-//! frees the previous table, about 0.9 ms per million buckets freed (1.7 ms for 2 Mi, 7.9 ms
-//! for 8 Mi; `examples/growth.rs index-growth`, BENCHMARKS.md "ninth pass"). Bulk loads
+//! which the kernel maps in as it is first touched. Moving every entry in the insert that
+//! grows the table would hold the graph's write lock for time proportional to the table (tens
+//! to hundreds of milliseconds at millions of values); this way every insert moves a bounded
+//! amount, and only the one that ends a growth pays for freeing the previous table (about
+//! 1 ms per million buckets; `examples/growth.rs index-growth` measures both). Bulk loads
 //! ([`ValueIndex::try_reserve`]) still move every entry at once.
 
 /// [`ValueIndex::try_reserve`] could not allocate the larger table.

@@ -1,5 +1,5 @@
-//! Answers: the consolidated identity (SPEC.md §3 step 5), read in place or copied out, and
-//! the rows readers see.
+//! Answers: the consolidated identity (docs/behaviour.md §3 step 5), read in place or copied
+//! out, and the rows readers see (§6.1–§6.4).
 
 use smallvec::SmallVec;
 
@@ -7,7 +7,7 @@ use super::arena::StrRef;
 use super::{IdentityGraph, Node};
 use crate::contact::{ContactId, ContactRow, Email, LinkPrecedence, Phone};
 
-/// The consolidated identity answered by `/identify` (SPEC.md §3 step 5).
+/// The consolidated identity answered by `/identify` (docs/behaviour.md §3 step 5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     /// Id of the identity's primary contact.
@@ -20,14 +20,14 @@ pub struct Identity {
     pub secondary_contact_ids: Vec<ContactId>,
 }
 
-/// The parts of a consolidated identity an answer is rendered from (SPEC.md §3 step 5), in
-/// answer order: implemented by the owned [`Identity`] and by the borrowed [`IdentityView`], so
+/// The parts of a consolidated identity an answer is rendered from (docs/behaviour.md §3 step 5),
+/// in answer order: implemented by the owned [`Identity`] and by the borrowed [`IdentityView`], so
 /// one encoder (`http::IdentifyAnswer`) serves both.
 ///
-/// Emails and phones are given as their UTF-8 bytes, as stored: the encoder copies a plain
-/// ASCII value without reading it as text first (issue 3: the UTF-8 check of every answered
-/// value cost about 50 instructions each). They are always valid UTF-8 (values are stored from
-/// `&str`; an erased one is zero bytes); [`stored_text`] reads one as text.
+/// Emails and phones are given as their UTF-8 bytes, as stored: the encoder copies a plain ASCII
+/// value without reading it as text first (no UTF-8 check per answered value). They are always
+/// valid UTF-8 (values are stored from `&str`; an erased one is zero bytes); [`stored_text`] reads
+/// one as text.
 pub trait IdentityParts {
     /// Id of the identity's primary contact.
     fn primary_contact_id(&self) -> ContactId;
@@ -40,7 +40,7 @@ pub trait IdentityParts {
 }
 
 /// A value of [`IdentityParts`] as text; bytes that are not UTF-8 (which only a damaged arena
-/// could hold) read as empty, as [`crate::arena::Arena::get`] reads them.
+/// could hold) read as empty, as [`Arena::get`](super::arena::Arena::get) reads them.
 pub fn stored_text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
 }
@@ -63,13 +63,13 @@ impl IdentityParts for Identity {
     }
 }
 
-/// Members an [`IdentityView`] holds without allocating (issue 3: the member list was the one
-/// allocation of a pure read's answer, BENCHMARKS.md sixteenth pass).
+/// Members an [`IdentityView`] holds without allocating: most identities are one or two
+/// contacts, so a typical answer allocates nothing.
 const INLINE_MEMBERS: usize = 6;
 
-/// A consolidated identity read in place: the answer of [`Identity`] with its values borrowed
-/// from the graph's arena instead of copied out, so a pure read renders its answer under the
-/// shared lock with one allocation (the member list) instead of one per value and list.
+/// A consolidated identity read in place: the answer of [`Identity`] with its values borrowed from
+/// the graph's arena instead of copied out, so a pure read renders its answer under the shared lock
+/// without an allocation per value or list (the member list is inline up to `INLINE_MEMBERS`).
 /// [`IdentityView::to_identity`] copies it out.
 #[derive(Clone)]
 pub struct IdentityView<'g> {
@@ -102,7 +102,7 @@ impl IdentityView<'_> {
     /// The distinct values `value_of` gives the members, in member order (first occurrence
     /// wins): by a scan of the earlier members for the usual handful, through a hash set for
     /// large identities. Values are compared and given as stored bytes. `value_of` is a
-    /// closure type rather than a [`ValueOf`] pointer so that it is inlined into the scan.
+    /// closure type rather than a `ValueOf` pointer so that it is inlined into the scan.
     fn distinct(
         &self,
         value_of: impl Fn(&Node) -> Option<StrRef> + Copy,
@@ -156,8 +156,8 @@ impl IdentityGraph {
         self.identity_view(root).to_identity()
     }
 
-    /// The identity of `root` read in place (SPEC.md §3 step 5: the primary's values first,
-    /// then the other live members' by age).
+    /// The identity of `root` read in place (docs/behaviour.md §3 step 5: the primary's values
+    /// first, then the other live members' by age).
     pub(super) fn identity_view(&self, root: u32) -> IdentityView<'_> {
         let primary = self.primary_of_root(root);
         let mut order: SmallVec<[u32; INLINE_MEMBERS]> =
@@ -181,12 +181,13 @@ impl IdentityGraph {
         }
     }
 
-    /// The row with `id` as readers see it (SPEC.md §2), deleted rows included.
+    /// The row with `id` as readers see it (docs/behaviour.md §2, §6.1), deleted rows included;
+    /// `None` for an unknown or erased id.
     pub fn contact(&self, id: ContactId) -> Option<ContactRow> {
         self.slot_of(id).map(|s| self.row(s))
     }
 
-    /// Up to `limit` rows with ids greater than `after`, in id order (SPEC.md §6 listing).
+    /// Up to `limit` rows with ids greater than `after`, in id order (docs/behaviour.md §6.2).
     pub fn contacts_after(&self, after: ContactId, limit: usize) -> Vec<ContactRow> {
         let start = self.nodes.partition_point(|n| n.id <= after);
         (start..self.nodes.len())
@@ -210,7 +211,8 @@ impl IdentityGraph {
     }
 
     /// Every row of the identity containing contact `id`, deleted ones included, in id order;
-    /// `None` for an unknown or erased id (`GET /identities/{contactId}`).
+    /// `None` for an unknown or erased id (`GET /identities/{contactId}`, docs/behaviour.md
+    /// §6.4).
     pub fn identity_rows(&self, id: ContactId) -> Option<Vec<ContactRow>> {
         let root = self.root(self.slot_of(id)?);
         let mut slots: Vec<u32> = self.members(root).collect();
