@@ -141,7 +141,7 @@ fn chase(mebibytes: usize, loads: usize) -> anyhow::Result<()> {
 
 /// The longest inserts of `values` random hashes into one value index, around its growths.
 fn index_growth(values: u32) -> anyhow::Result<()> {
-    use idrecon::value_index::ValueIndex;
+    use idrecon::graph::value_index::ValueIndex;
     use std::time::Duration;
     let mut index = ValueIndex::new();
     let mut hash = 0x9E37_79B9_7F4A_7C15u64;

@@ -13,10 +13,10 @@ use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::admin::AdminToken;
-use crate::blocklist::BlockList;
 use crate::config::{ConfigError, EffectiveConfig};
 use crate::contact::Timestamp;
 use crate::event::Event;
+use crate::graph::BlockList;
 use crate::graph::{GraphOptions, IdentityGraph};
 use crate::http::{HttpOptions, ResponseKey};
 use crate::phone_region::{Normalizer, PhoneRegion};
@@ -202,7 +202,7 @@ pub struct ServeArgs {
 pub enum BlockedPreset {
     /// No built-in list (SPEC.md §3 exactly, unless `--blocked-value`/`--blocked-pattern`).
     None,
-    /// [`crate::blocklist::BlockList::recommended`].
+    /// [`crate::graph::BlockList::recommended`].
     Recommended,
 }
 

@@ -8,6 +8,11 @@
 //!
 //! The encoding is part of the on-disk format (log format version 1): variants and fields may
 //! only be appended, never reordered.
+//!
+//! The persisted forms of the graph's other state live here too, beside the events they
+//! embed: [`SnapshotEntry`] (one item of a snapshot file, version 2) and [`HistoryRecord`]
+//! (a merge, deletion or refusal, kept in memory and in snapshots). The same encoding rule
+//! holds for them.
 
 use serde::{Deserialize, Serialize};
 
@@ -239,6 +244,128 @@ impl Event {
             .with_limit(bytes.len() as u64)
             .reject_trailing_bytes()
             .deserialize(bytes)
+    }
+}
+
+/// A history fact that is not an insert, as the graph keeps it in memory and snapshots store
+/// it (ids, not slots): merges, deletions and refusals by the size cap. Inserts need no record:
+/// every row is its own insert record (its values are the request's values, its `createdAt`
+/// the time).
+///
+/// # Order
+/// Each record stores `before_id`, the graph's next contact id when it was applied: it happened
+/// after the insert of every id below `before_id` and before every insert from `before_id` on.
+/// Records among themselves keep the order they were applied in, so the two together give the
+/// log order that `GET /identities/{id}/history` answers in.
+///
+/// Part of the snapshot format (bincode): variants and fields may only be appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HistoryRecord {
+    /// `loser` (then a primary) was demoted into `winner`'s identity.
+    Merged {
+        /// The primary that stayed primary.
+        winner: ContactId,
+        /// The demoted primary.
+        loser: ContactId,
+        /// When (`None` for merges made by an import, which keep the file's timestamps).
+        at: Option<Timestamp>,
+        /// The contact whose email matched the request (merges made by `/identify`).
+        by_email: Option<ContactId>,
+        /// The contact whose phone matched the request.
+        by_phone: Option<ContactId>,
+        /// Next contact id when applied (see "Order" above).
+        before_id: ContactId,
+    },
+    /// Contact `id` was deleted; `promoted` became primary if `id` was the primary.
+    Deleted {
+        /// The deleted contact.
+        id: ContactId,
+        /// `deletedAt`.
+        at: Timestamp,
+        /// The contact promoted to primary, if the primary was deleted and a live member was
+        /// left.
+        promoted: Option<ContactId>,
+        /// Next contact id when applied.
+        before_id: ContactId,
+    },
+    /// The identity size cap refused a change.
+    Refused {
+        /// What was refused (values wiped if the identity is erased).
+        refusal: Refusal,
+        /// Next contact id when applied.
+        before_id: ContactId,
+    },
+}
+
+impl HistoryRecord {
+    /// The contacts this record concerns, one or two (a record belongs to the history of every
+    /// identity that contains one of them).
+    pub fn contacts(&self) -> impl Iterator<Item = ContactId> {
+        let (a, b) = match self {
+            HistoryRecord::Merged { winner, loser, .. } => (*winner, Some(*loser)),
+            HistoryRecord::Deleted { id, .. } => (*id, None),
+            HistoryRecord::Refused { refusal, .. } => (refusal.primary, refusal.other),
+        };
+        std::iter::once(a).chain(b)
+    }
+
+    /// Next contact id when the record was applied.
+    pub fn before_id(&self) -> ContactId {
+        match self {
+            HistoryRecord::Merged { before_id, .. }
+            | HistoryRecord::Deleted { before_id, .. }
+            | HistoryRecord::Refused { before_id, .. } => *before_id,
+        }
+    }
+}
+
+/// One item of a snapshot: the contacts rebuild the graph, the history records restore
+/// `GET /identities/{id}/history` (docs/behaviour.md §6.5).
+///
+/// Part of the snapshot format (bincode; the variant index is a `u32`: 0 `Contact`,
+/// 1 `History`, 2 `Clock`): variants may only be appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotEntry {
+    /// A row, linked to the smallest-id earlier member of its identity.
+    Contact(NewContact),
+    /// A merge, deletion or refusal record.
+    History(HistoryRecord),
+    /// The graph's clock (largest `createdAt` ever recorded), which erased rows no longer
+    /// carry: new rows never get an older `createdAt` (docs/behaviour.md §2).
+    Clock(Timestamp),
+}
+
+/// A [`SnapshotEntry`] as the snapshot reader hands it out: a row borrows its values from the
+/// chunk being read (recovery copies them once, into the graph's arena).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotItem<'a> {
+    /// As [`SnapshotEntry::Contact`].
+    Contact(NewContactRef<'a>),
+    /// As [`SnapshotEntry::History`].
+    History(HistoryRecord),
+    /// As [`SnapshotEntry::Clock`].
+    Clock(Timestamp),
+}
+
+impl SnapshotEntry {
+    /// The entry as the snapshot reader would hand it out (its row's values borrowed).
+    pub fn as_item(&self) -> SnapshotItem<'_> {
+        match self {
+            SnapshotEntry::Contact(contact) => SnapshotItem::Contact(contact.as_row()),
+            SnapshotEntry::History(record) => SnapshotItem::History(record.clone()),
+            SnapshotEntry::Clock(clock) => SnapshotItem::Clock(*clock),
+        }
+    }
+}
+
+impl SnapshotItem<'_> {
+    /// The owned entry (tests and tools; recovery uses the borrowed item).
+    pub fn to_entry(&self) -> SnapshotEntry {
+        match self {
+            SnapshotItem::Contact(row) => SnapshotEntry::Contact(row.to_owned_contact()),
+            SnapshotItem::History(record) => SnapshotEntry::History(record.clone()),
+            SnapshotItem::Clock(clock) => SnapshotEntry::Clock(*clock),
+        }
     }
 }
 

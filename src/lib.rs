@@ -38,8 +38,6 @@
 
 pub mod admin;
 pub mod alloc;
-pub mod arena;
-pub mod blocklist;
 pub mod cli;
 pub mod config;
 pub mod contact;
@@ -47,7 +45,6 @@ pub mod cpu_load;
 pub mod event;
 pub mod feed;
 pub mod graph;
-pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
@@ -60,5 +57,4 @@ pub mod snapshot;
 pub mod storage;
 pub mod store;
 pub mod telemetry;
-pub mod value_index;
 pub mod wal;

@@ -25,8 +25,8 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::contact::ContactId;
-use crate::event::{NewContact, NewContactRef};
-use crate::history::HistoryRecord;
+use crate::event::NewContactRef;
+pub use crate::event::{SnapshotEntry, SnapshotItem};
 use crate::storage::{RealFs, Storage};
 use crate::wal::Lsn;
 
@@ -37,52 +37,6 @@ const MAGIC: &[u8; 8] = b"IDRSNAP\n";
 const VERSION: u32 = 2;
 /// The first format version, whose chunks hold bare [`NewContact`] values.
 const VERSION_CONTACTS_ONLY: u32 = 1;
-
-/// One item of a snapshot: the contacts rebuild the graph, the history records restore
-/// `GET /identities/{id}/history` (issue 5).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum SnapshotEntry {
-    /// A row, linked to the smallest-id earlier member of its identity.
-    Contact(NewContact),
-    /// A merge, deletion or refusal record.
-    History(HistoryRecord),
-    /// The graph's clock (largest `createdAt` ever recorded), which erased rows no longer
-    /// carry: new rows never get an older `createdAt` (SPEC.md §2).
-    Clock(crate::contact::Timestamp),
-}
-/// A [`SnapshotEntry`] as [`read`] hands it out: a row borrows its values from the chunk being
-/// read (recovery copies them once, into the graph's arena).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SnapshotItem<'a> {
-    /// As [`SnapshotEntry::Contact`].
-    Contact(NewContactRef<'a>),
-    /// As [`SnapshotEntry::History`].
-    History(HistoryRecord),
-    /// As [`SnapshotEntry::Clock`].
-    Clock(crate::contact::Timestamp),
-}
-
-impl SnapshotEntry {
-    /// The entry as [`read`] would hand it out (its row's values borrowed).
-    pub fn as_item(&self) -> SnapshotItem<'_> {
-        match self {
-            SnapshotEntry::Contact(contact) => SnapshotItem::Contact(contact.as_row()),
-            SnapshotEntry::History(record) => SnapshotItem::History(record.clone()),
-            SnapshotEntry::Clock(clock) => SnapshotItem::Clock(*clock),
-        }
-    }
-}
-
-impl SnapshotItem<'_> {
-    /// The owned entry (tests and tools; recovery uses the borrowed item).
-    pub fn to_entry(&self) -> SnapshotEntry {
-        match self {
-            SnapshotItem::Contact(row) => SnapshotEntry::Contact(row.to_owned_contact()),
-            SnapshotItem::History(record) => SnapshotEntry::History(record.clone()),
-            SnapshotItem::Clock(clock) => SnapshotEntry::Clock(*clock),
-        }
-    }
-}
 
 const HEADER_LEN: usize = 40;
 /// Target payload size of one chunk, in bytes.
@@ -616,6 +570,7 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 mod tests {
     use super::*;
     use crate::contact::{Email, Phone, Timestamp};
+    use crate::event::{HistoryRecord, NewContact};
     use std::fs;
 
     pub(super) fn contacts(n: u64) -> Vec<SnapshotEntry> {

@@ -33,11 +33,11 @@ use parking_lot::{Mutex, RwLock};
 use crate::contact::{ContactId, ContactRow, Timestamp};
 use crate::cpu_load;
 use crate::event::{Event, EventRef};
+use crate::graph::HistoryEntry;
 use crate::graph::{
     ApplyError, CaptureBuffer, Decision, GraphOptions, IdentifyRequest, Identity, IdentityGraph,
     IdentityKey, IdentityView, Lookup,
 };
-use crate::history::HistoryEntry;
 use crate::metrics as metric;
 use crate::snapshot::{self, SnapshotError, WritePace};
 use crate::storage::{RealFs, Storage};

@@ -15,8 +15,8 @@ use super::{
     query_error, query_pairs,
 };
 use crate::contact::{ContactId, ContactRow, Email, Phone, Timestamp};
+use crate::graph::HistoryEntry;
 use crate::graph::{IdentifyRequest, Lookup};
-use crate::history::HistoryEntry;
 use crate::openapi::{IdentifiedContact, IdentifyResponse};
 use crate::store::{Compaction, Deletion};
 

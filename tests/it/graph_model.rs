@@ -4,7 +4,7 @@
 //! The model (`tests/common/model.rs`, shared with `linearizability.rs`) is a `Vec` of rows
 //! with exactly the columns of the `Contact` table, changed the way SPEC.md §3 describes it in
 //! prose: scan everything, collect identities through `linkedId`, demote, re-point, insert. It
-//! is quadratic on purpose and shares no code with `src/graph.rs` (union-find, indexes, rings).
+//! is quadratic on purpose and shares no code with `src/graph/` (union-find, indexes, rings).
 //!
 //! Random request sequences over small pools of emails and phones make merges common; the wall
 //! clock advances 0–3 ms per request (so ties in `createdAt` happen) and now and then jumps
@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use idrecon::contact::{ContactRow, Email, LinkPrecedence, Phone, Timestamp};
 use std::sync::Arc;
 
-use idrecon::blocklist::BlockList;
 use idrecon::event::{Event, NewContact};
+use idrecon::graph::BlockList;
 use idrecon::graph::{GraphOptions, IdentifyRequest, Identity, IdentityGraph};
 use proptest::prelude::*;
 use proptest::sample::Index;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::common::{TestApp, summary};
 use idrecon::admin::AdminToken;
-use idrecon::blocklist::BlockList;
+use idrecon::graph::BlockList;
 use idrecon::graph::GraphOptions;
 use idrecon::http::HttpOptions;
 use idrecon::store::StoreOptions;

@@ -1,5 +1,5 @@
 //! The value arena: every email and phone number of the graph, back to back in fixed 1 MiB
-//! pages (issue 3 "resident memory ≤ 150 bytes per contact").
+//! pages, so that a contact's values cost their bytes and little more in resident memory.
 //!
 //! A row refers to its values by an 8-byte [`StrRef`] (offset and length) instead of a 16-byte
 //! `Box<str>` pointing at its own heap block (whose allocator header and rounding cost another
@@ -15,8 +15,8 @@ const PAGE: usize = 1 << 20;
 const MAX_PAGES: usize = (u32::MAX as usize + 1) / PAGE;
 
 /// Where a value lives in the [`Arena`]: byte offset and length (1 to 255 bytes, enough for
-/// SPEC.md §4's 254-byte emails and 32-character phones; never empty, so `Option<StrRef>` is
-/// 8 bytes too).
+/// the 254-byte emails and 32-character phones of docs/behaviour.md §4; never empty, so
+/// `Option<StrRef>` is 8 bytes too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StrRef {
     offset: u32,
@@ -27,7 +27,7 @@ pub struct StrRef {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ArenaError {
     /// Empty or longer than 255 bytes (only a damaged or hand-made log or snapshot can carry
-    /// one: SPEC.md §4 makes empty values absent).
+    /// one: docs/behaviour.md §4 makes empty values absent).
     #[error("value empty or longer than 255 bytes")]
     BadLength,
     /// 4 GiB of values are stored already.
@@ -108,7 +108,7 @@ impl Arena {
     pub fn get(&self, r: StrRef) -> &str {
         let bytes = self.bytes(r);
         // Most values are ASCII, which a word-at-a-time scan confirms in a fraction of what the
-        // full UTF-8 check costs on short strings (issue 3: read for every answered value).
+        // full UTF-8 check costs on short strings.
         if bytes.is_ascii() {
             // SAFETY: every ASCII byte sequence is valid UTF-8.
             return unsafe { std::str::from_utf8_unchecked(bytes) };

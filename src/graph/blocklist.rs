@@ -1,15 +1,15 @@
 //! Blocked values: emails and phone numbers that are stored on their row but never used for
-//! matching, so they never link anyone (issue 5 "Over-merge guards"; Segment's "blocked
-//! values", Amperity's "bad values").
+//! matching, so they never link anyone (docs/behaviour.md §3.6; the idea of Segment's
+//! "blocked values" and Amperity's "bad values").
 //!
 //! A value is blocked when it equals one of the exact entries (compared after the same
-//! normalization as SPEC.md §4: trimmed, ASCII-lowercased) or fully matches one of the regular
-//! expressions (`regex` crate syntax, anchored at both ends; add `(?i)` for case-insensitive
-//! patterns). The list applies to emails and phones alike.
+//! normalization as docs/behaviour.md §4: trimmed, ASCII-lowercased) or fully matches one of the
+//! regular expressions (`regex` crate syntax, anchored at both ends; add `(?i)` for
+//! case-insensitive patterns). The list applies to emails and phones alike.
 //!
 //! The list is configuration, not data: the graph consults it when it indexes a value (on every
 //! insert, replay and snapshot load) and when it plans a request. Changing it never rewrites a
-//! link already made; see README "Over-merge guards".
+//! link already made (docs/behaviour.md §3.6).
 
 use std::collections::HashSet;
 
@@ -67,7 +67,7 @@ pub struct BlockList {
 }
 
 impl BlockList {
-    /// The empty list (the default: SPEC.md §3 behaviour exactly).
+    /// The empty list (the default: docs/behaviour.md §3 exactly).
     pub fn none() -> BlockList {
         BlockList::default()
     }

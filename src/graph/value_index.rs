@@ -1,6 +1,6 @@
 //! The graph's value indexes (email → carrier slot, phone → carrier slot) as one flat array per
-//! index, so that a probe costs one cache miss, not two (issue 3: "flat cost from 10 thousand
-//! to 10 million contacts").
+//! index, so that a probe costs one cache miss, not two, whether the graph holds ten thousand
+//! contacts or ten million.
 //!
 //! Open addressing with linear probing. An entry is 8 bytes: a 32-bit *tag* (the top half of
 //! the value's 64-bit hash) and the slot of the row carrying the value. The entry's home bucket
@@ -26,11 +26,11 @@
 //! their probe runs intact), and lookups, replacements and removals look in both tables until
 //! it is empty (the incremental rehashing of Redis's dictionaries, here by clusters because
 //! linear probing has no chains). The new table is zeroed memory (a free bucket is all zeros),
-//! which the kernel maps in as it is first touched. Moving everything in the insert that grew
-//! the table held the graph's write lock for 35 ms at 1.6 M values and 228 ms at 12.6 M on
-//! the benchmark machine; now that insert takes 54–89 µs, and the one that ends a growth
-//! frees the previous table, about 0.9 ms per million buckets freed (1.7 ms for 2 Mi, 7.9 ms
-//! for 8 Mi; `examples/growth.rs index-growth`, BENCHMARKS.md "ninth pass"). Bulk loads
+//! which the kernel maps in as it is first touched. Moving every entry in the insert that
+//! grows the table would hold the graph's write lock for time proportional to the table (tens
+//! to hundreds of milliseconds at millions of values); this way every insert moves a bounded
+//! amount, and only the one that ends a growth pays for freeing the previous table (about
+//! 1 ms per million buckets; `examples/growth.rs index-growth` measures both). Bulk loads
 //! ([`ValueIndex::try_reserve`]) still move every entry at once.
 
 /// [`ValueIndex::try_reserve`] could not allocate the larger table.
@@ -129,20 +129,6 @@ fn buckets_for(len: usize) -> usize {
         .next_power_of_two()
 }
 
-/// Starts loading the cache line at `ptr` without waiting for it (a hint: no effect on the
-/// program's results, and it never faults).
-#[inline(always)]
-fn prefetch<T>(ptr: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 is a hint: it never faults and has no architectural effect, whatever
-    // the address (here always inside a live allocation).
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = ptr;
-}
-
 impl Table {
     const NONE: Table = Table {
         entries: Vec::new(),
@@ -164,12 +150,6 @@ impl Table {
         // `shift` is 32..=64 for tables up to 2^32 buckets; (tag << 32) >> shift is the tag's
         // top `64 - shift` bits.
         ((u64::from(tag) << 32).checked_shr(self.shift)).unwrap_or(0) as usize
-    }
-
-    fn prefetch(&self, tag: u32) {
-        if let Some(entry) = self.entries.get(self.home(tag)) {
-            prefetch(entry);
-        }
     }
 
     /// Walks `tag`'s probe run from its home bucket: `Ok` with the first bucket whose entry
@@ -259,16 +239,6 @@ impl ValueIndex {
     /// Whether a growth is under way: some entries are still in the previous table.
     pub fn is_growing(&self) -> bool {
         self.left > 0
-    }
-
-    /// Starts loading the bucket where a lookup of `hash` begins, so that a caller with two
-    /// lookups to make (an email and a phone) waits for both misses at once.
-    pub fn prefetch(&self, hash: u64) {
-        let tag = tag_of(hash);
-        self.table.prefetch(tag);
-        if self.is_growing() {
-            self.old.prefetch(tag);
-        }
     }
 
     /// The first slot whose entry has `hash`'s tag and for which `is_match` (which reads the
@@ -466,8 +436,6 @@ impl ValueIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-    use std::collections::HashMap;
 
     /// Hashes crowded into few tags and homes, so probe runs collide, wrap and shift.
     fn crowded(key: u16) -> u64 {
@@ -571,44 +539,6 @@ mod tests {
         for s in (0..slot).filter(|&s| s != old_one && s != new_one) {
             let found = index.find(spread(s), |c| c == s);
             assert_eq!(found, Some(s), "slot {s}");
-        }
-    }
-
-    proptest! {
-        /// Any sequence of inserts and removals leaves exactly the entries a plain map holds,
-        /// each findable, with no tombstones (the length counts occupied buckets).
-        #[test]
-        fn matches_a_map_under_inserts_and_removals(
-            ops in proptest::collection::vec((any::<bool>(), 0u16..300), 1..600)
-        ) {
-            let mut index = ValueIndex::new();
-            let mut model: HashMap<u16, u32> = HashMap::new();
-            for (n, (insert, key)) in ops.into_iter().enumerate() {
-                let hash = crowded(key);
-                if insert {
-                    let slot = n as u32;
-                    let inserted = index.insert_if_absent(hash, slot, |s| {
-                        model.get(&key) == Some(&s)
-                    });
-                    prop_assert_eq!(inserted, !model.contains_key(&key));
-                    model.entry(key).or_insert(slot);
-                } else {
-                    match model.remove(&key) {
-                        Some(slot) => prop_assert!(index.remove(hash, slot)),
-                        None => prop_assert!(!index.remove(hash, n as u32)),
-                    }
-                }
-                prop_assert_eq!(index.len(), model.len());
-                prop_assert_eq!(index.slots().count(), model.len());
-                // Mid-growth too, every value is found, in whichever table it is.
-                for (key, &slot) in &model {
-                    prop_assert_eq!(index.find(crowded(*key), |s| s == slot), Some(slot));
-                    prop_assert!(index.contains(crowded(*key), slot));
-                }
-            }
-            for (key, &slot) in &model {
-                prop_assert_eq!(index.find(crowded(*key), |s| s == slot), Some(slot));
-            }
         }
     }
 }
