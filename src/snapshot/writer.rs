@@ -24,13 +24,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{
-    ChunkFramer, HEADER_LEN, SnapshotEntry, SnapshotError, TMP_SUFFIX, WRITE_PIECE,
-    create_dir_durably_in, header, io_err, path_for, sync_dir_in,
-};
+use super::format::{CHUNK_TARGET, ChunkFramer, HEADER_LEN, TMP_SUFFIX, header};
+use super::{SnapshotEntry, SnapshotError, create_dir_durably_in, io_err, path_for, sync_dir_in};
 use crate::contact::ContactId;
 use crate::storage::{Storage, StorageFile};
 use crate::wal::Lsn;
+
+/// Bytes of a snapshot file written between two write-backs (see [`SnapshotWriter`]).
+const WRITE_PIECE: usize = 256 << 10;
 
 /// How fast a snapshot's bytes may be written to the device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -137,7 +138,7 @@ impl<'a> SnapshotWriter<'a> {
             file: PieceFile::create(fs, dir, lsn, HEADER_LEN as u64, pace)?,
             next_id,
             framer: ChunkFramer::new(),
-            pending: Vec::with_capacity(WRITE_PIECE + super::CHUNK_TARGET + 1024),
+            pending: Vec::with_capacity(WRITE_PIECE + CHUNK_TARGET + 1024),
         })
     }
 

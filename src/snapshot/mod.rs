@@ -1,0 +1,159 @@
+//! Snapshots: the whole graph at one LSN, so recovery replays only the log after it
+//! (docs/behaviour.md §8).
+//!
+//! A snapshot file `{lsn:020}.snap` holds every contact in id order, then the history
+//! records in applied order, then the graph's clock, framed in checksummed chunks
+//! (`format.rs`; the byte layout is in `docs/format.md`). Every byte is covered by a checksum, and a
+//! failure names the file and the byte offset of the header, chunk or trailer at fault
+//! (`reader.rs`).
+//!
+//! A snapshot is written to a temp file `….snap.tmp.*`, fsynced, renamed into place and the
+//! directory fsynced (`writer.rs`), so a crash leaves either the old set of snapshots or the
+//! new one, never a half-written file under a final name. The directory's listing, retention
+//! and compaction are in `dir.rs`.
+
+use std::path::{Path, PathBuf};
+
+use crate::contact::ContactId;
+use crate::event::{NewContact, NewContactRef};
+use crate::history::HistoryRecord;
+use crate::storage::{RealFs, Storage};
+use crate::wal::Lsn;
+
+mod dir;
+mod format;
+mod reader;
+mod writer;
+pub use dir::{
+    create_dir_durably, create_dir_durably_in, list, list_in, path_for, prune, prune_in,
+    remove_all_but_in, sync_dir, sync_dir_in, write_file, write_file_in,
+};
+pub use format::{MAX_COUNTER, encode};
+pub use reader::{peek_in, read, read_in, verify};
+pub use writer::{PreparedSnapshot, SnapshotWriter, WritePace};
+
+/// One item of a snapshot: the contacts rebuild the graph, the history records restore
+/// `GET /identities/{id}/history` (issue 5).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SnapshotEntry {
+    /// A row, linked to the smallest-id earlier member of its identity.
+    Contact(NewContact),
+    /// A merge, deletion or refusal record.
+    History(HistoryRecord),
+    /// The graph's clock (largest `createdAt` ever recorded), which erased rows no longer
+    /// carry: new rows never get an older `createdAt` (SPEC.md §2).
+    Clock(crate::contact::Timestamp),
+}
+/// A [`SnapshotEntry`] as [`read`] hands it out: a row borrows its values from the chunk being
+/// read (recovery copies them once, into the graph's arena).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotItem<'a> {
+    /// As [`SnapshotEntry::Contact`].
+    Contact(NewContactRef<'a>),
+    /// As [`SnapshotEntry::History`].
+    History(HistoryRecord),
+    /// As [`SnapshotEntry::Clock`].
+    Clock(crate::contact::Timestamp),
+}
+
+impl SnapshotEntry {
+    /// The entry as [`read`] would hand it out (its row's values borrowed).
+    pub fn as_item(&self) -> SnapshotItem<'_> {
+        match self {
+            SnapshotEntry::Contact(contact) => SnapshotItem::Contact(contact.as_row()),
+            SnapshotEntry::History(record) => SnapshotItem::History(record.clone()),
+            SnapshotEntry::Clock(clock) => SnapshotItem::Clock(*clock),
+        }
+    }
+}
+
+impl SnapshotItem<'_> {
+    /// The owned entry (tests and tools; recovery uses the borrowed item).
+    pub fn to_entry(&self) -> SnapshotEntry {
+        match self {
+            SnapshotItem::Contact(row) => SnapshotEntry::Contact(row.to_owned_contact()),
+            SnapshotItem::History(record) => SnapshotEntry::History(record.clone()),
+            SnapshotItem::Clock(clock) => SnapshotEntry::Clock(*clock),
+        }
+    }
+}
+
+/// Why a snapshot could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The file's bytes do not verify; `offset` is the byte offset of the header, chunk or
+    /// trailer at fault.
+    #[error("snapshot corrupt in {} at byte offset {offset}: {reason}", file.display())]
+    Corrupt {
+        /// The snapshot file.
+        file: PathBuf,
+        /// Byte offset of the damaged structure.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An I/O error on `path`.
+    #[error("snapshot I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The visitor rejected a contact (it does not fit the graph being rebuilt).
+    #[error("snapshot {} does not rebuild a consistent graph at contact {id}: {message}", file.display())]
+    Rebuild {
+        /// The snapshot file.
+        file: PathBuf,
+        /// The contact that failed.
+        id: ContactId,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What a snapshot's header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Every log record with this LSN or lower is contained in the snapshot.
+    pub lsn: Lsn,
+    /// The next contact id to assign (ids are never reused).
+    pub next_id: ContactId,
+    /// Number of entries stored (contacts plus history records).
+    pub entries: u64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contact::{Email, Phone, Timestamp};
+
+    pub(super) fn contacts(n: u64) -> Vec<SnapshotEntry> {
+        let mut entries: Vec<SnapshotEntry> = (1..=n)
+            .map(|id| NewContact {
+                id,
+                email: Email::parse(&format!("c{id}@example.com")).unwrap(),
+                phone: (id % 3 == 0).then(|| Phone::from_u64(id * 7)),
+                created_at: Timestamp(id as i64),
+                updated_at: Timestamp(id as i64),
+                deleted_at: None,
+                link: (id % 2 == 0).then_some(id - 1),
+            })
+            .map(SnapshotEntry::Contact)
+            .collect();
+        entries.push(SnapshotEntry::History(HistoryRecord::Deleted {
+            id: 1,
+            at: Timestamp(9),
+            promoted: Some(2),
+            before_id: n + 1,
+        }));
+        entries
+    }
+}
