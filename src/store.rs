@@ -489,7 +489,10 @@ impl Store {
         storage: Arc<dyn Storage>,
     ) -> Result<(Arc<Store>, Recovery), StoreError> {
         let fs = &*storage;
-        snapshot::create_dir_durably_in(fs, dir)?;
+        crate::storage::create_dir_durably(fs, dir).map_err(|e| StoreError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
         let lock_path = dir.join("LOCK");
         let lock = fs.lock(&lock_path).map_err(|source| StoreError::Io {
             path: lock_path.clone(),

@@ -35,32 +35,6 @@ pub fn write_file_in(
     writer::write_encoded(fs, dir, lsn, bytes)
 }
 
-/// Creates `dir` (and missing parents) and fsyncs it and its parent, so the directory
-/// entries themselves survive a crash (a new data directory's `snapshots/` and `wal/`).
-///
-/// # Errors
-/// [`SnapshotError::Io`] naming the directory that could not be created or fsynced.
-pub fn create_dir_durably(dir: &Path) -> Result<(), SnapshotError> {
-    create_dir_durably_in(&RealFs, dir)
-}
-
-/// [`create_dir_durably`] on the given [`Storage`].
-///
-/// # Errors
-/// As [`create_dir_durably`].
-pub fn create_dir_durably_in(fs: &dyn Storage, dir: &Path) -> Result<(), SnapshotError> {
-    fs.create_dir_all(dir).map_err(io_err(dir))?;
-    sync_dir_in(fs, dir)?;
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        sync_dir_in(fs, parent)?;
-        if let Some(grandparent) = parent.parent().filter(|p| !p.as_os_str().is_empty()) {
-            // The data directory itself may be new too (import); best effort above that.
-            let _ = sync_dir_in(fs, grandparent);
-        }
-    }
-    Ok(())
-}
-
 /// Fsyncs a directory so that file creations, renames and removals in it are durable.
 ///
 /// # Errors

@@ -25,8 +25,8 @@ mod format;
 mod reader;
 mod writer;
 pub use dir::{
-    create_dir_durably, create_dir_durably_in, list, list_in, path_for, prune, prune_in,
-    remove_all_but_in, sync_dir, sync_dir_in, write_file, write_file_in,
+    list, list_in, path_for, prune, prune_in, remove_all_but_in, sync_dir, sync_dir_in, write_file,
+    write_file_in,
 };
 pub use format::{MAX_COUNTER, encode};
 pub use reader::{peek_in, read, read_in, verify};
@@ -121,6 +121,15 @@ pub struct SnapshotInfo {
     pub next_id: ContactId,
     /// Number of entries stored (contacts plus history records).
     pub entries: u64,
+}
+
+impl From<crate::storage::PathIoError> for SnapshotError {
+    fn from(e: crate::storage::PathIoError) -> SnapshotError {
+        SnapshotError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {

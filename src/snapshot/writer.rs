@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::format::{CHUNK_TARGET, ChunkFramer, HEADER_LEN, TMP_SUFFIX, header};
-use super::{SnapshotEntry, SnapshotError, create_dir_durably_in, io_err, path_for, sync_dir_in};
+use super::{SnapshotEntry, SnapshotError, io_err, path_for, sync_dir_in};
 use crate::contact::ContactId;
 use crate::storage::{Storage, StorageFile};
 use crate::wal::Lsn;
@@ -217,7 +217,7 @@ impl<'a> PieceFile<'a> {
         offset: u64,
         pace: WritePace,
     ) -> Result<PieceFile<'a>, SnapshotError> {
-        create_dir_durably_in(fs, dir)?;
+        crate::storage::create_dir_durably(fs, dir)?;
         // A unique temp name, created exclusively: two writers never share (or truncate) a
         // file.
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
