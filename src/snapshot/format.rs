@@ -38,6 +38,26 @@ pub(super) const SUFFIX: &str = ".snap";
 /// Suffix (plus a unique tail) of a snapshot file being written.
 pub(super) const TMP_SUFFIX: &str = ".snap.tmp";
 
+/// The file name of the snapshot at `lsn`: `{lsn:020}.snap`.
+pub(super) fn file_name(lsn: Lsn) -> String {
+    format!("{lsn:020}{SUFFIX}")
+}
+
+/// The LSN of a snapshot file named `name`, `None` for any other name (temp files, damaged
+/// snapshots set aside as `.corrupt`).
+pub(super) fn lsn_of_file_name(name: &str) -> Option<Lsn> {
+    let stem = name.strip_suffix(SUFFIX)?;
+    if stem.len() != 20 {
+        return None;
+    }
+    stem.parse::<Lsn>().ok()
+}
+
+/// Whether `name` is a snapshot's temp file (written, not yet published).
+pub(super) fn is_temp_name(name: &str) -> bool {
+    name.contains(TMP_SUFFIX)
+}
+
 /// Encodes a complete snapshot file in memory (import and tests; the store's snapshots stream
 /// the same bytes to disk with [`SnapshotWriter`]).
 ///

@@ -17,19 +17,14 @@ use std::path::{Path, PathBuf};
 use crate::contact::ContactId;
 use crate::event::{NewContact, NewContactRef};
 use crate::history::HistoryRecord;
-use crate::storage::{RealFs, Storage};
 use crate::wal::Lsn;
 
 mod dir;
 mod format;
 mod reader;
 mod writer;
-pub use dir::{
-    list, list_in, path_for, prune, prune_in, remove_all_but_in, sync_dir, sync_dir_in, write_file,
-    write_file_in,
-};
+pub use dir::SnapshotDir;
 pub use format::{MAX_COUNTER, encode};
-pub use reader::{peek_in, read, read_in, verify};
 pub use writer::{PreparedSnapshot, SnapshotWriter, WritePace};
 
 /// One item of a snapshot: the contacts rebuild the graph, the history records restore

@@ -11,12 +11,12 @@ use super::format::{
     CHUNK_LIMIT, HEADER_LEN, MAGIC, MAX_COUNTER, VERSION, VERSION_CONTACTS_ONLY, decode_entry,
     decode_row, trailer_crc, u32_at, u64_at,
 };
-use super::{RealFs, SnapshotError, SnapshotInfo, SnapshotItem, Storage, io_err};
+use super::{SnapshotError, SnapshotInfo, SnapshotItem, io_err};
+use crate::storage::Storage;
 
-/// The header of the snapshot at `path` if it has a valid one (magic and header checksum),
-/// without reading further: used to size the graph before loading (a hint; [`read`] still
-/// verifies everything).
-pub fn peek_in(fs: &dyn Storage, path: &Path) -> Option<SnapshotInfo> {
+/// The header of the file at `path` if its magic and header checksum are valid, reading
+/// nothing else: see [`super::SnapshotDir::peek`].
+pub(super) fn peek(fs: &dyn Storage, path: &Path) -> Option<SnapshotInfo> {
     let mut header = [0u8; HEADER_LEN];
     fs.open_read(path).ok()?.read_exact(&mut header).ok()?;
     if &header[..8] != MAGIC || u32_at(&header, 36) != crc32fast::hash(&header[..36]) {
@@ -29,25 +29,9 @@ pub fn peek_in(fs: &dyn Storage, path: &Path) -> Option<SnapshotInfo> {
     })
 }
 
-/// Reads and verifies the snapshot at `path`, passing each entry to `visit` in order.
-/// Every chunk is checksum-verified before any contact in it is decoded or visited.
-///
-/// # Errors
-/// [`SnapshotError::Corrupt`] naming the file and byte offset for any damage (bad magic,
-/// version, checksum, truncation, undecodable contact, count mismatch, trailing bytes);
-/// [`SnapshotError::Rebuild`] when `visit` fails; [`SnapshotError::Io`] on read errors.
-pub fn read<E: std::fmt::Display>(
-    path: &Path,
-    visit: impl FnMut(SnapshotItem<'_>) -> Result<(), E>,
-) -> Result<SnapshotInfo, SnapshotError> {
-    read_in(&RealFs, path, visit)
-}
-
-/// [`read`] on the given [`Storage`].
-///
-/// # Errors
-/// As [`read`].
-pub fn read_in<E: std::fmt::Display>(
+/// Reads and verifies the file at `path`, passing each entry to `visit` in order: see
+/// [`super::SnapshotDir::read`] (the errors are documented there).
+pub(super) fn read<E: std::fmt::Display>(
     fs: &dyn Storage,
     path: &Path,
     mut visit: impl FnMut(SnapshotItem<'_>) -> Result<(), E>,
@@ -152,14 +136,6 @@ pub fn read_in<E: std::fmt::Display>(
     }
 }
 
-/// Verifies a snapshot without rebuilding anything.
-///
-/// # Errors
-/// As [`read`].
-pub fn verify(path: &Path) -> Result<SnapshotInfo, SnapshotError> {
-    read(path, |_| Ok::<(), std::convert::Infallible>(()))
-}
-
 fn read_exact_or(
     reader: &mut impl Read,
     buf: &mut [u8],
@@ -177,7 +153,7 @@ fn read_exact_or(
 mod tests {
     use super::super::format::encode;
     use super::super::tests::contacts;
-    use super::super::{SnapshotEntry, list, write_file};
+    use super::super::{SnapshotDir, SnapshotEntry};
     use super::*;
     use crate::event::NewContact;
     use std::fs;
@@ -185,16 +161,18 @@ mod tests {
     #[test]
     fn round_trip_many_chunks() {
         let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::on_disk(dir.path());
         let all = contacts(5000);
         let bytes = encode(77, 5001, all.clone().into_iter()).unwrap();
         assert_eq!(u32_at(&bytes, 8), VERSION);
-        let path = write_file(dir.path(), 77, &bytes).unwrap();
+        let path = snapshots.write_file(77, &bytes).unwrap();
         let mut back = Vec::new();
-        let info = read(&path, |c| {
-            back.push(c.to_entry());
-            Ok::<(), String>(())
-        })
-        .unwrap();
+        let info = snapshots
+            .read(&path, |c| {
+                back.push(c.to_entry());
+                Ok::<(), String>(())
+            })
+            .unwrap();
         assert_eq!(
             info,
             SnapshotInfo {
@@ -204,12 +182,13 @@ mod tests {
             }
         );
         assert_eq!(back, all);
-        assert_eq!(list(dir.path()).unwrap(), vec![(77, path)]);
+        assert_eq!(snapshots.list().unwrap(), vec![(77, path)]);
     }
 
     #[test]
     fn version_1_files_of_bare_contacts_still_read() {
         let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::on_disk(dir.path());
         let contacts: Vec<NewContact> = contacts(300)
             .into_iter()
             .filter_map(|e| match e {
@@ -235,13 +214,14 @@ mod tests {
         bytes[28..36].copy_from_slice(&300u64.to_le_bytes());
         let crc = crc32fast::hash(&bytes[..36]);
         bytes[36..40].copy_from_slice(&crc.to_le_bytes());
-        let path = write_file(dir.path(), 5, &bytes).unwrap();
+        let path = snapshots.write_file(5, &bytes).unwrap();
         let mut back = Vec::new();
-        read(&path, |e| {
-            back.push(e.to_entry());
-            Ok::<(), String>(())
-        })
-        .unwrap();
+        snapshots
+            .read(&path, |e| {
+                back.push(e.to_entry());
+                Ok::<(), String>(())
+            })
+            .unwrap();
         let expected: Vec<SnapshotEntry> =
             contacts.into_iter().map(SnapshotEntry::Contact).collect();
         assert_eq!(back, expected);
@@ -250,6 +230,7 @@ mod tests {
     #[test]
     fn every_single_bit_flip_and_truncation_is_detected() {
         let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::on_disk(dir.path());
         let bytes = encode(3, 40, contacts(40).into_iter()).unwrap();
         let path = dir.path().join("x.snap");
         for i in 0..bytes.len() {
@@ -257,7 +238,7 @@ mod tests {
                 let mut damaged = bytes.clone();
                 damaged[i] ^= 1 << bit;
                 fs::write(&path, &damaged).unwrap();
-                match verify(&path) {
+                match snapshots.verify(&path) {
                     Err(SnapshotError::Corrupt { offset, .. }) => assert!(offset <= i as u64),
                     other => panic!("flip at byte {i} bit {bit} not detected: {other:?}"),
                 }
@@ -266,13 +247,16 @@ mod tests {
         for len in 0..bytes.len() {
             fs::write(&path, &bytes[..len]).unwrap();
             assert!(
-                matches!(verify(&path), Err(SnapshotError::Corrupt { .. })),
+                matches!(snapshots.verify(&path), Err(SnapshotError::Corrupt { .. })),
                 "truncation at {len}"
             );
         }
         let mut longer = bytes.clone();
         longer.push(0);
         fs::write(&path, &longer).unwrap();
-        assert!(matches!(verify(&path), Err(SnapshotError::Corrupt { .. })));
+        assert!(matches!(
+            snapshots.verify(&path),
+            Err(SnapshotError::Corrupt { .. })
+        ));
     }
 }

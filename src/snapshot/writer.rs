@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::format::{CHUNK_TARGET, ChunkFramer, HEADER_LEN, TMP_SUFFIX, header};
-use super::{SnapshotEntry, SnapshotError, io_err, path_for, sync_dir_in};
+use super::format::{CHUNK_TARGET, ChunkFramer, HEADER_LEN, TMP_SUFFIX, file_name, header};
+use super::{SnapshotEntry, SnapshotError, io_err};
 use crate::contact::ContactId;
 use crate::storage::{Storage, StorageFile};
 use crate::wal::Lsn;
@@ -121,13 +121,8 @@ pub struct SnapshotWriter<'a> {
 }
 
 impl<'a> SnapshotWriter<'a> {
-    /// Starts the snapshot at `lsn` (whose next contact id is `next_id`) in `dir`, creating
-    /// `dir` durably if needed, in a new temp file named after the LSN, the process and a
-    /// counter (two writers never share one).
-    ///
-    /// # Errors
-    /// [`SnapshotError::Io`] naming the directory or temp file that could not be created.
-    pub fn create(
+    /// Starts the snapshot at `lsn` in `dir`: see [`super::SnapshotDir::writer`].
+    pub(super) fn create(
         fs: &'a dyn Storage,
         dir: &Path,
         lsn: Lsn,
@@ -325,7 +320,8 @@ impl PreparedSnapshot<'_> {
         self.paced
     }
 
-    /// Renames the file to its final name ([`path_for`] the LSN) and fsyncs the directory.
+    /// Renames the file to its final name ([`super::SnapshotDir::path_for`] the LSN) and
+    /// fsyncs the directory.
     /// Returns the final path.
     ///
     /// # Errors
@@ -333,17 +329,18 @@ impl PreparedSnapshot<'_> {
     /// is removed (best effort) and no final file appears; if only the directory fsync failed,
     /// the file may or may not survive a crash under its final name.
     pub fn publish(mut self) -> Result<PathBuf, SnapshotError> {
-        let final_path = path_for(&self.dir, self.lsn);
+        let final_path = self.dir.join(file_name(self.lsn));
         self.tmp.rename(&final_path).map_err(io_err(&final_path))?;
-        sync_dir_in(self.tmp.fs, &self.dir)?;
+        self.tmp.fs.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         Ok(final_path)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::contacts;
+    use super::super::{SnapshotDir, encode};
     use super::*;
-    use crate::storage::RealFs;
 
     #[test]
     fn pacer_spaces_piece_starts_by_their_cost_and_never_bursts_to_catch_up() {
@@ -375,18 +372,18 @@ mod tests {
     #[test]
     fn streamed_file_is_byte_identical_to_the_encoded_one_and_appears_only_on_publish() {
         let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::on_disk(dir.path());
         // Enough entries for several pieces and chunks, with a partial last piece.
-        let all = super::super::tests::contacts(30_000);
-        let encoded = super::super::encode(41, 30_001, all.clone().into_iter()).unwrap();
+        let all = contacts(30_000);
+        let encoded = encode(41, 30_001, all.clone().into_iter()).unwrap();
         assert!(encoded.len() > 3 * WRITE_PIECE);
-        let mut writer =
-            SnapshotWriter::create(&RealFs, dir.path(), 41, 30_001, WritePace::Unlimited).unwrap();
+        let mut writer = snapshots.writer(41, 30_001, WritePace::Unlimited).unwrap();
         for entry in &all {
             writer.push(entry).unwrap();
         }
         let prepared = writer.finish().unwrap();
         assert_eq!(prepared.bytes(), encoded.len() as u64);
-        assert!(super::super::list(dir.path()).unwrap().is_empty());
+        assert!(snapshots.list().unwrap().is_empty());
         let path = prepared.publish().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), encoded);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -395,13 +392,14 @@ mod tests {
     #[test]
     fn pacing_stops_once_the_flag_is_set() {
         let dir = tempfile::tempdir().unwrap();
-        let all = super::super::tests::contacts(20_000);
+        let snapshots = SnapshotDir::on_disk(dir.path());
+        let all = contacts(20_000);
         // 1 MiB/s would take over a second for these pieces; the flag is set from the start.
         let flag = AtomicBool::new(true);
-        let mut writer =
-            SnapshotWriter::create(&RealFs, dir.path(), 7, 20_001, WritePace::mib_per_second(1))
-                .unwrap()
-                .stop_pacing_when(&flag);
+        let mut writer = snapshots
+            .writer(7, 20_001, WritePace::mib_per_second(1))
+            .unwrap()
+            .stop_pacing_when(&flag);
         for entry in &all {
             writer.push(entry).unwrap();
         }
@@ -410,15 +408,10 @@ mod tests {
         assert_eq!(prepared.paced(), Duration::ZERO);
         // Without the flag the same file waits for its pace.
         let flag = AtomicBool::new(false);
-        let mut writer = SnapshotWriter::create(
-            &RealFs,
-            dir.path(),
-            8,
-            20_001,
-            WritePace::mib_per_second(64),
-        )
-        .unwrap()
-        .stop_pacing_when(&flag);
+        let mut writer = snapshots
+            .writer(8, 20_001, WritePace::mib_per_second(64))
+            .unwrap()
+            .stop_pacing_when(&flag);
         for entry in &all {
             writer.push(entry).unwrap();
         }
@@ -428,16 +421,15 @@ mod tests {
     #[test]
     fn an_abandoned_writer_or_unpublished_snapshot_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
-        let all = super::super::tests::contacts(20_000);
-        let mut writer =
-            SnapshotWriter::create(&RealFs, dir.path(), 5, 20_001, WritePace::Unlimited).unwrap();
+        let snapshots = SnapshotDir::on_disk(dir.path());
+        let all = contacts(20_000);
+        let mut writer = snapshots.writer(5, 20_001, WritePace::Unlimited).unwrap();
         for entry in &all {
             writer.push(entry).unwrap();
         }
         drop(writer);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        let writer =
-            SnapshotWriter::create(&RealFs, dir.path(), 6, 1, WritePace::Unlimited).unwrap();
+        let writer = snapshots.writer(6, 1, WritePace::Unlimited).unwrap();
         drop(writer.finish().unwrap());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
