@@ -1,17 +1,19 @@
-//! The snapshot file format: header, chunk framing, trailer, and the encoding of entries.
-//!
-//! All integers are little-endian. Version 2 in short:
+//! The snapshot file format: file names, header, chunk framing, trailer, and the encoding and
+//! decoding of entries. The byte-level description (every field, both versions, what each
+//! checksum covers, how a reader reacts to damage) is `docs/format.md`; in short, with all
+//! integers little-endian, a version 2 file `{lsn:020}.snap` is:
 //!
 //! ```text
 //! header   magic "IDRSNAP\n" (8) | version u32 | lsn u64 | next_id u64 | entries u64
 //!          | crc32 of the previous 36 bytes u32                                   = 40 bytes
 //! chunk*   len u32 (1..=CHUNK_LIMIT) | crc32 of the payload u32 | payload (len bytes):
-//!          whole bincode-encoded SnapshotEntry values
+//!          whole bincode-encoded SnapshotEntry values: every contact in id order, then the
+//!          history records in applied order, then the clock
 //! trailer  len u32 = 0 | crc32 of (entries u64 ++ chunks u64) u32
 //! ```
 //!
-//! Version 1 holds bare `NewContact` payloads and is still read. The byte-level description
-//! (field by field, every version, what each checksum covers) is in `docs/format.md`.
+//! Version 1 (written before history existed) frames bare `NewContact` values the same way;
+//! it is still read. Nothing here does I/O: the reader and the writer move these bytes.
 
 use super::{SnapshotEntry, SnapshotError, SnapshotItem};
 use crate::contact::ContactId;
@@ -31,7 +33,9 @@ pub(super) const HEADER_LEN: usize = 40;
 pub(super) const CHUNK_TARGET: usize = 64 * 1024;
 /// The largest chunk payload a reader accepts, in bytes (a single contact is far smaller).
 pub(super) const CHUNK_LIMIT: usize = 16 * 1024 * 1024;
-/// The largest LSN or contact id a snapshot may carry (`i64::MAX`, PostgreSQL's bigint).
+/// The largest LSN or contact id a snapshot may carry: `i64::MAX`, so ids fit PostgreSQL's
+/// `bigint` on export. A header above it is reported as corrupt, since the counters that
+/// continue from it would overflow; import refuses ids above it too.
 pub const MAX_COUNTER: u64 = i64::MAX as u64;
 /// Suffix of a published snapshot file, `{lsn:020}.snap`.
 pub(super) const SUFFIX: &str = ".snap";
@@ -58,16 +62,19 @@ pub(super) fn is_temp_name(name: &str) -> bool {
     name.contains(TMP_SUFFIX)
 }
 
-/// Encodes a complete snapshot file in memory (import and tests; the store's snapshots stream
-/// the same bytes to disk with [`SnapshotWriter`]).
+/// Encodes a complete snapshot file in memory: the snapshot at `lsn` (every log record up
+/// to it is contained) whose next contact id is `next_id`. Returns the whole file, ready for
+/// [`super::SnapshotDir::write_file`]. Import uses it; the store's snapshots stream the same
+/// bytes to disk with [`super::SnapshotWriter`] instead, without a second copy of the state
+/// in memory.
 ///
-/// `entries` must rebuild the graph when applied in order: the contacts of
-/// [`crate::graph::IdentityGraph::snapshot_contacts`], then the records of
-/// [`crate::graph::IdentityGraph::snapshot_history`]. Returns the file bytes.
+/// `entries` must rebuild the graph when applied in order, as
+/// [`crate::graph::IdentityGraph::snapshot_entries`] yields them: the contacts in id order,
+/// the history records, the clock. Nothing here checks that.
 ///
 /// # Errors
-/// [`SnapshotError::Io`] only if bincode fails to encode a contact, which these types cannot
-/// cause.
+/// [`SnapshotError::Io`] (with an empty path) only if bincode fails to encode an entry, which
+/// these types cannot cause.
 pub fn encode(
     lsn: Lsn,
     next_id: ContactId,

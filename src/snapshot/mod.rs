@@ -1,16 +1,18 @@
 //! Snapshots: the whole graph at one LSN, so recovery replays only the log after it
 //! (docs/behaviour.md §8).
 //!
-//! A snapshot file `{lsn:020}.snap` holds every contact in id order, then the history
-//! records in applied order, then the graph's clock, framed in checksummed chunks
-//! (`format.rs`; the byte layout is in `docs/format.md`). Every byte is covered by a checksum, and a
-//! failure names the file and the byte offset of the header, chunk or trailer at fault
-//! (`reader.rs`).
+//! A snapshot file `{lsn:020}.snap` holds every contact in id order, then the history records
+//! in applied order, then the graph's clock, framed in checksummed chunks (`format.rs`; the
+//! byte layout is in `docs/format.md`). Every byte is covered by a checksum, and a failure
+//! names the file and the byte offset of the header, chunk or trailer at fault (`reader.rs`).
 //!
-//! A snapshot is written to a temp file `….snap.tmp.*`, fsynced, renamed into place and the
-//! directory fsynced (`writer.rs`), so a crash leaves either the old set of snapshots or the
-//! new one, never a half-written file under a final name. The directory's listing, retention
-//! and compaction are in `dir.rs`.
+//! A snapshot is written to a temp file `{lsn:020}.snap.tmp.*`, fsynced, renamed into place
+//! and the directory fsynced (`writer.rs`), so a crash leaves either the old set of snapshots
+//! or the new one, never a half-written file under a final name.
+//!
+//! The entry point is [`SnapshotDir`], one directory on one [`crate::storage::Storage`]:
+//! listing, retention and compaction, publishing a file from [`encode`], streaming one with a
+//! [`SnapshotWriter`], and reading or verifying a listed file (`dir.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -76,8 +78,8 @@ impl SnapshotItem<'_> {
 /// Why a snapshot could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    /// The file's bytes do not verify; `offset` is the byte offset of the header, chunk or
-    /// trailer at fault.
+    /// The file's bytes do not verify (reading only); `offset` is the byte offset of the
+    /// header (0), chunk or trailer at fault.
     #[error("snapshot corrupt in {} at byte offset {offset}: {reason}", file.display())]
     Corrupt {
         /// The snapshot file.
@@ -87,7 +89,8 @@ pub enum SnapshotError {
         /// What is wrong.
         reason: String,
     },
-    /// An I/O error on `path`.
+    /// An I/O error on `path`: opening, reading, writing, fsyncing, renaming or removing a
+    /// file, or listing, creating or fsyncing the directory.
     #[error("snapshot I/O error on {}: {source}", path.display())]
     Io {
         /// The file or directory.
@@ -95,26 +98,29 @@ pub enum SnapshotError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The visitor rejected a contact (it does not fit the graph being rebuilt).
+    /// The visitor rejected an entry (it does not fit the graph being rebuilt); the file's
+    /// bytes verified up to that entry.
     #[error("snapshot {} does not rebuild a consistent graph at contact {id}: {message}", file.display())]
     Rebuild {
         /// The snapshot file.
         file: PathBuf,
-        /// The contact that failed.
+        /// The contact that failed: a row's id, a history record's first contact, 0 for the
+        /// clock.
         id: ContactId,
         /// Why.
         message: String,
     },
 }
 
-/// What a snapshot's header says.
+/// What a snapshot's header says: [`SnapshotDir::read`], [`SnapshotDir::verify`] and
+/// [`SnapshotDir::peek`] return it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapshotInfo {
     /// Every log record with this LSN or lower is contained in the snapshot.
     pub lsn: Lsn,
     /// The next contact id to assign (ids are never reused).
     pub next_id: ContactId,
-    /// Number of entries stored (contacts plus history records).
+    /// Number of entries stored: contacts, history records and the clock.
     pub entries: u64,
 }
 
@@ -127,6 +133,7 @@ impl From<crate::storage::PathIoError> for SnapshotError {
     }
 }
 
+/// Maps an I/O error on `path` to [`SnapshotError::Io`] (for `map_err`).
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
     move |source| SnapshotError::Io {
         path: path.to_path_buf(),
@@ -139,6 +146,8 @@ mod tests {
     use super::*;
     use crate::contact::{Email, Phone, Timestamp};
 
+    /// `n` contacts (ids 1..=n, every second linked to its predecessor, every third with a
+    /// phone) and one deletion record.
     pub(super) fn contacts(n: u64) -> Vec<SnapshotEntry> {
         let mut entries: Vec<SnapshotEntry> = (1..=n)
             .map(|id| NewContact {

@@ -1,5 +1,6 @@
 //! Streaming snapshot writes: entries are framed and written as they are produced, a piece at
-//! a time, optionally paced to a byte rate (issue 3: "snapshots must not stall the hot path").
+//! a time, optionally paced to a byte rate, so that writing a snapshot in the background
+//! neither doubles the memory held nor stalls the requests waiting for log fsyncs.
 //!
 //! [`super::encode`] builds a whole file in memory (import uses it), which costs a second copy
 //! of the state: about 90 MB per million contacts. The store's snapshots (background, shutdown,
@@ -8,9 +9,9 @@
 //! the next is written, with a pause when a [`WritePace`] is set. Pacing is how databases keep
 //! background writes from taking the device away from the log: PostgreSQL spreads a checkpoint
 //! over `checkpoint_completion_target`, RocksDB's `rate_limiter` caps flush and compaction
-//! bytes per second. On the benchmark machine it took the log's slow fsyncs during snapshots
-//! away but not the requests' p99, so it is off by default
-//! ([`crate::store::DEFAULT_SNAPSHOT_WRITE_MIB_S`]).
+//! bytes per second. Here pacing removes the slow log fsyncs a snapshot's writes otherwise
+//! cause, but not the requests' p99 latency, while it makes every snapshot take longer; so it
+//! is off by default ([`crate::store::DEFAULT_SNAPSHOT_WRITE_MIB_S`]).
 //!
 //! The file is the one [`super::encode`] would produce, byte for byte (a unit test checks it):
 //! the body is written from offset [`HEADER_LEN`] on and the header, which holds the entry
@@ -33,14 +34,16 @@ use crate::wal::Lsn;
 /// Bytes of a snapshot file written between two write-backs (see [`SnapshotWriter`]).
 const WRITE_PIECE: usize = 256 << 10;
 
-/// How fast a snapshot's bytes may be written to the device.
+/// How fast a snapshot's bytes may be written to the device (given to
+/// [`super::SnapshotDir::writer`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WritePace {
     /// As fast as the device takes them (shutdown, compaction, import: nothing else waits).
     #[default]
     Unlimited,
-    /// At most this many bytes per second, averaged over pieces of 256 KiB
-    /// (`serve --snapshot-write-rate`, for background snapshots).
+    /// At most this many bytes per second, averaged over pieces of 256 KiB: over any window,
+    /// at most one piece more than the rate allows (`serve --snapshot-write-rate`, for
+    /// background snapshots).
     BytesPerSecond(NonZeroU64),
 }
 
@@ -110,8 +113,11 @@ impl<'a> Pacer<'a> {
     }
 }
 
-/// A snapshot file being written: entries go in with [`SnapshotWriter::push`], in the order
-/// [`super::encode`] takes them.
+/// A snapshot file being streamed to a temp file, from [`super::SnapshotDir::writer`]: entries
+/// go in with [`SnapshotWriter::push`], in the order [`super::encode`] takes them;
+/// [`SnapshotWriter::finish`] completes and fsyncs the file; [`PreparedSnapshot::publish`]
+/// gives it its final name. Holds at most about one 256 KiB piece plus one 64 KiB chunk of
+/// framed bytes. Dropping it removes the temp file (best effort).
 pub struct SnapshotWriter<'a> {
     file: PieceFile<'a>,
     next_id: ContactId,
@@ -138,7 +144,7 @@ impl<'a> SnapshotWriter<'a> {
     }
 
     /// Stops pacing once `flag` is set, from the next piece on (the store sets it at shutdown,
-    /// so a clean stop waits for the device, not for the pace).
+    /// so a clean stop waits for the device, not for the pace). Returns the writer.
     pub fn stop_pacing_when(mut self, flag: &'a AtomicBool) -> SnapshotWriter<'a> {
         self.file.pacer.hurry = Some(flag);
         self
@@ -164,7 +170,8 @@ impl<'a> SnapshotWriter<'a> {
     }
 
     /// Writes the last chunk, the trailer and the header, and fsyncs the temp file. The
-    /// snapshot is not visible under its final name until [`PreparedSnapshot::publish`].
+    /// snapshot is not visible under its final name until [`PreparedSnapshot::publish`], so
+    /// the caller can first wait for the log to be durable up to the snapshot's LSN.
     ///
     /// # Errors
     /// [`SnapshotError::Io`] naming the temp file (which is then removed).
@@ -176,8 +183,8 @@ impl<'a> SnapshotWriter<'a> {
     }
 }
 
-/// Writes [`super::write_file_in`]'s already encoded bytes through the same temp file, pieces
-/// and publication as a streamed snapshot.
+/// Writes the already encoded bytes of [`super::SnapshotDir::write_file`] through the same
+/// temp file, pieces and publication as a streamed snapshot.
 pub(super) fn write_encoded(
     fs: &dyn Storage,
     dir: &Path,
@@ -205,6 +212,8 @@ struct PieceFile<'a> {
 }
 
 impl<'a> PieceFile<'a> {
+    /// Creates `dir` durably if needed and a new temp file for the snapshot at `lsn`, whose
+    /// first piece goes at byte `offset` (after room for the header when streaming).
     fn create(
         fs: &'a dyn Storage,
         dir: &Path,
@@ -300,7 +309,8 @@ impl Drop for TempFile<'_> {
     }
 }
 
-/// A complete, fsynced snapshot under its temp name, waiting to be published.
+/// A complete, fsynced snapshot under its temp name, waiting to be published (from
+/// [`SnapshotWriter::finish`]). Dropping it unpublished removes the temp file (best effort).
 pub struct PreparedSnapshot<'a> {
     tmp: TempFile<'a>,
     dir: PathBuf,
@@ -315,14 +325,13 @@ impl PreparedSnapshot<'_> {
         self.bytes
     }
 
-    /// Time the writer spent waiting for its [`WritePace`].
+    /// Time the writer spent waiting for its [`WritePace`] (zero when unpaced).
     pub fn paced(&self) -> Duration {
         self.paced
     }
 
-    /// Renames the file to its final name ([`super::SnapshotDir::path_for`] the LSN) and
-    /// fsyncs the directory.
-    /// Returns the final path.
+    /// Renames the file to its final name ([`super::SnapshotDir::path_for`] the LSN, replacing
+    /// a snapshot at the same LSN) and fsyncs the directory. Returns the final path.
     ///
     /// # Errors
     /// [`SnapshotError::Io`] naming the file or directory. If the rename failed, the temp file
