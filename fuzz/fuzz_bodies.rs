@@ -17,7 +17,7 @@ use idrecon::event::{Event, NewContact};
 use idrecon::graph::IdentityGraph;
 use idrecon::phone_region::{Normalizer, PhoneRegion};
 use idrecon::rows::{self, ImportError, RowFormat};
-use idrecon::snapshot::{self, SnapshotError, SnapshotItem};
+use idrecon::snapshot::{self, SnapshotDir, SnapshotError, SnapshotItem};
 use idrecon::wal::{self, WalError};
 
 // ---------------------------------------------------------------------------------------------
@@ -321,12 +321,13 @@ pub fn snapshot_file(data: &[u8]) {
         file
     };
     let scratch = Scratch::new();
-    let path = snapshot::path_for(scratch.path(), 7);
+    let snapshots = SnapshotDir::on_disk(scratch.path());
+    let path = snapshots.path_for(7);
     fs::write(&path, &file).unwrap();
 
-    let verified = snapshot::verify(&path);
+    let verified = snapshots.verify(&path);
     let mut contacts = Vec::new();
-    let read = snapshot::read(&path, |c: SnapshotItem<'_>| {
+    let read = snapshots.read(&path, |c: SnapshotItem<'_>| {
         contacts.push(c.to_entry());
         Ok::<(), std::convert::Infallible>(())
     });
@@ -338,14 +339,15 @@ pub fn snapshot_file(data: &[u8]) {
             assert!(file.len() >= 48);
             // Re-encoding reads back to the same header and contacts.
             let again = snapshot::encode(a.lsn, a.next_id, contacts.iter().cloned()).unwrap();
-            let path2 = snapshot::path_for(scratch.path(), 8);
+            let path2 = snapshots.path_for(8);
             fs::write(&path2, &again).unwrap();
             let mut back = Vec::new();
-            let info = snapshot::read(&path2, |c: SnapshotItem<'_>| {
-                back.push(c.to_entry());
-                Ok::<(), std::convert::Infallible>(())
-            })
-            .expect("a re-encoded snapshot reads back");
+            let info = snapshots
+                .read(&path2, |c: SnapshotItem<'_>| {
+                    back.push(c.to_entry());
+                    Ok::<(), std::convert::Infallible>(())
+                })
+                .expect("a re-encoded snapshot reads back");
             assert_eq!(&info, a);
             assert_eq!(back, contacts);
             // Rebuilding a graph from it returns Ok or Err, never panics.

@@ -22,7 +22,7 @@ use crate::http::{HttpOptions, ResponseKey};
 use crate::phone_region::{Normalizer, PhoneRegion};
 use crate::progress::Progress;
 use crate::rows::{self, RowFormat};
-use crate::snapshot;
+use crate::snapshot::{self, SnapshotDir};
 use crate::store::{self, Store, StoreOptions};
 use crate::telemetry::LogArgs;
 use crate::wal::FsyncMode;
@@ -466,7 +466,7 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     applying.finish();
     debug_assert_eq!(graph.check_invariants(), Ok(()));
     let bytes = snapshot::encode(0, graph.next_id(), graph.snapshot_entries())?;
-    let path = snapshot::write_file(&dir.join("snapshots"), 0, &bytes)?;
+    let path = SnapshotDir::on_disk(dir.join("snapshots")).write_file(0, &bytes)?;
     eprintln!(
         "imported {} rows into {} identities ({} joined by shared emails or phones, {} primaries recomputed) in {:.1}s; snapshot {}",
         plan.rows,
@@ -501,8 +501,9 @@ fn check(dir: &Path) -> anyhow::Result<i32> {
         bail!("data directory {} does not exist", dir.display());
     }
     let mut out = std::io::stdout().lock();
-    for (_, path) in snapshot::list(&dir.join("snapshots"))? {
-        match snapshot::verify(&path) {
+    let snapshots = SnapshotDir::on_disk(dir.join("snapshots"));
+    for (_, path) in snapshots.list()? {
+        match snapshots.verify(&path) {
             Ok(info) => writeln!(
                 out,
                 "ok       {}: {} contacts at LSN {}",

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// An open file handle for writing, obtained from [`Storage::open_append`] (every
 /// [`StorageFile::write_all`] goes to the end of the file, `O_APPEND`) or
@@ -256,6 +256,40 @@ impl Storage for RealFs {
         }
         Ok(Some(Box::new(file)))
     }
+}
+
+/// An I/O error and the path of the file or directory it happened on.
+#[derive(Debug, thiserror::Error)]
+#[error("I/O error on {}: {source}", path.display())]
+pub struct PathIoError {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// The OS error.
+    pub source: io::Error,
+}
+
+/// Creates `dir` (and missing parents) and fsyncs it and its parent, so the directory entries
+/// themselves survive a crash: a new data directory, and its `snapshots/`. The grandparent
+/// is fsynced too, best effort: the data directory itself may be new (import creates
+/// `DATA/snapshots` in a `DATA` that did not exist).
+///
+/// # Errors
+/// [`PathIoError`] naming `dir` when it cannot be created or fsynced, or its parent when that
+/// cannot be fsynced.
+pub fn create_dir_durably(fs: &dyn Storage, dir: &Path) -> Result<(), PathIoError> {
+    let at = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PathIoError { path, source }
+    };
+    fs.create_dir_all(dir).map_err(at(dir))?;
+    fs.sync_dir(dir).map_err(at(dir))?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs.sync_dir(parent).map_err(at(parent))?;
+        if let Some(grandparent) = parent.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = fs.sync_dir(grandparent);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(any(test, feature = "fault-injection"))]

@@ -39,7 +39,7 @@ use crate::graph::{
     IdentityKey, IdentityView, Lookup,
 };
 use crate::metrics as metric;
-use crate::snapshot::{self, SnapshotError, WritePace};
+use crate::snapshot::{self, SnapshotDir, SnapshotError, WritePace};
 use crate::storage::{RealFs, Storage};
 use crate::wal::{FsyncMode, Lsn, RecoveryReport, Wal, WalError, WalOptions};
 
@@ -300,8 +300,9 @@ pub struct Store {
     compaction_wanted: AtomicBool,
     /// The background compaction thread.
     compact_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Where the log and snapshots live (the real file system, or a test's `FaultFs`).
-    storage: Arc<dyn Storage>,
+    /// `DIR/snapshots`, on the storage the log also uses (the real file system, or a test's
+    /// `FaultFs`).
+    snapshots: SnapshotDir,
     /// Held for the store's lifetime: an exclusive lock on `DIR/LOCK`.
     _lock: Box<dyn Send + Sync>,
 }
@@ -362,22 +363,18 @@ struct Loaded {
 
 /// Loads the newest snapshot that verifies, falling back to older ones; with no snapshot at
 /// all, the empty graph at LSN 0.
-fn load_snapshot(
-    fs: &dyn Storage,
-    snapshots_dir: &Path,
-    options: &GraphOptions,
-) -> Result<Loaded, StoreError> {
+fn load_snapshot(snapshots: &SnapshotDir, options: &GraphOptions) -> Result<Loaded, StoreError> {
     let (mut skipped, mut skipped_paths) = (Vec::new(), Vec::new());
-    let available = snapshot::list_in(fs, snapshots_dir)?;
+    let available = snapshots.list()?;
     for (_, path) in available.iter().rev() {
         let mut graph = IdentityGraph::with_options(options.clone());
         // Indexes are built once recovery (snapshot and log) is done: see `finish_bulk_load`.
         graph.begin_bulk_load();
-        if let Some(info) = snapshot::peek_in(fs, path) {
+        if let Some(info) = snapshots.peek(path) {
             // Sized once instead of rehashing as it grows (bounded: the header is a hint).
             graph.reserve(info.entries.min(SNAPSHOT_RESERVE_MAX) as usize);
         }
-        match snapshot::read_in(fs, path, |entry| graph.load_snapshot_item(entry)) {
+        match snapshots.read(path, |entry| graph.load_snapshot_item(entry)) {
             Ok(info) => {
                 graph.reserve_ids_below(info.next_id);
                 let contacts = graph.len() as u64;
@@ -440,7 +437,10 @@ pub fn inspect(dir: &Path) -> Result<Inspection, StoreError> {
         path,
         skipped,
         ..
-    } = load_snapshot(&RealFs, &dir.join("snapshots"), &GraphOptions::default())?;
+    } = load_snapshot(
+        &SnapshotDir::on_disk(dir.join("snapshots")),
+        &GraphOptions::default(),
+    )?;
     let wal = crate::wal::replay_read_only(&dir.join("wal"), snapshot_lsn, |lsn, payload| {
         apply_record(&mut graph, lsn, payload)
     })?;
@@ -489,7 +489,10 @@ impl Store {
         storage: Arc<dyn Storage>,
     ) -> Result<(Arc<Store>, Recovery), StoreError> {
         let fs = &*storage;
-        snapshot::create_dir_durably_in(fs, dir)?;
+        crate::storage::create_dir_durably(fs, dir).map_err(|e| StoreError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
         let lock_path = dir.join("LOCK");
         let lock = fs.lock(&lock_path).map_err(|source| StoreError::Io {
             path: lock_path.clone(),
@@ -499,6 +502,7 @@ impl Store {
             return Err(StoreError::Locked(dir.to_path_buf()));
         };
         let started = Instant::now();
+        let snapshots = SnapshotDir::new(Arc::clone(&storage), dir.join("snapshots"));
         let Loaded {
             mut graph,
             lsn: snapshot_lsn,
@@ -506,7 +510,7 @@ impl Store {
             contacts: snapshot_contacts,
             skipped,
             skipped_paths,
-        } = load_snapshot(fs, &dir.join("snapshots"), &options.graph)?;
+        } = load_snapshot(&snapshots, &options.graph)?;
         if let Some(path) = &snapshot_path {
             tracing::info!(
                 path = %path.display(),
@@ -565,7 +569,7 @@ impl Store {
             }
         }
         if !skipped_paths.is_empty() {
-            snapshot::sync_dir_in(fs, &dir.join("snapshots"))?;
+            snapshots.sync()?;
         }
         let lsn = report.last_lsn.max(snapshot_lsn);
         let store = Store {
@@ -585,7 +589,7 @@ impl Store {
             compaction_wanted: AtomicBool::new(false),
             compact_thread: Mutex::new(None),
             options,
-            storage,
+            snapshots,
             _lock: lock,
         };
         let recovery = Recovery {
@@ -976,9 +980,7 @@ impl Store {
         let written = self.write_snapshot(WritePace::Unlimited, at_roll)?;
         let lsn = written.lsn;
         *last_snapshot = Some(lsn);
-        let fs = &*self.storage;
-        let snapshots_dir = self.dir.join("snapshots");
-        let snapshots_removed = snapshot::remove_all_but_in(fs, &snapshots_dir, lsn)?;
+        let snapshots_removed = self.snapshots.remove_all_but(lsn)?;
         let segments_removed = self.wal.remove_segments_through(lsn)?;
         let compaction = Compaction {
             lsn,
@@ -1134,11 +1136,9 @@ impl Store {
         }
         let written = self.write_snapshot(pace, |_| Ok(()))?;
         *last_snapshot = Some(written.lsn);
-        let fs = &*self.storage;
-        let snapshots_dir = self.dir.join("snapshots");
-        let oldest_kept = snapshot::prune_in(fs, &snapshots_dir, SNAPSHOTS_KEPT)?;
+        let oldest_kept = self.snapshots.prune(SNAPSHOTS_KEPT)?;
         let removed = match oldest_kept {
-            Some(oldest) if snapshot::list_in(fs, &snapshots_dir)?.len() >= SNAPSHOTS_KEPT => {
+            Some(oldest) if self.snapshots.list()?.len() >= SNAPSHOTS_KEPT => {
                 self.wal.remove_segments_through(oldest)?
             }
             _ => 0,
@@ -1177,8 +1177,7 @@ impl Store {
             self.since_snapshot.store(0, Ordering::Relaxed);
             (state.lsn, state.graph.begin_capture_with(buffer))
         };
-        let snapshots_dir = self.dir.join("snapshots");
-        let written = self.write_captured(&snapshots_dir, lsn, cursor, pace);
+        let written = self.write_captured(lsn, cursor, pace);
         self.state.write().graph.end_capture();
         let prepared = written?;
         // A snapshot must never hold state the log could still lose: if it did, recovery
@@ -1201,14 +1200,14 @@ impl Store {
     /// published.
     fn write_captured(
         &self,
-        dir: &Path,
         lsn: Lsn,
         cursor: crate::graph::CaptureCursor,
         pace: WritePace,
     ) -> Result<snapshot::PreparedSnapshot<'_>, StoreError> {
-        let mut writer =
-            snapshot::SnapshotWriter::create(&*self.storage, dir, lsn, cursor.next_id, pace)?
-                .stop_pacing_when(&self.closing);
+        let mut writer = self
+            .snapshots
+            .writer(lsn, cursor.next_id, pace)?
+            .stop_pacing_when(&self.closing);
         let entries = CapturedEntries {
             state: &self.state,
             cursor,

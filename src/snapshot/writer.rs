@@ -1,5 +1,6 @@
 //! Streaming snapshot writes: entries are framed and written as they are produced, a piece at
-//! a time, optionally paced to a byte rate (issue 3: "snapshots must not stall the hot path").
+//! a time, optionally paced to a byte rate, so that writing a snapshot in the background
+//! neither doubles the memory held nor stalls the requests waiting for log fsyncs.
 //!
 //! [`super::encode`] builds a whole file in memory (import uses it), which costs a second copy
 //! of the state: about 90 MB per million contacts. The store's snapshots (background, shutdown,
@@ -8,9 +9,9 @@
 //! the next is written, with a pause when a [`WritePace`] is set. Pacing is how databases keep
 //! background writes from taking the device away from the log: PostgreSQL spreads a checkpoint
 //! over `checkpoint_completion_target`, RocksDB's `rate_limiter` caps flush and compaction
-//! bytes per second. On the benchmark machine it took the log's slow fsyncs during snapshots
-//! away but not the requests' p99, so it is off by default
-//! ([`crate::store::DEFAULT_SNAPSHOT_WRITE_MIB_S`]).
+//! bytes per second. Here pacing removes the slow log fsyncs a snapshot's writes otherwise
+//! cause, but not the requests' p99 latency, while it makes every snapshot take longer; so it
+//! is off by default ([`crate::store::DEFAULT_SNAPSHOT_WRITE_MIB_S`]).
 //!
 //! The file is the one [`super::encode`] would produce, byte for byte (a unit test checks it):
 //! the body is written from offset [`HEADER_LEN`] on and the header, which holds the entry
@@ -24,22 +25,25 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{
-    ChunkFramer, HEADER_LEN, SnapshotEntry, SnapshotError, TMP_SUFFIX, WRITE_PIECE,
-    create_dir_durably_in, header, io_err, path_for, sync_dir_in,
-};
+use super::format::{CHUNK_TARGET, ChunkFramer, HEADER_LEN, TMP_SUFFIX, file_name, header};
+use super::{SnapshotEntry, SnapshotError, io_err};
 use crate::contact::ContactId;
 use crate::storage::{Storage, StorageFile};
 use crate::wal::Lsn;
 
-/// How fast a snapshot's bytes may be written to the device.
+/// Bytes of a snapshot file written between two write-backs (see [`SnapshotWriter`]).
+const WRITE_PIECE: usize = 256 << 10;
+
+/// How fast a snapshot's bytes may be written to the device (given to
+/// [`super::SnapshotDir::writer`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WritePace {
     /// As fast as the device takes them (shutdown, compaction, import: nothing else waits).
     #[default]
     Unlimited,
-    /// At most this many bytes per second, averaged over pieces of 256 KiB
-    /// (`serve --snapshot-write-rate`, for background snapshots).
+    /// At most this many bytes per second, averaged over pieces of 256 KiB: over any window,
+    /// at most one piece more than the rate allows (`serve --snapshot-write-rate`, for
+    /// background snapshots).
     BytesPerSecond(NonZeroU64),
 }
 
@@ -109,8 +113,11 @@ impl<'a> Pacer<'a> {
     }
 }
 
-/// A snapshot file being written: entries go in with [`SnapshotWriter::push`], in the order
-/// [`super::encode`] takes them.
+/// A snapshot file being streamed to a temp file, from [`super::SnapshotDir::writer`]: entries
+/// go in with [`SnapshotWriter::push`], in the order [`super::encode`] takes them;
+/// [`SnapshotWriter::finish`] completes and fsyncs the file; [`PreparedSnapshot::publish`]
+/// gives it its final name. Holds at most about one 256 KiB piece plus one 64 KiB chunk of
+/// framed bytes. Dropping it removes the temp file (best effort).
 pub struct SnapshotWriter<'a> {
     file: PieceFile<'a>,
     next_id: ContactId,
@@ -120,13 +127,8 @@ pub struct SnapshotWriter<'a> {
 }
 
 impl<'a> SnapshotWriter<'a> {
-    /// Starts the snapshot at `lsn` (whose next contact id is `next_id`) in `dir`, creating
-    /// `dir` durably if needed, in a new temp file named after the LSN, the process and a
-    /// counter (two writers never share one).
-    ///
-    /// # Errors
-    /// [`SnapshotError::Io`] naming the directory or temp file that could not be created.
-    pub fn create(
+    /// Starts the snapshot at `lsn` in `dir`: see [`super::SnapshotDir::writer`].
+    pub(super) fn create(
         fs: &'a dyn Storage,
         dir: &Path,
         lsn: Lsn,
@@ -137,12 +139,12 @@ impl<'a> SnapshotWriter<'a> {
             file: PieceFile::create(fs, dir, lsn, HEADER_LEN as u64, pace)?,
             next_id,
             framer: ChunkFramer::new(),
-            pending: Vec::with_capacity(WRITE_PIECE + super::CHUNK_TARGET + 1024),
+            pending: Vec::with_capacity(WRITE_PIECE + CHUNK_TARGET + 1024),
         })
     }
 
     /// Stops pacing once `flag` is set, from the next piece on (the store sets it at shutdown,
-    /// so a clean stop waits for the device, not for the pace).
+    /// so a clean stop waits for the device, not for the pace). Returns the writer.
     pub fn stop_pacing_when(mut self, flag: &'a AtomicBool) -> SnapshotWriter<'a> {
         self.file.pacer.hurry = Some(flag);
         self
@@ -168,7 +170,8 @@ impl<'a> SnapshotWriter<'a> {
     }
 
     /// Writes the last chunk, the trailer and the header, and fsyncs the temp file. The
-    /// snapshot is not visible under its final name until [`PreparedSnapshot::publish`].
+    /// snapshot is not visible under its final name until [`PreparedSnapshot::publish`], so
+    /// the caller can first wait for the log to be durable up to the snapshot's LSN.
     ///
     /// # Errors
     /// [`SnapshotError::Io`] naming the temp file (which is then removed).
@@ -180,8 +183,8 @@ impl<'a> SnapshotWriter<'a> {
     }
 }
 
-/// Writes [`super::write_file_in`]'s already encoded bytes through the same temp file, pieces
-/// and publication as a streamed snapshot.
+/// Writes the already encoded bytes of [`super::SnapshotDir::write_file`] through the same
+/// temp file, pieces and publication as a streamed snapshot.
 pub(super) fn write_encoded(
     fs: &dyn Storage,
     dir: &Path,
@@ -209,6 +212,8 @@ struct PieceFile<'a> {
 }
 
 impl<'a> PieceFile<'a> {
+    /// Creates `dir` durably if needed and a new temp file for the snapshot at `lsn`, whose
+    /// first piece goes at byte `offset` (after room for the header when streaming).
     fn create(
         fs: &'a dyn Storage,
         dir: &Path,
@@ -216,7 +221,7 @@ impl<'a> PieceFile<'a> {
         offset: u64,
         pace: WritePace,
     ) -> Result<PieceFile<'a>, SnapshotError> {
-        create_dir_durably_in(fs, dir)?;
+        crate::storage::create_dir_durably(fs, dir)?;
         // A unique temp name, created exclusively: two writers never share (or truncate) a
         // file.
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -304,7 +309,8 @@ impl Drop for TempFile<'_> {
     }
 }
 
-/// A complete, fsynced snapshot under its temp name, waiting to be published.
+/// A complete, fsynced snapshot under its temp name, waiting to be published (from
+/// [`SnapshotWriter::finish`]). Dropping it unpublished removes the temp file (best effort).
 pub struct PreparedSnapshot<'a> {
     tmp: TempFile<'a>,
     dir: PathBuf,
@@ -319,30 +325,31 @@ impl PreparedSnapshot<'_> {
         self.bytes
     }
 
-    /// Time the writer spent waiting for its [`WritePace`].
+    /// Time the writer spent waiting for its [`WritePace`] (zero when unpaced).
     pub fn paced(&self) -> Duration {
         self.paced
     }
 
-    /// Renames the file to its final name ([`path_for`] the LSN) and fsyncs the directory.
-    /// Returns the final path.
+    /// Renames the file to its final name ([`super::SnapshotDir::path_for`] the LSN, replacing
+    /// a snapshot at the same LSN) and fsyncs the directory. Returns the final path.
     ///
     /// # Errors
     /// [`SnapshotError::Io`] naming the file or directory. If the rename failed, the temp file
     /// is removed (best effort) and no final file appears; if only the directory fsync failed,
     /// the file may or may not survive a crash under its final name.
     pub fn publish(mut self) -> Result<PathBuf, SnapshotError> {
-        let final_path = path_for(&self.dir, self.lsn);
+        let final_path = self.dir.join(file_name(self.lsn));
         self.tmp.rename(&final_path).map_err(io_err(&final_path))?;
-        sync_dir_in(self.tmp.fs, &self.dir)?;
+        self.tmp.fs.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         Ok(final_path)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::contacts;
+    use super::super::{SnapshotDir, encode};
     use super::*;
-    use crate::storage::RealFs;
 
     #[test]
     fn pacer_spaces_piece_starts_by_their_cost_and_never_bursts_to_catch_up() {
@@ -374,18 +381,18 @@ mod tests {
     #[test]
     fn streamed_file_is_byte_identical_to_the_encoded_one_and_appears_only_on_publish() {
         let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::on_disk(dir.path());
         // Enough entries for several pieces and chunks, with a partial last piece.
-        let all = super::super::tests::contacts(30_000);
-        let encoded = super::super::encode(41, 30_001, all.clone().into_iter()).unwrap();
+        let all = contacts(30_000);
+        let encoded = encode(41, 30_001, all.clone().into_iter()).unwrap();
         assert!(encoded.len() > 3 * WRITE_PIECE);
-        let mut writer =
-            SnapshotWriter::create(&RealFs, dir.path(), 41, 30_001, WritePace::Unlimited).unwrap();
+        let mut writer = snapshots.writer(41, 30_001, WritePace::Unlimited).unwrap();
         for entry in &all {
             writer.push(entry).unwrap();
         }
         let prepared = writer.finish().unwrap();
         assert_eq!(prepared.bytes(), encoded.len() as u64);
-        assert!(super::super::list(dir.path()).unwrap().is_empty());
+        assert!(snapshots.list().unwrap().is_empty());
         let path = prepared.publish().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), encoded);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -394,13 +401,14 @@ mod tests {
     #[test]
     fn pacing_stops_once_the_flag_is_set() {
         let dir = tempfile::tempdir().unwrap();
-        let all = super::super::tests::contacts(20_000);
+        let snapshots = SnapshotDir::on_disk(dir.path());
+        let all = contacts(20_000);
         // 1 MiB/s would take over a second for these pieces; the flag is set from the start.
         let flag = AtomicBool::new(true);
-        let mut writer =
-            SnapshotWriter::create(&RealFs, dir.path(), 7, 20_001, WritePace::mib_per_second(1))
-                .unwrap()
-                .stop_pacing_when(&flag);
+        let mut writer = snapshots
+            .writer(7, 20_001, WritePace::mib_per_second(1))
+            .unwrap()
+            .stop_pacing_when(&flag);
         for entry in &all {
             writer.push(entry).unwrap();
         }
@@ -409,15 +417,10 @@ mod tests {
         assert_eq!(prepared.paced(), Duration::ZERO);
         // Without the flag the same file waits for its pace.
         let flag = AtomicBool::new(false);
-        let mut writer = SnapshotWriter::create(
-            &RealFs,
-            dir.path(),
-            8,
-            20_001,
-            WritePace::mib_per_second(64),
-        )
-        .unwrap()
-        .stop_pacing_when(&flag);
+        let mut writer = snapshots
+            .writer(8, 20_001, WritePace::mib_per_second(64))
+            .unwrap()
+            .stop_pacing_when(&flag);
         for entry in &all {
             writer.push(entry).unwrap();
         }
@@ -427,16 +430,15 @@ mod tests {
     #[test]
     fn an_abandoned_writer_or_unpublished_snapshot_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
-        let all = super::super::tests::contacts(20_000);
-        let mut writer =
-            SnapshotWriter::create(&RealFs, dir.path(), 5, 20_001, WritePace::Unlimited).unwrap();
+        let snapshots = SnapshotDir::on_disk(dir.path());
+        let all = contacts(20_000);
+        let mut writer = snapshots.writer(5, 20_001, WritePace::Unlimited).unwrap();
         for entry in &all {
             writer.push(entry).unwrap();
         }
         drop(writer);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        let writer =
-            SnapshotWriter::create(&RealFs, dir.path(), 6, 1, WritePace::Unlimited).unwrap();
+        let writer = snapshots.writer(6, 1, WritePace::Unlimited).unwrap();
         drop(writer.finish().unwrap());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use idrecon::contact::{ContactRow, Email, Phone};
 use idrecon::event::Event;
 use idrecon::graph::{IdentifyRequest, IdentityGraph};
-use idrecon::snapshot;
+use idrecon::snapshot::SnapshotDir;
 use idrecon::store::{self, Store, StoreError, StoreOptions};
 use idrecon::wal::{self, Lsn};
 
@@ -80,10 +80,13 @@ fn write_dir(dir: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) {
 
 /// Rows after every LSN from the older snapshot on: the only states a torn tail may leave.
 fn prefix_states(dir: &Path) -> BTreeMap<Lsn, Vec<ContactRow>> {
-    let snapshots = snapshot::list(&dir.join("snapshots")).unwrap();
+    let snapshot_dir = SnapshotDir::on_disk(dir.join("snapshots"));
+    let snapshots = snapshot_dir.list().unwrap();
     let (older_lsn, older_path) = snapshots.first().unwrap().clone();
     let mut graph = IdentityGraph::new();
-    let info = snapshot::read(&older_path, |e| graph.load_snapshot_item(e)).unwrap();
+    let info = snapshot_dir
+        .read(&older_path, |e| graph.load_snapshot_item(e))
+        .unwrap();
     graph.reserve_ids_below(info.next_id);
     let mut states = BTreeMap::new();
     states.insert(older_lsn, graph.all_contacts().collect());
@@ -174,7 +177,8 @@ async fn every_random_bit_flip_is_detected_and_never_silent() {
                         target.starts_with("snapshots"),
                         "{what}: flip went unnoticed"
                     );
-                    let verified = snapshot::verify(&trial.path().join(&target));
+                    let verified = SnapshotDir::on_disk(trial.path().join("snapshots"))
+                        .verify(&trial.path().join(&target));
                     assert!(verified.is_err(), "{what}: check would not report it");
                     "unused older snapshot, reported by check"
                 }
@@ -205,7 +209,9 @@ async fn a_damaged_only_snapshot_is_refused_with_a_clear_message() {
     }
     store.close().unwrap(); // one snapshot, the log before it kept
     drop(store);
-    let snapshots = snapshot::list(&dir.path().join("snapshots")).unwrap();
+    let snapshots = SnapshotDir::on_disk(dir.path().join("snapshots"))
+        .list()
+        .unwrap();
     assert_eq!(snapshots.len(), 1);
     let path = &snapshots[0].1;
     let mut bytes = std::fs::read(path).unwrap();

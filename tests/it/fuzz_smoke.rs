@@ -333,9 +333,10 @@ fn seeds_reach_the_success_paths() {
     );
 
     let snap = seed("snapshot_file", "seed-real");
-    let path = idrecon::snapshot::path_for(tmp.path(), 1);
+    let snapshots = idrecon::snapshot::SnapshotDir::on_disk(tmp.path());
+    let path = snapshots.path_for(1);
     fs::write(&path, &snap[1..]).unwrap();
-    assert!(idrecon::snapshot::verify(&path).unwrap().entries >= 3);
+    assert!(snapshots.verify(&path).unwrap().entries >= 3);
 
     assert!(
         parse_identify_body(
