@@ -23,4 +23,5 @@ mod metrics;
 mod openapi;
 mod phone_region;
 mod recovery;
+mod rows;
 mod wal;
