@@ -3,6 +3,7 @@
 
 use hashbrown::HashMap;
 use hashbrown::hash_map::Entry;
+use petgraph::unionfind::UnionFind;
 
 use super::{ImportError, ImportRow};
 use crate::contact::{ContactId, Email, LinkPrecedence, Phone, Timestamp};
@@ -95,14 +96,16 @@ pub fn plan_import(rows: Vec<ImportRow>, now: Timestamp) -> Result<ImportPlan, I
     // 3. Cycles: every row has at most one outgoing link, so walk each chain once.
     find_cycle(&rows, &target)?;
 
-    // Groups by links.
-    let mut sets = DisjointSets::new(n);
+    // Groups by links. Every union that joins two groups leaves one group fewer, so a count of
+    // the joining unions gives the number of groups without walking the roots.
+    let mut sets: UnionFind<usize> = UnionFind::new(n);
+    let mut joins = 0;
     for (i, t) in target.iter().enumerate() {
         if let Some(j) = *t {
-            sets.union(i, j);
+            joins += usize::from(sets.union(i, j));
         }
     }
-    let link_groups = sets.count;
+    let link_groups = n - joins;
 
     // Groups by shared values of live rows.
     let mut by_email: HashMap<&Email, usize> = HashMap::with_capacity(n);
@@ -110,15 +113,15 @@ pub fn plan_import(rows: Vec<ImportRow>, now: Timestamp) -> Result<ImportPlan, I
     for (i, row) in rows.iter().enumerate().filter(|(_, r)| r.is_live()) {
         if let Some(email) = &row.email {
             let first = *by_email.entry(email).or_insert(i);
-            sets.union(i, first);
+            joins += usize::from(sets.union(i, first));
         }
         if let Some(phone) = &row.phone {
             let first = *by_phone.entry(phone).or_insert(i);
-            sets.union(i, first);
+            joins += usize::from(sets.union(i, first));
         }
     }
     drop((by_email, by_phone));
-    let identities = sets.count;
+    let identities = n - joins;
 
     // Per identity root: its primary (oldest live, else oldest) and its smallest id.
     let mut oldest_live: Vec<Option<usize>> = vec![None; n];
@@ -126,7 +129,7 @@ pub fn plan_import(rows: Vec<ImportRow>, now: Timestamp) -> Result<ImportPlan, I
     let mut smallest_id: Vec<ContactId> = vec![ContactId::MAX; n];
     let mut root_of = Vec::with_capacity(n);
     for (i, row) in rows.iter().enumerate() {
-        let root = sets.find(i);
+        let root = sets.find_mut(i);
         root_of.push(root);
         let older = |best: Option<usize>| best.is_none_or(|b| row.age() < rows[b].age());
         if row.is_live() && older(oldest_live[root]) {
@@ -231,47 +234,6 @@ fn cycle_error(rows: &[ImportRow], cycle: &[usize]) -> ImportError {
             ids.join(" → ")
         ),
     )
-}
-
-/// A small union-find over `0..n` (union by size, path halving; no recursion).
-struct DisjointSets {
-    parent: Vec<usize>,
-    size: Vec<usize>,
-    /// Number of disjoint sets.
-    count: usize,
-}
-
-impl DisjointSets {
-    fn new(n: usize) -> Self {
-        DisjointSets {
-            parent: (0..n).collect(),
-            size: vec![1; n],
-            count: n,
-        }
-    }
-
-    fn find(&mut self, mut x: usize) -> usize {
-        while self.parent[x] != x {
-            self.parent[x] = self.parent[self.parent[x]];
-            x = self.parent[x];
-        }
-        x
-    }
-
-    /// Joins the sets of `a` and `b`; returns whether they were separate.
-    fn union(&mut self, a: usize, b: usize) -> bool {
-        let (mut a, mut b) = (self.find(a), self.find(b));
-        if a == b {
-            return false;
-        }
-        if self.size[a] < self.size[b] {
-            std::mem::swap(&mut a, &mut b);
-        }
-        self.parent[b] = a;
-        self.size[a] += self.size[b];
-        self.count -= 1;
-        true
-    }
 }
 
 #[cfg(test)]
