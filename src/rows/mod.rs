@@ -1,23 +1,28 @@
-//! Reading, validating and planning the import of existing `Contact` rows, and writing rows out
-//! (SPEC.md §2 columns, §4 validation, §7 `idrecon import` / `idrecon export`).
+//! Import and export of `Contact` rows: reading and validating a file of existing rows,
+//! planning its import, and writing rows out (docs/behaviour.md §2 columns, §4 validation, §7
+//! `idrecon import` / `idrecon export`).
 //!
 //! The pipeline of an import is three pure steps, none of which writes anything:
 //!
 //! 1. [`detect_format`] picks CSV or JSON Lines from the file name (or its first bytes);
-//! 2. [`read_rows`] parses every row, normalizing and validating each value through the parsers
-//!    of [`crate::contact`] ([`Email::parse`], [`Phone::parse`], [`Phone::from_u64`],
-//!    [`Timestamp::parse`]), and stops at the first invalid row with its line number
-//!    ([`read_rows_with_progress`] takes a [`Normalizer`](crate::phone_region::Normalizer), so `import --phone-region`
-//!    canonicalizes phone numbers exactly as `serve --phone-region` does);
-//! 3. [`plan_import`] checks the rows as a whole (duplicate ids, dangling `linkedId`s,
-//!    `linkedId` cycles), groups them into identities (link chains of any depth, or live rows
-//!    sharing an email or phone), recomputes each identity's primary, and returns the
-//!    [`NewContact`](crate::event::NewContact) events, in id order, that rebuild those identities.
+//! 2. [`read_rows`] (`read.rs`) parses every row, normalizing and validating each value through
+//!    the parsers of [`crate::contact`] ([`Email::parse`], [`Phone::parse`],
+//!    [`Phone::from_u64`], [`Timestamp::parse`]), and stops at the first invalid row with its
+//!    line number ([`read_rows_with_progress`] takes a
+//!    [`Normalizer`](crate::phone_region::Normalizer), so `import --phone-region` canonicalizes
+//!    phone numbers exactly as `serve --phone-region` does);
+//! 3. [`plan_import`] (`plan.rs`) checks the rows as a whole (duplicate ids, dangling
+//!    `linkedId`s, `linkedId` cycles), groups them into identities (link chains of any depth,
+//!    or live rows sharing an email or phone), recomputes each identity's primary, and returns
+//!    the [`NewContact`](crate::event::NewContact) events, in id order, that rebuild those
+//!    identities.
 //!
-//! Export is [`write_rows`]: the same eight columns, in CSV or JSON Lines, in a form that
-//! [`read_rows`] accepts back unchanged.
+//! Export is [`write_rows`] (`write.rs`): the same eight columns, in CSV or JSON Lines, in a
+//! form that [`read_rows`] accepts back unchanged.
 //!
-//! Every [`ImportError`] names the line of the file it concerns.
+//! Every [`ImportError`] names the line of the file it concerns. The module sits beside the
+//! store: it knows rows, contacts and events, never the log or the HTTP layer; the command
+//! line applies a plan to a fresh store.
 
 use std::path::Path;
 
@@ -31,8 +36,8 @@ pub use plan::{ImportPlan, plan_import};
 pub use read::{read_rows, read_rows_with_progress};
 pub use write::write_rows;
 
-/// The eight columns of the `Contact` table (SPEC.md §2), in table order: the CSV header that
-/// export writes and the only column (and JSON key) names import accepts.
+/// The eight columns of the `Contact` table (docs/behaviour.md §2), in table order: the CSV
+/// header that export writes and the only column (and JSON key) names import accepts.
 pub const COLUMNS: [&str; 8] = [
     "id",
     "phoneNumber",
@@ -54,8 +59,8 @@ const CREATED_AT: usize = 5;
 const UPDATED_AT: usize = 6;
 const DELETED_AT: usize = 7;
 
-/// The on-disk form of a file of rows (SPEC.md §7): `psql \copy … CSV HEADER` style CSV, or
-/// JSON Lines of row objects (one [`ContactRow`] JSON object per line).
+/// The on-disk form of a file of rows (docs/behaviour.md §7): `psql \copy … CSV HEADER` style
+/// CSV, or JSON Lines of row objects (one [`ContactRow`] JSON object per line).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowFormat {
     /// Comma-separated values with the header [`COLUMNS`]; an empty field is null.
@@ -64,7 +69,7 @@ pub enum RowFormat {
     Jsonl,
 }
 
-/// Chooses the format of an import file (SPEC.md §7).
+/// Chooses the format of an import file (docs/behaviour.md §7).
 ///
 /// By extension first (ASCII case-insensitive): `.csv` → [`RowFormat::Csv`]; `.jsonl`,
 /// `.ndjson`, `.json` → [`RowFormat::Jsonl`]. Otherwise by content: when the first byte that is
@@ -89,7 +94,7 @@ pub fn detect_format(path: &Path, first_bytes: &[u8]) -> RowFormat {
     }
 }
 
-/// One validated row of an import file (SPEC.md §2 columns, values normalized as §4).
+/// One validated row of an import file (docs/behaviour.md §2 columns, values normalized as §4).
 ///
 /// `linked_id` and `precedence` are what the file says; [`plan_import`] recomputes both.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,23 +136,24 @@ impl ImportRow {
         }
     }
 
-    /// Age order key `(createdAt, id)` of SPEC.md §2: smaller is older.
+    /// Age order key `(createdAt, id)` of docs/behaviour.md §2: smaller is older.
     fn age(&self) -> (Timestamp, ContactId) {
         (self.created_at, self.id)
     }
 
+    /// Whether the row is live (`deletedAt` null): only live rows match by value.
     fn is_live(&self) -> bool {
         self.deleted_at.is_none()
     }
 }
 
-/// Why an import stopped (SPEC.md §7: "stops the import with the line number and writes
-/// nothing"). Every variant names the 1-based line of the file it concerns.
+/// Why an import stopped: the import then writes nothing (docs/behaviour.md §7). Every variant
+/// names the 1-based line of the file it concerns.
 #[derive(thiserror::Error, Debug)]
 pub enum ImportError {
     /// The file is malformed or a row breaks a rule: a bad or missing CSV header column, a line
-    /// that is not a JSON object, an invalid value (SPEC.md §4), a row with neither email nor
-    /// phone, a duplicate id, a dangling `linkedId`, or a `linkedId` cycle.
+    /// that is not a JSON object, an invalid value (docs/behaviour.md §4), a row with neither
+    /// email nor phone, a duplicate id, a dangling `linkedId`, or a `linkedId` cycle.
     #[error("line {line}: {message}")]
     Invalid {
         /// The line the problem was found on.

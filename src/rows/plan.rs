@@ -1,5 +1,5 @@
-//! Planning an import: the checks on the rows as a whole, the grouping into identities and the
-//! recomputed primaries.
+//! Planning an import: the checks on the rows as a whole, the grouping into identities (with
+//! petgraph's union-find over row indexes) and the recomputed primaries.
 
 use hashbrown::HashMap;
 use hashbrown::hash_map::Entry;
@@ -9,7 +9,8 @@ use super::{ImportError, ImportRow};
 use crate::contact::{ContactId, Email, LinkPrecedence, Phone, Timestamp};
 use crate::event::NewContact;
 
-/// What an import will write (SPEC.md §7), computed by [`plan_import`] without writing anything.
+/// What an import will write (docs/behaviour.md §7), computed by [`plan_import`] without
+/// writing anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImportPlan {
     /// One [`NewContact`] per row, sorted by id ascending. `link` is the smallest id of the
@@ -29,9 +30,10 @@ pub struct ImportPlan {
     pub primaries_changed: usize,
 }
 
-/// Plans an import (SPEC.md §7): checks the rows as a whole, groups them into identities and
-/// recomputes each identity's primary. Pure: writes nothing. Iterative throughout, so chains of
-/// any depth cannot overflow the stack.
+/// Plans an import (docs/behaviour.md §7): checks the rows as a whole, groups them into
+/// identities and recomputes each identity's primary. Pure: writes nothing. Iterative
+/// throughout (the cycle walk and petgraph's union-find alike), so `linkedId` chains of any
+/// depth cannot overflow the stack; memory is O(rows).
 ///
 /// * **Identities.** Rows join one identity when a `linkedId` chain of any depth connects them
 ///   (a deleted row still carries its link), or when live rows (`deletedAt` null) share an email
@@ -42,7 +44,7 @@ pub struct ImportPlan {
 /// * **Touch.** A row whose precedence the import changes is touched, like a merge would:
 ///   its `updatedAt` becomes `max(file updatedAt, now)`. Every other row keeps the file's
 ///   `updatedAt`, including a secondary whose `linkedId` the import re-points (re-pointing does
-///   not touch rows, SPEC.md §3).
+///   not touch rows, docs/behaviour.md §3).
 ///
 /// # Errors
 /// [`ImportError::Invalid`], checked in this order:

@@ -12,8 +12,8 @@ use super::{
 use crate::contact::{LinkPrecedence, Timestamp};
 use crate::phone_region::Normalizer;
 
-/// Reads every row of an import file (SPEC.md §7), normalizing and validating each value as
-/// SPEC.md §4 requires.
+/// Reads every row of an import file (docs/behaviour.md §7), normalizing and validating each
+/// value as docs/behaviour.md §4 requires.
 ///
 /// * [`RowFormat::Csv`]: the first record is a header naming each of [`COLUMNS`] exactly once,
 ///   in any order (a UTF-8 byte-order mark before it is ignored). Every record must have as many
@@ -22,7 +22,8 @@ use crate::phone_region::Normalizer;
 /// * [`RowFormat::Jsonl`]: every line that is not blank holds one JSON object with the keys of
 ///   [`COLUMNS`]; `id`, `linkPrecedence`, `createdAt` and `updatedAt` are required, the others
 ///   may be null or missing. `id` and `linkedId` are positive JSON integers; `phoneNumber` a
-///   string or a non-negative integer that fits in 64 bits (SPEC.md §4); the others strings.
+///   string or a non-negative integer that fits in 64 bits (docs/behaviour.md §4); the others
+///   strings.
 ///
 /// In both formats surrounding white space of a value is ignored; `linkPrecedence` must then be
 /// exactly `primary` or `secondary`; timestamps are RFC 3339 or PostgreSQL's text form,
@@ -32,7 +33,7 @@ use crate::phone_region::Normalizer;
 /// [`ImportError::Invalid`] at the first offending line: a header column missing, unknown or
 /// repeated; a record with the wrong number of fields; text that is not UTF-8; a JSONL line that
 /// is not a JSON object or has an unknown key; an invalid value; a row with neither email nor
-/// phone (SPEC.md §4: both absent is invalid). [`ImportError::Io`] when reading fails.
+/// phone (docs/behaviour.md §4: both absent is invalid). [`ImportError::Io`] when reading fails.
 pub fn read_rows(reader: impl Read, format: RowFormat) -> Result<Vec<ImportRow>, ImportError> {
     read_rows_with_progress(reader, format, &Normalizer::default(), |_| {})
 }
@@ -307,7 +308,7 @@ fn json_raw_row<'a>(line: u64, object: &'a Map<String, Value>) -> Result<RawRow<
     Ok(raw)
 }
 
-/// Validates one row's raw fields into an [`ImportRow`] (SPEC.md §4 values).
+/// Validates one row's raw fields into an [`ImportRow`] (docs/behaviour.md §4 values).
 fn validate<'a>(raw: &RawRow<'a>, normalizer: &Normalizer) -> Result<ImportRow, ImportError> {
     let line = raw.line;
     let fail = |column: usize, message: &str| {

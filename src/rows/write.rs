@@ -5,7 +5,7 @@ use std::io::{BufWriter, Write};
 use super::{COLUMNS, RowFormat};
 use crate::contact::{ContactRow, Email, Phone, Timestamp};
 
-/// Writes rows out (SPEC.md §7 `idrecon export`) and returns how many were written.
+/// Writes rows out (docs/behaviour.md §7 `idrecon export`) and returns how many were written.
 ///
 /// * [`RowFormat::Csv`]: the header [`COLUMNS`]
 ///   (`id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt`), then one
@@ -14,8 +14,8 @@ use crate::contact::{ContactRow, Email, Phone, Timestamp};
 /// * [`RowFormat::Jsonl`]: one [`ContactRow`] JSON object per line (the `GET /contacts/{id}`
 ///   shape), each line ending in `\n`.
 ///
-/// The output is buffered and flushed before returning; [`read_rows`](super::read_rows) reads it back to the same
-/// rows.
+/// The output is buffered and flushed before returning; [`read_rows`](super::read_rows) reads
+/// it back to the same rows.
 ///
 /// # Errors
 /// Any I/O error of `out`.

@@ -45,7 +45,8 @@ fn contact(plan: &ImportPlan, id: ContactId) -> &NewContact {
     plan.contacts.iter().find(|c| c.id == id).unwrap()
 }
 
-/// SPEC.md §5: the original task statement's rows, as `psql \copy … CSV HEADER` writes them.
+/// The original task statement's rows (docs/behaviour.md §5), as `psql \copy … CSV HEADER`
+/// writes them.
 const ORIGINAL: &str = "\
 1,123456,lorraine@hillvalley.edu,,primary,2023-04-01 00:00:00.374+00,2023-04-01 00:00:00.374+00,
 23,123456,mcfly@hillvalley.edu,1,secondary,2023-04-20 05:30:00.11+00,2023-04-20 05:30:00.11+00,
@@ -88,7 +89,7 @@ fn original_task_rows_import_as_two_identities() {
 
 #[test]
 fn original_rows_after_request_six_are_two_identities() {
-    // SPEC.md §5 #6 with the original ids: 27 became a secondary of 11.
+    // docs/behaviour.md §5 #6 with the original ids: 27 became a secondary of 11.
     let body = ORIGINAL.replace(
         "27,717171,biffsucks@hillvalley.edu,,primary",
         "27,717171,biffsucks@hillvalley.edu,11,secondary",
