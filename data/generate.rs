@@ -1,6 +1,6 @@
 //! Deterministic generator of realistic FluxKart checkout events for idrecon.
 //!
-//! Every line it writes is one `POST /identify` request body (SPEC.md §3), e.g.
+//! Every line it writes is one `POST /identify` request body (docs/behaviour.md §3), e.g.
 //! `{"email":"marty.mcfly1@gmail.com","phoneNumber":"+1 555-010-1234"}`. The output is a pure
 //! function of the flags: one `ChaCha8Rng` per purpose (`seed_from_u64(--seed)` with a fixed
 //! `set_stream`), integer-only sampling (`random_range` on `u64`), no hash-map iteration and no
@@ -21,12 +21,13 @@
 //!   `+15550101234`, `+44 7700 900123`, `07700900123`, `+91 98765 43210`). The styles have
 //!   distinct shapes, so two serials never give the same number.
 //!
-//! All values are valid per SPEC.md §4 (short ASCII or Latin emails with one `@`; phones of
-//! 10–15 characters from digits, space and `+ - ( ) .`). Requests then use *variants* that
-//! normalize to the same value: Title-Case or UPPER-CASE emails (only when the service's
-//! lowercasing gives back the stored value, checked with `idrecon::contact::Email`), surrounding
-//! spaces, tabs or newlines, and all-digit phones without a leading zero sent as JSON integers.
-//! Requests that carry only one field sometimes carry the other as `null`, `""` or `"   "`.
+//! All values are valid per docs/behaviour.md §4 (short ASCII or Latin emails with one `@`;
+//! phones of 10–15 characters from digits, space and `+ - ( ) .`). Requests then use
+//! *variants* that normalize to the same value: Title-Case or UPPER-CASE emails (only when the
+//! service's lowercasing gives back the stored value, checked with `idrecon::contact::Email`),
+//! surrounding spaces, tabs or newlines, and all-digit phones without a leading zero sent as
+//! JSON integers. Requests that carry only one field sometimes carry the other as `null`, `""`
+//! or `"   "`.
 //!
 //! # Workloads (`--workload`)
 //!
@@ -62,10 +63,11 @@
 //! identity as a secondary: new email with a phone of the identity (50 %), a known email with a
 //! new phone (40 %), or a demoted former primary (10 %: new values only, `updatedAt` up to 30
 //! days after `createdAt`). So every identity's primary is its oldest row, every secondary's
-//! `linkedId` is its primary, and distinct identities share no email or phone (SPEC.md §3).
+//! `linkedId` is its primary, and distinct identities share no email or phone
+//! (docs/behaviour.md §3).
 //! The preload depends only on `--seed` and `--preload-contacts` (its own random stream), so
 //! the CSV written by one run matches the requests of another run with other `--events`.
-//! `--preload-out PATH` writes it as an import CSV (SPEC.md §7): header
+//! `--preload-out PATH` writes it as an import CSV (docs/behaviour.md §7): header
 //! `id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt`, NULL as an
 //! empty field, RFC 3339 timestamps with milliseconds.
 //!
@@ -76,28 +78,20 @@
 //! `--preload-out PATH`, `--preload-contacts N` (not with sample). Bad or conflicting flags are
 //! clap errors (exit status 2).
 //!
-//! Hidden checking flags, all built on a small reference model of SPEC.md §3 (hash maps from
-//! normalized value to contact id, union-find whose root is the identity's primary):
+//! `--stats` prints to stderr how many events of each kind the generator produced (new
+//! customers, repeats, late links, variants, ...); the events still go to `--out`. It counts
+//! what was generated, not what a service makes of it: the identities the committed sample
+//! produces are checked by `tests/it/data_files.rs`, against the naive model of the rules and
+//! the real identity graph.
 //!
-//! - `--stats` replays the generated events (after the in-memory preload) through the model
-//!   and prints generator and model counts to stderr; the events still go to `--out`.
-//! - `--replay FILE [--import CSV]` loads an import CSV into the model, replays a JSONL file of
-//!   request bodies and writes the model's answers (default response key) to `--out`.
-//! - `--emit-spec DIR` writes `spec-requests.jsonl`, `spec-rows.csv` and `spec-expected.jsonl`
-//!   (SPEC.md §5), failing if the model's answers differ from the hand-transcribed table.
-//!
-//! # Regenerating the committed files (from the crate root)
+//! # Regenerating the committed sample (from the crate root)
 //!
 //! ```text
-//! export CARGO_TARGET_DIR=/work/scratch/target   # optional
-//! cargo run --release --example generate -- --emit-spec data
-//!     # → data/spec-requests.jsonl, data/spec-expected.jsonl, data/spec-rows.csv
 //! cargo run --release --example generate -- --workload sample --events 100000 --seed 42 \
 //!     --out data/checkout-sample.jsonl
-//!     # → data/checkout-sample.jsonl
 //! cargo run --release --example generate -- --workload sample --events 100000 --seed 42 \
 //!     --stats --out /dev/null
-//!     # → the expected figures in data/README.md
+//!     # → the generator counts in data/README.md
 //! ```
 //!
 //! Benchmark inputs (not committed), e.g.:
@@ -107,20 +101,17 @@
 //!     --preload-contacts 1000000 --preload-out /tmp/preload.csv --out /tmp/mix.jsonl
 //! ```
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
-use idrecon::contact::{Email, Phone, Timestamp};
+use idrecon::contact::{Email, Timestamp};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
-use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
 // Command line
@@ -152,18 +143,9 @@ struct Args {
     /// Contacts in the preload (default 1000000); fresh values are numbered above it.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     preload_contacts: Option<u64>,
-    /// Replay the generated events through the reference model; counts go to stderr.
-    #[arg(long, hide = true)]
+    /// Print how many events of each kind were generated to stderr.
+    #[arg(long)]
     stats: bool,
-    /// Replay a JSONL file of request bodies through the reference model; answers to --out.
-    #[arg(long, hide = true)]
-    replay: Option<PathBuf>,
-    /// With --replay: load this import CSV into the reference model first.
-    #[arg(long, hide = true, requires = "replay")]
-    import: Option<PathBuf>,
-    /// Write the SPEC.md §5 files into this directory, checked against the reference model.
-    #[arg(long, hide = true)]
-    emit_spec: Option<PathBuf>,
 }
 
 /// The kinds of traffic (see the module docs).
@@ -233,15 +215,7 @@ fn annotate(e: io::Error, path: &Path) -> io::Error {
 }
 
 fn run(args: &Args) -> io::Result<()> {
-    if let Some(dir) = &args.emit_spec {
-        return emit_spec(dir);
-    }
-    if let Some(requests) = &args.replay {
-        let mut out = open_out(args.out.as_deref())?;
-        return replay(requests, args.import.as_deref(), &mut out);
-    }
     let mut out = open_out(args.out.as_deref())?;
-    let mut model = args.stats.then(|| Model::new(false));
     let mut st = GenStats::default();
     let mut g = Gen::new(args.seed, EVENTS_STREAM);
     let mut line = String::with_capacity(256);
@@ -252,7 +226,7 @@ fn run(args: &Args) -> io::Result<()> {
             let mut w = Sample::new(customers, args.events);
             for i in 0..args.events {
                 let req = w.next(i, &mut g, &mut st);
-                emit(&req, &mut line, &mut out, model.as_mut())?;
+                emit(&req, &mut line, &mut out)?;
             }
         }
         workload => {
@@ -273,38 +247,25 @@ fn run(args: &Args) -> io::Result<()> {
             } else {
                 None
             };
-            if let (Some(m), Some(p)) = (model.as_mut(), pre.as_ref()) {
-                m.load_preload(p);
-            }
             let mut w = Mix::new(workload, pre, n);
             for _ in 0..args.events {
                 let req = w.next(&mut g, &mut st);
-                emit(&req, &mut line, &mut out, model.as_mut())?;
+                emit(&req, &mut line, &mut out)?;
             }
         }
     }
     out.flush()?;
-    if let Some(m) = &model {
+    if args.stats {
         let mut report = String::new();
         st.report(&mut report, args, customers);
-        m.report(&mut report);
         eprint!("{report}");
     }
     Ok(())
 }
 
-fn emit(
-    req: &Request,
-    line: &mut String,
-    out: &mut dyn Write,
-    model: Option<&mut Model>,
-) -> io::Result<()> {
+fn emit(req: &Request, line: &mut String, out: &mut dyn Write) -> io::Result<()> {
     line.clear();
     req.render(line);
-    if let Some(m) = model {
-        // Rejections are counted by the model and reported; a correct sample has none.
-        let _ = m.identify(line);
-    }
     line.push('\n');
     out.write_all(line.as_bytes())
 }
@@ -526,7 +487,7 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Counts of what the generator meant to do (the model counts what it did).
+/// Counts of what the generator produced, by kind (`--stats`).
 #[derive(Default)]
 struct GenStats {
     new_customers: u64,
@@ -1263,540 +1224,4 @@ fn uf_find(parent: &mut [u32], mut x: u32) -> u32 {
         x = grand;
     }
     x
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reference model of SPEC.md §3
-// ---------------------------------------------------------------------------------------------
-
-/// A deliberately simple reference implementation of `/identify` (SPEC.md §3), for checking the
-/// generator and, later, the service. Contacts are ids; every identity is a union-find tree
-/// whose root is its primary. Age order is taken to be id order (true for a fresh service, the
-/// preload, and any import whose `createdAt` does not decrease with id, which is checked).
-/// Because every contact with a value is in the identity of the first contact that had it, a
-/// value → first-contact map answers "which identity has this value".
-struct Model {
-    answers: bool,
-    parent: Vec<u32>,
-    size: Vec<u32>,
-    members: Vec<Vec<u32>>,
-    email_of: Vec<Option<Box<str>>>,
-    phone_of: Vec<Option<Box<str>>>,
-    by_email: HashMap<Box<str>, u32>,
-    by_phone: HashMap<Box<str>, u32>,
-    next_id: u32,
-    c: ModelCounts,
-}
-
-#[derive(Default)]
-struct ModelCounts {
-    preload_rows: u64,
-    preload_identities: u64,
-    preload_inconsistent: u64,
-    preload_value_joins: u64,
-    requests: u64,
-    rejected: u64,
-    email_only: u64,
-    phone_only: u64,
-    both: u64,
-    new_primaries: u64,
-    new_secondaries: u64,
-    merge_requests: u64,
-    demoted: u64,
-    pure_reads: u64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AnswerContact<'a> {
-    primary_contact_id: u32,
-    emails: Vec<&'a str>,
-    phone_numbers: Vec<&'a str>,
-    secondary_contact_ids: Vec<u32>,
-}
-
-#[derive(Serialize)]
-struct Answer<'a> {
-    contact: AnswerContact<'a>,
-}
-
-impl Model {
-    fn new(answers: bool) -> Model {
-        Model {
-            answers,
-            parent: vec![0],
-            size: vec![0],
-            members: vec![Vec::new()],
-            email_of: vec![None],
-            phone_of: vec![None],
-            by_email: HashMap::new(),
-            by_phone: HashMap::new(),
-            next_id: 1,
-            c: ModelCounts::default(),
-        }
-    }
-
-    fn find(&mut self, x: u32) -> u32 {
-        uf_find(&mut self.parent, x)
-    }
-
-    /// Joins the identities of `a` and `b`; the smaller (older) root stays primary.
-    fn union(&mut self, a: u32, b: u32) -> bool {
-        let (ra, rb) = (self.find(a), self.find(b));
-        if ra == rb {
-            return false;
-        }
-        let (w, l) = (ra.min(rb), ra.max(rb));
-        self.parent[l as usize] = w;
-        self.size[w as usize] += self.size[l as usize];
-        if self.answers {
-            let moved = std::mem::take(&mut self.members[l as usize]);
-            self.members[w as usize].extend(moved);
-        }
-        true
-    }
-
-    /// Adds contact `id` as an identity of its own.
-    fn add(&mut self, id: u32, email: Option<&str>, phone: Option<&str>) {
-        let i = id as usize;
-        if self.parent.len() <= i {
-            self.parent.resize(i + 1, 0);
-            self.size.resize(i + 1, 0);
-            if self.answers {
-                self.members.resize(i + 1, Vec::new());
-                self.email_of.resize(i + 1, None);
-                self.phone_of.resize(i + 1, None);
-            }
-        }
-        self.parent[i] = id;
-        self.size[i] = 1;
-        if self.answers {
-            self.members[i] = vec![id];
-            self.email_of[i] = email.map(Into::into);
-            self.phone_of[i] = phone.map(Into::into);
-        }
-        self.next_id = self.next_id.max(id + 1);
-    }
-
-    /// Registers `id`'s values; returns the contacts that already had them (other identities
-    /// sharing a value are joined by the caller).
-    fn index_values(
-        &mut self,
-        id: u32,
-        email: Option<&str>,
-        phone: Option<&str>,
-    ) -> [Option<u32>; 2] {
-        let mut seen = [None, None];
-        if let Some(e) = email {
-            match self.by_email.get(e) {
-                Some(&other) => seen[0] = Some(other),
-                None => {
-                    self.by_email.insert(e.into(), id);
-                }
-            }
-        }
-        if let Some(p) = phone {
-            match self.by_phone.get(p) {
-                Some(&other) => seen[1] = Some(other),
-                None => {
-                    self.by_phone.insert(p.into(), id);
-                }
-            }
-        }
-        seen
-    }
-
-    fn load_preload(&mut self, pre: &Preload) {
-        for r in 0..pre.ident.len() {
-            let id = r as u32 + 1;
-            let ident = pre.ident[r];
-            let email = (pre.email[r] != 0).then(|| Preload::email_of(ident, pre.email[r]));
-            let phone = (pre.phone[r] != 0).then(|| phone_text(u64::from(pre.phone[r])).0);
-            self.add(id, email.as_deref(), phone.as_deref());
-            let primary = pre.primary[ident as usize] + 1;
-            if primary != id {
-                self.union(primary, id);
-            }
-            for other in self
-                .index_values(id, email.as_deref(), phone.as_deref())
-                .into_iter()
-                .flatten()
-            {
-                if self.union(other, id) {
-                    self.c.preload_inconsistent += 1;
-                }
-            }
-        }
-        self.c.preload_rows = pre.ident.len() as u64;
-        self.c.preload_identities = pre.primary.len() as u64;
-    }
-
-    /// Loads an import CSV (SPEC.md §7) and checks that it is already consistent: every row a
-    /// primary (oldest of its identity) or a secondary whose `linkedId` is its primary.
-    fn import_csv(&mut self, path: &Path) -> io::Result<()> {
-        struct Row {
-            line: usize,
-            id: u32,
-            email: Option<String>,
-            phone: Option<String>,
-            linked: Option<u32>,
-            primary: bool,
-            created: Timestamp,
-        }
-        let bad = |line: usize, what: &str| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}:{line}: {what}", path.display()),
-            )
-        };
-        let mut rdr = csv::Reader::from_path(path).map_err(io::Error::other)?;
-        let header = rdr.headers().map_err(io::Error::other)?.clone();
-        if !header.iter().eq(idrecon::rows::COLUMNS) {
-            return Err(bad(1, "unexpected header"));
-        }
-        let mut rows = Vec::new();
-        for (i, rec) in rdr.records().enumerate() {
-            let line = i + 2;
-            let rec = rec.map_err(io::Error::other)?;
-            let field = |k: usize| rec.get(k).unwrap_or("");
-            let id: u32 = field(0).parse().map_err(|_| bad(line, "bad id"))?;
-            if id == 0 || id > 200_000_000 {
-                return Err(bad(line, "id outside what the model supports"));
-            }
-            let email = Email::parse(field(2))
-                .map_err(|_| bad(line, "invalid email"))?
-                .map(|e| e.as_str().to_owned());
-            let phone = Phone::parse(field(1))
-                .map_err(|_| bad(line, "invalid phone"))?
-                .map(|p| p.as_str().to_owned());
-            let linked = match field(3) {
-                "" => None,
-                s => Some(s.parse().map_err(|_| bad(line, "bad linkedId"))?),
-            };
-            let primary = match field(4) {
-                "primary" => true,
-                "secondary" => false,
-                _ => return Err(bad(line, "bad linkPrecedence")),
-            };
-            let created = Timestamp::parse(field(5)).map_err(|_| bad(line, "bad createdAt"))?;
-            Timestamp::parse(field(6)).map_err(|_| bad(line, "bad updatedAt"))?;
-            if !field(7).is_empty() {
-                return Err(bad(line, "the model does not support deleted rows"));
-            }
-            rows.push(Row {
-                line,
-                id,
-                email,
-                phone,
-                linked,
-                primary,
-                created,
-            });
-        }
-        rows.sort_by_key(|r| r.id);
-        for w in rows.windows(2) {
-            if w[0].id == w[1].id {
-                return Err(bad(w[1].line, "duplicate id"));
-            }
-            if w[1].created < w[0].created {
-                return Err(bad(
-                    w[1].line,
-                    "createdAt decreases with id (model needs id order)",
-                ));
-            }
-        }
-        for r in &rows {
-            self.add(r.id, r.email.as_deref(), r.phone.as_deref());
-        }
-        for r in &rows {
-            if let Some(l) = r.linked {
-                if self.parent.get(l as usize).is_none_or(|&p| p == 0) {
-                    return Err(bad(r.line, "dangling linkedId"));
-                }
-                self.union(l, r.id);
-            }
-        }
-        for r in &rows {
-            for other in self
-                .index_values(r.id, r.email.as_deref(), r.phone.as_deref())
-                .into_iter()
-                .flatten()
-            {
-                if self.union(other, r.id) {
-                    self.c.preload_value_joins += 1;
-                }
-            }
-        }
-        for r in &rows {
-            let root = self.find(r.id);
-            let ok = if root == r.id {
-                r.primary && r.linked.is_none()
-            } else {
-                !r.primary && r.linked == Some(root)
-            };
-            if !ok {
-                self.c.preload_inconsistent += 1;
-            }
-        }
-        self.c.preload_rows = rows.len() as u64;
-        self.c.preload_identities = rows
-            .iter()
-            .filter(|r| self.parent[r.id as usize] == r.id)
-            .count() as u64;
-        Ok(())
-    }
-
-    /// Applies one request body; returns the identity's primary, or the 400 error code.
-    fn identify(&mut self, body: &str) -> Result<u32, &'static str> {
-        self.c.requests += 1;
-        let parsed = parse_request(body);
-        let (email, phone) = match parsed {
-            Ok(v) => v,
-            Err(code) => {
-                self.c.rejected += 1;
-                return Err(code);
-            }
-        };
-        let (e, p) = (
-            email.as_ref().map(Email::as_str),
-            phone.as_ref().map(Phone::as_str),
-        );
-        match (e, p) {
-            (Some(_), Some(_)) => self.c.both += 1,
-            (Some(_), None) => self.c.email_only += 1,
-            _ => self.c.phone_only += 1,
-        }
-        let by_e = e.and_then(|e| self.by_email.get(e).copied());
-        let by_p = p.and_then(|p| self.by_phone.get(p).copied());
-        let re = by_e.map(|c| self.find(c));
-        let rp = by_p.map(|c| self.find(c));
-        let mut merged = false;
-        let root = match (re, rp) {
-            (None, None) => None,
-            (Some(a), None) | (None, Some(a)) => Some(a),
-            (Some(a), Some(b)) if a == b => Some(a),
-            (Some(a), Some(b)) => {
-                self.union(a, b);
-                merged = true;
-                self.c.merge_requests += 1;
-                self.c.demoted += 1;
-                Some(a.min(b))
-            }
-        };
-        let new_info = (e.is_some() && by_e.is_none()) || (p.is_some() && by_p.is_none());
-        let Some(root) = root else {
-            let id = self.next_id;
-            self.add(id, e, p);
-            self.index_values(id, e, p);
-            self.c.new_primaries += 1;
-            return Ok(id);
-        };
-        if new_info {
-            let id = self.next_id;
-            self.add(id, e, p);
-            self.union(root, id);
-            self.index_values(id, e, p);
-            self.c.new_secondaries += 1;
-        } else if !merged {
-            self.c.pure_reads += 1;
-        }
-        Ok(root)
-    }
-
-    /// The `/identify` answer for the identity whose primary is `root` (answers mode only).
-    fn answer(&self, root: u32) -> String {
-        let mut ids = self.members[root as usize].clone();
-        ids.sort_unstable();
-        let mut emails: Vec<&str> = Vec::new();
-        let mut phones: Vec<&str> = Vec::new();
-        // The primary is the smallest id, so its values come first.
-        for &id in &ids {
-            if let Some(e) = self.email_of[id as usize].as_deref()
-                && !emails.contains(&e)
-            {
-                emails.push(e);
-            }
-            if let Some(p) = self.phone_of[id as usize].as_deref()
-                && !phones.contains(&p)
-            {
-                phones.push(p);
-            }
-        }
-        let answer = Answer {
-            contact: AnswerContact {
-                primary_contact_id: root,
-                emails,
-                phone_numbers: phones,
-                secondary_contact_ids: ids[1..].to_vec(),
-            },
-        };
-        serde_json::to_string(&answer).unwrap_or_default()
-    }
-
-    fn report(&self, out: &mut String) {
-        let mut identities = 0u64;
-        let mut contacts = 0u64;
-        let mut largest = 0u32;
-        for (id, &p) in self.parent.iter().enumerate().skip(1) {
-            if p != 0 {
-                contacts += 1;
-            }
-            if p == id as u32 {
-                identities += 1;
-                largest = largest.max(self.size[id]);
-            }
-        }
-        let c = &self.c;
-        let _ = writeln!(out, "# reference model (SPEC.md §3)");
-        let mut line = |k: &str, v: u64| {
-            let _ = writeln!(out, "{k:<34}{v}");
-        };
-        if c.preload_rows > 0 {
-            line("preload rows", c.preload_rows);
-            line("preload identities", c.preload_identities);
-            line("preload value joins", c.preload_value_joins);
-            line("preload inconsistent rows", c.preload_inconsistent);
-        }
-        line("requests", c.requests);
-        line("rejected (4xx)", c.rejected);
-        line("email only", c.email_only);
-        line("phone only", c.phone_only);
-        line("both", c.both);
-        line("new primaries (new identities)", c.new_primaries);
-        line("new secondaries", c.new_secondaries);
-        line("merge requests", c.merge_requests);
-        line("primaries demoted", c.demoted);
-        line("pure reads", c.pure_reads);
-        line("contacts at end", contacts);
-        line("identities at end", identities);
-        line("secondaries at end", contacts - identities);
-        line("distinct emails", self.by_email.len() as u64);
-        line("distinct phones", self.by_phone.len() as u64);
-        line("largest identity (contacts)", u64::from(largest));
-    }
-}
-
-/// Normalizes a request body as SPEC.md §4 says; `Err` is the 400 error code.
-fn parse_request(body: &str) -> Result<(Option<Email>, Option<Phone>), &'static str> {
-    let value: Value = serde_json::from_str(body).map_err(|_| "invalid_json")?;
-    let obj = value.as_object().ok_or("invalid_json")?;
-    let email = match obj.get("email") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Email::parse(s).map_err(|e| e.code)?,
-        Some(_) => return Err("invalid_email"),
-    };
-    let phone = match obj.get("phoneNumber") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Phone::parse(s).map_err(|e| e.code)?,
-        Some(Value::Number(n)) => Some(Phone::from_u64(n.as_u64().ok_or("invalid_phone_number")?)),
-        Some(_) => return Err("invalid_phone_number"),
-    };
-    if email.is_none() && phone.is_none() {
-        return Err("missing_contact");
-    }
-    Ok((email, phone))
-}
-
-fn replay(requests: &Path, import: Option<&Path>, out: &mut dyn Write) -> io::Result<()> {
-    let mut m = Model::new(true);
-    if let Some(csv) = import {
-        m.import_csv(csv)?;
-    }
-    let file = File::open(requests).map_err(|e| annotate(e, requests))?;
-    for line in BufReader::new(file).lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match m.identify(&line) {
-            Ok(root) => writeln!(out, "{}", m.answer(root))?,
-            Err(code) => writeln!(out, "{{\"error\":{{\"code\":\"{code}\"}}}}")?,
-        }
-    }
-    out.flush()?;
-    let mut report = String::new();
-    m.report(&mut report);
-    eprint!("{report}");
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// SPEC.md §5 files
-// ---------------------------------------------------------------------------------------------
-
-/// The worked examples of SPEC.md §5, rows 1, 2, 3 (three requests), 4, 5, 6.
-const SPEC_REQUESTS: &str = r#"{"email":"lorraine@hillvalley.edu","phoneNumber":"123456"}
-{"email":"mcfly@hillvalley.edu","phoneNumber":"123456"}
-{"email":null,"phoneNumber":"123456"}
-{"email":"lorraine@hillvalley.edu"}
-{"email":"mcfly@hillvalley.edu","phoneNumber":null}
-{"email":"george@hillvalley.edu","phoneNumber":"919191"}
-{"email":"biffsucks@hillvalley.edu","phoneNumber":"717171"}
-{"email":"george@hillvalley.edu","phoneNumber":"717171"}
-"#;
-
-/// The answers of SPEC.md §5, transcribed by hand (the model must agree).
-const SPEC_EXPECTED: &str = r#"{"contact":{"primaryContactId":1,"emails":["lorraine@hillvalley.edu"],"phoneNumbers":["123456"],"secondaryContactIds":[]}}
-{"contact":{"primaryContactId":1,"emails":["lorraine@hillvalley.edu","mcfly@hillvalley.edu"],"phoneNumbers":["123456"],"secondaryContactIds":[2]}}
-{"contact":{"primaryContactId":1,"emails":["lorraine@hillvalley.edu","mcfly@hillvalley.edu"],"phoneNumbers":["123456"],"secondaryContactIds":[2]}}
-{"contact":{"primaryContactId":1,"emails":["lorraine@hillvalley.edu","mcfly@hillvalley.edu"],"phoneNumbers":["123456"],"secondaryContactIds":[2]}}
-{"contact":{"primaryContactId":1,"emails":["lorraine@hillvalley.edu","mcfly@hillvalley.edu"],"phoneNumbers":["123456"],"secondaryContactIds":[2]}}
-{"contact":{"primaryContactId":3,"emails":["george@hillvalley.edu"],"phoneNumbers":["919191"],"secondaryContactIds":[]}}
-{"contact":{"primaryContactId":4,"emails":["biffsucks@hillvalley.edu"],"phoneNumbers":["717171"],"secondaryContactIds":[]}}
-{"contact":{"primaryContactId":3,"emails":["george@hillvalley.edu","biffsucks@hillvalley.edu"],"phoneNumbers":["919191","717171"],"secondaryContactIds":[4]}}
-"#;
-
-/// The original task statement's rows, as `psql \copy "Contact" TO … CSV HEADER` writes them:
-/// the state just before the request `george + 717171`.
-const SPEC_ROWS: &str = "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt
-1,123456,lorraine@hillvalley.edu,,primary,2023-04-01 00:00:00.374+00,2023-04-01 00:00:00.374+00,
-11,919191,george@hillvalley.edu,,primary,2023-04-11 00:00:00.374+00,2023-04-11 00:00:00.374+00,
-23,123456,mcfly@hillvalley.edu,1,secondary,2023-04-20 05:30:00.11+00,2023-04-20 05:30:00.11+00,
-27,717171,biffsucks@hillvalley.edu,,primary,2023-04-21 05:30:00.11+00,2023-04-21 05:30:00.11+00,
-";
-
-/// After importing [`SPEC_ROWS`], `george + 717171` must give this.
-const SPEC_ROWS_ANSWER: &str = r#"{"contact":{"primaryContactId":11,"emails":["george@hillvalley.edu","biffsucks@hillvalley.edu"],"phoneNumbers":["919191","717171"],"secondaryContactIds":[27]}}"#;
-
-fn emit_spec(dir: &Path) -> io::Result<()> {
-    let mut m = Model::new(true);
-    let mut answers = String::new();
-    for line in SPEC_REQUESTS.lines() {
-        let root = m
-            .identify(line)
-            .map_err(|code| io::Error::other(format!("spec request rejected: {code}")))?;
-        answers.push_str(&m.answer(root));
-        answers.push('\n');
-    }
-    if answers != SPEC_EXPECTED {
-        return Err(io::Error::other(format!(
-            "reference model disagrees with SPEC.md §5:\n{answers}"
-        )));
-    }
-    let write = |name: &str, text: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| annotate(e, &path))
-    };
-    write("spec-requests.jsonl", SPEC_REQUESTS)?;
-    write("spec-expected.jsonl", &answers)?;
-    write("spec-rows.csv", SPEC_ROWS)?;
-    let mut m = Model::new(true);
-    m.import_csv(&dir.join("spec-rows.csv"))?;
-    if m.c.preload_inconsistent != 0 || m.c.preload_value_joins != 0 {
-        return Err(io::Error::other("spec-rows.csv is not consistent"));
-    }
-    let root = m
-        .identify(r#"{"email":"george@hillvalley.edu","phoneNumber":"717171"}"#)
-        .map_err(|code| io::Error::other(format!("rejected: {code}")))?;
-    let got = m.answer(root);
-    if got != SPEC_ROWS_ANSWER {
-        return Err(io::Error::other(format!(
-            "imported spec rows answer differently: {got}"
-        )));
-    }
-    eprintln!(
-        "wrote {0}/spec-requests.jsonl, {0}/spec-expected.jsonl, {0}/spec-rows.csv (checked)",
-        dir.display()
-    );
-    Ok(())
 }

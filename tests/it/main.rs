@@ -9,6 +9,7 @@ mod admin;
 mod bit_flips;
 mod config_cli;
 mod crash;
+mod data_files;
 mod fault_injection;
 mod fuzz_smoke;
 mod graph_model;
