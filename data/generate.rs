@@ -110,8 +110,11 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 use idrecon::contact::{Email, Timestamp};
+use idrecon::rows::COLUMNS;
+use petgraph::unionfind::UnionFind;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
 
 // ---------------------------------------------------------------------------------------------
 // Command line
@@ -218,7 +221,6 @@ fn run(args: &Args) -> io::Result<()> {
     let mut out = open_out(args.out.as_deref())?;
     let mut st = GenStats::default();
     let mut g = Gen::new(args.seed, EVENTS_STREAM);
-    let mut line = String::with_capacity(256);
     let mut customers = 0;
     match args.workload {
         Workload::Sample => {
@@ -226,20 +228,22 @@ fn run(args: &Args) -> io::Result<()> {
             let mut w = Sample::new(customers, args.events);
             for i in 0..args.events {
                 let req = w.next(i, &mut g, &mut st);
-                emit(&req, &mut line, &mut out)?;
+                emit(&req, &mut out)?;
             }
         }
         workload => {
             let n = args.preload_contacts.unwrap_or(DEFAULT_PRELOAD_CONTACTS);
             let pre = if workload != Workload::New || args.preload_out.is_some() {
                 let mut csv = match &args.preload_out {
-                    Some(p) => Some(BufWriter::with_capacity(
-                        1 << 16,
-                        File::create(p).map_err(|e| annotate(e, p))?,
-                    )),
+                    Some(p) => Some(
+                        csv::WriterBuilder::new()
+                            .has_headers(false)
+                            .buffer_capacity(1 << 16)
+                            .from_writer(File::create(p).map_err(|e| annotate(e, p))?),
+                    ),
                     None => None,
                 };
-                let pre = Preload::build(args.seed, n, csv.as_mut().map(|w| w as &mut dyn Write))?;
+                let pre = Preload::build(args.seed, n, csv.as_mut())?;
                 if let Some(mut w) = csv {
                     w.flush()?;
                 }
@@ -250,7 +254,7 @@ fn run(args: &Args) -> io::Result<()> {
             let mut w = Mix::new(workload, pre, n);
             for _ in 0..args.events {
                 let req = w.next(&mut g, &mut st);
-                emit(&req, &mut line, &mut out)?;
+                emit(&req, &mut out)?;
             }
         }
     }
@@ -263,11 +267,10 @@ fn run(args: &Args) -> io::Result<()> {
     Ok(())
 }
 
-fn emit(req: &Request, line: &mut String, out: &mut dyn Write) -> io::Result<()> {
-    line.clear();
-    req.render(line);
-    line.push('\n');
-    out.write_all(line.as_bytes())
+/// Writes one request body as a line of compact JSON.
+fn emit(req: &Request, out: &mut dyn Write) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, req)?;
+    out.write_all(b"\n")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -423,9 +426,11 @@ fn phone_text(serial: u64) -> (String, Option<u64>) {
     (text, int)
 }
 
-/// One field of a request body.
+/// One field of a request body, as serde_json writes it: a string, an integer or `null`.
+#[derive(Serialize)]
+#[serde(untagged)]
 enum Field {
-    /// The key is left out.
+    /// The key is left out (see [`Request`]).
     Omit,
     /// `null`.
     Null,
@@ -435,56 +440,20 @@ enum Field {
     Int(u64),
 }
 
-/// One `/identify` request body.
+impl Field {
+    fn is_omitted(&self) -> bool {
+        matches!(self, Field::Omit)
+    }
+}
+
+/// One `/identify` request body: keys `email`, `phoneNumber` in that order, each left out when
+/// [`Field::Omit`].
+#[derive(Serialize)]
 struct Request {
+    #[serde(skip_serializing_if = "Field::is_omitted")]
     email: Field,
+    #[serde(rename = "phoneNumber", skip_serializing_if = "Field::is_omitted")]
     phone: Field,
-}
-
-impl Request {
-    /// Appends the body as compact JSON (keys `email`, `phoneNumber` in that order).
-    fn render(&self, out: &mut String) {
-        out.push('{');
-        let mut first = true;
-        for (key, field) in [("email", &self.email), ("phoneNumber", &self.phone)] {
-            if matches!(field, Field::Omit) {
-                continue;
-            }
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            push_json_str(out, key);
-            out.push(':');
-            match field {
-                Field::Omit => {}
-                Field::Null => out.push_str("null"),
-                Field::Text(s) => push_json_str(out, s),
-                Field::Int(n) => {
-                    let _ = write!(out, "{n}");
-                }
-            }
-        }
-        out.push('}');
-    }
-}
-
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// Counts of what the generator produced, by kind (`--stats`).
@@ -969,7 +938,9 @@ impl Preload {
         email_text(u64::from(serial), Self::person(ident))
     }
 
-    fn build(seed: u64, n: u64, mut csv: Option<&mut dyn Write>) -> io::Result<Preload> {
+    /// Draws the `n` preload rows from their own random stream, writing each to `csv` (an
+    /// import CSV with the header [`COLUMNS`]) when given.
+    fn build(seed: u64, n: u64, mut csv: Option<&mut csv::Writer<File>>) -> io::Result<Preload> {
         let mut g = Gen::new(seed, PRELOAD_STREAM);
         let cap = n as usize;
         let mut p = Preload {
@@ -981,9 +952,7 @@ impl Preload {
             last: Vec::new(),
         };
         if let Some(w) = csv.as_mut() {
-            w.write_all(
-                b"id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt\n",
-            )?;
+            w.write_record(COLUMNS)?;
         }
         let (mut next_e, mut next_p) = (0u32, 0u32);
         let mut fresh_e = || {
@@ -996,7 +965,6 @@ impl Preload {
         };
         let (mut es, mut ps) = (Vec::new(), Vec::new());
         let mut t = PRELOAD_EPOCH_MS;
-        let mut line = String::with_capacity(256);
         for r in 0..n as u32 {
             t += 1 + g.below(10_000) as i64;
             let mut updated = t;
@@ -1033,24 +1001,33 @@ impl Preload {
             p.prev.push(p.last[ident as usize]);
             p.last[ident as usize] = r;
             if let Some(w) = csv.as_mut() {
-                line.clear();
-                let _ = write!(line, "{},", r + 1);
-                if ph != 0 {
-                    push_csv(&mut line, &phone_text(u64::from(ph)).0);
-                }
-                line.push(',');
-                if e != 0 {
-                    push_csv(&mut line, &Self::email_of(ident, e));
-                }
-                let primary = p.primary[ident as usize];
-                let created = Timestamp(t);
-                if primary == r {
-                    let _ = write!(line, ",,primary,{created},");
+                // NULL is an empty field, as `psql \copy … CSV HEADER` writes it.
+                let phone = if ph != 0 {
+                    phone_text(u64::from(ph)).0
                 } else {
-                    let _ = write!(line, ",{},secondary,{created},", primary + 1);
-                }
-                let _ = writeln!(line, "{},", Timestamp(updated));
-                w.write_all(line.as_bytes())?;
+                    String::new()
+                };
+                let email = if e != 0 {
+                    Self::email_of(ident, e)
+                } else {
+                    String::new()
+                };
+                let primary = p.primary[ident as usize];
+                let (linked_id, precedence) = if primary == r {
+                    (String::new(), "primary")
+                } else {
+                    ((primary + 1).to_string(), "secondary")
+                };
+                w.write_record([
+                    (r + 1).to_string().as_str(),
+                    &phone,
+                    &email,
+                    &linked_id,
+                    precedence,
+                    &Timestamp(t).to_string(),
+                    &Timestamp(updated).to_string(),
+                    "",
+                ])?;
             }
         }
         Ok(p)
@@ -1074,23 +1051,12 @@ impl Preload {
     }
 }
 
-/// A CSV field as psql writes it: quoted only when it must be.
-fn push_csv(out: &mut String, s: &str) {
-    if s.is_empty() || s.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        out.push_str(&s.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(s);
-    }
-}
-
 /// Workloads `returning`, `checkout-mix` and `new`.
 struct Mix {
     workload: Workload,
     pre: Option<Preload>,
-    /// Union-find over preload identities linked by this workload's requests.
-    uf: Vec<u32>,
+    /// Preload identities linked by this workload's requests.
+    linked: UnionFind<u32>,
     next_email: u64,
     next_phone: u64,
     es: Vec<u32>,
@@ -1103,7 +1069,7 @@ impl Mix {
         Mix {
             workload,
             pre,
-            uf: (0..idents as u32).collect(),
+            linked: UnionFind::new(idents),
             next_email: base,
             next_phone: base,
             es: Vec::new(),
@@ -1192,8 +1158,7 @@ impl Mix {
         for _ in 0..1000 {
             let a = pre.ident[g.index(pre.ident.len())];
             let b = pre.ident[g.index(pre.ident.len())];
-            let (ra, rb) = (uf_find(&mut self.uf, a), uf_find(&mut self.uf, b));
-            if ra == rb {
+            if self.linked.equiv(a, b) {
                 continue;
             }
             pre.values(a, &mut es, &mut ps);
@@ -1206,7 +1171,7 @@ impl Mix {
                 None
             };
             if let Some((owner, e, p)) = pair {
-                self.uf[ra.max(rb) as usize] = ra.min(rb);
+                self.linked.union(a, b);
                 st.links += 1;
                 return request_both(g, st, &Preload::email_of(owner, e), u64::from(p));
             }
@@ -1214,14 +1179,4 @@ impl Mix {
         st.link_fallbacks += 1;
         self.returning(g, st)
     }
-}
-
-/// Union-find root of `x` with path halving.
-fn uf_find(parent: &mut [u32], mut x: u32) -> u32 {
-    while parent[x as usize] != x {
-        let grand = parent[parent[x as usize] as usize];
-        parent[x as usize] = grand;
-        x = grand;
-    }
-    x
 }
