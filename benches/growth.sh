@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Growth benchmark: how idrecon's costs change from 10 thousand to 10 million contacts.
 # For each N it
-#   1. generates a preload of N contacts and a `returning` workload for it (data/generate.rs),
+#   1. generates a preload of N contacts and a `returning` workload for it (data/generate/),
 #   2. runs `idrecon import` under /usr/bin/time -v (wall time, peak RSS of the import),
 #   3. starts `idrecon serve` on the imported data directory (a snapshot, no log) and measures
 #      start-up time (spawn to the first 200 from /healthz, and the "recovery finished" line)

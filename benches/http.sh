@@ -22,7 +22,7 @@
 # the graph and the service's features cost on top. Servers run pinned to CPU 0 and wrk
 # (Debian's package, installed if missing, one thread) to CPU 1, so the server under test has
 # exactly one core.
-# Workloads are generated deterministically into data/bench/ (not committed) by data/generate.rs:
+# Workloads are generated deterministically into data/bench/ (not committed) by data/generate/:
 #   returning     every request a known customer, nothing new (pure reads), PRELOAD preloaded
 #   checkout-mix  ~70 % returning, 20 % new, 8 % new detail, 2 % links, PRELOAD preloaded
 #   new           every request a brand-new customer, empty start
@@ -132,7 +132,7 @@ start_floor() { # write_percent -> pid
   echo $!
 }
 
-write_percent() { # workload -> share of its requests that write (data/generate.rs)
+write_percent() { # workload -> share of its requests that write (data/generate/)
   case $1 in checkout-mix) echo 30 ;; new) echo 100 ;; *) echo 0 ;; esac
 }
 
