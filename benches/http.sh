@@ -9,7 +9,7 @@
 # new"; empty skips part 1), LATENCY (1: also run part 2), MIX_MAX_RPS (part 2's maximum
 # instead of part 1's checkout-mix median), SNAPSHOT_EVERY_BUSY (1000), CARGO_TARGET_DIR,
 # TARGET_BIN (another idrecon binary to measure, e.g. an older build: A/B runs) and TARGET_ARGS
-# (extra `serve` flags, e.g. "--busy-commit-delay-us 0").
+# (extra `serve` flags, e.g. "--commit-delay-us 0").
 # With 64 connections both servers are latency-bound (closed loop: ~64 / latency) and the
 # ceiling stays far below its maximum on this machine; 256 saturates it.
 #

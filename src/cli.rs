@@ -139,13 +139,6 @@ pub struct ServeArgs {
     #[arg(long, env = "IDRECON_COMMIT_DELAY_US", default_value_t = 800,
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub commit_delay_us: u64,
-    /// Group commit while the process is CPU-bound (90 % of its cores in each of four 50 ms
-    /// windows in a row, until one falls below 75 %): after a
-    /// batch of two or more writes, wait up to this many microseconds instead, if longer than
-    /// --commit-delay-us (0: the same delay whatever the load).
-    #[arg(long, env = "IDRECON_BUSY_COMMIT_DELAY_US", default_value_t = 5000,
-          value_parser = clap::value_parser!(u64).range(0..=100_000))]
-    pub busy_commit_delay_us: u64,
     /// Largest request body accepted, in bytes (413 above).
     #[arg(long, env = "IDRECON_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
@@ -340,7 +333,6 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         snapshot_pace: crate::snapshot::WritePace::mib_per_second(args.snapshot_write_rate),
         segment_bytes: args.segment_bytes,
         commit_delay: std::time::Duration::from_micros(args.commit_delay_us),
-        busy_commit_delay: std::time::Duration::from_micros(args.busy_commit_delay_us),
         graph: args.graph_options()?,
     };
     if !options.graph.blocked.is_empty() || options.graph.max_identity_size.is_some() {

@@ -43,7 +43,6 @@ pub mod blocklist;
 pub mod cli;
 pub mod config;
 pub mod contact;
-pub mod cpu_load;
 pub mod event;
 pub mod feed;
 pub mod graph;

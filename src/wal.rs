@@ -74,21 +74,10 @@
 //! counting from the fsync's end made them wait fsync + delay + fsync. At half load that took
 //! the p99 from 2.94 to 2.15 ms with as many fsyncs (BENCHMARKS.md, "ninth pass").
 //!
-//! **While the process is CPU-bound** ([`crate::cpu_load`]: its threads used at least 90 % of
-//! the cores it may run on in each of four 50 ms windows in a row, until a window's share falls
-//! below 75 %; a single busy window is a burst, not saturation), the
-//! longer [`WalOptions::busy_commit_delay`] applies instead, after any batch of at least
-//! [`BUSY_COMMIT_DELAY_MIN_BATCH`] records: there every fsync saved is CPU handed back to
-//! requests that are waiting for it. A process with CPU to spare keeps the short delay, where
-//! the long one would only add latency. `checkout-mix` on one saturated core: batches of 33–49
-//! records instead of 6–12, and a fifth to a half more requests per second in 5 rounds of 6
-//! (BENCHMARKS.md, "seventh pass"); the gauge [`crate::metrics::WAL_COMMIT_DELAY_BUSY`] shows
-//! when it applies.
-//!
 //! A lone writer is never delayed, and the wait ends as soon as the queue holds as many records
 //! as the last batch (a fixed set of writers, each waiting for its own record, is all back:
-//! `benches/wal.rs`); a write's latency grows by at most the delay that applies.
-//! `--commit-delay-us 0` and `--busy-commit-delay-us 0` turn each off.
+//! `benches/wal.rs`); a write's latency grows by at most the delay.
+//! `--commit-delay-us 0` turns it off.
 //!
 //! # Torn tail versus corruption (SPEC.md §8; the etcd / RocksDB / raft-engine rule)
 //!
@@ -145,7 +134,6 @@ use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::cpu_load::CpuLoad;
 use crate::metrics as metric;
 use crate::storage::{RealFs, Storage, StorageFile};
 
@@ -178,20 +166,10 @@ const PREALLOCATE_LOW_WATER: u64 = 64 << 10;
 /// thread on a shared core, from raising the p99: 2.25 ms with it, 3.43 ms without (median of
 /// 6 interleaved rounds; 400 and 1 600 µs did no better; BENCHMARKS.md, "ninth pass").
 pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(800);
-/// Default [`WalOptions::busy_commit_delay`]: 5 ms. On one saturated core of this machine
-/// `checkout-mix` served a fifth to a half more requests per second with it than with 800 µs
-/// alone, in 5 of 6 interleaved rounds (batches of 33–49 records instead of 6–12;
-/// BENCHMARKS.md, "seventh pass").
-pub const DEFAULT_BUSY_COMMIT_DELAY: Duration = Duration::from_millis(5);
 /// [`WalOptions::commit_delay`] applies only after a batch of at least this many records
 /// (PostgreSQL's `commit_siblings`): a lone writer, or a light load whose batches hold one to
 /// three records, is never delayed.
 pub const COMMIT_DELAY_MIN_BATCH: usize = 4;
-/// [`WalOptions::busy_commit_delay`] applies after a batch of at least this many records: on a
-/// CPU-bound process any two writers sharing an fsync are evidence that waiting gathers more
-/// (with the minimum of the light-load delay, a saturated core could settle into batches of
-/// three, never delayed). A lone writer is still never delayed.
-pub const BUSY_COMMIT_DELAY_MIN_BATCH: usize = 2;
 /// The commit delay is skipped when this many records are queued already: the batch is as
 /// large as waiting would make it.
 const COMMIT_DELAY_ENOUGH: usize = 64;
@@ -225,11 +203,6 @@ pub struct WalOptions {
     /// long before taking the next batch, so more records share its fsync. Zero disables it.
     /// Default [`DEFAULT_COMMIT_DELAY`].
     pub commit_delay: Duration,
-    /// Group-commit delay while the process is CPU-bound ([`crate::cpu_load`]), in place of
-    /// `commit_delay` when longer; applies after a batch of at least
-    /// [`BUSY_COMMIT_DELAY_MIN_BATCH`] records. Zero: `commit_delay` applies whatever the
-    /// load. Default [`DEFAULT_BUSY_COMMIT_DELAY`].
-    pub busy_commit_delay: Duration,
 }
 
 impl Default for WalOptions {
@@ -238,7 +211,6 @@ impl Default for WalOptions {
             fsync: FsyncMode::default(),
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             commit_delay: DEFAULT_COMMIT_DELAY,
-            busy_commit_delay: DEFAULT_BUSY_COMMIT_DELAY,
         }
     }
 }
@@ -923,7 +895,6 @@ struct WriterMetrics {
     batch_records: ::metrics::Histogram,
     fsync_seconds: ::metrics::Histogram,
     bytes_written: ::metrics::Counter,
-    commit_delay_busy: ::metrics::Gauge,
 }
 
 impl Default for WriterMetrics {
@@ -935,51 +906,23 @@ impl Default for WriterMetrics {
             batch_records: ::metrics::histogram!(metric::WAL_BATCH_RECORDS),
             fsync_seconds: ::metrics::histogram!(metric::WAL_FSYNC_DURATION),
             bytes_written: ::metrics::counter!(metric::WAL_BYTES_WRITTEN),
-            commit_delay_busy: {
-                let gauge = ::metrics::gauge!(metric::WAL_COMMIT_DELAY_BUSY);
-                gauge.set(0.0);
-                gauge
-            },
         }
     }
 }
 
-/// The commit delay the writer applies before its next batch: how long at most, and after a
-/// batch of how many records (module docs, "Commit delay"). `None` outside
-/// [`FsyncMode::Batch`] or when the delay that applies is zero.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct CommitDelay {
-    delay: Duration,
-    min_batch: usize,
+/// The commit delay the writer applies before its next batch under `opts` (module docs,
+/// "Commit delay"): [`WalOptions::commit_delay`] in [`FsyncMode::Batch`]; `None` in the other
+/// modes or when the delay is zero.
+fn commit_delay_for(opts: &WalOptions) -> Option<Duration> {
+    (opts.fsync == FsyncMode::Batch && !opts.commit_delay.is_zero()).then_some(opts.commit_delay)
 }
 
-/// The commit delay under `opts` when the process is (`busy`) or is not CPU-bound:
-/// [`WalOptions::busy_commit_delay`] while busy, if it is longer than
-/// [`WalOptions::commit_delay`]; else `commit_delay`.
-fn commit_delay_for(opts: &WalOptions, busy: bool) -> Option<CommitDelay> {
-    if opts.fsync != FsyncMode::Batch {
-        return None;
-    }
-    let delay = if busy && opts.busy_commit_delay > opts.commit_delay {
-        CommitDelay {
-            delay: opts.busy_commit_delay,
-            min_batch: BUSY_COMMIT_DELAY_MIN_BATCH,
-        }
-    } else {
-        CommitDelay {
-            delay: opts.commit_delay,
-            min_batch: COMMIT_DELAY_MIN_BATCH,
-        }
-    };
-    (!delay.delay.is_zero()).then_some(delay)
-}
-
-/// Whether the writer waits before taking the next batch, given the delay's minimum batch, the
-/// size of the last batch and the records queued now (module docs, "Commit delay"): only after
-/// a batch of at least `min_batch` records, and not when `COMMIT_DELAY_ENOUGH` are queued
-/// already, nor when exactly the last batch's count is queued (see [`commit_delay_continues`]).
-fn commit_delay_applies(min_batch: usize, last_batch: usize, queued: usize) -> bool {
-    last_batch >= min_batch && batch_still_filling(last_batch, queued)
+/// Whether the writer waits before taking the next batch, given the size of the last batch and
+/// the records queued now (module docs, "Commit delay"): only after a batch of at least
+/// [`COMMIT_DELAY_MIN_BATCH`] records, and not when `COMMIT_DELAY_ENOUGH` are queued already,
+/// nor when exactly the last batch's count is queued (see [`commit_delay_continues`]).
+fn commit_delay_applies(last_batch: usize, queued: usize) -> bool {
+    last_batch >= COMMIT_DELAY_MIN_BATCH && batch_still_filling(last_batch, queued)
 }
 
 /// Whether waiting could still grow the next batch: fewer than `COMMIT_DELAY_ENOUGH` records
@@ -1032,19 +975,9 @@ impl Writer {
         let mut ends = Vec::new();
         let opts = self.shared.opts;
         let mut last_batch = 0;
-        let mut cpu = CpuLoad::new();
-        // The longer delay only while the process is CPU-bound (module docs, "Commit delay");
-        // the load is not measured when it could not change the delay.
-        let load_matters =
-            opts.fsync == FsyncMode::Batch && opts.busy_commit_delay > opts.commit_delay;
-        let mut was_busy = false;
+        let commit_delay = commit_delay_for(&opts);
         loop {
-            let busy = load_matters && cpu.is_busy();
-            if busy != was_busy {
-                was_busy = busy;
-                self.meters.commit_delay_busy.set(f64::from(u8::from(busy)));
-            }
-            if let Some(delay) = commit_delay_for(&opts, busy) {
+            if let Some(delay) = commit_delay {
                 self.commit_wait(delay, last_batch);
             }
             let (first_lsn, roll, next_lsn) = {
@@ -1113,16 +1046,17 @@ impl Writer {
     }
 
     /// The commit delay (module docs, "Commit delay"): after a batch of at least
-    /// `min_batch` records, waits in quarters of the delay while each brings more records,
-    /// until the oldest queued record has waited the whole delay ([`commit_delay_left`]).
-    fn commit_wait(&self, CommitDelay { delay, min_batch }: CommitDelay, last_batch: usize) {
+    /// [`COMMIT_DELAY_MIN_BATCH`] records, waits in quarters of `delay` while each brings more
+    /// records, until the oldest queued record has waited the whole delay
+    /// ([`commit_delay_left`]).
+    fn commit_wait(&self, delay: Duration, last_batch: usize) {
         let queued = || {
             let q = self.shared.queue.lock();
             (q.ends.len(), q.oldest)
         };
         let started = Instant::now();
         let (mut before, mut oldest) = queued();
-        if !commit_delay_applies(min_batch, last_batch, before) {
+        if !commit_delay_applies(last_batch, before) {
             return;
         }
         let slice = (delay / 4).max(Duration::from_micros(25));
@@ -1976,21 +1910,18 @@ mod tests {
     fn commit_delay_waits_only_for_concurrent_writers() {
         let min = COMMIT_DELAY_MIN_BATCH;
         // A lone writer: every batch holds one record, so it never waits.
-        assert!(!commit_delay_applies(min, 0, 0));
-        assert!(!commit_delay_applies(min, 1, 1));
-        assert!(!commit_delay_applies(min, 1, 5));
-        assert!(!commit_delay_applies(BUSY_COMMIT_DELAY_MIN_BATCH, 1, 5));
+        assert!(!commit_delay_applies(0, 0));
+        assert!(!commit_delay_applies(1, 1));
+        assert!(!commit_delay_applies(1, 5));
         // A light load (batches of a few records) is not delayed either.
         assert_eq!(min, 4);
-        assert!(!commit_delay_applies(min, min - 1, 2));
+        assert!(!commit_delay_applies(min - 1, 2));
         // After a shared fsync it waits, unless the next batch is large already.
-        assert!(commit_delay_applies(min, min, 0));
-        assert!(commit_delay_applies(min, 40, COMMIT_DELAY_ENOUGH - 1));
-        assert!(!commit_delay_applies(min, 40, COMMIT_DELAY_ENOUGH));
-        // While CPU-bound, two writers sharing an fsync are enough.
-        assert!(commit_delay_applies(BUSY_COMMIT_DELAY_MIN_BATCH, 2, 0));
+        assert!(commit_delay_applies(min, 0));
+        assert!(commit_delay_applies(40, COMMIT_DELAY_ENOUGH - 1));
+        assert!(!commit_delay_applies(40, COMMIT_DELAY_ENOUGH));
         // A fixed set of writers all back already: no wait.
-        assert!(!commit_delay_applies(min, 32, 32));
+        assert!(!commit_delay_applies(32, 32));
         // It goes on while records keep arriving, and stops at the first quiet slice, when
         // the last batch's writers are all back, or when the batch is large enough.
         assert!(commit_delay_continues(20, 3, 9));
@@ -2001,40 +1932,18 @@ mod tests {
     }
 
     #[test]
-    fn the_longer_commit_delay_applies_only_while_cpu_bound() {
+    fn only_group_commit_waits() {
         let opts = WalOptions::default();
-        let light = CommitDelay {
-            delay: DEFAULT_COMMIT_DELAY,
-            min_batch: COMMIT_DELAY_MIN_BATCH,
-        };
-        let busy = CommitDelay {
-            delay: DEFAULT_BUSY_COMMIT_DELAY,
-            min_batch: BUSY_COMMIT_DELAY_MIN_BATCH,
-        };
-        assert_eq!(commit_delay_for(&opts, false), Some(light));
-        assert_eq!(commit_delay_for(&opts, true), Some(busy));
-        // Only group commit waits.
+        assert_eq!(commit_delay_for(&opts), Some(DEFAULT_COMMIT_DELAY));
         for fsync in [FsyncMode::Always, FsyncMode::Never] {
             let opts = WalOptions { fsync, ..opts };
-            assert_eq!(commit_delay_for(&opts, true), None);
+            assert_eq!(commit_delay_for(&opts), None);
         }
-        // Zero turns each off; the busy delay never shortens the light-load one.
-        let no_busy = WalOptions {
-            busy_commit_delay: Duration::ZERO,
-            ..opts
-        };
-        assert_eq!(commit_delay_for(&no_busy, true), Some(light));
-        let only_busy = WalOptions {
+        let off = WalOptions {
             commit_delay: Duration::ZERO,
             ..opts
         };
-        assert_eq!(commit_delay_for(&only_busy, false), None);
-        assert_eq!(commit_delay_for(&only_busy, true), Some(busy));
-        let shorter = WalOptions {
-            busy_commit_delay: Duration::from_micros(100),
-            ..opts
-        };
-        assert_eq!(commit_delay_for(&shorter, true), Some(light));
+        assert_eq!(commit_delay_for(&off), None);
     }
 
     #[test]
