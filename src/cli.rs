@@ -116,7 +116,8 @@ pub struct ServeArgs {
     pub data: DataDir,
     /// When a write is acknowledged: after its own fsync (always), after an fsync shared with
     /// concurrent writes (batch, group commit), or once handed to the OS (never).
-    #[arg(long, env = "IDRECON_FSYNC", value_enum, default_value_t = FsyncMode::Batch)]
+    #[arg(long, env = "IDRECON_FSYNC", value_parser = fsync_mode_parser(),
+          default_value_t = FsyncMode::Batch)]
     pub fsync: FsyncMode,
     /// Spelling of the primary id key in /identify answers.
     #[arg(long, env = "IDRECON_RESPONSE_KEY", value_enum, default_value_t = ResponseKey::PrimaryContactId)]
@@ -188,6 +189,29 @@ pub struct ServeArgs {
     /// Print the effective configuration as TOML (with where each value came from) and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// `--fsync`'s parser: the names of [`FsyncMode::ALL`] as clap's possible values (so `--help`
+/// and a usage error list them), each parsed with [`FsyncMode`]'s `FromStr`. The log itself
+/// knows nothing of clap.
+fn fsync_mode_parser() -> impl clap::builder::TypedValueParser<Value = FsyncMode> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let values = FsyncMode::ALL.map(|mode| {
+        let help = match mode {
+            FsyncMode::Always => {
+                "Every write gets its own write and fsync; no fsync is shared between writes"
+            }
+            FsyncMode::Batch => {
+                "Group commit (the default): one fsync for every write queued since the last one"
+            }
+            FsyncMode::Never => {
+                "No fsync: a write is durable once handed to the OS (it survives a process \
+                 crash, not a power loss)"
+            }
+        };
+        PossibleValue::new(mode.as_str()).help(help)
+    });
+    PossibleValuesParser::new(values).try_map(|name| name.parse::<FsyncMode>())
 }
 
 /// `--blocked-values`: which built-in block list to use.

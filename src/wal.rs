@@ -175,7 +175,10 @@ pub const COMMIT_DELAY_MIN_BATCH: usize = 4;
 const COMMIT_DELAY_ENOUGH: usize = 64;
 
 /// When an appended record counts as durable (SPEC.md §7 `--fsync`, §8).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+///
+/// Its text form (`always`, `batch`, `never`: [`FsyncMode::as_str`], [`fmt::Display`],
+/// [`std::str::FromStr`], serde) is what `--fsync` and the config file accept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsyncMode {
     /// Every record gets its own write and fsync; no fsync is shared between records.
@@ -187,6 +190,52 @@ pub enum FsyncMode {
     /// No fsync: a record is durable once written to the OS (it survives a process crash, not a
     /// power loss). Segments are still fsynced on rotation and on [`Wal::close`].
     Never,
+}
+
+impl FsyncMode {
+    /// Every mode, in the order their names are listed: `always`, `batch`, `never`.
+    pub const ALL: [FsyncMode; 3] = [FsyncMode::Always, FsyncMode::Batch, FsyncMode::Never];
+
+    /// The mode's name: `always`, `batch` or `never`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FsyncMode::Always => "always",
+            FsyncMode::Batch => "batch",
+            FsyncMode::Never => "never",
+        }
+    }
+}
+
+impl fmt::Display for FsyncMode {
+    /// Writes [`FsyncMode::as_str`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Text that names no [`FsyncMode`] (the names are exact and lowercase).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid fsync mode `{given}`: expected always, batch or never")]
+pub struct ParseFsyncModeError {
+    /// The text that was given.
+    pub given: String,
+}
+
+impl std::str::FromStr for FsyncMode {
+    type Err = ParseFsyncModeError;
+
+    /// Parses `always`, `batch` or `never`.
+    ///
+    /// # Errors
+    /// [`ParseFsyncModeError`] for any other text, case included (`Batch` is refused).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FsyncMode::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == s)
+            .ok_or_else(|| ParseFsyncModeError {
+                given: s.to_owned(),
+            })
+    }
 }
 
 /// Tuning for [`Wal::open`].
@@ -891,6 +940,8 @@ struct Writer {
 
 /// Handles of [`crate::metrics::WAL_BATCH_RECORDS`], [`crate::metrics::WAL_FSYNC_DURATION`]
 /// and [`crate::metrics::WAL_BYTES_WRITTEN`], from the recorder installed when the log opens.
+/// The log never installs one: the binary does, before it opens the store; without a recorder
+/// (a test, a benchmark) the handles record nothing.
 struct WriterMetrics {
     batch_records: ::metrics::Histogram,
     fsync_seconds: ::metrics::Histogram,
@@ -898,10 +949,7 @@ struct WriterMetrics {
 }
 
 impl Default for WriterMetrics {
-    /// Installs the process's recorder first ([`crate::metrics::install`], idempotent), so the
-    /// handles record wherever `/metrics` reads, whichever of log and router starts first.
     fn default() -> Self {
-        metric::install();
         WriterMetrics {
             batch_records: ::metrics::histogram!(metric::WAL_BATCH_RECORDS),
             fsync_seconds: ::metrics::histogram!(metric::WAL_FSYNC_DURATION),
@@ -1866,13 +1914,17 @@ mod tests {
 
     #[test]
     fn fsync_mode_names_and_defaults() {
-        use clap::ValueEnum;
         assert_eq!(FsyncMode::default(), FsyncMode::Batch);
-        let names: Vec<String> = FsyncMode::value_variants()
-            .iter()
-            .filter_map(|m| m.to_possible_value().map(|v| v.get_name().to_owned()))
-            .collect();
+        let names: Vec<&str> = FsyncMode::ALL.iter().map(|m| m.as_str()).collect();
         assert_eq!(names, ["always", "batch", "never"]);
+        for mode in FsyncMode::ALL {
+            assert_eq!(mode.to_string().parse::<FsyncMode>(), Ok(mode));
+        }
+        let error = "Batch".parse::<FsyncMode>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid fsync mode `Batch`: expected always, batch or never"
+        );
         assert_eq!(
             serde_json::to_string(&FsyncMode::Never).unwrap(),
             "\"never\""
