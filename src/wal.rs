@@ -1,5 +1,5 @@
 //! Write-ahead log: segment files, record framing, the group-commit writer and the recovery
-//! scan (DESIGN.md "Wal"; durability rules from SPEC.md §8).
+//! scan (byte-level format: docs/format.md; durability rules: docs/behaviour.md §8).
 //!
 //! The log knows bytes, not contacts: [`Wal::append`] takes an opaque payload (the store puts a
 //! bincode-encoded event in it) and returns its [`Lsn`]; [`Wal::durable`] resolves once that
@@ -46,8 +46,7 @@
 //! them. A batch that only overwrites allocated blocks leaves the file's length, and so its
 //! inode, unchanged, so its `fdatasync` writes the data and a cache flush only; appending past
 //! the end also wrote the inode, one more disk round trip and one more wait of the writer
-//! thread per batch (issue 3, BENCHMARKS.md "fourth pass": on this machine's ext4 about a third
-//! of the fsync time). Real zeros are written, not
+//! thread per batch (on ext4 about a third of the fsync time). Real zeros are written, not
 //! `fallocate`d: an unwritten extent turns written on first write, which is again a metadata
 //! change.
 //!
@@ -71,15 +70,15 @@
 //! oldest queued record has waited the whole delay, unless enough records are queued already.
 //! The delay counts from the oldest record's arrival, not from the end of the last fsync:
 //! records queued while the writer was in `fdatasync` have waited through it already, and
-//! counting from the fsync's end made them wait fsync + delay + fsync. At half load that took
-//! the p99 from 2.94 to 2.15 ms with as many fsyncs (BENCHMARKS.md, "ninth pass").
+//! counting from the fsync's end made them wait fsync + delay + fsync (at half load that took
+//! the p99 from 2.94 to 2.15 ms with as many fsyncs).
 //!
 //! A lone writer is never delayed, and the wait ends as soon as the queue holds as many records
 //! as the last batch (a fixed set of writers, each waiting for its own record, is all back:
 //! `benches/wal.rs`); a write's latency grows by at most the delay.
 //! `--commit-delay-us 0` turns it off.
 //!
-//! # Torn tail versus corruption (SPEC.md §8; the etcd / RocksDB / raft-engine rule)
+//! # Torn tail versus corruption (docs/behaviour.md §8; the etcd / RocksDB / raft-engine rule)
 //!
 //! A record is *invalid* when its 16-byte framing is cut short, `len > MAX_PAYLOAD`, the payload
 //! runs past the end of the file, the CRC does not match, or the LSN is not the expected one.
@@ -112,9 +111,9 @@
 //! in-memory buffer under a mutex and wakes the writer; the writer swaps the whole buffer out,
 //! writes it with one positioned write over the preallocated zeros, fsyncs once
 //! (`File::sync_data`) and publishes the new durable LSN through a `tokio::sync::watch` channel
-//! that [`Wal::durable`] waits on. Every write or fsync error is final (the "fsyncgate" rule:
-//! after a failed fsync the kernel may have dropped the dirty pages, so a retry could falsely
-//! succeed): the log is marked failed, every waiter past the durable LSN gets
+//! that [`Wal::durable`] waits on. Every write or fsync error is final (PostgreSQL's
+//! "fsyncgate" rule: after a failed fsync the kernel may have dropped the dirty pages, so a
+//! retry could falsely succeed): the log is marked failed, every waiter past the durable LSN gets
 //! [`WalError::Failed`], and nothing more is acknowledged.
 //!
 //! The writer records the metrics [`crate::metrics::WAL_BYTES_WRITTEN`],
@@ -160,11 +159,10 @@ const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 const PREALLOCATE_BYTES: u64 = 1 << 20;
 /// The writer preallocates again when fewer zero bytes than this remain after a batch.
 const PREALLOCATE_LOW_WATER: u64 = 64 << 10;
-/// Default [`WalOptions::commit_delay`]: 800 µs. On one busy core of this machine it cut the
-/// CPU per `checkout-mix` request by a quarter against 300 µs (BENCHMARKS.md, "fourth pass"),
-/// and at half load it keeps the writer's fsyncs, each a few wake-ups that preempt the request
-/// thread on a shared core, from raising the p99: 2.25 ms with it, 3.43 ms without (median of
-/// 6 interleaved rounds; 400 and 1 600 µs did no better; BENCHMARKS.md, "ninth pass").
+/// Default [`WalOptions::commit_delay`]: 800 µs. On one saturated core it cut the CPU per
+/// `checkout-mix` request by a quarter against 300 µs, and at half load it keeps the writer's
+/// fsyncs, each a few wake-ups that preempt the request thread on a shared core, from raising
+/// the p99 (2.25 ms with it, 3.43 ms without; 400 and 1 600 µs did no better).
 pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(800);
 /// [`WalOptions::commit_delay`] applies only after a batch of at least this many records
 /// (PostgreSQL's `commit_siblings`): a lone writer, or a light load whose batches hold one to
@@ -174,7 +172,7 @@ pub const COMMIT_DELAY_MIN_BATCH: usize = 4;
 /// large as waiting would make it.
 const COMMIT_DELAY_ENOUGH: usize = 64;
 
-/// When an appended record counts as durable (SPEC.md §7 `--fsync`, §8).
+/// When an appended record counts as durable (docs/behaviour.md §7 `--fsync`, §8).
 ///
 /// Its text form (`always`, `batch`, `never`: [`FsyncMode::as_str`], [`fmt::Display`],
 /// [`std::str::FromStr`], serde) is what `--fsync` and the config file accept.
@@ -267,7 +265,8 @@ impl Default for WalOptions {
 /// Everything that can go wrong in the log.
 #[derive(thiserror::Error, Debug)]
 pub enum WalError {
-    /// A segment holds an invalid record or header that is not a torn tail (SPEC.md §8): the
+    /// A segment holds an invalid record or header that is not a torn tail (docs/behaviour.md
+    /// §8): the
     /// log cannot be trusted past `offset`, so recovery refuses to start. `offset` is the byte
     /// offset in `file` of the first invalid record (0 for a bad segment header).
     #[error("log corrupt in {} at byte offset {offset}: {reason}", file.display())]
@@ -350,8 +349,8 @@ pub struct RecoveryReport {
     pub torn_tail: Option<TornTail>,
 }
 
-/// A torn tail (SPEC.md §8): bytes at the end of the newest segment from its first invalid
-/// record on, with no valid record after them.
+/// A torn tail (docs/behaviour.md §8): bytes at the end of the newest segment from its first
+/// invalid record on, with no valid record after them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TornTail {
     /// The newest segment file.
@@ -407,8 +406,8 @@ struct Shared {
     /// Durable LSN and failure flag, published by the writer; `durable()` waits on it.
     durable: watch::Sender<DurableState>,
     /// `durable`'s LSN, mirrored for the check most callers of [`Wal::durable`] need (is it
-    /// durable already?): one atomic load instead of a watch subscription and its lock (issue 3:
-    /// about 120 instructions of a pure-read `/identify`). Written only inside `durable`'s
+    /// durable already?): one atomic load instead of a watch subscription and its lock, on the
+    /// path of every request that only reads. Written only inside `durable`'s
     /// `send_modify`, after the LSN it mirrors, so it never runs ahead of it.
     durable_lsn: AtomicU64,
     /// All segments, oldest first; the last one is the writer's active segment.
@@ -472,7 +471,7 @@ impl Wal {
     /// record with `lsn > after_lsn`, in LSN order; records `<= after_lsn` are verified but not
     /// visited (a snapshot at `after_lsn` covers them). A torn tail of the newest segment is cut
     /// (truncated, fsynced, and logged with `tracing::warn!` naming file and offset) and
-    /// reported in [`RecoveryReport::torn_tail`] (SPEC.md §8, module docs).
+    /// reported in [`RecoveryReport::torn_tail`] (docs/behaviour.md §8, module docs).
     ///
     /// The next append gets LSN `max(report.last_lsn, after_lsn) + 1`. When there is no
     /// segment, or the log ends below `after_lsn`, a new segment named after that LSN is
@@ -661,7 +660,8 @@ impl Wal {
 
     /// Resolves once every record with LSN `<= lsn` is durable under the fsync mode
     /// ([`FsyncMode::Always`] / [`FsyncMode::Batch`]: written and fsynced;
-    /// [`FsyncMode::Never`]: written to the OS). SPEC.md §8: a 200 waits for this.
+    /// [`FsyncMode::Never`]: written to the OS). An answer waits for this (docs/behaviour.md
+    /// §8).
     ///
     /// Cancel-safe: dropping the future only stops waiting.
     ///
@@ -723,15 +723,15 @@ impl Wal {
     }
 
     /// Whether the writer has failed (a write or fsync error): nothing more can be acknowledged
-    /// and the service should report itself unhealthy (SPEC.md §6 `/healthz`).
+    /// and the service should report itself unhealthy (docs/behaviour.md §6.9 `/healthz`).
     pub fn is_failed(&self) -> bool {
         self.shared.durable.borrow().failed
     }
 
     /// Deletes every closed segment all of whose LSNs are `<= lsn` (a segment covers LSNs from
     /// its first LSN up to the next segment's first LSN - 1), never the active segment, then
-    /// fsyncs the directory. Called after a snapshot at `lsn` is durable (DESIGN.md
-    /// "Snapshots"). Returns how many segment files were removed.
+    /// fsyncs the directory. Called after a snapshot at `lsn` is durable (docs/behaviour.md §8,
+    /// snapshots and compaction). Returns how many segment files were removed.
     ///
     /// # Errors
     /// [`WalError::Io`] if a file cannot be removed or the directory cannot be fsynced; segments
@@ -771,7 +771,8 @@ impl Wal {
 
     /// Makes the writer finish the active segment and start a new one for the next record, so
     /// that every record appended before this call lies in segments
-    /// [`Wal::remove_segments_through`] can remove (compaction after an erasure, issue 5).
+    /// [`Wal::remove_segments_through`] can remove (compaction after an erasure,
+    /// docs/behaviour.md §6.7, §6.8).
     /// Records queued before the call are written (and fsynced, except with
     /// [`FsyncMode::Never`]) first. Returns the LSN the new segment starts at. An active segment
     /// that holds no record is kept as it is.
@@ -865,7 +866,7 @@ impl fmt::Debug for Wal {
     }
 }
 
-/// Verifies the log in `dir` without modifying anything (`idrecon check`, SPEC.md §7).
+/// Verifies the log in `dir` without modifying anything (`idrecon check`, docs/behaviour.md §7).
 ///
 /// Applies exactly the rules of [`Wal::open`] with snapshot LSN `after_lsn`:
 /// `Ok(report)` when `open` would start, with a torn tail that `open` would cut reported in
@@ -1258,10 +1259,9 @@ impl Writer {
 ///
 /// The failure is published ([`Wal::is_failed`], so `/healthz`) under the queue lock, together
 /// with the flag `append` checks: a caller that gets [`WalError::Failed`] from `append` and
-/// answers 503 finds the service unhealthy already, and an `append` after `is_failed` returned
-/// true is refused (found by tests/fault_injection.rs, schedule "the 4th write fails with EIO,
-/// fsync batch": a 503 was answered while `/healthz` still said healthy). Lock order: queue,
-/// then the watch channel; nothing takes them the other way round.
+/// answers 503 finds the service unhealthy already (otherwise a 503 could go out while
+/// `/healthz` still says healthy), and an `append` after `is_failed` returned true is refused.
+/// Lock order: queue, then the watch channel; nothing takes them the other way round.
 fn mark_failed(shared: &Shared) {
     {
         let mut q = shared.queue.lock();
@@ -1594,7 +1594,7 @@ fn recover<E: fmt::Display>(
     let first_needed = after_lsn.saturating_add(1);
     let mut next_lsn: Option<Lsn> = None;
     // One buffer for every segment: reading a large log into fresh memory per segment cost a
-    // page fault per 4 KiB (issue 3: replay rate).
+    // page fault per 4 KiB, which slowed replay.
     let mut data: Vec<u8> = Vec::new();
     for (i, segment) in segments.iter().enumerate() {
         let path = &segment.path;
@@ -1667,7 +1667,7 @@ fn recover<E: fmt::Display>(
                     file = %path.display(),
                     offset = tail.offset,
                     bytes_cut = tail.bytes_cut,
-                    "cut torn tail of the newest log segment (SPEC.md §8)"
+                    "cut torn tail of the newest log segment (docs/behaviour.md §8)"
                 );
             }
             report.torn_tail = Some(tail);

@@ -1,7 +1,7 @@
 //! Write-ahead log behaviour through the public API only (`idrecon::wal`), on real files in
 //! temporary directories: recovery round trips, snapshot-covered records and segment removal,
-//! torn tails (cut) versus corruption (refused, with file and byte offset; SPEC.md §8), and
-//! group commit under concurrency.
+//! torn tails (cut) versus corruption (refused, with file and byte offset; docs/behaviour.md §8),
+//! and group commit under concurrency.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -613,10 +613,10 @@ async fn concurrent_appends_share_fsyncs() {
     assert_eq!(report.last_lsn, TASKS * EACH);
 }
 
-/// SPEC.md §8 "never silently skipped", exhaustively for single-byte damage: flip each byte of
-/// a three-segment log in turn. Recovery either refuses (Corrupt or Gap) or recovers an exact
-/// prefix of the records, shorter only when it reports a torn tail of the newest segment; and
-/// `scan` always agrees with `open`.
+/// Corruption is never skipped silently (docs/behaviour.md §8), exhaustively for single-byte
+/// damage: flip each byte of a three-segment log in turn. Recovery either refuses (Corrupt or
+/// Gap) or recovers an exact prefix of the records, shorter only when it reports a torn tail of
+/// the newest segment; and `scan` always agrees with `open`.
 #[tokio::test]
 async fn every_single_byte_flip_is_refused_or_cut_never_skipped() {
     let dir = tempfile::tempdir().unwrap();
