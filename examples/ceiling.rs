@@ -11,7 +11,7 @@
 //! service's features take (issue 3, BENCHMARKS.md "eleventh pass"). A share of the requests
 //! (`WRITE_PERCENT`, default 30: `checkout-mix`'s 20 % new customers, 8 % new details and 2 %
 //! links) is treated as a write: the body is appended to idrecon's own write-ahead log
-//! (`idrecon::wal::Wal` with its default options: the group commit, commit delays and
+//! (`idrecon::wal::Wal` with its default options: the group commit, commit delay and
 //! `fdatasync` of `idrecon serve --fsync batch`) and the answer waits until that record is
 //! durable. Which requests write is decided by a hash of the body, so the same requests write
 //! in every run. The log goes to `DATA_DIR/wal` and starts empty: a previous run's log there is

@@ -2,7 +2,7 @@
 //! writes the inode too (issue 3, BENCHMARKS.md "eleventh pass"; docs/OPERATIONS.md "File
 //! system").
 //!
-//! It does what the log writer does for each batch (`src/wal.rs`): a positioned write of a
+//! It does what the log writer does for each batch (`src/wal/writer.rs`): a positioned write of a
 //! batch-sized record block over zeros written and fsynced ahead, then `fdatasync`. Between
 //! commits it spins (no sleep, so no idle state or wake-up is measured) for GAP microseconds.
 //! With no gap, consecutive writes fall in the same clock tick and leave the file's timestamps
@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
         .open(&path)
         .with_context(|| path.display().to_string())?;
     // Zeros ahead of every write, made durable first: the commits overwrite allocated blocks
-    // and never change the file's length (src/wal.rs, "Preallocation").
+    // and never change the file's length (src/wal/writer.rs, "Preallocation and rotation").
     let zeros = vec![0u8; 1 << 20];
     let needed = (6 * commits * batch.len()) as u64;
     let mut at = 0;

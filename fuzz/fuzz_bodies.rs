@@ -120,7 +120,7 @@ fn check_event(payload: &[u8], graph: &mut IdentityGraph) -> Result<(), String> 
 
 const WAL_MAGIC: &[u8; 8] = b"IDRWAL\r\n";
 
-/// The 24-byte segment header of `wal.rs` (format version 1).
+/// The 24-byte segment header of `src/wal/format.rs` (format version 1).
 pub fn wal_header(first_lsn: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(24);
     h.extend_from_slice(WAL_MAGIC);

@@ -116,7 +116,8 @@ pub struct ServeArgs {
     pub data: DataDir,
     /// When a write is acknowledged: after its own fsync (always), after an fsync shared with
     /// concurrent writes (batch, group commit), or once handed to the OS (never).
-    #[arg(long, env = "IDRECON_FSYNC", value_enum, default_value_t = FsyncMode::Batch)]
+    #[arg(long, env = "IDRECON_FSYNC", value_parser = fsync_mode_parser(),
+          default_value_t = FsyncMode::Batch)]
     pub fsync: FsyncMode,
     /// Spelling of the primary id key in /identify answers.
     #[arg(long, env = "IDRECON_RESPONSE_KEY", value_enum, default_value_t = ResponseKey::PrimaryContactId)]
@@ -139,13 +140,6 @@ pub struct ServeArgs {
     #[arg(long, env = "IDRECON_COMMIT_DELAY_US", default_value_t = 800,
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub commit_delay_us: u64,
-    /// Group commit while the process is CPU-bound (90 % of its cores in each of four 50 ms
-    /// windows in a row, until one falls below 75 %): after a
-    /// batch of two or more writes, wait up to this many microseconds instead, if longer than
-    /// --commit-delay-us (0: the same delay whatever the load).
-    #[arg(long, env = "IDRECON_BUSY_COMMIT_DELAY_US", default_value_t = 5000,
-          value_parser = clap::value_parser!(u64).range(0..=100_000))]
-    pub busy_commit_delay_us: u64,
     /// Largest request body accepted, in bytes (413 above).
     #[arg(long, env = "IDRECON_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
@@ -195,6 +189,29 @@ pub struct ServeArgs {
     /// Print the effective configuration as TOML (with where each value came from) and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// `--fsync`'s parser: the names of [`FsyncMode::ALL`] as clap's possible values (so `--help`
+/// and a usage error list them), each parsed with [`FsyncMode`]'s `FromStr`. The log itself
+/// knows nothing of clap.
+fn fsync_mode_parser() -> impl clap::builder::TypedValueParser<Value = FsyncMode> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let values = FsyncMode::ALL.map(|mode| {
+        let help = match mode {
+            FsyncMode::Always => {
+                "Every write gets its own write and fsync; no fsync is shared between writes"
+            }
+            FsyncMode::Batch => {
+                "Group commit (the default): one fsync for every write queued since the last one"
+            }
+            FsyncMode::Never => {
+                "No fsync: a write is durable once handed to the OS (it survives a process \
+                 crash, not a power loss)"
+            }
+        };
+        PossibleValue::new(mode.as_str()).help(help)
+    });
+    PossibleValuesParser::new(values).try_map(|name| name.parse::<FsyncMode>())
 }
 
 /// `--blocked-values`: which built-in block list to use.
@@ -340,7 +357,6 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         snapshot_pace: crate::snapshot::WritePace::mib_per_second(args.snapshot_write_rate),
         segment_bytes: args.segment_bytes,
         commit_delay: std::time::Duration::from_micros(args.commit_delay_us),
-        busy_commit_delay: std::time::Duration::from_micros(args.busy_commit_delay_us),
         graph: args.graph_options()?,
     };
     if !options.graph.blocked.is_empty() || options.graph.max_identity_size.is_some() {

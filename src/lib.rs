@@ -41,7 +41,6 @@ pub mod alloc;
 pub mod cli;
 pub mod config;
 pub mod contact;
-pub mod cpu_load;
 pub mod event;
 pub mod feed;
 pub mod graph;

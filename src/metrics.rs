@@ -38,10 +38,6 @@ pub const WAL_FSYNC_DURATION: &str = "idrecon_wal_fsync_duration_seconds";
 /// Histogram: records per write of the log writer (group-commit batch size; always 1 with
 /// `--fsync always`).
 pub const WAL_BATCH_RECORDS: &str = "idrecon_wal_batch_records";
-/// Gauge: 1 while the log writer applies its longer group-commit delay because the process is
-/// CPU-bound (`--busy-commit-delay-us`; `crate::cpu_load`; `crate::wal` module docs, "Commit
-/// delay"), else 0.
-pub const WAL_COMMIT_DELAY_BUSY: &str = "idrecon_wal_commit_delay_busy";
 /// Counter: snapshots attempted, by `result` (`ok` or `error`); a snapshot skipped because
 /// nothing changed since the last one is not counted.
 pub const SNAPSHOTS: &str = "idrecon_snapshots_total";
@@ -166,11 +162,6 @@ fn describe() {
         WAL_BATCH_RECORDS,
         Unit::Count,
         "Records per write-ahead log write (group-commit batch size)."
-    );
-    describe_gauge!(
-        WAL_COMMIT_DELAY_BUSY,
-        Unit::Count,
-        "1 while the log writer applies its longer group-commit delay because the process is CPU-bound, else 0."
     );
     describe_counter!(
         SNAPSHOTS,

@@ -31,7 +31,6 @@ use std::time::Instant;
 use parking_lot::{Mutex, RwLock};
 
 use crate::contact::{ContactId, ContactRow, Timestamp};
-use crate::cpu_load;
 use crate::event::{Event, EventRef};
 use crate::graph::HistoryEntry;
 use crate::graph::{
@@ -70,9 +69,6 @@ pub struct StoreOptions {
     pub segment_bytes: u64,
     /// Group-commit delay of the log ([`WalOptions::commit_delay`]).
     pub commit_delay: std::time::Duration,
-    /// Group-commit delay of the log while the process is CPU-bound
-    /// ([`WalOptions::busy_commit_delay`]).
-    pub busy_commit_delay: std::time::Duration,
     /// Over-merge guards (blocked values, identity size cap); issue 5.
     pub graph: GraphOptions,
 }
@@ -85,7 +81,6 @@ impl Default for StoreOptions {
             snapshot_pace: WritePace::mib_per_second(DEFAULT_SNAPSHOT_WRITE_MIB_S),
             segment_bytes: WalOptions::default().segment_bytes,
             commit_delay: WalOptions::default().commit_delay,
-            busy_commit_delay: WalOptions::default().busy_commit_delay,
             graph: GraphOptions::default(),
         }
     }
@@ -198,19 +193,18 @@ const SNAPSHOT_RESERVE_MAX: u64 = 1 << 27;
 
 /// Puts the calling thread (the background snapshot thread) in the `SCHED_IDLE` class with
 /// the lowest priority, so on a busy core the request workers preempt it and a snapshot only
-/// uses time they leave (issue 3: "snapshots must not stall the hot path"). Then marks it
-/// background work, whose CPU time does not count as load ([`cpu_load`]: it must not make the
-/// log writer think the process is CPU-bound). Lowering one's own priority needs no privilege;
-/// a failure is logged, and the thread, competing as any other, is not marked.
+/// uses time they leave (issue 3: "snapshots must not stall the hot path"). Lowering one's own
+/// priority needs no privilege; a failure is logged, and the thread competes as any other.
 fn background_priority() {
     use thread_priority::{
         NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
         set_thread_priority_and_policy, thread_native_id,
     };
     let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-    match set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
-        Ok(()) => cpu_load::start_background_thread(),
-        Err(error) => tracing::debug!(?error, "could not lower the snapshot thread's priority"),
+    if let Err(error) =
+        set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+    {
+        tracing::debug!(?error, "could not lower the snapshot thread's priority");
     }
 }
 
@@ -240,8 +234,6 @@ impl Iterator for CapturedEntries<'_> {
             if self.done {
                 return None;
             }
-            // On the background snapshot thread, its CPU time so far is reported as such.
-            cpu_load::report_background();
             self.done = self.state.read().graph.capture_chunk(
                 &mut self.cursor,
                 CAPTURE_CHUNK,
@@ -524,7 +516,6 @@ impl Store {
             fsync: options.fsync,
             segment_bytes: options.segment_bytes,
             commit_delay: options.commit_delay,
-            busy_commit_delay: options.busy_commit_delay,
         };
         let replay_started = Instant::now();
         let mut replayed: u64 = 0;
@@ -1063,7 +1054,6 @@ impl Store {
                 if let Err(error) = store.snapshot_paced(store.options.snapshot_pace) {
                     tracing::error!(%error, "snapshot failed; will retry after more events");
                 }
-                cpu_load::report_background();
                 store.snapshotting.store(false, Ordering::Release);
             });
         match spawned {

@@ -1,7 +1,7 @@
 //! Write-ahead log behaviour through the public API only (`idrecon::wal`), on real files in
 //! temporary directories: recovery round trips, snapshot-covered records and segment removal,
-//! torn tails (cut) versus corruption (refused, with file and byte offset; SPEC.md §8), and
-//! group commit under concurrency.
+//! torn tails (cut) versus corruption (refused, with file and byte offset; docs/behaviour.md §8),
+//! and group commit under concurrency.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -613,10 +613,10 @@ async fn concurrent_appends_share_fsyncs() {
     assert_eq!(report.last_lsn, TASKS * EACH);
 }
 
-/// SPEC.md §8 "never silently skipped", exhaustively for single-byte damage: flip each byte of
-/// a three-segment log in turn. Recovery either refuses (Corrupt or Gap) or recovers an exact
-/// prefix of the records, shorter only when it reports a torn tail of the newest segment; and
-/// `scan` always agrees with `open`.
+/// Corruption is never skipped silently (docs/behaviour.md §8), exhaustively for single-byte
+/// damage: flip each byte of a three-segment log in turn. Recovery either refuses (Corrupt or
+/// Gap) or recovers an exact prefix of the records, shorter only when it reports a torn tail of
+/// the newest segment; and `scan` always agrees with `open`.
 #[tokio::test]
 async fn every_single_byte_flip_is_refused_or_cut_never_skipped() {
     let dir = tempfile::tempdir().unwrap();
@@ -701,4 +701,117 @@ async fn the_writer_preallocates_and_a_crash_copy_recovers_without_a_torn_tail()
 
     wal.close().unwrap();
     assert_eq!(fs::metadata(&file).unwrap().len(), end);
+}
+
+/// The text form `--fsync` and the config file use, and the defaults.
+#[test]
+fn fsync_mode_names_and_defaults() {
+    assert_eq!(FsyncMode::default(), FsyncMode::Batch);
+    let names: Vec<&str> = FsyncMode::ALL.iter().map(|m| m.as_str()).collect();
+    assert_eq!(names, ["always", "batch", "never"]);
+    for mode in FsyncMode::ALL {
+        assert_eq!(mode.to_string().parse::<FsyncMode>(), Ok(mode));
+    }
+    let error = "Batch".parse::<FsyncMode>().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "invalid fsync mode `Batch`: expected always, batch or never"
+    );
+    assert_eq!(
+        serde_json::to_string(&FsyncMode::Never).unwrap(),
+        "\"never\""
+    );
+    assert_eq!(
+        serde_json::from_str::<FsyncMode>("\"always\"").unwrap(),
+        FsyncMode::Always
+    );
+    let opts = WalOptions::default();
+    assert_eq!(
+        (opts.fsync, opts.segment_bytes),
+        (FsyncMode::Batch, 64 << 20)
+    );
+}
+
+/// Corruption and I/O errors name the file (and the byte offset).
+#[test]
+fn errors_name_file_and_offset() {
+    let e = WalError::Corrupt {
+        file: PathBuf::from("/x/00000000000000000001.wal"),
+        offset: 1234,
+        reason: "crc mismatch".to_owned(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "log corrupt in /x/00000000000000000001.wal at byte offset 1234: crc mismatch"
+    );
+    let e = WalError::Io {
+        path: PathBuf::from("/x/y.wal"),
+        source: std::io::Error::other("boom"),
+    };
+    assert!(e.to_string().contains("/x/y.wal"));
+}
+
+/// `--fsync always`: one write and one fsync per record, even when records queue up.
+#[tokio::test]
+async fn always_mode_fsyncs_every_record_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = WalOptions {
+        fsync: FsyncMode::Always,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(dir.path(), opts, 0, |_, _| Ok::<(), String>(())).unwrap();
+    for i in 0..20u8 {
+        wal.append(&[i]).unwrap();
+    }
+    wal.durable(20).await.unwrap();
+    let stats = wal.stats();
+    assert_eq!((stats.batches, stats.records), (20, 20));
+    assert!(stats.fsyncs >= 20);
+    wal.close().unwrap();
+}
+
+/// Oversized payloads, waits for unappended LSNs and appends after close are refused.
+#[tokio::test]
+async fn append_and_durable_refuse_what_they_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), WalOptions::default(), 0, |_, _| {
+        Ok::<(), String>(())
+    })
+    .unwrap();
+    assert!(matches!(
+        wal.append(&vec![0; wal::MAX_PAYLOAD + 1]),
+        Err(WalError::PayloadTooLarge { .. })
+    ));
+    assert!(matches!(
+        wal.durable(1).await,
+        Err(WalError::NotAppended { lsn: 1, last: 0 })
+    ));
+    assert_eq!(wal.append(&vec![7; wal::MAX_PAYLOAD]).unwrap(), 1);
+    wal.durable(0).await.unwrap();
+    wal.close().unwrap();
+    wal.close().unwrap();
+    assert_eq!(wal.durable_lsn(), 1);
+    assert!(matches!(wal.append(b"late"), Err(WalError::Closed)));
+    wal.durable(1).await.unwrap();
+}
+
+#[tokio::test]
+async fn rotation_never_reuses_a_name_for_an_empty_segment() {
+    // segment_bytes below the header size: every batch would rotate, but a segment is only
+    // closed once it holds a record.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = WalOptions {
+        fsync: FsyncMode::Batch,
+        segment_bytes: 1,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(dir.path(), opts, 0, |_, _| Ok::<(), String>(())).unwrap();
+    for i in 1..=3u64 {
+        assert_eq!(wal.append(b"r").unwrap(), i);
+        wal.durable(i).await.unwrap();
+    }
+    wal.close().unwrap();
+    let names: Vec<PathBuf> = segments(dir.path());
+    let expected: Vec<PathBuf> = (1..=3).map(|lsn| segment_path(dir.path(), lsn)).collect();
+    assert_eq!(names, expected);
 }
