@@ -35,7 +35,6 @@ use utoipa_axum::routes;
 
 use crate::admin::{self, AdminToken};
 use crate::contact::{ContactId, ContactRow, ValidationError};
-use crate::graph::IdentityParts;
 use crate::metrics as metric;
 use crate::openapi::{ApiDoc, IdentifyRequestBody, IdentifyResponse};
 use crate::phone_region::Normalizer;
@@ -506,18 +505,14 @@ async fn identify(State(app): State<AppState>, req: Request) -> Result<Response,
     let body = read_body(req, app.options.max_body_bytes).await?;
     let request = parse_identify_body(&body, app.normalizer())?;
     let key = app.options.response_key;
-    // The answer is serialized straight from the graph, under the lock it was read under.
-    let ((json, primary_id), outcome) = app
-        .store
-        .identify_with(&request, |identity| {
-            let answer = IdentifyAnswer {
-                identity,
-                key,
-                rows: None,
-            };
-            (answer.to_json(), identity.primary_contact_id())
-        })
-        .await?;
+    let (identity, outcome) = app.store.identify(&request).await?;
+    let json = IdentifyAnswer {
+        identity: &identity,
+        key,
+        rows: None,
+    }
+    .to_json();
+    let primary_id = identity.primary_contact_id;
     if app.options.log_pii {
         tracing::debug!(
             outcome = outcome.as_str(),

@@ -141,6 +141,20 @@ impl SnapshotDir {
         Ok(removed)
     }
 
+    /// Renames the snapshot at `path`, which failed to load, to `path` + `.corrupt`: kept for
+    /// inspection, but no longer listed, so retention never counts it as a good snapshot.
+    /// Does not fsync the directory: call [`SnapshotDir::sync`] after the last rename.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Io`] naming the file when the rename fails.
+    pub fn set_aside(&self, path: &Path) -> Result<PathBuf, SnapshotError> {
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(".corrupt");
+        let aside = PathBuf::from(aside);
+        self.fs.rename(path, &aside).map_err(io_err(path))?;
+        Ok(aside)
+    }
+
     /// Writes `bytes` (a whole file from [`super::encode`]) as the snapshot at `lsn`,
     /// atomically: creates the directory durably if needed, writes a temp file, fsyncs it,
     /// renames it to [`SnapshotDir::path_for`] `lsn` (replacing a snapshot at the same LSN) and
@@ -188,7 +202,7 @@ impl SnapshotDir {
     /// undecodable entry, LSN or next id above [`super::MAX_COUNTER`], entry count mismatch,
     /// bytes after the trailer); [`SnapshotError::Rebuild`] when `visit` fails (entries
     /// before it were visited); [`SnapshotError::Io`] when the file cannot be opened or read.
-    pub fn read<E: std::fmt::Display>(
+    pub fn read<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
         &self,
         path: &Path,
         visit: impl FnMut(SnapshotItem<'_>) -> Result<(), E>,

@@ -53,15 +53,15 @@ pub enum SnapshotError {
     },
     /// The visitor rejected an entry (it does not fit the graph being rebuilt); the file's
     /// bytes verified up to that entry.
-    #[error("snapshot {} does not rebuild a consistent graph at contact {id}: {message}", file.display())]
+    #[error("snapshot {} does not rebuild a consistent graph at contact {id}: {source}", file.display())]
     Rebuild {
         /// The snapshot file.
         file: PathBuf,
         /// The contact that failed: a row's id, a history record's first contact, 0 for the
         /// clock.
         id: ContactId,
-        /// Why.
-        message: String,
+        /// The visitor's own error, kept whole (callers may downcast it).
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

@@ -31,7 +31,7 @@ pub(super) fn peek(fs: &dyn Storage, path: &Path) -> Option<SnapshotInfo> {
 
 /// Reads and verifies the file at `path`, passing each entry to `visit` in order: see
 /// [`super::SnapshotDir::read`] (the errors are documented there).
-pub(super) fn read<E: std::fmt::Display>(
+pub(super) fn read<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     fs: &dyn Storage,
     path: &Path,
     mut visit: impl FnMut(SnapshotItem<'_>) -> Result<(), E>,
@@ -128,7 +128,7 @@ pub(super) fn read<E: std::fmt::Display>(
             visit(entry).map_err(|e| SnapshotError::Rebuild {
                 file: path.to_path_buf(),
                 id,
-                message: e.to_string(),
+                source: e.into(),
             })?;
         }
         chunks += 1;

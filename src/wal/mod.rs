@@ -203,12 +203,12 @@ pub enum WalError {
         last: Lsn,
     },
     /// The visitor given to [`Wal::open`] refused the record with this LSN.
-    #[error("replaying log record {lsn} failed: {message}")]
+    #[error("replaying log record {lsn} failed: {source}")]
     Replay {
         /// The record's LSN.
         lsn: Lsn,
-        /// The visitor's error, as text.
-        message: String,
+        /// The visitor's own error, kept whole (callers may downcast it).
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -264,7 +264,7 @@ impl Wal {
     ///
     /// Blocking (reads every segment, fsyncs): call it before serving, or via
     /// `tokio::task::spawn_blocking`.
-    pub fn open<E: fmt::Display>(
+    pub fn open<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
         dir: &Path,
         opts: WalOptions,
         after_lsn: Lsn,
@@ -278,7 +278,7 @@ impl Wal {
     ///
     /// # Errors
     /// As [`Wal::open`].
-    pub fn open_with<E: fmt::Display>(
+    pub fn open_with<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
         storage: Arc<dyn Storage>,
         dir: &Path,
         opts: WalOptions,

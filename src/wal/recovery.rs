@@ -35,7 +35,6 @@
 //! snapshot recovery starts from (`after_lsn`); anything else is [`WalError::Gap`].
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -97,7 +96,7 @@ pub fn scan(dir: &Path, after_lsn: Lsn) -> Result<RecoveryReport, WalError> {
 ///
 /// # Errors
 /// As [`scan`], plus [`WalError::Replay`] when `visit` fails.
-pub fn replay_read_only<E: fmt::Display>(
+pub fn replay_read_only<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     dir: &Path,
     after_lsn: Lsn,
     visit: impl FnMut(Lsn, &[u8]) -> Result<(), E>,
@@ -237,7 +236,7 @@ fn scan_segment(
 /// Validates `segments` (ordered by first LSN) as one log for a snapshot at `after_lsn`,
 /// visiting records `> after_lsn` segment by segment (each segment is validated before any of
 /// its records is visited), and cuts a torn tail when `repair` is `Cut`.
-fn recover<E: fmt::Display>(
+fn recover<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     fs: &dyn Storage,
     segments: &[SegmentFile],
     after_lsn: Lsn,
@@ -296,7 +295,7 @@ fn recover<E: fmt::Display>(
             if record.lsn > after_lsn {
                 visit(record.lsn, record.payload).map_err(|e| WalError::Replay {
                     lsn: record.lsn,
-                    message: e.to_string(),
+                    source: e.into(),
                 })?;
                 report.records_replayed += 1;
             }
@@ -371,7 +370,7 @@ pub(super) struct Recovered {
 /// and replays every segment ([`recover`], cutting a torn tail), then reopens the newest segment
 /// for appending, or creates one named after the next LSN when there is none or the log ends
 /// below `after_lsn`.
-pub(super) fn open_segments<E: fmt::Display>(
+pub(super) fn open_segments<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     fs: &dyn Storage,
     dir: &Path,
     after_lsn: Lsn,

@@ -50,7 +50,7 @@ async fn build(dir: &Path) {
             store.snapshot_blocking().unwrap();
         }
     }
-    store.wait_for_snapshot();
+    store.wait_for_maintenance();
     drop(store); // no final snapshot: the newest snapshot is followed by log
 }
 

@@ -206,7 +206,7 @@ async fn run(s: Schedule) -> bool {
             acks.extend(done.expect("task"));
         }
         // A snapshot in the background may still be writing: let it finish (or fail).
-        store.wait_for_snapshot();
+        store.wait_for_maintenance();
         crashed = Some(store);
     }
     let fired = fs.injected() > 0;
@@ -468,9 +468,8 @@ fn crash_during_erasure_and_compaction_recovers() {
                         acks.push(identity);
                     }
                 }
-                store.wait_for_compaction();
+                store.wait_for_maintenance();
                 let done = erased && store.compact_blocking().is_ok();
-                store.wait_for_snapshot();
                 (acks, erased, done, Some(store))
             });
             if fs.injected() > 0 {

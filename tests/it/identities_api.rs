@@ -366,7 +366,7 @@ async fn erasure_leaves_no_byte_of_the_values_in_the_data_directory() {
     assert_eq!(app.send(Method::DELETE, "/identities/1").await.0, 400);
 
     // The compaction that the erasure started removes every byte of the values.
-    app.store.wait_for_compaction();
+    app.store.wait_for_maintenance();
     for needle in [
         ERASED_EMAIL,
         ERASED_EMAIL_2,
@@ -387,7 +387,7 @@ async fn erasure_leaves_no_byte_of_the_values_in_the_data_directory() {
     identify(&app, Some(ERASED_EMAIL), None).await; // 5
     let (status, _, body) = app.send(Method::DELETE, "/identities/5?erase=true").await;
     assert_eq!(status, 200, "{body}");
-    app.store.wait_for_compaction();
+    app.store.wait_for_maintenance();
     let (status, _, report) = app.send(Method::POST, "/admin/compact").await;
     assert_eq!(status, 200, "{report}");
     assert!(report["lsn"].as_u64().unwrap() >= 7, "{report}");

@@ -550,8 +550,8 @@ fn visitor_errors_name_the_record() {
         if lsn == 2 { Err("bad event") } else { Ok(()) }
     });
     match result {
-        Err(WalError::Replay { lsn, message }) => {
-            assert_eq!((lsn, message.as_str()), (2, "bad event"))
+        Err(WalError::Replay { lsn, source }) => {
+            assert_eq!((lsn, source.to_string().as_str()), (2, "bad event"))
         }
         other => panic!("expected Replay, got {:?}", other.map(|(_, r)| r)),
     }

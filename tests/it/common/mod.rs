@@ -132,8 +132,7 @@ impl TestApp {
         self.stop_server().await;
         // A background snapshot or compaction holds the store (and so the directory lock)
         // until it ends.
-        self.store.wait_for_compaction();
-        self.store.wait_for_snapshot();
+        self.store.wait_for_maintenance();
     }
 
     async fn stop_server(&mut self) {

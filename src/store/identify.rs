@@ -1,0 +1,141 @@
+//! `POST /identify` on the store (docs/behaviour.md §3): pure reads under the shared lock,
+//! writes under the exclusive lock, every answer only once the state it reveals is durable.
+//!
+//! A request is first decided under the shared lock. One that writes nothing is answered from
+//! there and never takes the write lock (§3: a pure read must not take the write path's cost).
+//! One with events retakes the lock for writing and plans again if anything was applied in
+//! between, which is also why sixteen identical new requests create one row.
+//!
+//! A pure read waits only for its own identity's last change, not for every write in flight:
+//! [`State::changed`] remembers, per identity recently changed, the LSN of that change.
+
+use crate::contact::Timestamp;
+use crate::event::Event;
+use crate::graph::{ApplyError, Decision, IdentifyRequest, Identity, IdentityKey};
+use crate::wal::{Lsn, Wal};
+
+use super::{Outcome, State, Store, StoreError};
+
+/// Prune [`State::changed`] of durable entries when it holds more than this many.
+const CHANGED_PRUNE_AT: usize = 1 << 16;
+
+impl Store {
+    /// Answers `/identify` (docs/behaviour.md §3): the consolidated identity and what the
+    /// request did. The identity is copied out under the lock it was read under and rendered by
+    /// the caller after the lock is released.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the log has failed (before or while waiting);
+    /// [`StoreError::Apply`] when the graph is full.
+    pub async fn identify(
+        &self,
+        request: &IdentifyRequest,
+    ) -> Result<(Identity, Outcome), StoreError> {
+        /// What the shared lock's decision leaves once the lock is released.
+        enum Decided {
+            Read { answer: Identity, changed_at: Lsn },
+            Write { events: Vec<Event>, planned_at: Lsn },
+        }
+        let decided = {
+            let state = self.state.read();
+            if state.lsn == Lsn::MAX {
+                return Err(StoreError::Unavailable);
+            }
+            // The clock is read only if the request writes (a pure read stamps nothing).
+            match state.graph.decide(request, Timestamp::now) {
+                Decision::Read(key, identity) => Decided::Read {
+                    answer: identity.to_identity(),
+                    // Everything a pure read reveals was last changed at `changed_at` (older
+                    // changes to the identity are durable or have smaller LSNs).
+                    changed_at: changed_at(&self.wal, &state, key),
+                },
+                Decision::Write(events) => Decided::Write {
+                    events,
+                    planned_at: state.lsn,
+                },
+            }
+        };
+        let (planned, planned_at) = match decided {
+            Decided::Read { answer, changed_at } => {
+                self.durable(changed_at).await?;
+                return Ok((answer, Outcome::PureRead));
+            }
+            Decided::Write { events, planned_at } => (events, planned_at),
+        };
+        if self.wal.is_failed() {
+            return Err(StoreError::Unavailable);
+        }
+        let (identity, outcome, lsn, applied) = {
+            let mut state = self.state.write();
+            // The plan made under the shared lock holds if no event was applied since (every
+            // change of the graph is an event with the next LSN, and `plan` depends only on the
+            // graph, the request and the time it read); otherwise plan again under the write
+            // lock, at the time of this second plan (the graph's clock never goes back).
+            let events = if state.lsn == planned_at {
+                planned
+            } else {
+                state.graph.plan(request, Timestamp::now())
+            };
+            let mut outcome = Outcome::PureRead;
+            for event in &events {
+                self.apply_and_log(&mut state, event)?;
+                outcome = outcome_of(event).unwrap_or(outcome);
+            }
+            let (key, identity) = state
+                .graph
+                .answer_after(request, &events)
+                .map(|(key, identity)| (key, identity.to_identity()))
+                .ok_or(ApplyError::Full)?;
+            if !events.is_empty() {
+                mark_changed(&self.wal, &mut state, key);
+            }
+            (identity, outcome, state.lsn, events.len() as u64)
+        };
+        if applied > 0 {
+            self.note_applied(applied);
+        }
+        self.durable(lsn).await?;
+        Ok((identity, outcome))
+    }
+}
+
+/// What an event planned by `/identify` says the request did; `None` for events `plan` never
+/// produces.
+fn outcome_of(event: &Event) -> Option<Outcome> {
+    match event {
+        Event::ContactInserted(c) if c.link.is_none() => Some(Outcome::NewPrimary),
+        Event::ContactInserted(_) => Some(Outcome::NewSecondary),
+        Event::IdentitiesMerged { .. } | Event::IdentitiesLinked { .. } => Some(Outcome::Merge),
+        Event::MergeRefused(refusal) => {
+            tracing::warn!(
+                primary = refusal.primary,
+                other = ?refusal.other,
+                limit = refusal.limit,
+                "identity size cap refused a merge or new secondary"
+            );
+            Some(Outcome::Refused)
+        }
+        Event::ContactDeleted { .. } | Event::IdentityErased { .. } => None,
+    }
+}
+
+/// The LSN a read of the identity `key` must wait for: its last change ([`mark_changed`]), or
+/// 0 when it has none pending. When every applied event is durable (the usual case on a
+/// read-mostly load) nothing is looked up.
+pub(super) fn changed_at(wal: &Wal, state: &State, key: IdentityKey) -> Lsn {
+    if wal.durable_lsn() >= state.lsn {
+        return 0;
+    }
+    state.changed.get(&key).copied().unwrap_or(0)
+}
+
+/// Remembers that the identity `key` was last changed at the state's LSN (pure reads of it wait
+/// for that LSN), pruning entries already durable now and then.
+pub(super) fn mark_changed(wal: &Wal, state: &mut State, key: IdentityKey) {
+    if state.changed.len() >= CHANGED_PRUNE_AT {
+        let durable = wal.durable_lsn();
+        state.changed.retain(|_, lsn| *lsn > durable);
+    }
+    let lsn = state.lsn;
+    state.changed.insert(key, lsn);
+}

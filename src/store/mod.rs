@@ -1,0 +1,417 @@
+//! The Store: the identity graph in memory, the write-ahead log and snapshots on disk, and the
+//! concurrency rules between them (docs/behaviour.md §3, §8; docs/design.md).
+//!
+//! - **Writers are serialized** by the graph's write lock. A write plans, applies and appends
+//!   its events to the log while holding it, so log order is apply order.
+//! - **Pure reads run in parallel** under the shared lock ([`identify`](Store::identify)).
+//! - **No answer before durability.** Every answer waits until the log is durable up to the
+//!   last LSN applied when it read the state (its own write or anything it saw), so no answer
+//!   reveals state a crash could take back. Locks are never held across that wait, and answers
+//!   are copied out under the lock and rendered after it is released.
+//! - **Maintenance** (snapshots, compaction) runs on one background thread fed by a channel
+//!   (`maintenance.rs`); a snapshot holds the locks only in short chunks (`snapshots.rs`).
+//!
+//! # Data directory
+//! ```text
+//! DIR/LOCK                     exclusive lock of the serving process
+//! DIR/wal/{first_lsn}.wal      log segments
+//! DIR/snapshots/{lsn}.snap     the two newest snapshots
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::event::Event;
+use crate::graph::{ApplyError, GraphOptions, IdentityGraph, IdentityKey};
+use crate::snapshot::{SnapshotDir, SnapshotError, WritePace};
+use crate::storage::{RealFs, Storage};
+use crate::wal::{FsyncMode, Lsn, Wal, WalError, WalOptions};
+
+mod deletion;
+mod identify;
+mod maintenance;
+mod reads;
+mod recovery;
+mod snapshots;
+
+pub use deletion::{Deletion, Erasure};
+pub use recovery::{Inspection, Recovery, ReplayError, inspect};
+pub use snapshots::Compaction;
+
+use maintenance::Maintenance;
+use recovery::{Loaded, apply_record, load_snapshot, set_aside};
+
+/// How many snapshots are kept. The log is kept from the oldest of them on, so a damaged
+/// newest snapshot can fall back to the older one plus the log.
+pub const SNAPSHOTS_KEPT: usize = 2;
+
+/// Default `--snapshot-write-rate`, in MiB/s: 0, unpaced. Pacing spreads a snapshot's writes
+/// (fewer slow log fsyncs while it runs) but did not lower the requests' p99 when measured, and
+/// it keeps each capture, with its copy-on-write pre-images, open longer.
+pub const DEFAULT_SNAPSHOT_WRITE_MIB_S: u64 = 0;
+
+/// Recovery logs a `recovery progress` line (info) every this many events replayed.
+pub const REPLAY_PROGRESS_EVERY: u64 = 1_000_000;
+
+/// Settings of a [`Store`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// When an acknowledged write is on disk (docs/behaviour.md §7, §8 `--fsync`).
+    pub fsync: FsyncMode,
+    /// Take a snapshot after this many events since the last one (0 = only on shutdown).
+    pub snapshot_every: u64,
+    /// How fast a background snapshot may write (`--snapshot-write-rate`); the snapshot at
+    /// shutdown is never paced.
+    pub snapshot_pace: WritePace,
+    /// Log segment size at which a new segment is started, in bytes.
+    pub segment_bytes: u64,
+    /// Group-commit delay of the log ([`WalOptions::commit_delay`]).
+    pub commit_delay: std::time::Duration,
+    /// Over-merge guards (blocked values, identity size cap) (docs/behaviour.md §3.6).
+    pub graph: GraphOptions,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            fsync: FsyncMode::Batch,
+            snapshot_every: 1_000_000,
+            snapshot_pace: WritePace::mib_per_second(DEFAULT_SNAPSHOT_WRITE_MIB_S),
+            segment_bytes: WalOptions::default().segment_bytes,
+            commit_delay: WalOptions::default().commit_delay,
+            graph: GraphOptions::default(),
+        }
+    }
+}
+
+/// Why the store cannot serve a request or open its data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The log can no longer acknowledge writes (a write or fsync failed); docs/behaviour.md §6.9 `503`.
+    #[error("the write-ahead log has failed; no further writes can be acknowledged")]
+    Unavailable,
+    /// The log failed to open or recover.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// A snapshot failed to read or write.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The graph cannot take another contact.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// Snapshots exist but none verifies (each error named, newest first).
+    #[error("no snapshot can be loaded: {0}")]
+    NoUsableSnapshot(String),
+    /// Another process holds the data directory.
+    #[error("data directory {} is in use by another process", .0.display())]
+    Locked(PathBuf),
+    /// An I/O error outside the log and snapshots (creating the directory, the lock file).
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// What an `/identify` request did, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing matched: a new primary was recorded (docs/behaviour.md §3.2).
+    NewPrimary,
+    /// New information for a known identity: a new secondary (§3.4).
+    NewSecondary,
+    /// Two identities were merged (§3.3).
+    Merge,
+    /// Nothing was written.
+    PureRead,
+    /// The identity size cap refused a merge or new secondary; the refusal was logged and the
+    /// request answered from the identity of its email (docs/behaviour.md §3.6).
+    Refused,
+}
+
+impl Outcome {
+    /// Every outcome, in declaration order.
+    pub const ALL: [Outcome; 5] = [
+        Outcome::NewPrimary,
+        Outcome::NewSecondary,
+        Outcome::Merge,
+        Outcome::PureRead,
+        Outcome::Refused,
+    ];
+
+    /// `new-primary`, `new-secondary`, `merge`, `read` or `refused`: the value of the
+    /// `x-idrecon-outcome` response header ([`crate::http::OUTCOME_HEADER`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::NewPrimary => "new-primary",
+            Outcome::NewSecondary => "new-secondary",
+            Outcome::Merge => "merge",
+            Outcome::PureRead => "read",
+            Outcome::Refused => "refused",
+        }
+    }
+
+    /// The `outcome` label of `idrecon_identify_outcomes_total`: `new_primary`,
+    /// `new_secondary`, `merge`, `pure_read` or `merge_refused`.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Outcome::NewPrimary => "new_primary",
+            Outcome::NewSecondary => "new_secondary",
+            Outcome::Merge => "merge",
+            Outcome::PureRead => "pure_read",
+            Outcome::Refused => "merge_refused",
+        }
+    }
+}
+
+/// The graph and how far the log has it.
+struct State {
+    graph: IdentityGraph,
+    /// LSN of the last event applied to `graph`; `Lsn::MAX` once the log refused an event
+    /// that memory already holds (nothing may be answered after that).
+    lsn: Lsn,
+    /// LSN of the last event that changed each identity, for identities changed recently (a
+    /// pure read waits only for its own identity's changes, not for every write in flight).
+    /// Keys of identities merged away are never looked up again; entries already durable are
+    /// pruned.
+    changed: hashbrown::HashMap<IdentityKey, Lsn>,
+}
+
+/// The durable identity store. Shared as `Arc<Store>` by the HTTP handlers.
+pub struct Store {
+    state: RwLock<State>,
+    wal: Wal,
+    dir: PathBuf,
+    options: StoreOptions,
+    /// Events applied since the last snapshot started.
+    since_snapshot: AtomicU64,
+    /// Set while a snapshot is queued on the maintenance task, so at most one is.
+    snapshot_queued: AtomicBool,
+    /// Serializes snapshots and compactions (maintenance task, explicit, shutdown) and
+    /// remembers the LSN of the newest good snapshot (`None` before the first).
+    snapshot_lock: Mutex<Option<Lsn>>,
+    /// Set by [`Store::close`]: a snapshot in progress stops pacing its writes, so a clean
+    /// stop waits for the device, not for `--snapshot-write-rate`.
+    closing: AtomicBool,
+    /// The background thread that writes snapshots and runs compactions.
+    maintenance: Maintenance,
+    /// `DIR/snapshots`, on the storage the log also uses (the real file system, or a test's
+    /// `FaultFs`).
+    snapshots: SnapshotDir,
+    /// Held for the store's lifetime: an exclusive lock on `DIR/LOCK`.
+    _lock: Box<dyn Send + Sync>,
+}
+
+impl Store {
+    /// Opens the data directory `dir` (creating it if missing): takes its lock, loads the
+    /// newest valid snapshot, replays the log after it (cutting a torn tail with a warning),
+    /// starts the log writer and the maintenance task (docs/behaviour.md §8).
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] if another process serves `dir`; [`StoreError::Wal`] or
+    /// [`StoreError::Snapshot`] naming file and offset for corruption (a record that verifies
+    /// but does not replay is [`WalError::Replay`] with a [`ReplayError`] source);
+    /// [`StoreError::Io`] when the directory cannot be created or locked.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<(Arc<Store>, Recovery), StoreError> {
+        Store::open_with(dir, options, Arc::new(RealFs))
+    }
+
+    /// [`Store::open`] on the given [`Storage`]: the lock, the log and the snapshots all go
+    /// through `storage` (tests pass the test-only `storage::FaultFs`; `open` passes
+    /// [`RealFs`]).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with(
+        dir: &Path,
+        options: StoreOptions,
+        storage: Arc<dyn Storage>,
+    ) -> Result<(Arc<Store>, Recovery), StoreError> {
+        let fs = &*storage;
+        crate::storage::create_dir_durably(fs, dir).map_err(|e| StoreError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
+        let lock_path = dir.join("LOCK");
+        let lock = fs.lock(&lock_path).map_err(|source| StoreError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+        let Some(lock) = lock else {
+            return Err(StoreError::Locked(dir.to_path_buf()));
+        };
+        let started = Instant::now();
+        let snapshots = SnapshotDir::new(Arc::clone(&storage), dir.join("snapshots"));
+        let Loaded {
+            mut graph,
+            lsn: snapshot_lsn,
+            path: snapshot_path,
+            contacts: snapshot_contacts,
+            skipped,
+            skipped_paths,
+        } = load_snapshot(&snapshots, &options.graph)?;
+        if let Some(path) = &snapshot_path {
+            tracing::info!(
+                path = %path.display(),
+                lsn = snapshot_lsn,
+                contacts = snapshot_contacts,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "snapshot loaded; replaying the log"
+            );
+        }
+        let wal_options = WalOptions {
+            fsync: options.fsync,
+            segment_bytes: options.segment_bytes,
+            commit_delay: options.commit_delay,
+        };
+        let replay_started = Instant::now();
+        let mut replayed: u64 = 0;
+        let (wal, report) = Wal::open_with(
+            Arc::clone(&storage),
+            &dir.join("wal"),
+            wal_options,
+            snapshot_lsn,
+            |lsn, payload| {
+                apply_record(&mut graph, payload)?;
+                replayed += 1;
+                if replayed.is_multiple_of(REPLAY_PROGRESS_EVERY) {
+                    tracing::info!(
+                        events_replayed = replayed,
+                        lsn,
+                        elapsed_ms = replay_started.elapsed().as_millis() as u64,
+                        "recovery progress"
+                    );
+                }
+                Ok::<(), ReplayError>(())
+            },
+        )?;
+        let indexed = Instant::now();
+        graph.finish_bulk_load();
+        tracing::info!(
+            elapsed_ms = indexed.elapsed().as_millis() as u64,
+            "email and phone indexes built"
+        );
+        debug_assert_eq!(graph.check_invariants(), Ok(()));
+        // Recovery succeeded from an older snapshot: set the damaged newer ones aside.
+        set_aside(&snapshots, &skipped_paths)?;
+        let lsn = report.last_lsn.max(snapshot_lsn);
+        let store = Arc::new_cyclic(|weak| Store {
+            state: RwLock::new(State {
+                graph,
+                lsn,
+                changed: hashbrown::HashMap::new(),
+            }),
+            wal,
+            dir: dir.to_path_buf(),
+            since_snapshot: AtomicU64::new(report.records_replayed),
+            snapshot_queued: AtomicBool::new(false),
+            snapshot_lock: Mutex::new(snapshot_path.as_ref().map(|_| snapshot_lsn)),
+            closing: AtomicBool::new(false),
+            maintenance: Maintenance::start(weak.clone()),
+            options,
+            snapshots,
+            _lock: lock,
+        });
+        let recovery = Recovery {
+            snapshot: snapshot_path,
+            snapshot_contacts,
+            wal: report,
+            skipped_snapshots: skipped,
+        };
+        Ok((store, recovery))
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// False once the log has failed: nothing more can be acknowledged (docs/behaviour.md
+    /// §6.9).
+    pub fn healthy(&self) -> bool {
+        !self.wal.is_failed()
+    }
+
+    /// Waits until the log is durable up to `lsn`.
+    async fn durable(&self, lsn: Lsn) -> Result<(), StoreError> {
+        self.wal
+            .durable(lsn)
+            .await
+            .map_err(|_| StoreError::Unavailable)
+    }
+
+    /// Applies `event` to the graph and appends it to the log, under the write lock held by the
+    /// caller. The event is encoded first, so an encoding failure changes nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Apply`] when the event does not apply (nothing changed);
+    /// [`StoreError::Unavailable`] when the log refuses the record: memory is then ahead of the
+    /// log for good, so the state's LSN is poisoned (`Lsn::MAX`): every answer waits for
+    /// durability up to it and that wait always fails, so this state is never revealed (nor
+    /// snapshotted) until a restart recovers from disk.
+    fn apply_and_log(&self, state: &mut State, event: &Event) -> Result<Lsn, StoreError> {
+        let bytes = event.encode().map_err(|_| StoreError::Unavailable)?;
+        state.graph.apply(event)?;
+        match self.wal.append(&bytes) {
+            Ok(lsn) => {
+                state.lsn = lsn;
+                Ok(lsn)
+            }
+            Err(_) => {
+                state.lsn = Lsn::MAX;
+                Err(StoreError::Unavailable)
+            }
+        }
+    }
+
+    /// Counts `applied` events towards the next snapshot and queues one on the maintenance
+    /// task once `--snapshot-every` is reached (unless one is queued already).
+    fn note_applied(&self, applied: u64) {
+        let every = self.options.snapshot_every;
+        let since = self.since_snapshot.fetch_add(applied, Ordering::Relaxed) + applied;
+        if every != 0 && since >= every && !self.snapshot_queued.swap(true, Ordering::AcqRel) {
+            self.maintenance.snapshot();
+        }
+    }
+
+    /// Runs `f` on the graph under the shared lock (for tests, export and statistics). The
+    /// state seen may not be durable yet.
+    pub fn with_graph<T>(&self, f: impl FnOnce(&IdentityGraph) -> T) -> T {
+        f(&self.state.read().graph)
+    }
+
+    /// LSN of the last event applied.
+    pub fn lsn(&self) -> Lsn {
+        self.state.read().lsn
+    }
+
+    /// Blocks until every snapshot and compaction queued on the maintenance task before the
+    /// call has finished (tests, tools). Returns at once after [`Store::close`].
+    pub fn wait_for_maintenance(&self) {
+        self.maintenance.wait();
+    }
+
+    /// Clean shutdown: finishes the queued maintenance (a pending compaction runs), writes a
+    /// final snapshot (so the next start replays nothing), then flushes and closes the log.
+    /// Safe to call more than once.
+    ///
+    /// # Errors
+    /// As [`Store::snapshot_blocking`] and [`Wal::close`].
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.closing.store(true, Ordering::Relaxed);
+        self.maintenance.stop();
+        let snapshot = if self.wal.is_failed() {
+            Ok(None)
+        } else {
+            self.snapshot_blocking()
+        };
+        self.wal.close()?;
+        snapshot.map(|_| ())
+    }
+}
