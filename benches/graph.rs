@@ -1,9 +1,9 @@
-//! Criterion benchmarks of the identity graph on 1 000 000 contacts (the design card's "merge
-//! latency" benchmarks): merging two identities (union plus metadata), a pure-read
-//! `/identify` (normalize, plan, build the answer), and planning a brand-new contact.
+//! Criterion benchmarks of the identity graph on 1 000 000 contacts: merging two identities
+//! (union plus metadata), `find` of a random contact, a pure-read `/identify` (normalize, plan,
+//! build the answer), and planning a brand-new contact.
 //!
-//! Run: `cargo bench --bench graph`. Figures belong in a table against a baseline measured in
-//! the same run (see README "Performance").
+//! Run: `cargo bench --bench graph`. Each figure is compared with a baseline measured in the
+//! same run (a hash-map lookup), because absolute times move with the machine's load.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -115,8 +115,9 @@ fn benches(c: &mut Criterion) {
         });
     });
 
-    // What `POST /identify` does for a returning customer below HTTP: the answer is serialized
-    // from the identity read in place (`Store::identify_with`), not built as a value first.
+    // A returning customer below HTTP: the pure read and its JSON answer, serialized by
+    // `IdentifyAnswer` straight from the identity read in place (`Store::identify` copies the
+    // identity out under the lock and renders it after releasing the lock).
     c.bench_function(
         "pure-read identify incl. parsing and JSON answer (1M contacts)",
         |b| {

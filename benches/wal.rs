@@ -29,7 +29,7 @@ use metrics::{Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Re
 use metrics::{SharedString, Unit};
 use parking_lot::Mutex;
 
-/// Concurrent writer threads, as in issue 3 ("under 32 concurrent writers").
+/// Concurrent writer threads: the load the group-commit throughput is reported at.
 const WRITERS: usize = 32;
 
 /// Every value recorded into `idrecon_wal_batch_records`, in order.

@@ -6,16 +6,15 @@
 //! `parse_identify_body`), then answers a fixed consolidated identity.
 //!
 //! With `--durable DATA_DIR [WRITE_PERCENT]` it is the **durability floor** instead: the same
-//! server plus the least a durable write can cost, which splits the ratio of a workload with
-//! writes into what durability takes on one shared core and what the identity graph and the
-//! service's features take (issue 3, BENCHMARKS.md "eleventh pass"). A share of the requests
-//! (`WRITE_PERCENT`, default 30: `checkout-mix`'s 20 % new customers, 8 % new details and 2 %
-//! links) is treated as a write: the body is appended to idrecon's own write-ahead log
-//! (`idrecon::wal::Wal` with its default options: the group commit, commit delay and
-//! `fdatasync` of `idrecon serve --fsync batch`) and the answer waits until that record is
-//! durable. Which requests write is decided by a hash of the body, so the same requests write
-//! in every run. The log goes to `DATA_DIR/wal` and starts empty: a previous run's log there is
-//! removed, and any other file in `DATA_DIR` is refused.
+//! server plus the least a durable write can cost, which splits the ratio of a workload with writes
+//! into what durability takes on one shared core and what the identity graph and the service's
+//! features take. A share of the requests (`WRITE_PERCENT`, default 30: `checkout-mix`'s 20 % new
+//! customers, 8 % new details and 2 % links) is treated as a write: the body is appended to
+//! idrecon's own write-ahead log (`idrecon::wal::Wal` with its default options: the group commit,
+//! commit delay and `fdatasync` of `idrecon serve --fsync batch`) and the answer waits until that
+//! record is durable. Which requests write is decided by a hash of the body, so the same requests
+//! write in every run. The log goes to `DATA_DIR/wal` and starts empty: a previous run's log there
+//! is removed, and any other file in `DATA_DIR` is refused.
 //!
 //! Run: `cargo run --release --example ceiling -- 127.0.0.1:3001 [--durable DATA_DIR [PERCENT]]`
 

@@ -1,6 +1,5 @@
 //! What one group commit's `fdatasync` costs on the data directory's file system, and whether it
-//! writes the inode too (issue 3, BENCHMARKS.md "eleventh pass"; docs/OPERATIONS.md "File
-//! system").
+//! writes the inode too (docs/OPERATIONS.md, "The data directory's file system").
 //!
 //! It does what the log writer does for each batch (`src/wal/writer.rs`): a positioned write of a
 //! batch-sized record block over zeros written and fsynced ahead, then `fdatasync`. Between
@@ -10,7 +9,7 @@
 //! changes `mtime`, and a file system that writes the inode for that (ext4 without a journal
 //! does, since the stable fix "ext4: ... force writeout of inode table buffer" of 2026-02) adds
 //! a device request to every commit. The device's request counter
-//! (`/sys/block/DEVICE/stat`, writes completed; on this virtio disk a cache flush counts as one)
+//! (`/sys/block/DEVICE/stat`, writes completed; on a virtio disk a cache flush counts as one)
 //! tells the requests per commit.
 //!
 //! ```text

@@ -1,4 +1,5 @@
-//! Helpers of `benches/growth.sh` (issue 3, "Growth"): a benchmark program, not a test.
+//! Helpers of `benches/growth.sh`, which measures how memory, start-up, replay and read latency
+//! change from 10 k to 10 M contacts: a benchmark program, not a test.
 //!
 //! ```text
 //! growth read-latency PRELOAD.csv REQUESTS.jsonl [PASSES]

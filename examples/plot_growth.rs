@@ -1,8 +1,8 @@
 //! Draws `docs/growth.svg` from `docs/growth.csv` (written by `benches/growth.sh`): pure-read
-//! identify latency (ns) and resident memory per contact (bytes, net of the empty service's
-//! VmRSS, so the fixed ~10 MB does not swamp the small sizes) against the number of
-//! contacts, on a log-scale x axis, with issue 3's limits as dashed lines (1.5 × the latency at
-//! the smallest N; 150 B/contact).
+//! identify latency (ns) and resident memory per contact (bytes, net of the empty service's VmRSS,
+//! so the fixed ~10 MB does not swamp the small sizes) against the number of contacts, on a
+//! log-scale x axis, with the targets as dashed lines (1.5 × the latency at the smallest N;
+//! 150 B/contact).
 //!
 //! Run: `cargo run --release --example plot_growth -- docs/growth.csv docs/growth.svg`
 

@@ -1,6 +1,6 @@
 //! The bodies of the fuzz targets, shared by the cargo-fuzz targets in `fuzz/fuzz_targets/`
 //! (`#[path = "../fuzz_bodies.rs"] mod fuzz_bodies;`) and by the main crate's
-//! `tests/fuzz_smoke.rs` (`#[path = "../fuzz/fuzz_bodies.rs"]`), so CI checks exactly the
+//! `tests/it/fuzz_smoke.rs` (`#[path = "../../fuzz/fuzz_bodies.rs"]`), so CI checks exactly the
 //! properties the fuzzers check.
 //!
 //! Every body takes arbitrary bytes, must never panic, and asserts the properties that must hold
@@ -66,7 +66,7 @@ impl Drop for Scratch {
 // Shared checks
 // ---------------------------------------------------------------------------------------------
 
-/// SPEC.md §4 for a normalized email.
+/// docs/behaviour.md §4 for a normalized email.
 pub fn check_email(email: &Email) {
     let e = email.as_str();
     assert!(!e.is_empty(), "empty email");
@@ -87,7 +87,7 @@ pub fn check_email(email: &Email) {
     assert_eq!(Email::parse(e).unwrap().as_ref(), Some(email));
 }
 
-/// SPEC.md §4 for a normalized phone number.
+/// docs/behaviour.md §4 for a normalized phone number.
 pub fn check_phone(phone: &Phone) {
     let p = phone.as_str();
     assert!(!p.is_empty(), "empty phone");
@@ -392,7 +392,7 @@ fn decode_contact(rest: &mut &[u8]) -> Option<NewContact> {
 
 /// Target (c): request parsing and normalization.
 ///
-/// Properties: never panics; Ok has an email or a phone, each normalized per SPEC.md §4
+/// Properties: never panics; Ok has an email or a phone, each normalized per docs/behaviour.md §4
 /// (email trimmed, lowercase, exactly one '@' with non-empty sides, no white space, at most
 /// 254 bytes; phone trimmed, 1–32 allowed characters), and re-sending the normalized values
 /// parses to the same request; an error has one of the documented codes and a `field` that

@@ -1,4 +1,4 @@
-//! The Contact row and its value types (SPEC.md §2 and §4).
+//! The Contact row and its value types (docs/behaviour.md §2 and §4).
 //!
 //! Every value that enters the service passes through a `parse` constructor here, so an
 //! un-normalized email, an invalid phone number or an out-of-range timestamp cannot exist past
@@ -12,10 +12,10 @@ use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 /// A contact's id: positive, assigned 1, 2, 3, … in insertion order and never reused
-/// (SPEC.md §2). Imported rows keep their ids, so ids may be sparse.
+/// (docs/behaviour.md §2). Imported rows keep their ids, so ids may be sparse.
 pub type ContactId = u64;
 
-/// A point in time as milliseconds since the Unix epoch, UTC (SPEC.md §2).
+/// A point in time as milliseconds since the Unix epoch, UTC (docs/behaviour.md §2).
 ///
 /// Serialized in JSON as RFC 3339 with millisecond precision and a `Z` suffix
 /// (`2023-04-01T00:00:00.374Z`); inside the log and snapshots as the raw `i64`.
@@ -26,8 +26,7 @@ impl Timestamp {
     /// The current wall-clock time, truncated to milliseconds (towards the past, as chrono's
     /// `timestamp_millis` does, for a clock set before 1970 too). Read from [`SystemTime`]
     /// directly: chrono's `Utc::now` builds a calendar date that `timestamp_millis` takes apart
-    /// again, about 100 instructions of every `/identify` (issue 3, BENCHMARKS.md sixteenth
-    /// pass).
+    /// again, about 100 instructions of every `/identify` spent on nothing.
     pub fn now() -> Timestamp {
         Timestamp::since_epoch(SystemTime::now().duration_since(UNIX_EPOCH))
     }
@@ -53,8 +52,8 @@ impl Timestamp {
     }
 
     /// Parses RFC 3339 (`2023-04-01T00:00:00.374Z`, any offset) or PostgreSQL's text form
-    /// (`2023-04-01 00:00:00.374+00`, `…+05:30`, or without offset meaning UTC), as SPEC.md §7
-    /// requires of imports. Sub-millisecond digits are truncated.
+    /// (`2023-04-01 00:00:00.374+00`, `…+05:30`, or without offset meaning UTC), as
+    /// docs/behaviour.md §7 requires of imports. Sub-millisecond digits are truncated.
     ///
     /// # Errors
     /// [`ValidationError`] with code `invalid_timestamp` when the text is neither form or is
@@ -114,8 +113,8 @@ impl<'de> Deserialize<'de> for Timestamp {
 }
 
 /// A validation failure of one input value, rendered by the HTTP layer as
-/// `{"error": {"code", "message", "field"}}` (SPEC.md §4). The message never echoes parser
-/// internals.
+/// `{"error": {"code", "message", "field"}}` (docs/behaviour.md §4). The message never echoes
+/// parser internals.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ValidationError {
@@ -146,13 +145,14 @@ fn truncate_for_message(text: &str) -> String {
     text.chars().take(40).collect()
 }
 
-/// The longest email accepted, in bytes of UTF-8 (SPEC.md §4, after RFC 5321's path limit).
+/// The longest email accepted, in bytes of UTF-8 (docs/behaviour.md §4, after RFC 5321's path
+/// limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
-/// The longest phone number accepted, in characters (SPEC.md §4).
+/// The longest phone number accepted, in characters (docs/behaviour.md §4).
 pub const MAX_PHONE_CHARS: usize = 32;
 
-/// A normalized, valid email address (SPEC.md §4): trimmed, Unicode-lowercased, exactly one `@`
-/// with a non-empty part on each side, no white space or control characters, at most
+/// A normalized, valid email address (docs/behaviour.md §4): trimmed, Unicode-lowercased, exactly
+/// one `@` with a non-empty part on each side, no white space or control characters, at most
 /// [`MAX_EMAIL_BYTES`] bytes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -160,10 +160,11 @@ pub struct Email(Box<str>);
 
 impl Email {
     /// Normalizes and validates `raw`. Returns `Ok(None)` when it is empty after trimming
-    /// (SPEC.md §4: empty → absent).
+    /// (docs/behaviour.md §4: empty → absent).
     ///
     /// # Errors
-    /// `invalid_email` (field `email`) when the normalized text breaks a rule of SPEC.md §4.
+    /// `invalid_email` (field `email`) when the normalized text breaks a rule of
+    /// docs/behaviour.md §4.
     pub fn parse(raw: &str) -> Result<Option<Email>, ValidationError> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
@@ -175,12 +176,11 @@ impl Email {
         Email::parse_general(trimmed)
     }
 
-    /// [`Email::parse_general`] for trimmed ASCII text of at most [`MAX_EMAIL_BYTES`] bytes,
-    /// the usual case, in two tight passes instead of six (issue 3: about 400 of the ~900
-    /// instructions a pure-read `/identify` spent here; BENCHMARKS.md fifteenth pass). ASCII
-    /// lowercasing keeps every length and position, so the rules are checked on the text as
-    /// given, in the same order and with the same messages as the general path (a property
-    /// test below compares the two).
+    /// [`Email::parse_general`] for trimmed ASCII text of at most [`MAX_EMAIL_BYTES`] bytes, the
+    /// usual case, in two tight passes instead of six: the general path took about 400 of the ~900
+    /// instructions of a pure-read `/identify`. ASCII lowercasing keeps every length and position,
+    /// so the rules are checked on the text as given, in the same order and with the same messages
+    /// as the general path (a property test below compares the two).
     fn parse_ascii(trimmed: &str) -> Result<Option<Email>, ValidationError> {
         let bytes = trimmed.as_bytes();
         // The ASCII white space characters are the space and controls (U+0000–U+001F, U+007F).
@@ -203,7 +203,7 @@ impl Email {
         Ok(Some(Email(trimmed.to_ascii_lowercase().into_boxed_str())))
     }
 
-    /// The rules of SPEC.md §4 on any trimmed, non-empty text, Unicode included.
+    /// The rules of docs/behaviour.md §4 on any trimmed, non-empty text, Unicode included.
     fn parse_general(trimmed: &str) -> Result<Option<Email>, ValidationError> {
         let fail = |message: &str| Err(invalid_email(message));
         // Byte length is checked before lowercasing too, so a huge value is not copied.
@@ -251,8 +251,8 @@ impl Email {
         Email(text.into())
     }
 
-    /// Overwrites the text with zeros before freeing it (issue 5 erasure: an erased value must
-    /// not linger in freed heap memory).
+    /// Overwrites the text with zeros before freeing it (docs/behaviour.md §6.7: an erased
+    /// value must not linger in freed heap memory).
     pub fn wipe(self) {
         zeroize::Zeroize::zeroize(&mut *self.0.into_boxed_bytes());
     }
@@ -264,13 +264,13 @@ impl fmt::Display for Email {
     }
 }
 
-/// The `invalid_email` error (field `email`) with `message` (SPEC.md §4).
+/// The `invalid_email` error (field `email`) with `message` (docs/behaviour.md §4).
 fn invalid_email(message: &str) -> ValidationError {
     ValidationError::new("invalid_email", message, Some("email"))
 }
 
-/// A normalized, valid phone number (SPEC.md §4): trimmed, 1–[`MAX_PHONE_CHARS`] characters
-/// drawn only from ASCII digits, ASCII letters, space and `+ - ( ) .`. No canonical form
+/// A normalized, valid phone number (docs/behaviour.md §4): trimmed, 1–[`MAX_PHONE_CHARS`]
+/// characters drawn only from ASCII digits, ASCII letters, space and `+ - ( ) .`. No canonical form
 /// (E.164) is imposed by default.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -296,7 +296,7 @@ impl Phone {
         Phone::parse_general(trimmed)
     }
 
-    /// The rules of SPEC.md §4 on any trimmed, non-empty text, character by character.
+    /// The rules of docs/behaviour.md §4 on any trimmed, non-empty text, character by character.
     fn parse_general(trimmed: &str) -> Result<Option<Phone>, ValidationError> {
         if trimmed.chars().count() > MAX_PHONE_CHARS {
             return Err(ValidationError::new(
@@ -317,7 +317,7 @@ impl Phone {
     }
 
     /// A phone number given as a non-negative JSON integer: stored as its decimal digits
-    /// (SPEC.md §4: `123456` ≡ `"123456"`). Always valid (a `u64` has at most 20 digits).
+    /// (docs/behaviour.md §4: `123456` ≡ `"123456"`). Always valid (a `u64` has at most 20 digits).
     pub fn from_u64(number: u64) -> Phone {
         Phone(number.to_string().into_boxed_str())
     }
@@ -338,8 +338,8 @@ impl Phone {
     }
 }
 
-/// Whether `b` is one of the characters SPEC.md §4 allows in a phone number: an ASCII digit or
-/// letter, the space, or one of `+ - ( ) .`.
+/// Whether `b` is one of the characters docs/behaviour.md §4 allows in a phone number: an ASCII
+/// digit or letter, the space, or one of `+ - ( ) .`.
 fn is_phone_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b' ' | b'+' | b'-' | b'(' | b')' | b'.')
 }
@@ -350,7 +350,7 @@ impl fmt::Display for Phone {
     }
 }
 
-/// `linkPrecedence` of a row (SPEC.md §2).
+/// `linkPrecedence` of a row (docs/behaviour.md §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkPrecedence {
@@ -370,9 +370,9 @@ impl LinkPrecedence {
     }
 }
 
-/// One row of the `Contact` table exactly as readers see it (SPEC.md §2): the JSON shape of
-/// `GET /contacts/{id}`, of export, and of JSONL import. Field order follows the table.
-/// Every key is always present; the nullable ones are `null` when they have no value.
+/// One row of the `Contact` table exactly as readers see it (docs/behaviour.md §2): the JSON shape
+/// of `GET /contacts/{id}`, of export, and of JSONL import. Field order follows the table. Every
+/// key is always present; the nullable ones are `null` when they have no value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({
@@ -413,7 +413,7 @@ pub struct ContactRow {
 }
 
 impl ContactRow {
-    /// Age order key `(createdAt, id)` of SPEC.md §2: smaller is older.
+    /// Age order key `(createdAt, id)` of docs/behaviour.md §2: smaller is older.
     pub fn age(&self) -> (Timestamp, ContactId) {
         (self.created_at, self.id)
     }
@@ -423,8 +423,8 @@ impl ContactRow {
 mod tests {
     use super::*;
 
-    /// The clock reads like chrono's `Utc::now().timestamp_millis()`, which it replaced: between
-    /// two chrono readings, and truncated towards the past on both sides of the epoch.
+    /// The clock reads like chrono's `Utc::now().timestamp_millis()`: between two chrono readings,
+    /// and truncated towards the past on both sides of the epoch.
     #[test]
     fn now_reads_milliseconds_like_chrono() {
         let before = Utc::now().timestamp_millis();

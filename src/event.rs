@@ -1,4 +1,4 @@
-//! Events: the only way the identity graph changes (DESIGN.md "The shape").
+//! Events: the only way the identity graph changes (docs/design.md "The shape").
 //!
 //! [`crate::graph::IdentityGraph::identify`] decides what a request does and returns the events
 //! it caused; [`crate::graph::IdentityGraph::apply`] replays one. The write-ahead log stores
@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::contact::{ContactId, Email, Phone, Timestamp};
 
-/// A contact row entering the graph, from `/identify` (SPEC.md §3 steps 2 and 4), from an import
-/// (SPEC.md §7) or from a snapshot.
+/// A contact row entering the graph, from `/identify` (docs/behaviour.md §3.2 and §3.4), from an
+/// import (docs/behaviour.md §7) or from a snapshot.
 ///
 /// The graph derives `linkPrecedence` and `linkedId` itself: the primary of an identity is always
 /// its oldest live member by age order `(createdAt, id)` (or, for an identity with no live member,
@@ -36,7 +36,7 @@ pub struct NewContact {
     pub created_at: Timestamp,
     /// `updatedAt` (equal to `created_at` for rows created by `/identify`).
     pub updated_at: Timestamp,
-    /// `deletedAt`; deleted rows never match (SPEC.md §2).
+    /// `deletedAt`; deleted rows never match (docs/behaviour.md §2).
     pub deleted_at: Option<Timestamp>,
     /// An existing contact whose identity this one joins, or `None` for a new identity.
     /// `/identify` links a new secondary to the identity's primary; import and snapshots link
@@ -46,8 +46,8 @@ pub struct NewContact {
 
 /// A [`NewContact`] whose email and phone are borrowed, e.g. from the bytes of a snapshot chunk
 /// or a log record: recovery decodes rows with it and copies each value once, straight into the
-/// graph's arena, instead of allocating a `String` per value (issue 3: start-up and replay
-/// rates).
+/// graph's arena, instead of allocating and freeing a `String` per value on the start-up and
+/// replay path.
 ///
 /// Same fields, same order and therefore the same bincode encoding as [`NewContact`] (a unit
 /// test checks it): the on-disk formats do not change. Values are not re-validated (the owned
@@ -73,11 +73,11 @@ pub struct NewContactRef<'a> {
 }
 
 impl<'a> NewContactRef<'a> {
-    /// Decodes the row at the front of `bytes` (its bincode encoding with fixed-width
-    /// integers, as [`NewContact`] is written in log records and snapshots) and returns it with
-    /// the number of bytes it took. Written by hand because it runs once per row at recovery:
-    /// about three times faster than going through serde (issue 3: start-up and replay).
-    /// Accepts exactly what bincode accepts (a unit test compares them byte for byte).
+    /// Decodes the row at the front of `bytes` (its bincode encoding with fixed-width integers, as
+    /// [`NewContact`] is written in log records and snapshots) and returns it with the number of
+    /// bytes it took. Written by hand because it runs once per row at recovery, where it is about
+    /// three times faster than going through serde. Accepts exactly what bincode accepts (a unit
+    /// test compares them byte for byte).
     ///
     /// # Errors
     /// A bincode error when `bytes` is shorter than the row, an option tag is neither 0 nor
@@ -128,11 +128,11 @@ impl NewContact {
 /// One change to the identity graph. Serialized with bincode into log records.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    /// A row was recorded (SPEC.md §3 steps 2 and 4; import; snapshot load).
+    /// A row was recorded (docs/behaviour.md §3.2 and §3.4; import; snapshot load).
     ContactInserted(NewContact),
-    /// Two identities became one (SPEC.md §3 step 3): `loser`, until now a primary, becomes a
-    /// secondary of `winner`, the older primary; with `at`, the loser's `updatedAt` becomes `at`
-    /// (import joins pass `None` and keep the file's timestamps).
+    /// Two identities became one (docs/behaviour.md §3.3): `loser`, until now a primary,
+    /// becomes a secondary of `winner`, the older primary; with `at`, the loser's `updatedAt`
+    /// becomes `at` (import joins pass `None` and keep the file's timestamps).
     IdentitiesMerged {
         /// The primary that stays primary.
         winner: ContactId,
@@ -141,7 +141,7 @@ pub enum Event {
         /// The demoted row's new `updatedAt`, if it is to change.
         at: Option<Timestamp>,
     },
-    /// `DELETE /contacts/{id}` (issue 5 "Deletion"): the row gets `deletedAt = updatedAt = at`,
+    /// `DELETE /contacts/{id}` (docs/behaviour.md §6.6): the row gets `deletedAt = updatedAt = at`,
     /// stops matching, and leaves every answer. If it was its identity's primary, the oldest
     /// live member is promoted (its `updatedAt` becomes `at` too). Links stay as they were.
     ContactDeleted {
@@ -150,7 +150,7 @@ pub enum Event {
         /// `deletedAt` and `updatedAt` of the row.
         at: Timestamp,
     },
-    /// `DELETE /identities/{id}?erase=true` (issue 5 "Erasure"): every contact of the identity
+    /// `DELETE /identities/{id}?erase=true` (docs/behaviour.md §6.7): every contact of the identity
     /// containing `id` is removed, its emails and phones wiped from memory and indexes. Carries
     /// no personal data, so the log may keep it after compaction.
     IdentityErased {
@@ -159,8 +159,8 @@ pub enum Event {
         /// When.
         at: Timestamp,
     },
-    /// `/identify` merged two identities (SPEC.md §3 step 3), recorded with its cause for the
-    /// history endpoint: the same change as [`Event::IdentitiesMerged`] with `at` set.
+    /// `/identify` merged two identities (docs/behaviour.md §3.3), recorded with its cause for
+    /// the history endpoint: the same change as [`Event::IdentitiesMerged`] with `at` set.
     IdentitiesLinked {
         /// The older primary, which stays primary.
         winner: ContactId,
@@ -173,8 +173,8 @@ pub enum Event {
         /// The contact whose phone matched the request's phone.
         by_phone: ContactId,
     },
-    /// The identity size cap refused a merge or a new secondary (issue 5 "Over-merge
-    /// guards"). Changes no row or link; recorded for history only.
+    /// The identity size cap refused a merge or a new secondary (docs/behaviour.md §3.6).
+    /// Changes no row or link; recorded for history only (§6.5).
     MergeRefused(Refusal),
 }
 
@@ -214,10 +214,10 @@ impl Event {
         Event::decode_as(bytes)
     }
 
-    /// Decodes a log payload as [`Event::decode`] does, except that a
-    /// [`Event::ContactInserted`] (the most common record) borrows its values from `bytes`
-    /// (recovery: issue 3's replay rate). Accepts and rejects exactly the payloads
-    /// [`Event::decode`] does.
+    /// Decodes a log payload as [`Event::decode`] does, except that a [`Event::ContactInserted`]
+    /// (the most common record) borrows its values from `bytes` (recovery decodes one per row it
+    /// replays and copies each value once, straight into the graph's arena). Accepts and rejects
+    /// exactly the payloads [`Event::decode`] does.
     ///
     /// # Errors
     /// As [`Event::decode`].

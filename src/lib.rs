@@ -1,39 +1,53 @@
 //! idrecon: identity reconciliation for checkout events.
 //!
 //! A shop sends every checkout's email and/or phone number to `POST /identify`; idrecon links
-//! every contact detail of the same customer into one identity (oldest contact primary, the
-//! rest secondary) and answers with the consolidated identity. The behaviour contract is
-//! `SPEC.md`; the architecture (DESIGN.md):
+//! every contact detail of one customer into an identity (the oldest contact is the primary, the
+//! others are secondaries) and answers with the consolidated identity. The contacts live in
+//! memory; every change is in a checksummed write-ahead log before any answer reveals it. What
+//! the service does is in `docs/behaviour.md` (the `§N` that comments cite), the file formats in
+//! `docs/format.md`, the reasons behind the design in `docs/design.md`.
+//!
+//! Dependencies run one way, with no cycle:
 //!
 //! ```text
-//! http ──► store ──► graph           memory: union-find + email/phone indexes
-//!            │
-//!            ├────► wal               disk: checksummed records, group commit
-//!            └────► snapshot          disk: whole state at an LSN, atomic rename
+//! cli ──► http ──► store ──┬──► graph      memory: union-find forest + email/phone indexes
+//!  │                       ├──► wal        disk: checksummed records, group commit
+//!  │                       └──► snapshot   disk: the whole state at one LSN, atomic rename
+//!  └──► rows                               import planning and export of Contact rows
+//!
+//! graph, snapshot, rows ──► contact, event        wal, snapshot ──► storage
+//! metrics: metric names only, a leaf any layer may use
 //! ```
 //!
-//! Modules, one job each:
-//! - [`alloc`]: the global allocator (small blocks from mimalloc, large ones from glibc);
-//! - [`contact`]: the Contact row and its value types (`Email`, `Phone`, `Timestamp`);
-//! - [`request`]: parsing an `/identify` body;
-//! - [`phone_region`]: opt-in E.164 phone canonicalization and the [`phone_region::Normalizer`];
-//! - [`event`]: the events that change the graph (log payloads);
-//! - [`graph`]: the identity graph: `plan`, `apply`, answers;
-//! - [`wal`]: log segments, framing, group commit, recovery scan;
-//! - [`snapshot`]: snapshot files;
-//! - [`storage`]: the file-system interface under both (real, and `FaultFs` for tests);
-//! - [`store`]: graph + log + snapshots, locking and durability waits;
-//! - [`http`]: the axum API;
-//! - [`server`]: the connection loop (timeouts, graceful drain);
-//! - [`metrics`]: Prometheus metric names and the recorder behind `GET /metrics`;
-//! - [`telemetry`]: the logging flags and the `tracing` subscriber;
-//! - [`progress`]: progress bars / lines of long command-line jobs;
-//! - [`admin`]: the admin-token guard of bulk routes;
-//! - [`openapi`]: the OpenAPI 3.1 document served at `/openapi.json`;
-//! - [`rows`]: CSV / JSON Lines import and export of Contact rows;
-//! - [`feed`]: a client that replays checkout events against a running service;
-//! - [`cli`]: the command line;
-//! - [`config`]: the `--config` TOML file layered under flags and environment variables.
+//! The domain types:
+//! - [`contact`]: the Contact row and its value types (`Email`, `Phone`, `Timestamp`,
+//!   `ValidationError`);
+//! - [`phone_region`]: opt-in E.164 phone canonicalization and the [`phone_region::Normalizer`]
+//!   every outside value goes through;
+//! - [`event`]: the events that change the graph and the persisted forms of its state (log and
+//!   snapshot payloads).
+//!
+//! The core:
+//! - [`graph`]: the identity graph, pure (no I/O, no clock, no locks): `plan`/`decide` work out
+//!   what a request does, `apply` is the only code that changes state, views render answers;
+//! - [`wal`]: log segments, record framing, the group-commit writer thread, the recovery scan;
+//! - [`snapshot`]: snapshot files: format, streamed writer, verifying reader, the directory;
+//! - [`storage`]: the file-system interface under the log and snapshots (the real one, and
+//!   `FaultFs` for fault-injection tests);
+//! - [`store`]: graph + log + snapshots: locking, durability waits, recovery, and one
+//!   maintenance task for snapshots and compaction;
+//! - [`rows`]: CSV / JSON Lines reading, import planning and export of Contact rows;
+//! - [`metrics`]: the names, help texts and buckets of every metric, and the Prometheus recorder.
+//!
+//! The HTTP layer, [`http`]: the axum router and its handlers, which extract and validate input
+//! into domain types, call the store and map errors to the JSON error shape; beside it `request`
+//! (the `/identify` body parser), `server` (the connection loop with its timeouts and graceful
+//! drain), `admin` (the admin-token guard) and `openapi` (the document at `/openapi.json`).
+//!
+//! The command line, [`cli`]: the `serve`, `import`, `export`, `check` and `feed` subcommands;
+//! beside it `config` (the `--config` TOML file layered under flags and environment variables),
+//! `telemetry` (the `tracing` subscriber), `progress` (progress of long jobs), `feed` (the client
+//! that replays checkout events) and `alloc` (the global allocator the binary installs).
 #![warn(missing_docs)]
 
 pub mod admin;

@@ -1,22 +1,23 @@
-//! Opt-in phone canonicalization (`--phone-region`, SPEC.md §4: "stricter canonical forms such
-//! as E.164 are an opt-in setting, never the default").
+//! Opt-in phone canonicalization (`--phone-region`, docs/behaviour.md §4 "E.164 phone numbers
+//! (opt-in)"): a canonical form is never imposed by default.
 //!
-//! By default a phone number is only trimmed and checked against SPEC.md §4's character set and
-//! length ([`Phone::parse`]), so `+91 98765 43210` and `9876543210` are two different phones.
-//! With a [`PhoneRegion`] every phone number is first checked exactly as by default (empty →
-//! absent, at most 32 characters, the same character set) and then parsed with the
+//! By default a phone number is only trimmed and checked against docs/behaviour.md §4's character
+//! set and length ([`Phone::parse`]), so `+91 98765 43210` and `9876543210` are two different
+//! phones. With a [`PhoneRegion`] every phone number is first checked exactly as by default
+//! (empty → absent, at most 32 characters, the same character set) and then parsed with the
 //! `phonenumber` crate (a Rust port of Google's libphonenumber and its metadata), numbers without
 //! a country code being read as numbers of that region, and stored in E.164 form
 //! (`+919876543210`). A number the crate cannot parse, that is not a valid number of its
 //! country, or that carries an extension (E.164 has none, and dropping it would merge two
 //! extensions' customers) is a `400 invalid_phone_number`.
 //!
-//! The parser is guarded: its input is at most [`MAX_PHONE_CHARS`] characters (SPEC.md §4's
-//! limit, checked first) and it runs under [`std::panic::catch_unwind`], so a panic inside the
-//! crate is answered `400` like any other unparseable number and never takes the service down.
+//! The parser is guarded: its input is at most [`MAX_PHONE_CHARS`] characters (the limit of
+//! docs/behaviour.md §4, checked first) and it runs under [`std::panic::catch_unwind`], so a panic
+//! inside the crate is answered `400` like any other unparseable number and never takes the
+//! service down.
 //!
 //! [`Normalizer`] bundles the setting for every place that normalizes request or import values
-//! (`/identify` bodies, import rows, and any later lookup endpoint), so they all normalize
+//! (`/identify` bodies, import rows, the `GET /identities` lookup), so they all normalize
 //! identically.
 
 use std::fmt::{self, Write as _};
@@ -93,17 +94,17 @@ enum Rejection {
 }
 
 impl PhoneRegion {
-    /// Canonicalizes a phone number given as text (SPEC.md §4 + this module's rule).
+    /// Canonicalizes a phone number given as text (docs/behaviour.md §4 + this module's rule).
     ///
-    /// Returns `Ok(None)` when it is empty after trimming (SPEC.md §4: empty → absent), and
-    /// otherwise the number in E.164 form (`"+919876543210"` for `"098765 43210"` with region
+    /// Returns `Ok(None)` when it is empty after trimming (docs/behaviour.md §4: empty → absent),
+    /// and otherwise the number in E.164 form (`"+919876543210"` for `"098765 43210"` with region
     /// `IN`). Canonicalizing an E.164 result gives it back unchanged.
     ///
     /// # Errors
-    /// `invalid_phone_number` (field `phoneNumber`): the text breaks SPEC.md §4's default rules
-    /// (over 32 characters, a character outside the allowed set), the `phonenumber` crate
-    /// cannot parse it, it is not a valid number of its country, it has an extension, or the
-    /// parser panicked.
+    /// `invalid_phone_number` (field `phoneNumber`): the text breaks docs/behaviour.md §4's default
+    /// rules (over 32 characters, a character outside the allowed set), the `phonenumber` crate
+    /// cannot parse it, it is not a valid number of its country, it has an extension, or the parser
+    /// panicked.
     pub fn canonicalize(&self, raw: &str) -> Result<Option<Phone>, ValidationError> {
         match Phone::parse(raw)? {
             None => Ok(None),
@@ -111,7 +112,7 @@ impl PhoneRegion {
         }
     }
 
-    /// Canonicalizes a phone number given as a non-negative JSON integer (SPEC.md §4:
+    /// Canonicalizes a phone number given as a non-negative JSON integer (docs/behaviour.md §4:
     /// `9876543210` ≡ `"9876543210"`), as [`PhoneRegion::canonicalize`] does its decimal digits.
     ///
     /// # Errors
@@ -199,21 +200,20 @@ fn format_e164(number: &phonenumber::PhoneNumber) -> Result<String, Rejection> {
     Ok(out)
 }
 
-/// How request and import values are normalized before matching and storing: SPEC.md §4 by
-/// default, plus E.164 phone canonicalization when a [`PhoneRegion`] is set (`--phone-region`).
+/// How request and import values are normalized before matching and storing: docs/behaviour.md §4
+/// by default, plus E.164 phone canonicalization when a [`PhoneRegion`] is set (`--phone-region`).
 ///
-/// Every path that turns outside text into an [`Email`] or [`Phone`] (`/identify` bodies in
-/// [`crate::request::parse_identify_body`], import rows in [`crate::rows`], the HTTP layer's
-/// state for other handlers) goes through one `Normalizer`, so a value is looked up exactly as
-/// it is stored.
+/// Every path that turns outside text into an [`Email`] or [`Phone`] (`/identify` bodies and the
+/// query of the `GET /identities` lookup in the HTTP layer, import rows in [`crate::rows`]) goes
+/// through one `Normalizer`, so a value is looked up exactly as it is stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Normalizer {
     phone_region: Option<PhoneRegion>,
 }
 
 impl Normalizer {
-    /// A normalizer that canonicalizes phone numbers for `phone_region`, or follows SPEC.md §4
-    /// alone when it is `None` (the same as [`Normalizer::default`]).
+    /// A normalizer that canonicalizes phone numbers for `phone_region`, or follows
+    /// docs/behaviour.md §4 alone when it is `None` (the same as [`Normalizer::default`]).
     pub fn new(phone_region: Option<PhoneRegion>) -> Normalizer {
         Normalizer { phone_region }
     }
@@ -223,7 +223,7 @@ impl Normalizer {
         self.phone_region
     }
 
-    /// Normalizes an email (SPEC.md §4; no setting changes it): [`Email::parse`].
+    /// Normalizes an email (docs/behaviour.md §4; no setting changes it): [`Email::parse`].
     ///
     /// # Errors
     /// As [`Email::parse`]: `invalid_email`.
@@ -308,7 +308,7 @@ mod tests {
         );
     }
 
-    /// Found by the CI run of `tests/phone_region.rs`'s property test: the crate accepts
+    /// A case the property test of `tests/it/phone_region.rs` found: the crate accepts
     /// `09000000000` in BR as `+559000000000` but rejects that E.164 text when read back, so
     /// the number must be refused rather than stored in a form that never matches again.
     #[test]

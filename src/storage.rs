@@ -2,7 +2,7 @@
 //! ([`crate::snapshot`]) goes through a [`Storage`], so tests can run the whole store on an
 //! in-memory file system that fails on demand and loses what was never fsynced.
 //!
-//! - [`RealFs`] is `std::fs`, unchanged behaviour; the writer thread's hot path (one
+//! - [`RealFs`] is plain `std::fs`; the writer thread's hot path (one
 //!   `write_all_at` and one `sync_data` per batch) costs one virtual call each on top of the
 //!   system call.
 //! - `FaultFs` (test-only: built with `cfg(test)` or the `fault-injection` feature) keeps
@@ -42,8 +42,9 @@ pub trait StorageFile: Send {
     /// WAIT_AFTER` on Linux; a no-op elsewhere). Not a durability guarantee (block allocations
     /// and the size are not written, and the device cache is not flushed): it bounds how much
     /// dirty data a later fsync must write, so a large file can be trickled out without each
-    /// step also writing the inode, as `fdatasync` of a growing file does (issue 3, snapshot
-    /// writes beside log fsyncs; RocksDB's `bytes_per_sync` does the same).
+    /// step also writing the inode, as `fdatasync` of a growing file does. Snapshots use it so
+    /// that a log fsync issued meanwhile waits for one piece at most, not for the whole file
+    /// (RocksDB's `bytes_per_sync` does the same).
     ///
     /// # Errors
     /// The OS error; like an fsync error, the page cache is then not to be trusted.

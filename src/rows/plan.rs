@@ -44,7 +44,7 @@ pub struct ImportPlan {
 /// * **Touch.** A row whose precedence the import changes is touched, like a merge would:
 ///   its `updatedAt` becomes `max(file updatedAt, now)`. Every other row keeps the file's
 ///   `updatedAt`, including a secondary whose `linkedId` the import re-points (re-pointing does
-///   not touch rows, docs/behaviour.md §3).
+///   not touch rows, docs/behaviour.md §3.3).
 ///
 /// # Errors
 /// [`ImportError::Invalid`], checked in this order:

@@ -2,9 +2,10 @@
 //! writes under the exclusive lock, every answer only once the state it reveals is durable.
 //!
 //! A request is first decided under the shared lock. One that writes nothing is answered from
-//! there and never takes the write lock (§3: a pure read must not take the write path's cost).
-//! One with events retakes the lock for writing and plans again if anything was applied in
-//! between, which is also why sixteen identical new requests create one row.
+//! there and never takes the write lock (§3.5: a pure read is answered without taking the write
+//! path). One with events retakes the lock for writing and plans again if anything was applied
+//! in between, which is also why identical requests for a new customer, sent at once, create one
+//! row.
 //!
 //! A pure read waits only for its own identity's last change, not for every write in flight:
 //! [`State::changed`] remembers, per identity recently changed, the LSN of that change.

@@ -91,7 +91,8 @@ impl Default for StoreOptions {
 /// Why the store cannot serve a request or open its data directory.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The log can no longer acknowledge writes (a write or fsync failed); docs/behaviour.md §6.9 `503`.
+    /// The log can no longer acknowledge writes (a write or fsync failed): `503`
+    /// (docs/behaviour.md §6.9).
     #[error("the write-ahead log has failed; no further writes can be acknowledged")]
     Unavailable,
     /// The log failed to open or recover.
@@ -146,7 +147,7 @@ impl Outcome {
     ];
 
     /// `new-primary`, `new-secondary`, `merge`, `read` or `refused`: the value of the
-    /// `x-idrecon-outcome` response header ([`crate::http::OUTCOME_HEADER`]).
+    /// `x-idrecon-outcome` response header (docs/behaviour.md §3.5).
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::NewPrimary => "new-primary",

@@ -1,5 +1,5 @@
 //! Random single-bit flips anywhere in the log segments and snapshots of a real data directory
-//! (SPEC.md §8): every flip is detected, and none yields a silently different state.
+//! (docs/behaviour.md §8): every flip is detected, and none yields a silently different state.
 //!
 //! "Detected" means what `serve` and `idrecon check` do with it: recovery refuses and names
 //! the file; or it cuts a torn tail (reported) and the state is exactly a prefix of the log; or

@@ -1,6 +1,6 @@
-//! Process crash test with the real binary (SPEC.md §8): concurrent clients send overlapping
-//! checkout requests drawn from small pools (so merges are frequent), the server is killed with
-//! SIGKILL at a random moment, restarted, and checked:
+//! Process crash test with the real binary (docs/behaviour.md §8): concurrent clients send
+//! overlapping checkout requests drawn from small pools (so merges are frequent), the server is
+//! killed with SIGKILL at a random moment, restarted, and checked:
 //!
 //! - every acknowledged answer is reflected in the recovered rows: its contact ids exist, they
 //!   are all still in one identity, and every email and phone it listed belongs to it;
@@ -8,7 +8,7 @@
 //! - the recovered log replays (read-only `idrecon export`) to the same rows the restarted
 //!   server serves.
 //!
-//! `IDRECON_CRASH_CYCLES` sets the number of kill cycles (default 5, the CI run).
+//! `IDRECON_CRASH_CYCLES` sets the number of kill cycles (default 5).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};

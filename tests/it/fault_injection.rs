@@ -1,10 +1,10 @@
-//! Fault-injection schedules (SPEC.md §8, README "Durability"): the Store runs on
-//! `storage::FaultFs`, an in-memory file system with a live and a durable image per file. Each
-//! schedule fails one chosen operation (the N-th write with EIO, ENOSPC or a short write; the
-//! N-th file fsync, directory fsync, file creation, rename) or stops the world at the N-th
-//! mutating operation, drives `/identify` requests from small email/phone pools (so merges
-//! happen) through four concurrent tasks, then crashes (drops everything not fsynced), reopens a
-//! Store on the same FaultFs and checks:
+//! Fault-injection schedules (docs/behaviour.md §8): the Store runs on `storage::FaultFs`, an
+//! in-memory file system with a live and a durable image per file. Each schedule fails one chosen
+//! operation (the N-th write with EIO, ENOSPC or a short write; the N-th file fsync, directory
+//! fsync, file creation, rename) or stops the world at the N-th mutating operation, drives
+//! `/identify` requests from small email/phone pools (so merges happen) through four concurrent
+//! tasks, then crashes (drops everything not fsynced), reopens a Store on the same FaultFs and
+//! checks:
 //!
 //! (a) the recovered rows are exactly the rows after some prefix of the events the crashed
 //!     store appended to its log (replayed into a fresh `IdentityGraph` prefix by prefix);
@@ -412,11 +412,12 @@ fn wal_never_retries_a_failed_fsync() {
     println!("fault_injection wal fsync policy: {runs} schedules run");
 }
 
-/// Erasure and compaction under a crash at every operation (issue 5): four tasks write while one
-/// identity is erased and the store compacts (rolls the log, writes a snapshot, removes every
-/// other snapshot and every covered segment). After the crash the store reopens, its invariants
-/// hold, every acknowledged answer of the other identities is present, an acknowledged erasure
-/// stays erased, and when the compaction finished no durable file holds the erased values.
+/// Erasure and compaction under a crash at every operation (docs/behaviour.md §6.7, §6.8): four
+/// tasks write while one identity is erased and the store compacts (rolls the log, writes a
+/// snapshot, removes every other snapshot and every covered segment). After the crash the store
+/// reopens, its invariants hold, every acknowledged answer of the other identities is present, an
+/// acknowledged erasure stays erased, and when the compaction finished no durable file holds the
+/// erased values.
 #[test]
 fn crash_during_erasure_and_compaction_recovers() {
     const ERASED: &str = "erase-me@shop.test";

@@ -1,24 +1,24 @@
-//! Differential test of [`IdentityGraph`] against a deliberately naive model of SPEC.md §3
-//! (DESIGN.md "Habits").
+//! Differential test of [`IdentityGraph`] against a deliberately naive model of
+//! docs/behaviour.md §3 (docs/design.md "Tests").
 //!
-//! The model (`tests/common/model.rs`, shared with `linearizability.rs`) is a `Vec` of rows
-//! with exactly the columns of the `Contact` table, changed the way SPEC.md §3 describes it in
-//! prose: scan everything, collect identities through `linkedId`, demote, re-point, insert. It
-//! is quadratic on purpose and shares no code with `src/graph/` (union-find, indexes, rings).
+//! The model (`tests/it/common/model.rs`, shared with `linearizability.rs`) is a `Vec` of rows with
+//! exactly the columns of the `Contact` table, changed the way docs/behaviour.md §3 describes it in
+//! prose: scan everything, collect identities through `linkedId`, demote, re-point, insert. It is
+//! quadratic on purpose and shares no code with `src/graph/` (union-find, indexes, rings).
 //!
 //! Random request sequences over small pools of emails and phones make merges common; the wall
 //! clock advances 0–3 ms per request (so ties in `createdAt` happen) and now and then jumps
-//! backwards (the service clock is `max(previous createdAt, now)`, SPEC.md §2). Rarely a deleted
-//! row is inserted through `apply` (as an import would), so "deleted rows never match and never
-//! appear in answers" is checked too. After every request the answers, the pure-read flag and
+//! backwards (the service clock is `max(previous createdAt, now)`, docs/behaviour.md §2). Rarely a
+//! deleted row is inserted through `apply` (as an import would), so "deleted rows never match and
+//! never appear in answers" is checked too. After every request the answers, the pure-read flag and
 //! every column of every row must agree, and the graph's invariants must hold. Each case also
-//! rebuilds the graph from `snapshot_contacts()` at a random point and drives the rebuilt graph
-//! in lock step, and replays the returned events into a fresh graph at the end.
+//! rebuilds the graph from `snapshot_contacts()` at a random point and drives the rebuilt graph in
+//! lock step, and replays the returned events into a fresh graph at the end.
 //!
-//! Issue 5 is in the model too: now and then a step deletes a row (`DELETE /contacts/{id}`,
-//! promotion of the oldest live member when the primary goes) or erases an identity, and a
-//! third of the cases run with one email and one phone of the pool blocked (stored on rows,
-//! never matched).
+//! Deletion, erasure and blocked values (docs/behaviour.md §6.6, §6.7, §3.6) are in the model too:
+//! now and then a step deletes a row (`DELETE /contacts/{id}`, promotion of the oldest live member
+//! when the primary goes) or erases an identity, and a third of the cases run with one email and
+//! one phone of the pool blocked (stored on rows, never matched).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -277,8 +277,8 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         if let Some(d) = &step.deleted {
             // A deleted row joins the identity of an existing row, or stands alone. Its
             // createdAt may be older than the clock unless that would make it the oldest row
-            // of an identity without live rows (the graph's primary rule for such identities
-            // is not SPEC.md's business).
+            // of an identity without live rows: the naive model, like `/identify`, adds a
+            // linked row as a secondary and never elects a new primary on insert.
             let email = d.email.map(email_text);
             let phone = d.phone.map(phone_text);
             let target = d
@@ -371,7 +371,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         }
         log.extend(events);
 
-        // Issue 5: a deletion or an erasure after the request, as the store would log it.
+        // A deletion or an erasure after the request, as the store would log it.
         let ops = [(false, &step.delete), (true, &step.erase)];
         for (erase, ix) in ops {
             let Some(ix) = ix else { continue };
@@ -496,7 +496,7 @@ fn graph_agrees_with_naive_model_of_spec_section_3() {
     assert!(CAPTURES.load(Ordering::Relaxed) >= CASES as usize);
 }
 
-/// The model itself reproduces SPEC.md §5, so a disagreement above is the graph's.
+/// The model itself reproduces docs/behaviour.md §5, so a disagreement above is the graph's.
 #[test]
 fn model_reproduces_spec_section_5() {
     let mut m = Model::default();

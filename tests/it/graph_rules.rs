@@ -1,5 +1,5 @@
-//! The rules of SPEC.md §2–3 and §5, one at a time, through the public API of the identity
-//! graph: `IdentifyRequest::new`, `IdentityGraph::identify`, `contact`, `all_contacts`,
+//! The rules of docs/behaviour.md §2–3 and §5, one at a time, through the public API of the
+//! identity graph: `IdentifyRequest::new`, `IdentityGraph::identify`, `contact`, `all_contacts`,
 //! `identity_of` and `apply`.
 
 use idrecon::contact::{ContactId, ContactRow, Email, LinkPrecedence, Phone, Timestamp};
@@ -151,7 +151,7 @@ fn a_request_needs_an_email_or_a_phone() {
     assert!(IdentifyRequest::new(None, Some(phone("1"))).is_ok());
 }
 
-// ----- SPEC.md §5 -------------------------------------------------------------------------------
+// ----- docs/behaviour.md §5 ---------------------------------------------------------------------
 
 const LORRAINE: &str = "lorraine@hillvalley.edu";
 const MCFLY: &str = "mcfly@hillvalley.edu";
@@ -259,7 +259,7 @@ fn spec_section_5_step_by_step() {
     g.check_invariants().unwrap();
 }
 
-/// SPEC.md §5: the original statement's rows (ids 1/23 and 11/27, its 2023 timestamps),
+/// docs/behaviour.md §5: the original statement's rows (ids 1/23 and 11/27, its 2023 timestamps),
 /// imported, give the same answers with those ids.
 #[test]
 fn spec_section_5_with_the_original_ids_and_timestamps() {
@@ -332,7 +332,7 @@ fn spec_section_5_with_the_original_ids_and_timestamps() {
     g.check_invariants().unwrap();
 }
 
-// ----- SPEC.md §3 step 4 ------------------------------------------------------------------------
+// ----- docs/behaviour.md §3.4 new information ---------------------------------------------------
 
 #[test]
 fn email_and_phone_known_on_different_rows_of_one_identity_write_nothing() {
@@ -366,7 +366,7 @@ fn email_and_phone_known_on_different_rows_of_one_identity_write_nothing() {
     assert_eq!(link(&g, 5), secondary_of(1));
 }
 
-// ----- SPEC.md §3 step 3 ------------------------------------------------------------------------
+// ----- docs/behaviour.md §3.3 merge -------------------------------------------------------------
 
 /// Builds an identity of `size` rows through `/identify`: `{prefix}0@x.io` with phone `number`,
 /// then secondaries `{prefix}i@x.io` sharing the phone. Returns the ids.
@@ -696,7 +696,7 @@ fn older_created_at_wins_over_smaller_id() {
     assert_eq!(row(&g, 1).updated_at, Timestamp(T0 + 20));
 }
 
-// ----- SPEC.md §2: the clock --------------------------------------------------------------------
+// ----- docs/behaviour.md §2: the clock ----------------------------------------------------------
 
 #[test]
 fn the_clock_never_goes_backwards_for_new_rows() {
@@ -1039,10 +1039,10 @@ fn deleted_rows_never_match_and_never_appear_in_answers() {
     g.check_invariants().unwrap();
 }
 
-/// Found by this suite: `apply` accepted id `u64::MAX` and then computed `next_id` as
-/// `u64::MAX + 1` (a panic in debug builds; 0 in release, after which every new customer failed
-/// with `IdNotIncreasing { id: 0 }`). Such an id is now rejected like any full graph, and the
-/// largest id that leaves a successor is still accepted.
+/// Id `u64::MAX` leaves no successor: accepting it would make `next_id` `u64::MAX + 1` (a panic
+/// in debug builds; 0 in release, after which every new customer fails with
+/// `IdNotIncreasing { id: 0 }`). Such an id is rejected like any full graph, and the largest id
+/// that leaves a successor is still accepted.
 #[test]
 fn the_last_possible_id_leaves_the_graph_usable() {
     let mut g = IdentityGraph::new();

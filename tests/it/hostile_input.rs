@@ -356,8 +356,8 @@ async fn slow_headers_and_idle_connections_are_closed_while_others_are_served() 
     }
     assert!(started.elapsed() < BOUND);
     // Still serving, on a new connection: the client's pooled one has been idle for longer
-    // than the idle timeout by now, and reusing it races the server closing it (a CI run
-    // failed with `IncompleteMessage` on exactly that).
+    // than the idle timeout by now, and reusing it races the server closing it (the client
+    // then fails with `IncompleteMessage`).
     let fresh = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()

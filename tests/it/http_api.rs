@@ -1,4 +1,4 @@
-//! The HTTP API through a real server on 127.0.0.1:0: SPEC.md §3 answers, §4 errors, §6
+//! The HTTP API through a real server on 127.0.0.1:0: docs/behaviour.md §3 answers, §4 errors, §6
 //! endpoints, the response key setting, and the parallel brand-new request rule.
 
 use crate::common::{TestApp, data_file, summary};
@@ -199,8 +199,8 @@ async fn raw(
     (status, body)
 }
 
-/// The body limit (16 KiB by default, SPEC.md §4) counts the whole body: a body of exactly the
-/// limit is read, one byte more is `413` (tests/hostile_input.rs sends a chunked one).
+/// The body limit (16 KiB by default, docs/behaviour.md §4) counts the whole body: a body of
+/// exactly the limit is read, one byte more is `413` (`hostile_input.rs` sends a chunked one).
 #[tokio::test]
 async fn the_body_limit_is_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -397,7 +397,7 @@ async fn errors_are_json_and_change_nothing() {
     )
     .await;
     assert_eq!(answer["error"]["field"], "email");
-    // SPEC §4's shape, keys in its order: code, message, field.
+    // The error shape of docs/behaviour.md §4, keys in its order: code, message, field.
     let text = app
         .client
         .post(format!("{}/identify", app.url))

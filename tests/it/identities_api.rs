@@ -1,7 +1,8 @@
-//! Issue 5 through real HTTP: read-only lookup, an identity with its rows, history (across
-//! snapshots, clean restarts and crashes), deletion with promotion, erasure with a byte-level
-//! search of the data directory after compaction, and the over-merge guards (blocked values,
-//! identity size cap), including that changing their configuration never rewrites links.
+//! The routes of docs/behaviour.md §6.3–§6.8 and the guards of §3.6 through real HTTP: read-only
+//! lookup, an identity with its rows, history (across snapshots, clean restarts and crashes),
+//! deletion with promotion, erasure with a byte-level search of the data directory after
+//! compaction, and the over-merge guards (blocked values, identity size cap), including that
+//! changing their configuration never rewrites links.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,7 +38,8 @@ async fn identify(app: &TestApp, email: Option<&str>, phone: Option<&str>) -> Va
     body
 }
 
-/// SPEC.md §5: identities {1: lorraine/mcfly, 123456} and {3: george/biff, 919191/717171}.
+/// The worked examples of docs/behaviour.md §5: identities {1: lorraine/mcfly, 123456} and
+/// {3: george/biff, 919191/717171}.
 async fn spec_section_5(app: &TestApp) {
     identify(app, Some("lorraine@hillvalley.edu"), Some("123456")).await;
     identify(app, Some("mcfly@hillvalley.edu"), Some("123456")).await;

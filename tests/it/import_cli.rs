@@ -1,4 +1,5 @@
-//! `idrecon import` / `export` through the real binary (SPEC.md §7), then served over HTTP.
+//! `idrecon import` / `export` through the real binary (docs/behaviour.md §7), then served over
+//! HTTP.
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! Linearizability of `/identify` over real HTTP, checked against the write-ahead log and the
-//! naive model of SPEC.md §3 (`tests/common/model.rs`, which shares no code with `src/graph.rs`).
+//! naive model of docs/behaviour.md §3 (`tests/it/common/model.rs`, which shares no code with
+//! `src/graph/`).
 //!
 //! Many concurrent clients send requests over small pools of emails and phones (email only,
 //! phone only, both), so merges and races on brand-new values are common. Every request is

@@ -167,8 +167,8 @@ async fn json_logs_carry_the_request_id_and_no_pii_by_default() {
             .iter()
             .any(|e| e["fields"]["message"] == "recovery finished")
     );
-    // A clean start, one request and a clean stop warn about nothing (the `/metrics` route
-    // template, given twice to the route table, once logged a WARN at every start).
+    // A clean start, one request and a clean stop warn about nothing (a route template given
+    // twice to the route table, such as `/metrics`, would log a WARN at every start).
     let alarms: Vec<&Value> = events
         .iter()
         .filter(|e| e["level"] == "WARN" || e["level"] == "ERROR")
@@ -215,8 +215,8 @@ async fn pii_is_logged_only_with_log_pii() {
     assert!(lines.iter().any(|l| l.contains("identify decision")));
 }
 
-/// Issue 5: a refusal by the identity size cap is logged (WARN, both primaries and the cap, no
-/// personal data), with the guards' start-up line.
+/// A refusal by the identity size cap (docs/behaviour.md §3.6) is logged (WARN, both primaries and
+/// the cap, no personal data), with the guards' start-up line.
 #[tokio::test]
 async fn size_cap_refusals_are_logged_without_pii() {
     let dir = tempfile::tempdir().unwrap();

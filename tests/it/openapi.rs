@@ -11,10 +11,9 @@ use idrecon::http::{HttpOptions, ResponseKey};
 use idrecon::store::StoreOptions;
 use serde_json::{Value, json};
 
-/// Whether this build serves `GET /metrics`. The route comes from the metrics work on another
-/// branch; the document lists it regardless. While this is false, the test below checks that
-/// `/metrics` is indeed not served, so the merge that adds the route makes it fail until this
-/// is set to `true`, after which `/metrics` is probed like every other route.
+/// Whether this build serves `GET /metrics` (docs/behaviour.md §6.10); the document lists it
+/// regardless. When true, `/metrics` is probed like every other route; when false, the test
+/// below checks that it is indeed not served.
 const METRICS_SERVED: bool = true;
 
 /// Every route the router serves, as (method, OpenAPI path).
@@ -88,7 +87,7 @@ async fn document_lists_exactly_the_routes_the_router_serves() {
         .collect();
     assert_eq!(operations(&doc), expected);
     // A 401 must carry a challenge (RFC 9110 §15.5.2), and the server sends one
-    // (tests/admin.rs): every documented 401 says so.
+    // (`admin.rs`): every documented 401 says so.
     let mut unauthorized = 0;
     for (method, path) in ROUTES {
         if let Some(response) = doc["paths"][path][method]["responses"].get("401") {
@@ -311,7 +310,7 @@ async fn real_answers_validate_against_the_documented_schemas() {
             path,
         );
     }
-    // Issue 5 routes.
+    // The identity routes (docs/behaviour.md §6.3–§6.7).
     let (status, found) = app.get("/identities?phoneNumber=123456").await;
     assert_eq!(status, 200);
     assert_valid(

@@ -33,7 +33,7 @@ async fn three_spellings_of_one_number_are_one_identity_with_region_in() {
         .identify(&json!({"email": "asha.work@example.in", "phoneNumber": "098765 43210"}))
         .await;
     assert_eq!(status, 200, "{b}");
-    // As a JSON integer too (SPEC.md §4: 9876543210 ≡ "9876543210").
+    // As a JSON integer too (docs/behaviour.md §4: 9876543210 ≡ "9876543210").
     let (status, c) = app
         .identify(&json!({"email": "asha.home@example.in", "phoneNumber": 9876543210u64}))
         .await;
@@ -84,7 +84,7 @@ async fn a_number_that_does_not_parse_is_a_400_and_changes_nothing() {
         assert_eq!(body["error"]["field"], "phoneNumber", "{body}");
         assert!(body["error"]["message"].as_str().unwrap().len() > 10);
     }
-    // Absent and empty stay absent, as in SPEC.md §4.
+    // Absent and empty stay absent, as in docs/behaviour.md §4.
     let (status, body) = app
         .identify(&json!({"email": "asha@example.in", "phoneNumber": "  "}))
         .await;

@@ -1,7 +1,7 @@
-//! Durability through restarts (SPEC.md §8): same rows after a clean restart, after a restart
-//! without the final snapshot, after a snapshot plus more log; a torn tail cut at every byte
-//! offset of the last record; corruption in the middle of the log refused with file and offset,
-//! by `serve` and by `idrecon check`.
+//! Durability through restarts (docs/behaviour.md §8): same rows after a clean restart, after a
+//! restart without the final snapshot, after a snapshot plus more log; a torn tail cut at every
+//! byte offset of the last record; corruption in the middle of the log refused with file and
+//! offset, by `serve` and by `idrecon check`.
 
 use std::path::{Path, PathBuf};
 

@@ -669,9 +669,9 @@ async fn every_single_byte_flip_is_refused_or_cut_never_skipped() {
     assert_eq!(refused + cut, total as u64);
 }
 
-/// The writer keeps zeros ahead of its records (module docs, "Preallocation"); a copy of the
-/// directory taken while it runs (what a crash leaves) recovers every durable record with no
-/// torn tail, and a clean close leaves the segment ending with its last record.
+/// The writer keeps zeros ahead of its records (`src/wal/writer.rs`, "Preallocation and rotation");
+/// a copy of the directory taken while it runs (what a crash leaves) recovers every durable record
+/// with no torn tail, and a clean close leaves the segment ending with its last record.
 #[tokio::test]
 async fn the_writer_preallocates_and_a_crash_copy_recovers_without_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();

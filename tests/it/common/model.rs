@@ -1,11 +1,12 @@
-//! A deliberately naive model of SPEC.md §3, shared by `graph_model.rs` (differential test of
-//! the graph) and `linearizability.rs` (checks the served answers against the write-ahead log).
+//! A deliberately naive model of docs/behaviour.md §3, shared by `graph_model.rs` (differential
+//! test of the graph) and `linearizability.rs` (checks the served answers against the write-ahead
+//! log).
 //!
 //! The model is a `Vec` of rows with exactly the columns of the `Contact` table, changed the way
-//! SPEC.md §3 describes it in prose: scan everything, collect identities through `linkedId`,
-//! demote, re-point, insert. It is quadratic on purpose and shares no code with `src/graph/`
-//! (union-find, indexes, rings); only the plain event type of `src/event.rs` is read, to apply
-//! logged events.
+//! docs/behaviour.md §3 describes it in prose: scan everything, collect identities through
+//! `linkedId`, demote, re-point, insert. It is quadratic on purpose and shares no code with
+//! `src/graph/` (union-find, indexes, rings); only the plain event type of `src/event.rs` is read,
+//! to apply logged events.
 #![allow(dead_code)]
 
 use idrecon::event::Event;
@@ -35,7 +36,8 @@ pub struct Answer {
 #[derive(Clone, Debug, Default)]
 pub struct Model {
     pub rows: Vec<Row>,
-    /// Exact values that never match (issue 5 blocked values); stored on rows all the same.
+    /// Exact values that never match (blocked values, docs/behaviour.md §3.6); stored on rows
+    /// all the same.
     pub blocked: Vec<String>,
     /// The largest id ever erased: ids are never reused.
     pub erased_max: u64,
@@ -65,7 +67,7 @@ impl Model {
         (r.created_at, r.id)
     }
 
-    /// SPEC.md §2: the clock never goes backwards for new rows.
+    /// docs/behaviour.md §2: the clock never goes backwards for new rows.
     pub fn clock(&self, now: i64) -> i64 {
         self.rows
             .iter()
@@ -87,10 +89,10 @@ impl Model {
         v.filter(|v| !self.blocked.iter().any(|b| b == v))
     }
 
-    /// Issue 5 deletion, in prose: the row gets `deletedAt = updatedAt = at`; if it was the
-    /// primary, the identity's best row — oldest live, or oldest of all when none is live —
-    /// becomes primary (touched: `updatedAt = at`) and every row of the identity is re-pointed
-    /// to it. Returns false (changing nothing) for an unknown or already deleted row.
+    /// Deletion (docs/behaviour.md §6.6), in prose: the row gets `deletedAt = updatedAt = at`; if
+    /// it was the primary, the identity's best row — oldest live, or oldest of all when none is
+    /// live — becomes primary (touched: `updatedAt = at`) and every row of the identity is
+    /// re-pointed to it. Returns false (changing nothing) for an unknown or already deleted row.
     pub fn delete(&mut self, id: u64, at: i64) -> bool {
         let Some(row) = self.rows.iter_mut().find(|r| r.id == id) else {
             return false;
@@ -129,8 +131,8 @@ impl Model {
         true
     }
 
-    /// Issue 5 erasure: every row of the identity of `id` is gone. Returns false for an unknown
-    /// row.
+    /// Erasure (docs/behaviour.md §6.7): every row of the identity of `id` is gone. Returns false
+    /// for an unknown row.
     pub fn erase(&mut self, id: u64) -> bool {
         let Some(row) = self.rows.iter().find(|r| r.id == id) else {
             return false;
@@ -176,8 +178,8 @@ impl Model {
         });
     }
 
-    /// SPEC.md §3 steps 1–5 at wall-clock `now`. Returns the answer and whether anything was
-    /// written.
+    /// docs/behaviour.md §3 steps 1–5 at wall-clock `now`. Returns the answer and whether anything
+    /// was written.
     pub fn identify(&mut self, e: Option<&str>, p: Option<&str>, now: i64) -> (Answer, bool) {
         let now = self.clock(now);
         // Blocked values are stored (`stored_*`) but never used for matching.
@@ -277,7 +279,7 @@ impl Model {
     }
 }
 
-/// A change SPEC.md §3 asks for, without timestamps (those come from the service clock).
+/// A change docs/behaviour.md §3 asks for, without timestamps (those come from the service clock).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Planned {
     /// Step 3: primary `loser` becomes a secondary of primary `winner`.
@@ -289,11 +291,12 @@ pub enum Planned {
         phone: Option<String>,
         link: Option<u64>,
     },
-    /// Issue 5: a deletion.
+    /// A deletion (docs/behaviour.md §6.6).
     Delete { id: u64 },
-    /// Issue 5: an erasure of the identity of `id`.
+    /// An erasure of the identity of `id` (docs/behaviour.md §6.7).
     Erase { id: u64 },
-    /// Issue 5: the size cap refused a change (the model has no cap; never planned).
+    /// The size cap refused a change (docs/behaviour.md §3.6); the model has no cap, so it never
+    /// plans one.
     Refuse { primary: u64, other: Option<u64> },
 }
 
@@ -339,8 +342,8 @@ impl Model {
         identities
     }
 
-    /// SPEC.md §3 steps 1–4 without changing anything: the merges (sorted) then the insert, if
-    /// any. Empty for a pure read.
+    /// docs/behaviour.md §3 steps 1–4 without changing anything: the merges (sorted) then the
+    /// insert, if any. Empty for a pure read.
     pub fn plan(&self, e: Option<&str>, p: Option<&str>) -> Vec<Planned> {
         let (stored_e, stored_p) = (e, p);
         let (e, p) = (self.usable(e), self.usable(p));
