@@ -12,9 +12,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use idrecon::contact::Timestamp;
 use idrecon::event::Event;
 use idrecon::graph::{Decision, IdentifyRequest, IdentityGraph};
+use idrecon::http::identify::parse_identify_body;
 use idrecon::http::{IdentifyAnswer, ResponseKey};
 use idrecon::phone_region::Normalizer;
-use idrecon::request::parse_identify_body;
 
 #[path = "support/graph_fixture.rs"]
 mod graph_fixture;

@@ -20,8 +20,8 @@ use std::hint::black_box;
 
 use idrecon::contact::Timestamp;
 use idrecon::graph::Decision;
+use idrecon::http::identify::parse_identify_body;
 use idrecon::phone_region::Normalizer;
-use idrecon::request::parse_identify_body;
 
 #[path = "../benches/support/graph_fixture.rs"]
 mod graph_fixture;

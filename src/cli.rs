@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::admin::AdminToken;
 use crate::blocklist::BlockList;
 use crate::config::{ConfigError, EffectiveConfig};
 use crate::contact::Timestamp;
 use crate::event::Event;
 use crate::graph::{GraphOptions, IdentityGraph};
+use crate::http::auth::AdminToken;
 use crate::http::{HttpOptions, ResponseKey};
 use crate::phone_region::{Normalizer, PhoneRegion};
 use crate::progress::Progress;
@@ -379,7 +379,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(address = %listener.local_addr()?, "serving");
-        crate::http::serve(listener, store.clone(), http, shutdown_signal())
+        crate::http::server::serve(listener, store.clone(), http, shutdown_signal())
             .await
             .context("server stopped")
     });

@@ -15,7 +15,6 @@
 //! Modules, one job each:
 //! - [`alloc`]: the global allocator (small blocks from mimalloc, large ones from glibc);
 //! - [`contact`]: the Contact row and its value types (`Email`, `Phone`, `Timestamp`);
-//! - [`request`]: parsing an `/identify` body;
 //! - [`phone_region`]: opt-in E.164 phone canonicalization and the [`phone_region::Normalizer`];
 //! - [`event`]: the events that change the graph (log payloads);
 //! - [`graph`]: the identity graph: `plan`, `apply`, answers;
@@ -23,20 +22,17 @@
 //! - [`snapshot`]: snapshot files;
 //! - [`storage`]: the file-system interface under both (real, and `FaultFs` for tests);
 //! - [`store`]: graph + log + snapshots, locking and durability waits;
-//! - [`http`]: the axum API;
-//! - [`server`]: the connection loop (timeouts, graceful drain);
+//! - [`http`]: the axum API: router, handlers, `/identify` body parsing, the admin guard, the
+//!   OpenAPI document and the connection loop (timeouts, graceful drain);
 //! - [`metrics`]: Prometheus metric names and the recorder behind `GET /metrics`;
 //! - [`telemetry`]: the logging flags and the `tracing` subscriber;
 //! - [`progress`]: progress bars / lines of long command-line jobs;
-//! - [`admin`]: the admin-token guard of bulk routes;
-//! - [`openapi`]: the OpenAPI 3.1 document served at `/openapi.json`;
 //! - [`rows`]: CSV / JSON Lines import and export of Contact rows;
 //! - [`feed`]: a client that replays checkout events against a running service;
 //! - [`cli`]: the command line;
 //! - [`config`]: the `--config` TOML file layered under flags and environment variables.
 #![warn(missing_docs)]
 
-pub mod admin;
 pub mod alloc;
 pub mod arena;
 pub mod blocklist;
@@ -50,12 +46,9 @@ pub mod graph;
 pub mod history;
 pub mod http;
 pub mod metrics;
-pub mod openapi;
 pub mod phone_region;
 pub mod progress;
-pub mod request;
 pub mod rows;
-pub mod server;
 pub mod snapshot;
 pub mod storage;
 pub mod store;

@@ -203,7 +203,7 @@ fn format_e164(number: &phonenumber::PhoneNumber) -> Result<String, Rejection> {
 /// default, plus E.164 phone canonicalization when a [`PhoneRegion`] is set (`--phone-region`).
 ///
 /// Every path that turns outside text into an [`Email`] or [`Phone`] (`/identify` bodies in
-/// [`crate::request::parse_identify_body`], import rows in [`crate::rows`], the HTTP layer's
+/// [`crate::http::identify::parse_identify_body`], import rows in [`crate::rows`], the HTTP layer's
 /// state for other handlers) goes through one `Normalizer`, so a value is looked up exactly as
 /// it is stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

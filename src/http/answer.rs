@@ -11,10 +11,12 @@
 //! in user space: serde_json looks every byte of every key and value up in its escape table
 //! (issue 3, BENCHMARKS.md).
 
-use crate::contact::ContactRow;
-use crate::graph::{Identity, IdentityParts, stored_text};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::ResponseKey;
+use super::options::ResponseKey;
+use crate::contact::{ContactId, ContactRow};
+use crate::graph::{Identity, IdentityParts, stored_text};
 
 /// Bytes of the per-thread answer buffer kept between answers: room for a typical answer
 /// (about 300 bytes) with no regrowth while writing.
@@ -178,6 +180,48 @@ fn needs_escape(byte: u8) -> bool {
     byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 
+/// The `200` answer of `POST /identify` (SPEC.md §3 step 5): `{"contact": {...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"contact": {
+    "primaryContactId": 1,
+    "emails": ["lorraine@hillvalley.edu", "mcfly@hillvalley.edu"],
+    "phoneNumbers": ["123456"],
+    "secondaryContactIds": [23]
+}}))]
+pub struct IdentifyResponse {
+    /// The consolidated identity.
+    pub contact: IdentifiedContact,
+}
+
+/// A consolidated identity (SPEC.md §3 step 5).
+///
+/// The primary id's key is configurable (`--response-key`): `primaryContactId` by default,
+/// `primaryContatctId` (the original task statement's spelling), or both with the same value.
+/// The document served by a server marks its configured spelling(s) as required.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdentifiedContact {
+    /// Id of the identity's primary (its oldest live contact). The default spelling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u64, required = false, minimum = 1, example = 1)]
+    pub primary_contact_id: Option<ContactId>,
+    /// The same id under the original task statement's spelling; sent only with
+    /// `--response-key primaryContatctId` or `both`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u64, required = false, minimum = 1, example = 1)]
+    pub primary_contatct_id: Option<ContactId>,
+    /// Distinct emails of the identity's live contacts: the primary's first, then in the age
+    /// order of the contact that first carried them. Never null entries.
+    #[schema(example = json!(["lorraine@hillvalley.edu", "mcfly@hillvalley.edu"]))]
+    pub emails: Vec<String>,
+    /// Distinct phone numbers, ordered like `emails`.
+    #[schema(example = json!(["123456"]))]
+    pub phone_numbers: Vec<String>,
+    /// Every live secondary of the identity, in age order.
+    #[schema(value_type = Vec<u64>, example = json!([23]))]
+    pub secondary_contact_ids: Vec<ContactId>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +372,39 @@ mod tests {
 
     /// The word-at-a-time test agrees with the byte-wise rule (ASCII and no escape) for every
     /// byte value at every position of the first two words and the tail, among plain bytes.
+    #[test]
+    fn rendered_answers_fit_the_documentation_shape() {
+        let identity = Identity {
+            primary_contact_id: 1,
+            emails: vec![Email::parse("a@b.c").unwrap().unwrap()],
+            phone_numbers: vec![Phone::parse("1").unwrap().unwrap()],
+            secondary_contact_ids: vec![2],
+        };
+        for key in [
+            ResponseKey::PrimaryContactId,
+            ResponseKey::PrimaryContatctId,
+            ResponseKey::Both,
+        ] {
+            let text = IdentifyAnswer {
+                identity: &identity,
+                key,
+                rows: None,
+            }
+            .to_json()
+            .unwrap();
+            let parsed: IdentifyResponse = serde_json::from_slice(&text).unwrap();
+            let id = Some(1);
+            let (default, original) = match key {
+                ResponseKey::PrimaryContactId => (id, None),
+                ResponseKey::PrimaryContatctId => (None, id),
+                ResponseKey::Both => (id, id),
+            };
+            assert_eq!(parsed.contact.primary_contact_id, default);
+            assert_eq!(parsed.contact.primary_contatct_id, original);
+            assert_eq!(parsed.contact.secondary_contact_ids, vec![2]);
+        }
+    }
+
     #[test]
     fn word_test_finds_every_byte_that_is_not_plain() {
         for len in [1, 7, 8, 9, 16, 19] {

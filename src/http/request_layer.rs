@@ -37,14 +37,18 @@ use std::time::{Duration, Instant};
 use axum::BoxError;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
+use super::error::ApiError;
 use super::request_metrics::RequestMetrics;
 use super::route_table::{Route, RouteTable};
-use super::{ApiError, REQUEST_ID_HEADER};
 use crate::metrics as metric;
+
+/// Request and response header carrying the request id: the client's value when it sends one,
+/// otherwise a new UUID v4. Logged as `request_id` on the request's span.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The layer: shared metric handles, the route templates and the request deadline. Cheap to
 /// clone (one `Arc`: every request's [`Answer`] holds a clone until it finishes).
@@ -189,12 +193,7 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Answer<F> {
         };
         let response = match handled {
             Ok(Ok(response)) => response,
-            Err(DeadlinePassed) => ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                "request took too long",
-            )
-            .into_response(),
+            Err(DeadlinePassed) => ApiError::request_timeout().into_response(),
         };
         Poll::Ready(Ok(match this.finish.take() {
             Some(finish) => finish.answer(response),

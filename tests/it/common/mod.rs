@@ -40,7 +40,7 @@ impl TestApp {
         let (tx, rx) = oneshot::channel::<()>();
         let server_store = store.clone();
         let server = tokio::spawn(async move {
-            idrecon::http::serve(listener, server_store, http, async {
+            idrecon::http::server::serve(listener, server_store, http, async {
                 let _ = rx.await;
             })
             .await

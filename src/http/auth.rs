@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::http::ApiError;
+use super::error::ApiError;
 
 /// The name of the admin security scheme in the OpenAPI document (`components.securitySchemes`).
 pub const SECURITY_SCHEME: &str = "admin_token";
