@@ -202,24 +202,6 @@ pub fn set_state_gauges(contacts: usize, identities: usize, largest_identity: us
     metrics::gauge!(LARGEST_IDENTITY).set(largest_identity as f64);
 }
 
-/// The `method` label of [`HTTP_REQUESTS`]: the standard method names, `other` for extension
-/// methods (so a client cannot create unbounded label values).
-pub fn method_label(method: &axum::http::Method) -> &'static str {
-    use axum::http::Method;
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "other",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,12 +217,5 @@ mod tests {
         assert!(text.contains("idrecon_wal_batch_records_bucket{le=\"4\"}"));
         assert!(text.contains("idrecon_snapshot_duration_seconds_bucket{le=\"0.25\"}"));
         assert!(text.contains("# HELP idrecon_wal_batch_records"));
-    }
-
-    #[test]
-    fn method_labels_are_bounded() {
-        assert_eq!(method_label(&axum::http::Method::POST), "POST");
-        let odd = axum::http::Method::from_bytes(b"BREW").unwrap();
-        assert_eq!(method_label(&odd), "other");
     }
 }

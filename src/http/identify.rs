@@ -13,6 +13,7 @@ use super::error::{ApiError, ErrorEnvelope};
 use super::json::json_bytes_response;
 use super::state::AppState;
 use crate::graph::IdentityParts;
+use crate::metrics as metric;
 use crate::store::Outcome;
 
 pub mod body;
@@ -178,7 +179,7 @@ pub(crate) async fn identify(
     }
     let json = json.map_err(|_| ApiError::internal())?;
     let mut response = json_bytes_response(StatusCode::OK, json);
-    app.metrics.outcome(outcome);
+    metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => outcome.metric_label()).increment(1);
     response
         .headers_mut()
         .insert(OUTCOME_HEADER, HeaderValue::from_static(outcome_name));

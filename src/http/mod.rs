@@ -12,7 +12,7 @@
 //!                   and their `#[utoipa::path]` documentation
 //!     auth          the admin guard and `AdminToken`
 //!     openapi       the document's fixed parts and its adaptation to the options
-//!     request_layer request ids, the request span, metrics, the request deadline
+//!     trace, route_metrics   the request span and the per-route metrics
 //!       answer, params, json, state, options, error     shared leaves
 //! ```
 //!
@@ -26,13 +26,19 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use tower::Layer;
+use tower::ServiceBuilder;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::store::Store;
-use request_layer::RequestLayer;
+use error::{ApiError, timeout_as_json};
+use route_metrics::RouteMetricsLayer;
 use state::AppState;
 
 pub mod admin;
@@ -47,17 +53,15 @@ mod json;
 pub mod openapi;
 pub mod options;
 mod params;
-pub mod request_layer;
-pub mod request_metrics;
-pub mod route_table;
+pub mod route_metrics;
 pub mod server;
 mod state;
+pub mod trace;
 
 pub use answer::IdentifyAnswer;
-pub use error::{ApiError, ErrorEnvelope};
 pub use identify::OUTCOME_HEADER;
 pub use options::{HttpOptions, ResponseKey};
-pub use request_layer::REQUEST_ID_HEADER;
+pub use trace::REQUEST_ID_HEADER;
 
 /// Every documented route, registered through `utoipa_axum` so that the router and the OpenAPI
 /// document are built from the same list. Admin routes sit on their own sub-router behind
@@ -94,35 +98,53 @@ pub fn openapi_document(options: &HttpOptions) -> serde_json::Value {
     )
 }
 
-/// The service [`router`] builds: the axum router inside the request layer.
-pub type App = request_layer::RequestService<Router>;
+/// The service [`router`] builds: the axum router inside the request id layers.
+pub type App = SetRequestId<PropagateRequestId<Router>, MakeRequestUuid>;
 
 /// The service with every route of SPEC.md §3 and §6 plus `GET /openapi.json` and
-/// `GET /metrics`, the admin guard on admin routes, JSON 404/405 fallbacks, the request
-/// timeout, request ids, request spans and metrics. Installs the process's metrics recorder if
-/// it is not installed yet ([`crate::metrics::install`]).
+/// `GET /metrics`, the admin guard on admin routes, JSON 404/405 fallbacks and, around every
+/// route and fallback, outermost first:
 ///
-/// The request layer wraps the router as a whole rather than each route (`Router::layer`).
-/// The body limit is applied where the one body-reading route reads its body, not as axum's
-/// `DefaultBodyLimit` layer; a new route with a body must read it the same way.
+/// 1. the request id ([`REQUEST_ID_HEADER`]: the client's value, else a new UUID v4), set on
+///    the request and returned on the response (tower-http's `SetRequestId` and
+///    `PropagateRequestId`, around the whole router);
+/// 2. the request span and its `request finished` event ([`trace`], tower-http's `TraceLayer`);
+/// 3. the request metrics ([`route_metrics`]);
+/// 4. the request timeout: `408 request_timeout` after `options.request_timeout`, body reading
+///    included (tower-http's `TimeoutLayer`, its empty answer made the JSON error).
+///
+/// Layers 2–4 sit inside the router (`Router::layer`) because they need the matched route
+/// template. The body limit is applied where the one body-reading route reads its body, not as
+/// axum's `DefaultBodyLimit` layer; a new route with a body must read it the same way.
+///
+/// Installs the process's metrics recorder if it is not installed yet
+/// ([`crate::metrics::install`]).
 pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
     crate::metrics::install();
     let timeout = options.request_timeout;
     let (routes, openapi) = api_routes(&options).split_for_parts();
-    let templates: Vec<String> = openapi.paths.paths.keys().cloned().collect();
-    let route_table = Arc::new(route_table::RouteTable::new(templates));
-    let request_metrics = Arc::new(request_metrics::RequestMetrics::new(route_table.len()));
     let document = openapi::document(
         &openapi,
         options.response_key,
         options.admin_token.is_some(),
     );
-    let state = AppState::new(
-        store,
-        options,
-        Arc::clone(&request_metrics),
-        Bytes::from(document.to_string()),
-    );
+    let state = AppState::new(store, options, Bytes::from(document.to_string()));
+    let per_request = ServiceBuilder::new()
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(trace::request_span)
+                .on_request(())
+                .on_response(trace::request_finished)
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(()),
+        )
+        .layer(RouteMetricsLayer)
+        .map_response(timeout_as_json)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ));
     let router = routes
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -132,6 +154,10 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
                 "method not allowed on this route",
             )
         })
+        .layer(per_request)
         .with_state(state);
-    RequestLayer::new(request_metrics, route_table, timeout).layer(router)
+    ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        .service(router)
 }

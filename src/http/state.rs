@@ -5,7 +5,6 @@ use std::sync::Arc;
 use axum::body::Bytes;
 
 use super::options::HttpOptions;
-use super::request_metrics::RequestMetrics;
 use crate::phone_region::Normalizer;
 use crate::store::Store;
 
@@ -21,24 +20,16 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
     /// The router's settings.
     pub(crate) options: HttpOptions,
-    /// The request layer's metric handles: `/identify` counts its own outcomes.
-    pub(crate) metrics: Arc<RequestMetrics>,
     /// The serialized OpenAPI document served at `GET /openapi.json`.
     pub(crate) openapi: Bytes,
 }
 
 impl AppState {
     /// A state of these parts.
-    pub(crate) fn new(
-        store: Arc<Store>,
-        options: HttpOptions,
-        metrics: Arc<RequestMetrics>,
-        openapi: Bytes,
-    ) -> AppState {
+    pub(crate) fn new(store: Arc<Store>, options: HttpOptions, openapi: Bytes) -> AppState {
         AppState(Arc::new(Shared {
             store,
             options,
-            metrics,
             openapi,
         }))
     }
