@@ -2,7 +2,7 @@
 //! `DELETE /contacts/{id}` (admin routes, behind the admin token when one is configured).
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorEnvelope};
 use super::json::json_response;
-use super::params::{path_id, query_pairs};
+use super::params::{QueryPairs, path_id, query_pairs};
 use super::state::AppState;
 use crate::contact::{ContactId, ContactRow};
 use crate::store::Deletion;
@@ -117,10 +117,10 @@ pub struct ContactPage {
 )]
 pub(crate) async fn list_contacts(
     State(app): State<AppState>,
-    RawQuery(query): RawQuery,
+    query: QueryPairs,
 ) -> Result<Response, ApiError> {
     let (mut after, mut limit) = (0u64, DEFAULT_PAGE);
-    for (key, value) in query_pairs(query.as_deref())? {
+    for (key, value) in query_pairs(query)? {
         match key.as_str() {
             "after" => {
                 after = value.parse().map_err(|_| {

@@ -4,7 +4,7 @@
 //! SPEC.md §4 JSON error body.
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use super::answer::IdentifyAnswer;
 use super::answer::{IdentifiedContact, IdentifyResponse};
 use super::error::{ApiError, ErrorEnvelope};
 use super::json::{answer_response, json_response};
-use super::params::{path_id, query_pairs};
+use super::params::{QueryPairs, path_id, query_pairs};
 use super::state::AppState;
 use crate::contact::{ContactId, ContactRow, Email, Phone, Timestamp};
 use crate::graph::{IdentifyRequest, Lookup};
@@ -66,10 +66,10 @@ use crate::history::HistoryEntry;
 )]
 pub(crate) async fn lookup_identity(
     State(app): State<AppState>,
-    RawQuery(query): RawQuery,
+    query: QueryPairs,
 ) -> Result<Response, ApiError> {
     let (mut email, mut phone): (Option<String>, Option<String>) = (None, None);
-    for (key, value) in query_pairs(query.as_deref())? {
+    for (key, value) in query_pairs(query)? {
         let slot = match key.as_str() {
             "email" => &mut email,
             "phoneNumber" => &mut phone,
@@ -426,10 +426,10 @@ pub struct ErasedIdentity {
 pub(crate) async fn erase_identity(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
+    query: QueryPairs,
 ) -> Result<Response, ApiError> {
     let id = path_id(id, "contactId")?;
-    let erase = query_pairs(query.as_deref())?
+    let erase = query_pairs(query)?
         .into_iter()
         .any(|(key, value)| key == "erase" && value == "true");
     if !erase {

@@ -1,8 +1,8 @@
 //! Request parameters shared by several routes: a positive contact id from a path segment and
 //! the key/value pairs of a query string, each refused with the JSON error body (SPEC.md §4).
 
-use axum::extract::Path;
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 
 use super::error::ApiError;
@@ -30,12 +30,17 @@ pub(crate) fn path_id(
     }
 }
 
-/// The key/value pairs of a raw query string (none when absent), in order, repeated keys
+/// The extractor of a query string's key/value pairs: axum's [`Query`], its rejection kept for
+/// [`query_pairs`] to answer with the JSON error body.
+pub(crate) type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+/// The key/value pairs of the query string (none when absent), in order, repeated keys
 /// included.
 ///
 /// # Errors
 /// `400 invalid_query_parameter` (field `query`) when it is not valid URL encoding.
-pub(crate) fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
-    serde_urlencoded::from_str(query.unwrap_or(""))
+pub(crate) fn query_pairs(query: QueryPairs) -> Result<Vec<(String, String)>, ApiError> {
+    query
+        .map(|Query(pairs)| pairs)
         .map_err(|_| ApiError::invalid_query("query", "query string is not valid URL encoding"))
 }
