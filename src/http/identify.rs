@@ -12,7 +12,6 @@ use super::answer::IdentifyResponse;
 use super::error::{ApiError, ErrorEnvelope};
 use super::json::json_bytes_response;
 use super::state::AppState;
-use crate::graph::IdentityParts;
 use crate::metrics as metric;
 use crate::store::Outcome;
 
@@ -152,19 +151,8 @@ pub(crate) async fn identify(
     }
     let body = read_body(req, app.options.max_body_bytes).await?;
     let request = parse_identify_body(&body, app.normalizer())?;
-    let key = app.options.response_key;
-    // The answer is serialized straight from the graph, under the lock it was read under.
-    let ((json, primary_id), outcome) = app
-        .store
-        .identify_with(&request, |identity| {
-            let answer = IdentifyAnswer {
-                identity,
-                key,
-                rows: None,
-            };
-            (answer.to_json(), identity.primary_contact_id())
-        })
-        .await?;
+    let (identity, outcome) = app.store.identify(&request).await?;
+    let primary_id = identity.primary_contact_id;
     let outcome_name = outcome_header(outcome);
     if app.options.log_pii {
         tracing::debug!(
@@ -177,7 +165,9 @@ pub(crate) async fn identify(
     } else {
         tracing::debug!(outcome = outcome_name, primary_id, "identify decision");
     }
-    let json = json.map_err(|_| ApiError::internal())?;
+    // Rendered here, after the store released its locks, from the identity it copied out.
+    let answer = IdentifyAnswer::new(&identity, app.options.response_key);
+    let json = serde_json::to_vec(&answer).map_err(|_| ApiError::internal())?;
     let mut response = json_bytes_response(StatusCode::OK, json);
     metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => outcome.metric_label()).increment(1);
     response

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::answer::IdentifyAnswer;
 use super::answer::{IdentifiedContact, IdentifyResponse};
 use super::error::{ApiError, ErrorEnvelope};
-use super::json::{answer_response, json_response};
+use super::json::json_response;
 use super::params::{QueryPairs, path_id, query_pairs};
 use super::state::AppState;
 use crate::contact::{ContactId, ContactRow, Email, Phone, Timestamp};
@@ -99,14 +99,10 @@ pub(crate) async fn lookup_identity(
     };
     let request = IdentifyRequest::new(email, phone)?;
     match app.store.lookup(&request).await? {
-        Lookup::Found(_, identity) => answer_response(
-            IdentifyAnswer {
-                identity: &identity,
-                key: app.options.response_key,
-                rows: None,
-            }
-            .to_json(),
-        ),
+        Lookup::Found(_, identity) => Ok(json_response(
+            StatusCode::OK,
+            &IdentifyAnswer::new(&identity, app.options.response_key),
+        )),
         Lookup::NotFound => Err(ApiError::not_found(
             "no identity has this email or phone number",
         )),
@@ -174,14 +170,8 @@ pub(crate) async fn get_identity(
     let Some((identity, rows)) = app.store.identity(id).await? else {
         return Err(ApiError::not_found(format!("contact {id} does not exist")));
     };
-    answer_response(
-        IdentifyAnswer {
-            identity: &identity,
-            key: app.options.response_key,
-            rows: Some(&rows),
-        }
-        .to_json(),
-    )
+    let answer = IdentifyAnswer::new(&identity, app.options.response_key).with_rows(&rows);
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// One event of an identity's history.

@@ -28,15 +28,6 @@ pub(crate) fn json_bytes_response(status: StatusCode, json: Vec<u8>) -> Response
     response
 }
 
-/// `200` with an already serialized identity answer as its body, or the internal error its
-/// serialization failed with.
-pub(crate) fn answer_response(
-    json: Result<Vec<u8>, serde_json::Error>,
-) -> Result<Response, ApiError> {
-    let json = json.map_err(|_| ApiError::internal())?;
-    Ok(json_bytes_response(StatusCode::OK, json))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
