@@ -4,6 +4,7 @@
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -55,9 +56,14 @@ pub(crate) async fn healthz(State(app): State<AppState>) -> Result<Response, Api
     }
 }
 
-/// `GET /metrics`: every metric in the Prometheus text format ([`crate::metrics`]), after
-/// setting the contacts / identities / largest identity gauges from the graph (O(1) under the
-/// shared lock). The counts may include changes not yet durable.
+/// Content type of the Prometheus text exposition format, version 0.0.4.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /metrics`: every metric in the Prometheus text format, rendered by the process's
+/// installed recorder ([`crate::metrics::installed`]; the binary installs it before it opens
+/// the store, the router never does; without one the payload is empty), after setting the
+/// contacts / identities / largest identity gauges from the graph (O(1) under the shared
+/// lock). The counts may include changes not yet durable.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -82,10 +88,13 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
         .store
         .with_graph(|g| (g.len(), g.identity_count(), g.largest_identity()));
     metric::set_state_gauges(contacts, identities, largest);
+    let payload = metric::installed()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, metric::CONTENT_TYPE)],
-        metric::render(),
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        payload,
     )
         .into_response()
 }

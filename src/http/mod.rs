@@ -117,10 +117,11 @@ pub type App = SetRequestId<PropagateRequestId<Router>, MakeRequestUuid>;
 /// template. The body limit is applied where the one body-reading route reads its body, not as
 /// axum's `DefaultBodyLimit` layer; a new route with a body must read it the same way.
 ///
-/// Installs the process's metrics recorder if it is not installed yet
-/// ([`crate::metrics::install`]).
+/// Metrics go to the process's global `metrics` recorder, which the caller installs
+/// ([`crate::metrics::install`], as `idrecon serve` does before it opens the store); the
+/// router never installs one, and `GET /metrics` renders the installed one's handle
+/// ([`crate::metrics::installed`]), or an empty payload without one.
 pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
-    crate::metrics::install();
     let timeout = options.request_timeout;
     let (routes, openapi) = api_routes(&options).split_for_parts();
     let document = openapi::document(

@@ -32,6 +32,8 @@ impl TestApp {
     }
 
     pub async fn spawn_with(dir: &Path, store_options: StoreOptions, http: HttpOptions) -> TestApp {
+        // As `idrecon serve` does, before the store opens (once per process: idempotent).
+        idrecon::metrics::install();
         let (store, _recovery) = open_store(dir, store_options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
