@@ -119,7 +119,8 @@ pub struct ServeArgs {
     #[arg(long, env = "IDRECON_FSYNC", value_enum, default_value_t = FsyncMode::Batch)]
     pub fsync: FsyncMode,
     /// Spelling of the primary id key in /identify answers.
-    #[arg(long, env = "IDRECON_RESPONSE_KEY", value_enum, default_value_t = ResponseKey::PrimaryContactId)]
+    #[arg(long, env = "IDRECON_RESPONSE_KEY", default_value_t = ResponseKey::PrimaryContactId,
+          value_parser = response_key_parser())]
     pub response_key: ResponseKey,
     /// Take a snapshot after this many logged events (0: only on shutdown).
     #[arg(long, env = "IDRECON_SNAPSHOT_EVERY", default_value_t = 1_000_000)]
@@ -195,6 +196,22 @@ pub struct ServeArgs {
     /// Print the effective configuration as TOML (with where each value came from) and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// The values of `--response-key`, each with its help line, parsed into a [`ResponseKey`].
+fn response_key_parser() -> impl clap::builder::TypedValueParser<Value = ResponseKey> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let help = |key: ResponseKey| match key {
+        ResponseKey::PrimaryContactId => "`primaryContactId` (the default)",
+        ResponseKey::PrimaryContatctId => {
+            "`primaryContatctId`, the original task statement's spelling"
+        }
+        ResponseKey::Both => "Both keys, same value",
+    };
+    PossibleValuesParser::new(
+        ResponseKey::ALL.map(|key| PossibleValue::new(key.as_str()).help(help(key))),
+    )
+    .try_map(|text| text.parse::<ResponseKey>())
 }
 
 /// `--blocked-values`: which built-in block list to use.

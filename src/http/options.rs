@@ -1,37 +1,69 @@
 //! Settings of the HTTP layer: [`HttpOptions`] and the answer key spelling [`ResponseKey`].
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use super::auth::AdminToken;
 use crate::phone_region::Normalizer;
 
 /// The key under which `/identify` names the primary id (SPEC.md §3: clients in the wild use
-/// both spellings).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    serde::Deserialize,
-    serde::Serialize,
-)]
+/// both spellings). Written and parsed ([`FromStr`], [`fmt::Display`]) as `primaryContactId`,
+/// `primaryContatctId` or `both`, the values of `--response-key`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ResponseKey {
     /// `primaryContactId` (the default).
     #[default]
-    #[value(name = "primaryContactId")]
-    #[serde(rename = "primaryContactId")]
     PrimaryContactId,
     /// `primaryContatctId`, the original task statement's spelling.
-    #[value(name = "primaryContatctId")]
-    #[serde(rename = "primaryContatctId")]
     PrimaryContatctId,
     /// Both keys, same value.
-    #[value(name = "both")]
-    #[serde(rename = "both")]
     Both,
+}
+
+impl ResponseKey {
+    /// Every spelling, the default first.
+    pub const ALL: [ResponseKey; 3] = [
+        ResponseKey::PrimaryContactId,
+        ResponseKey::PrimaryContatctId,
+        ResponseKey::Both,
+    ];
+
+    /// `primaryContactId`, `primaryContatctId` or `both`: the name of this setting.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseKey::PrimaryContactId => "primaryContactId",
+            ResponseKey::PrimaryContatctId => "primaryContatctId",
+            ResponseKey::Both => "both",
+        }
+    }
+}
+
+impl fmt::Display for ResponseKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A text that names no [`ResponseKey`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown response key {0:?}: expected primaryContactId, primaryContatctId or both")]
+pub struct UnknownResponseKey(pub String);
+
+impl FromStr for ResponseKey {
+    type Err = UnknownResponseKey;
+
+    /// The key named exactly (case-sensitive) `primaryContactId`, `primaryContatctId` or
+    /// `both`.
+    ///
+    /// # Errors
+    /// [`UnknownResponseKey`] for any other text.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        ResponseKey::ALL
+            .into_iter()
+            .find(|key| key.as_str() == text)
+            .ok_or_else(|| UnknownResponseKey(text.to_owned()))
+    }
 }
 
 /// Settings of the HTTP layer.
@@ -67,6 +99,22 @@ impl Default for HttpOptions {
             log_pii: false,
             admin_token: None,
             normalizer: Normalizer::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_keys_parse_their_own_names_only() {
+        for key in ResponseKey::ALL {
+            assert_eq!(key.to_string().parse::<ResponseKey>(), Ok(key));
+        }
+        assert_eq!(ResponseKey::ALL[0], ResponseKey::default());
+        for other in ["", "Both", "primarycontactid", "primaryContactId "] {
+            assert!(other.parse::<ResponseKey>().is_err(), "{other:?}");
         }
     }
 }
