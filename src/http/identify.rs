@@ -169,7 +169,7 @@ pub(crate) async fn identify(
     let answer = IdentifyAnswer::new(&identity, app.options.response_key);
     let json = serde_json::to_vec(&answer).map_err(|_| ApiError::internal())?;
     let mut response = json_bytes_response(StatusCode::OK, json);
-    metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => outcome.metric_label()).increment(1);
+    metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => outcome_label(outcome)).increment(1);
     response
         .headers_mut()
         .insert(OUTCOME_HEADER, HeaderValue::from_static(outcome_name));
@@ -188,9 +188,34 @@ pub fn outcome_header(outcome: Outcome) -> &'static str {
     }
 }
 
+/// The `outcome` label of [`metric::IDENTIFY_OUTCOMES`] for an answered `/identify`:
+/// `new_primary`, `new_secondary`, `merge`, `pure_read` or `merge_refused` (the `rejected`
+/// outcome of `4xx` answers is counted by [`super::route_metrics`]).
+pub fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::NewPrimary => "new_primary",
+        Outcome::NewSecondary => "new_secondary",
+        Outcome::Merge => "merge",
+        Outcome::PureRead => "pure_read",
+        Outcome::Refused => "merge_refused",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every outcome has its own header value and its own metric label.
+    #[test]
+    fn outcomes_have_distinct_names() {
+        let headers: std::collections::BTreeSet<_> =
+            Outcome::ALL.into_iter().map(outcome_header).collect();
+        let labels: std::collections::BTreeSet<_> =
+            Outcome::ALL.into_iter().map(outcome_label).collect();
+        assert_eq!(headers.len(), Outcome::ALL.len());
+        assert_eq!(labels.len(), Outcome::ALL.len());
+        assert!(!labels.contains("rejected"));
+    }
 
     #[test]
     fn json_content_types_are_recognized_in_any_spelling() {
