@@ -1,5 +1,5 @@
 //! Prometheus metrics: the names, help texts and buckets of every metric idrecon records, and the
-//! process-wide recorder behind `GET /metrics` (README "Observability").
+//! process-wide recorder behind `GET /metrics` (docs/behaviour.md §6.10).
 //!
 //! Metrics are recorded with the [`metrics`] facade macros where things happen (the HTTP
 //! middleware in [`crate::http`], the log writer thread in [`crate::wal`], snapshots in

@@ -26,7 +26,7 @@ pub struct CompactionReport {
     pub segments_removed: usize,
 }
 
-/// `POST /admin/compact` (issue 5 "Erasure").
+/// `POST /admin/compact` (docs/behaviour.md §6.8).
 #[utoipa::path(
     post,
     path = "/admin/compact",

@@ -1,4 +1,5 @@
-//! The JSON of a consolidated identity: `/identify`'s answer (SPEC.md §3 step 5), also served by
+//! The JSON of a consolidated identity: `/identify`'s answer (docs/behaviour.md §3 step 5), also
+//! served by
 //! `GET /identities` and, with the identity's rows, `GET /identities/{contactId}`.
 //!
 //! [`IdentifyAnswer`] is what the handlers serialize: borrowed from the store's owned
@@ -39,7 +40,7 @@ struct AnswerContact<'a> {
 }
 
 impl<'a> IdentifyAnswer<'a> {
-    /// The answer of `identity` (SPEC.md §3 step 5) with the primary id under `key`.
+    /// The answer of `identity` (docs/behaviour.md §3 step 5) with the primary id under `key`.
     pub fn new(identity: &'a Identity, key: ResponseKey) -> IdentifyAnswer<'a> {
         let id = identity.primary_contact_id;
         let (default, original) = match key {
@@ -69,7 +70,7 @@ impl<'a> IdentifyAnswer<'a> {
     }
 }
 
-/// The `200` answer of `POST /identify` (SPEC.md §3 step 5): `{"contact": {...}}`.
+/// The `200` answer of `POST /identify` (docs/behaviour.md §3 step 5): `{"contact": {...}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"contact": {
     "primaryContactId": 1,
@@ -82,7 +83,7 @@ pub struct IdentifyResponse {
     pub contact: IdentifiedContact,
 }
 
-/// A consolidated identity (SPEC.md §3 step 5).
+/// A consolidated identity (docs/behaviour.md §3 step 5).
 ///
 /// The primary id's key is configurable (`--response-key`): `primaryContactId` by default,
 /// `primaryContatctId` (the original task statement's spelling), or both with the same value.

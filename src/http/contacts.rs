@@ -1,5 +1,6 @@
-//! The Contact row routes: `GET /contacts/{id}` (SPEC.md §6), the `GET /contacts` listing and
-//! `DELETE /contacts/{id}` (admin routes, behind the admin token when one is configured).
+//! The Contact row routes: `GET /contacts/{id}` (docs/behaviour.md §6.1), the `GET /contacts`
+//! listing (§6.2) and `DELETE /contacts/{id}` (§6.6); the last two are admin routes, behind the
+//! admin token when one is configured (§6.12).
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -15,14 +16,14 @@ use super::state::AppState;
 use crate::contact::{ContactId, ContactRow};
 use crate::store::Deletion;
 
-/// `GET /contacts/{id}` (SPEC.md §6).
+/// `GET /contacts/{id}` (docs/behaviour.md §6.1).
 #[utoipa::path(
     get,
     path = "/contacts/{id}",
     tag = "identity",
     operation_id = "getContact",
     summary = "One Contact row",
-    description = "All eight columns of the row, deleted rows included (SPEC.md §6).",
+    description = "All eight columns of the row, deleted rows included (docs/behaviour.md §6.1).",
     params(("id" = u64, Path, description = "Contact id, a positive integer.", minimum = 1,
         example = 4)),
     responses(
@@ -55,12 +56,12 @@ pub(crate) async fn get_contact(
     }
 }
 
-/// Largest `limit` of the listing (SPEC.md §6).
+/// Largest `limit` of the listing, in rows (docs/behaviour.md §6.2).
 pub const MAX_PAGE: usize = 10_000;
-/// Default `limit` of the listing (SPEC.md §6).
+/// Default `limit` of the listing, in rows (docs/behaviour.md §6.2).
 pub const DEFAULT_PAGE: usize = 1_000;
 
-/// One page of `GET /contacts` (SPEC.md §6): rows in id order after the `after` id, and the
+/// One page of `GET /contacts` (docs/behaviour.md §6.2): rows in id order after the `after` id, and the
 /// `after` value of the next page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"contacts": [{
@@ -76,7 +77,7 @@ pub struct ContactPage {
     pub next: Option<ContactId>,
 }
 
-/// `GET /contacts?after={id}&limit={n}` (SPEC.md §6). An admin route: behind the admin token
+/// `GET /contacts?after={id}&limit={n}` (docs/behaviour.md §6.2). An admin route: behind the admin token
 /// when one is configured.
 #[utoipa::path(
     get,
@@ -84,7 +85,7 @@ pub struct ContactPage {
     tag = "admin",
     operation_id = "listContacts",
     summary = "Every Contact row, page by page",
-    description = "Rows in id order, deleted rows included (SPEC.md §6). An admin route: when \
+    description = "Rows in id order, deleted rows included (docs/behaviour.md §6.2). An admin route: when \
         the server has an admin token (`--admin-token`), it needs \
         `Authorization: Bearer <token>`.",
     params(
@@ -162,7 +163,7 @@ pub struct DeletedContact {
     pub contact: ContactRow,
 }
 
-/// `DELETE /contacts/{id}` (issue 5 "Deletion").
+/// `DELETE /contacts/{id}` (docs/behaviour.md §6.6).
 #[utoipa::path(
     delete,
     path = "/contacts/{id}",

@@ -1,7 +1,7 @@
 //! Error answers: [`ApiError`] (a status plus the JSON error body) and the body's shape,
-//! [`ErrorEnvelope`] `{"error": {"code", "message", "field"?}}` (SPEC.md §4).
+//! [`ErrorEnvelope`] `{"error": {"code", "message", "field"?}}` (docs/behaviour.md §4).
 //!
-//! A leaf: every handler, the admin guard and the request layer answer their errors through it,
+//! A leaf: every handler, the admin guard and the timeout layer answer their errors through it,
 //! and it depends on nothing else in `http`.
 
 use axum::body::Body;
@@ -14,7 +14,7 @@ use crate::contact::ValidationError;
 use crate::graph::ApplyError;
 use crate::store::StoreError;
 
-/// An error answer: an HTTP status plus the SPEC.md §4 error body. Built from a
+/// An error answer: an HTTP status plus the docs/behaviour.md §4 error body. Built from a
 /// [`ValidationError`] (`400` with its code and field) or a [`StoreError`] (`503`, `507` or
 /// `500`), or by the handlers for their own refusals.
 #[derive(Debug)]
@@ -106,7 +106,7 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The body of every error answer (SPEC.md §4): `{"error": {"code", "message", "field"?}}`.
+/// The body of every error answer (docs/behaviour.md §4): `{"error": {"code", "message", "field"?}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"error": {
     "code": "invalid_email",
@@ -122,7 +122,7 @@ pub struct ErrorEnvelope {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Machine-readable error code, e.g. `invalid_email`, `not_found`, `unauthorized`
-    /// (README's error table lists them per status).
+    /// (docs/behaviour.md §4 lists them per status).
     #[schema(example = "invalid_email")]
     pub code: String,
     /// Human-readable explanation; never echoes parser internals or stack traces.

@@ -1,5 +1,5 @@
-//! Operations routes: `GET /healthz` (SPEC.md §6), `GET /metrics` (the Prometheus scrape) and
-//! `GET /openapi.json` (this server's OpenAPI document).
+//! Operations routes: `GET /healthz` (docs/behaviour.md §6.9), `GET /metrics` (the Prometheus
+//! scrape, §6.10) and `GET /openapi.json` (this server's OpenAPI document, §6.11).
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -23,7 +23,7 @@ pub struct Health {
     pub status: String,
 }
 
-/// `GET /healthz` (SPEC.md §6).
+/// `GET /healthz` (docs/behaviour.md §6.9).
 #[utoipa::path(
     get,
     path = "/healthz",

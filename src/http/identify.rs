@@ -1,4 +1,4 @@
-//! `POST /identify` (SPEC.md §3): the handler, its OpenAPI description, the checks before the
+//! `POST /identify` (docs/behaviour.md §3): the handler, its OpenAPI description, the checks before the
 //! body is parsed (`Content-Type`, the body limit) and the `x-idrecon-outcome` header. The body
 //! itself is parsed by [`body`] ([`parse_identify_body`]).
 
@@ -20,8 +20,8 @@ pub mod body;
 pub use body::{IdentifyRequestBody, PhoneNumberInput, parse_identify_body};
 
 /// Response header of `/identify` naming what the request did: `new-primary`,
-/// `new-secondary`, `merge`, `read` or `refused` ([`outcome_header`]; an addition to SPEC.md,
-/// for load tools and debugging). The same outcome is counted in `/metrics` by the handler.
+/// `new-secondary`, `merge`, `read` or `refused` ([`outcome_header`]; for load tools and
+/// debugging, beside the answer body docs/behaviour.md §3 defines). The same outcome is counted in `/metrics` by the handler.
 pub const OUTCOME_HEADER: HeaderName = HeaderName::from_static("x-idrecon-outcome");
 
 /// Whether the `Content-Type` is JSON: `application/json` in any case, with or without
@@ -38,7 +38,7 @@ fn is_json(headers: &HeaderMap) -> bool {
             .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// The whole body of `req`, at most `limit` bytes (SPEC.md §4): `413 payload_too_large` past
+/// The whole body of `req`, at most `limit` bytes (docs/behaviour.md §4): `413 payload_too_large` past
 /// it (a `Content-Length` above it is refused before reading), `400 invalid_body` when the
 /// body cannot be read (the connection failed mid-body).
 async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
@@ -62,7 +62,7 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
         })
 }
 
-/// `POST /identify` (SPEC.md §3).
+/// `POST /identify` (docs/behaviour.md §3).
 #[utoipa::path(
     post,
     path = "/identify",
@@ -70,7 +70,7 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     operation_id = "identify",
     summary = "Identify the customer of a checkout",
     description = "Links the request's email and/or phone number into the identity graph \
-        (SPEC.md §3): a new primary, a new secondary, a merge of identities, or a pure read. \
+        (docs/behaviour.md §3): a new primary, a new secondary, a merge of identities, or a pure read. \
         Answers with the consolidated identity once every change it depends on is durable. \
         The key of the primary id is `primaryContactId` by default; `--response-key` switches \
         it to the original task's `primaryContatctId` or sends both.",
@@ -98,7 +98,7 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
                 "secondaryContactIds": [23]
             }})),
         (status = 400, description = "Not JSON, not an object, a duplicated key, an invalid \
-            email or phone number, or neither given (SPEC.md §4).", body = ErrorEnvelope,
+            email or phone number, or neither given (docs/behaviour.md §4).", body = ErrorEnvelope,
             examples(
                 ("invalid_json" = (value = json!({"error": {
                     "code": "invalid_json", "message": "request body is not valid JSON"}}))),

@@ -1,7 +1,7 @@
 //! The identity routes: read-only lookup, an identity with its rows, its history and erasure.
 //! All are admin routes (they read or change data of arbitrary customers, not of the caller's
 //! own checkout): behind the admin token when one is configured. Every error answer is the
-//! SPEC.md §4 JSON error body.
+//! docs/behaviour.md §4 JSON error body.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -20,14 +20,14 @@ use crate::contact::{ContactId, ContactRow, Email, Phone, Timestamp};
 use crate::graph::{IdentifyRequest, Lookup};
 use crate::history::HistoryEntry;
 
-/// `GET /identities?email=…&phoneNumber=…` (issue 5 "Read-only lookup").
+/// `GET /identities?email=…&phoneNumber=…` (docs/behaviour.md §6.3).
 #[utoipa::path(
     get,
     path = "/identities",
     tag = "admin",
     operation_id = "lookupIdentity",
     summary = "Look an identity up by email and/or phone, without writing",
-    description = "Normalizes the values as `/identify` does (SPEC.md §4) and answers the \
+    description = "Normalizes the values as `/identify` does (docs/behaviour.md §4) and answers the \
         identity they lead to, exactly as `/identify` would, but never writes and never \
         merges. Blocked values never match. An admin route.",
     params(
@@ -87,7 +87,7 @@ pub(crate) async fn lookup_identity(
             ));
         }
     }
-    // The same normalization as /identify (SPEC.md §4, and --phone-region when set).
+    // The same normalization as /identify (docs/behaviour.md §4, and --phone-region when set).
     let normalizer = app.normalizer();
     let email = match email {
         Some(raw) => normalizer.email(&raw)?,
@@ -129,7 +129,7 @@ pub struct IdentityWithRows {
     pub rows: Vec<ContactRow>,
 }
 
-/// `GET /identities/{contactId}` (issue 5 "Read-only lookup").
+/// `GET /identities/{contactId}` (docs/behaviour.md §6.4).
 #[utoipa::path(
     get,
     path = "/identities/{contactId}",
@@ -312,7 +312,7 @@ pub struct IdentityHistory {
     pub events: Vec<HistoryEvent>,
 }
 
-/// `GET /identities/{contactId}/history` (issue 5 "History").
+/// `GET /identities/{contactId}/history` (docs/behaviour.md §6.5).
 #[utoipa::path(
     get,
     path = "/identities/{contactId}/history",
@@ -374,7 +374,7 @@ pub struct ErasedIdentity {
     pub erased_contact_ids: Vec<ContactId>,
 }
 
-/// `DELETE /identities/{contactId}?erase=true` (issue 5 "Erasure").
+/// `DELETE /identities/{contactId}?erase=true` (docs/behaviour.md §6.7).
 #[utoipa::path(
     delete,
     path = "/identities/{contactId}",

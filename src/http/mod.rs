@@ -1,25 +1,28 @@
-//! The HTTP API (SPEC.md §3, §4, §6): a thin axum layer that extracts, validates into domain
-//! types, calls the [`Store`] and maps every error to the JSON error shape
+//! The HTTP API (docs/behaviour.md §3, §4, §6): a thin axum layer that extracts, validates
+//! into domain types, calls the [`Store`] and maps every error to the JSON error shape
 //! `{"error": {"code", "message", "field"?}}` ([`error`]).
 //!
 //! This module builds the router and nothing else. The modules form a tree, each using only
 //! those below it:
 //!
 //! ```text
-//! server            the connection loop; `serve` runs `router` on a listener
-//!   mod (router)    routes + layers, the OpenAPI document built from the same route list
-//!     identify, contacts, identities, admin, health    one module per resource: handlers
-//!                   and their `#[utoipa::path]` documentation
-//!     auth          the admin guard and `AdminToken`
-//!     openapi       the document's fixed parts and its adaptation to the options
-//!     trace, route_metrics   the request span and the per-route metrics
-//!       answer, params, json, state, options, error     shared leaves
+//! server                 the connection loop; `serve` runs `router` on a listener
+//!   mod (router)         routes and layers; the OpenAPI document from the same route list
+//!     identify, contacts, identities, admin, health
+//!                        one module per resource: its handlers and their
+//!                        `#[utoipa::path]` documentation
+//!     auth               the admin guard and `AdminToken`
+//!     openapi            the document's fixed parts, its adaptation to the options
+//!     trace, route_metrics
+//!                        the request span and the per-route metrics
+//!       answer, params, json, state, options, error
+//!                        shared leaves
 //! ```
 //!
 //! Routes are registered through `utoipa_axum`'s `OpenApiRouter`, from handlers annotated with
 //! `#[utoipa::path]`, so the OpenAPI 3.1 document served at `GET /openapi.json` is derived from
-//! the very router that serves the requests. Admin routes sit on a sub-router behind
-//! [`auth::guard`].
+//! the very router that serves the requests; `routes!` below is the one list of routes. Admin
+//! routes sit on a sub-router behind [`auth::guard`].
 
 use std::sync::Arc;
 
@@ -101,7 +104,7 @@ pub fn openapi_document(options: &HttpOptions) -> serde_json::Value {
 /// The service [`router`] builds: the axum router inside the request id layers.
 pub type App = SetRequestId<PropagateRequestId<Router>, MakeRequestUuid>;
 
-/// The service with every route of SPEC.md §3 and §6 plus `GET /openapi.json` and
+/// The service with every route of docs/behaviour.md §3 and §6 plus `GET /openapi.json` and
 /// `GET /metrics`, the admin guard on admin routes, JSON 404/405 fallbacks and, around every
 /// route and fallback, outermost first:
 ///

@@ -1,12 +1,11 @@
-//! The OpenAPI 3.1 document served at `GET /openapi.json`.
+//! The OpenAPI 3.1 document served at `GET /openapi.json` (docs/behaviour.md §6.11).
 //!
-//! The document is generated, not written: [`crate::http`] registers every route through
-//! `utoipa_axum`'s `OpenApiRouter` from handlers annotated with `#[utoipa::path]`, so the paths
-//! of the document are the paths of the router. This module holds what the router does not
-//! know: the document's header ([`ApiDoc`]: info, tags, the admin bearer security scheme), the
-//! documentation shapes of `/identify` (whose real request parsing and answer rendering are
-//! hand-tuned for speed, see `request.rs` and [`crate::http::IdentifyAnswer`]), `GET /metrics`,
-//! and [`document`], which adapts the generated document to one server's configuration.
+//! The document is generated, not written: the router ([`super::router`]) registers every route
+//! through `utoipa_axum`'s `OpenApiRouter` from handlers annotated with `#[utoipa::path]`, so
+//! the paths of the document are the paths of the router, and the schemas those annotations
+//! name are collected with them. This module holds what the router does not know: the
+//! document's header ([`ApiDoc`]: info, tags, the admin bearer security scheme) and
+//! [`document`], which adapts the generated document to one server's configuration.
 
 use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -15,14 +14,15 @@ use utoipa::{Modify, OpenApi};
 use super::auth::SECURITY_SCHEME;
 use super::options::ResponseKey;
 
-/// The document's fixed parts; the paths come from the router (`http::api_routes`).
+/// The document's fixed parts; the paths come from the router.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "idrecon",
         description = "Identity reconciliation: links every email and phone number of a \
-            customer into one identity and answers, per checkout, who this is (SPEC.md). \
-            Every error answer is `{\"error\": {\"code\", \"message\", \"field\"?}}`; an unknown \
+            customer into one identity and answers, per checkout, who this is \
+            (docs/behaviour.md). Every error answer is \
+            `{\"error\": {\"code\", \"message\", \"field\"?}}`; an unknown \
             route is 404 `not_found` and a known route with another method is 405 \
             `method_not_allowed`.",
     ),

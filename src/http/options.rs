@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::auth::AdminToken;
 use crate::phone_region::Normalizer;
 
-/// The key under which `/identify` names the primary id (SPEC.md §3: clients in the wild use
-/// both spellings). Written and parsed ([`FromStr`], [`fmt::Display`]) as `primaryContactId`,
+/// The key under which `/identify` names the primary id (docs/behaviour.md §3: clients in the
+/// wild use both spellings). Written and parsed ([`FromStr`], [`fmt::Display`]) as `primaryContactId`,
 /// `primaryContatctId` or `both`, the values of `--response-key`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ResponseKey {
@@ -71,7 +71,8 @@ impl FromStr for ResponseKey {
 pub struct HttpOptions {
     /// Spelling of the primary id key in `/identify` answers.
     pub response_key: ResponseKey,
-    /// Largest accepted request body, in bytes (SPEC.md §4: 16 KiB default → `413` above).
+    /// Largest accepted request body, in bytes (docs/behaviour.md §4: 16 KiB default → `413`
+    /// above).
     pub max_body_bytes: usize,
     /// Time a request may take, body reading included, before it is answered `408`.
     pub request_timeout: Duration,
@@ -85,7 +86,7 @@ pub struct HttpOptions {
     /// unset they are open (see [`super::auth`]).
     pub admin_token: Option<AdminToken>,
     /// How `/identify` values (and those of any other handler that takes an email or phone
-    /// number) are normalized: SPEC.md §4 by default, E.164 phones with `--phone-region`.
+    /// number) are normalized: docs/behaviour.md §4 by default, E.164 phones with `--phone-region`.
     pub normalizer: Normalizer,
 }
 

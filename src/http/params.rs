@@ -1,5 +1,5 @@
 //! Request parameters shared by several routes: a positive contact id from a path segment and
-//! the key/value pairs of a query string, each refused with the JSON error body (SPEC.md §4).
+//! the key/value pairs of a query string, each refused with the JSON error body (docs/behaviour.md §4).
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query};

@@ -1,4 +1,4 @@
-//! Per-route request metrics (SPEC.md §6 `/metrics`): a tower layer inside the router, where
+//! Per-route request metrics (docs/behaviour.md §6.10): a tower layer inside the router, where
 //! axum's [`MatchedPath`](axum::extract::MatchedPath) names the route.
 //!
 //! For every answered request it counts [`metric::HTTP_REQUESTS`] by `route` (the template,

@@ -53,7 +53,7 @@ impl Default for ServerTimeouts {
 /// listener, so tests bind `127.0.0.1:0` and start a real server in one line.
 ///
 /// # Errors
-/// The I/O error that stopped the accept loop.
+/// As [`serve_app`]: none today.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<Store>,

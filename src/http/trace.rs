@@ -1,5 +1,5 @@
 //! The request span and its closing events, as the callbacks of tower-http's `TraceLayer`
-//! (SPEC.md §6 logs).
+//! (docs/behaviour.md §6.10).
 //!
 //! Every request runs inside a debug-level `http_request` span with the fields `method`,
 //! `route` (the matched route template, see [`route_label`]) and `request_id` (the

@@ -1,5 +1,5 @@
-//! Parsing an `/identify` request body into an [`IdentifyRequest`] (SPEC.md §3 request shape,
-//! §4 normalization and validation).
+//! Parsing an `/identify` request body into an [`IdentifyRequest`] (docs/behaviour.md §3
+//! request shape, §4 normalization and validation).
 //!
 //! The body must be a JSON object; `email` must be a string or null; `phoneNumber` a string, a
 //! non-negative integer that fits in 64 bits written without fraction or exponent, or null.
@@ -184,14 +184,14 @@ fn phone_field(
     }
 }
 
-/// Parses and validates an `/identify` body (SPEC.md §3, §4), normalizing its values with
-/// `normalizer` (SPEC.md §4 alone with [`Normalizer::default`]; E.164 phones with a
+/// Parses and validates an `/identify` body (docs/behaviour.md §3, §4), normalizing its values with
+/// `normalizer` (docs/behaviour.md §4 alone with [`Normalizer::default`]; E.164 phones with a
 /// `--phone-region`, see [`crate::phone_region`]).
 ///
 /// # Errors
 /// - `invalid_json`: not valid JSON, not a JSON object, or a duplicated `email`/`phoneNumber`;
 /// - `invalid_email` / `invalid_phone_number` (with `field`): a wrong type or a value breaking
-///   SPEC.md §4 (or, with a phone region, a phone number that does not canonicalize);
+///   docs/behaviour.md §4 (or, with a phone region, a phone number that does not canonicalize);
 /// - `missing_contact`: both values absent after normalization.
 pub fn parse_identify_body(
     body: &[u8],
@@ -206,7 +206,7 @@ pub fn parse_identify_body(
     IdentifyRequest::new(email, phone)
 }
 
-/// The body of `POST /identify` (SPEC.md §3, §4). Documentation shape: the service parses bodies
+/// The body of `POST /identify` (docs/behaviour.md §3, §4). Documentation shape: the service parses bodies
 /// with its own strict parser (`parse_identify_body`), which also refuses duplicated
 /// keys. At least one of the two values must be given and non-empty after trimming.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
