@@ -29,8 +29,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use idrecon::http::identify::parse_identify_body;
 use idrecon::phone_region::Normalizer;
-use idrecon::request::parse_identify_body;
 use idrecon::wal::{Wal, WalOptions};
 
 const FIXED_ANSWER: &str = r#"{"contact":{"primaryContactId":1,"emails":["lorraine@hillvalley.edu","mcfly@hillvalley.edu"],"phoneNumbers":["123456"],"secondaryContactIds":[23]}}"#;
@@ -160,10 +160,10 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(address).await?;
         eprintln!("{name} serving on {}", listener.local_addr()?);
-        idrecon::server::serve(
+        idrecon::http::server::serve_app(
             listener,
             app,
-            idrecon::server::ServerTimeouts::default(),
+            idrecon::http::server::ServerTimeouts::default(),
             idrecon::cli::shutdown_signal(),
         )
         .await

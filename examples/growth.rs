@@ -43,8 +43,8 @@ use anyhow::{Context, bail};
 use idrecon::contact::Timestamp;
 use idrecon::event::{Event, NewContact};
 use idrecon::graph::{Decision, IdentityGraph};
+use idrecon::http::identify::parse_identify_body;
 use idrecon::phone_region::Normalizer;
-use idrecon::request::parse_identify_body;
 use idrecon::rows::{self, RowFormat};
 use idrecon::wal::{FsyncMode, Wal, WalOptions};
 

@@ -400,7 +400,7 @@ fn decode_contact(rest: &mut &[u8]) -> Option<NewContact> {
 /// (`+` and 2–15 digits) that re-parses to itself.
 pub fn identify_body(data: &[u8]) {
     identify_body_in_region(data);
-    match idrecon::request::parse_identify_body(data, &Normalizer::default()) {
+    match idrecon::http::identify::parse_identify_body(data, &Normalizer::default()) {
         Ok(req) => {
             assert!(req.email().is_some() || req.phone().is_some());
             if let Some(e) = req.email() {
@@ -414,9 +414,11 @@ pub fn identify_body(data: &[u8]) {
                 json_str(req.email().map(Email::as_str)),
                 json_str(req.phone().map(Phone::as_str)),
             );
-            let back =
-                idrecon::request::parse_identify_body(again.as_bytes(), &Normalizer::default())
-                    .expect("normalized request re-parses");
+            let back = idrecon::http::identify::parse_identify_body(
+                again.as_bytes(),
+                &Normalizer::default(),
+            )
+            .expect("normalized request re-parses");
             assert_eq!(back.email(), req.email());
             assert_eq!(back.phone(), req.phone());
         }
@@ -436,7 +438,7 @@ pub fn identify_body(data: &[u8]) {
 fn identify_body_in_region(data: &[u8]) {
     let region: PhoneRegion = "IN".parse().expect("IN is a region");
     let normalizer = Normalizer::new(Some(region));
-    let Ok(req) = idrecon::request::parse_identify_body(data, &normalizer) else {
+    let Ok(req) = idrecon::http::identify::parse_identify_body(data, &normalizer) else {
         return;
     };
     if let Some(p) = req.phone() {

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::admin::AdminToken;
 use crate::config::{ConfigError, EffectiveConfig};
 use crate::contact::Timestamp;
 use crate::event::Event;
 use crate::graph::BlockList;
 use crate::graph::{GraphOptions, IdentityGraph};
+use crate::http::auth::AdminToken;
 use crate::http::{HttpOptions, ResponseKey};
 use crate::phone_region::{Normalizer, PhoneRegion};
 use crate::progress::Progress;
@@ -120,7 +120,8 @@ pub struct ServeArgs {
           default_value_t = FsyncMode::Batch)]
     pub fsync: FsyncMode,
     /// Spelling of the primary id key in /identify answers.
-    #[arg(long, env = "IDRECON_RESPONSE_KEY", value_enum, default_value_t = ResponseKey::PrimaryContactId)]
+    #[arg(long, env = "IDRECON_RESPONSE_KEY", default_value_t = ResponseKey::PrimaryContactId,
+          value_parser = response_key_parser())]
     pub response_key: ResponseKey,
     /// Take a snapshot after this many logged events (0: only on shutdown).
     #[arg(long, env = "IDRECON_SNAPSHOT_EVERY", default_value_t = 1_000_000)]
@@ -212,6 +213,22 @@ fn fsync_mode_parser() -> impl clap::builder::TypedValueParser<Value = FsyncMode
         PossibleValue::new(mode.as_str()).help(help)
     });
     PossibleValuesParser::new(values).try_map(|name| name.parse::<FsyncMode>())
+}
+
+/// The values of `--response-key`, each with its help line, parsed into a [`ResponseKey`].
+fn response_key_parser() -> impl clap::builder::TypedValueParser<Value = ResponseKey> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let help = |key: ResponseKey| match key {
+        ResponseKey::PrimaryContactId => "`primaryContactId` (the default)",
+        ResponseKey::PrimaryContatctId => {
+            "`primaryContatctId`, the original task statement's spelling"
+        }
+        ResponseKey::Both => "Both keys, same value",
+    };
+    PossibleValuesParser::new(
+        ResponseKey::ALL.map(|key| PossibleValue::new(key.as_str()).help(help(key))),
+    )
+    .try_map(|text| text.parse::<ResponseKey>())
 }
 
 /// `--blocked-values`: which built-in block list to use.
@@ -395,7 +412,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(address = %listener.local_addr()?, "serving");
-        crate::http::serve(listener, store.clone(), http, shutdown_signal())
+        crate::http::server::serve(listener, store.clone(), http, shutdown_signal())
             .await
             .context("server stopped")
     });

@@ -39,10 +39,10 @@
 //! - [`rows`]: CSV / JSON Lines reading, import planning and export of Contact rows;
 //! - [`metrics`]: the names, help texts and buckets of every metric, and the Prometheus recorder.
 //!
-//! The HTTP layer, [`http`]: the axum router and its handlers, which extract and validate input
-//! into domain types, call the store and map errors to the JSON error shape; beside it `request`
-//! (the `/identify` body parser), `server` (the connection loop with its timeouts and graceful
-//! drain), `admin` (the admin-token guard) and `openapi` (the document at `/openapi.json`).
+//! The HTTP layer, [`http`]: the axum router and one module per resource, whose handlers
+//! extract and validate input into domain types, call the store and map errors to the JSON error
+//! shape; the `/identify` body parser, the admin-token guard, the OpenAPI document served at
+//! `/openapi.json`, and the connection loop with its timeouts and graceful drain.
 //!
 //! The command line, [`cli`]: the `serve`, `import`, `export`, `check` and `feed` subcommands;
 //! beside it `config` (the `--config` TOML file layered under flags and environment variables),
@@ -50,7 +50,6 @@
 //! that replays checkout events) and `alloc` (the global allocator the binary installs).
 #![warn(missing_docs)]
 
-pub mod admin;
 pub mod alloc;
 pub mod cli;
 pub mod config;
@@ -60,12 +59,9 @@ pub mod feed;
 pub mod graph;
 pub mod http;
 pub mod metrics;
-pub mod openapi;
 pub mod phone_region;
 pub mod progress;
-pub mod request;
 pub mod rows;
-pub mod server;
 pub mod snapshot;
 pub mod storage;
 pub mod store;

@@ -1,14 +1,16 @@
 //! Prometheus metrics: the names, help texts and buckets of every metric idrecon records, and the
-//! process-wide recorder behind `GET /metrics` (README "Observability").
+//! process-wide recorder behind `GET /metrics` (docs/behaviour.md §6.10).
 //!
 //! Metrics are recorded with the [`metrics`] facade macros where things happen (the HTTP
 //! middleware in [`crate::http`], the log writer thread in [`crate::wal`], snapshots in
 //! [`crate::store`]) and rendered in the Prometheus text exposition format by
 //! [`metrics_exporter_prometheus`]. The recorder is global to the process, so [`install`] sets it
-//! up once (a [`OnceLock`]) however many servers a process starts: tests that run several
-//! servers in one process share it, and must compare values before and after, never absolute
-//! values. Until [`install`] runs, recording goes to the facade's no-op recorder (e.g. in
-//! `idrecon import` and the unit tests of the modules above).
+//! up once (a [`OnceLock`]) however many servers a process starts. The binary installs it
+//! (`idrecon serve`, before it opens the store) and `GET /metrics` renders [`installed`]; the
+//! HTTP router never installs it. Tests that run several servers in one process share it, and
+//! must compare values before and after, never absolute values. Until [`install`] runs,
+//! recording goes to the facade's no-op recorder (e.g. in `idrecon import` and the unit tests of
+//! the modules above).
 //!
 //! Names follow the Prometheus conventions: an `idrecon_` prefix, base units in the name
 //! (`_seconds`, `_bytes`), `_total` on counters. Histograms are real Prometheus histograms
@@ -107,14 +109,12 @@ pub fn install() -> &'static PrometheusHandle {
     })
 }
 
-/// The scrape payload: every metric in the Prometheus text exposition format (version 0.0.4).
-/// Installs the recorder first if needed.
-pub fn render() -> String {
-    install().render()
+/// The handle of the recorder [`install`] installed, or `None` before it ran in this process:
+/// what `GET /metrics` renders ([`PrometheusHandle::render`]: every metric in the Prometheus
+/// text exposition format, version 0.0.4).
+pub fn installed() -> Option<&'static PrometheusHandle> {
+    HANDLE.get()
 }
-
-/// Content type of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A builder with the buckets of every histogram, so each renders as a Prometheus histogram.
 fn buckets() -> Result<PrometheusBuilder, BuildError> {
@@ -193,24 +193,6 @@ pub fn set_state_gauges(contacts: usize, identities: usize, largest_identity: us
     metrics::gauge!(LARGEST_IDENTITY).set(largest_identity as f64);
 }
 
-/// The `method` label of [`HTTP_REQUESTS`]: the standard method names, `other` for extension
-/// methods (so a client cannot create unbounded label values).
-pub fn method_label(method: &axum::http::Method) -> &'static str {
-    use axum::http::Method;
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "other",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,16 +204,9 @@ mod tests {
         assert_eq!(first, second);
         metrics::histogram!(WAL_BATCH_RECORDS).record(3.0);
         metrics::histogram!(SNAPSHOT_DURATION).record(0.2);
-        let text = render();
+        let text = install().render();
         assert!(text.contains("idrecon_wal_batch_records_bucket{le=\"4\"}"));
         assert!(text.contains("idrecon_snapshot_duration_seconds_bucket{le=\"0.25\"}"));
         assert!(text.contains("# HELP idrecon_wal_batch_records"));
-    }
-
-    #[test]
-    fn method_labels_are_bounded() {
-        assert_eq!(method_label(&axum::http::Method::POST), "POST");
-        let odd = axum::http::Method::from_bytes(b"BREW").unwrap();
-        assert_eq!(method_label(&odd), "other");
     }
 }

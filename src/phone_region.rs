@@ -203,9 +203,10 @@ fn format_e164(number: &phonenumber::PhoneNumber) -> Result<String, Rejection> {
 /// How request and import values are normalized before matching and storing: docs/behaviour.md §4
 /// by default, plus E.164 phone canonicalization when a [`PhoneRegion`] is set (`--phone-region`).
 ///
-/// Every path that turns outside text into an [`Email`] or [`Phone`] (`/identify` bodies and the
-/// query of the `GET /identities` lookup in the HTTP layer, import rows in [`crate::rows`]) goes
-/// through one `Normalizer`, so a value is looked up exactly as it is stored.
+/// Every path that turns outside text into an [`Email`] or [`Phone`] (`/identify` bodies in
+/// [`crate::http::identify::parse_identify_body`], import rows in [`crate::rows`], the HTTP layer's
+/// state for other handlers) goes through one `Normalizer`, so a value is looked up exactly as
+/// it is stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Normalizer {
     phone_region: Option<PhoneRegion>,

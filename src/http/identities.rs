@@ -1,33 +1,33 @@
-//! The identity platform routes of issue 5: read-only lookup, an identity with its rows, its
-//! history, deletion, erasure and compaction. All are admin routes (they read or change data of
-//! arbitrary customers, not of the caller's own checkout): behind the admin token when one is
-//! configured. Every error answer is the SPEC.md §4 JSON error body.
+//! The identity routes: read-only lookup, an identity with its rows, its history and erasure.
+//! All are admin routes (they read or change data of arbitrary customers, not of the caller's
+//! own checkout): behind the admin token when one is configured. Every error answer is the
+//! docs/behaviour.md §4 JSON error body.
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{
-    ApiError, AppState, ErrorEnvelope, IdentifyAnswer, answer_response, json_response, path_id,
-    query_error, query_pairs,
-};
+use super::answer::IdentifyAnswer;
+use super::answer::{IdentifiedContact, IdentifyResponse};
+use super::error::{ApiError, ErrorEnvelope};
+use super::json::json_response;
+use super::params::{QueryPairs, path_id, query_pairs};
+use super::state::AppState;
 use crate::contact::{ContactId, ContactRow, Email, Phone, Timestamp};
 use crate::graph::HistoryEntry;
 use crate::graph::{IdentifyRequest, Lookup};
-use crate::openapi::{IdentifiedContact, IdentifyResponse};
-use crate::store::{Compaction, Deletion};
 
-/// `GET /identities?email=…&phoneNumber=…` (issue 5 "Read-only lookup").
+/// `GET /identities?email=…&phoneNumber=…` (docs/behaviour.md §6.3).
 #[utoipa::path(
     get,
     path = "/identities",
     tag = "admin",
     operation_id = "lookupIdentity",
     summary = "Look an identity up by email and/or phone, without writing",
-    description = "Normalizes the values as `/identify` does (SPEC.md §4) and answers the \
+    description = "Normalizes the values as `/identify` does (docs/behaviour.md §4) and answers the \
         identity they lead to, exactly as `/identify` would, but never writes and never \
         merges. Blocked values never match. An admin route.",
     params(
@@ -64,12 +64,12 @@ use crate::store::{Compaction, Deletion};
             body = ErrorEnvelope, example = json!({"error": {"code": "unavailable", "message": "the service cannot durably record changes right now"}}))
     )
 )]
-pub(super) async fn lookup_identity(
+pub(crate) async fn lookup_identity(
     State(app): State<AppState>,
-    RawQuery(query): RawQuery,
+    query: QueryPairs,
 ) -> Result<Response, ApiError> {
     let (mut email, mut phone): (Option<String>, Option<String>) = (None, None);
-    for (key, value) in query_pairs(query.as_deref())? {
+    for (key, value) in query_pairs(query)? {
         let slot = match key.as_str() {
             "email" => &mut email,
             "phoneNumber" => &mut phone,
@@ -81,10 +81,13 @@ pub(super) async fn lookup_identity(
             } else {
                 "phoneNumber"
             };
-            return Err(query_error(field, "a query parameter is given twice"));
+            return Err(ApiError::invalid_query(
+                field,
+                "a query parameter is given twice",
+            ));
         }
     }
-    // The same normalization as /identify (SPEC.md §4, and --phone-region when set).
+    // The same normalization as /identify (docs/behaviour.md §4, and --phone-region when set).
     let normalizer = app.normalizer();
     let email = match email {
         Some(raw) => normalizer.email(&raw)?,
@@ -96,14 +99,10 @@ pub(super) async fn lookup_identity(
     };
     let request = IdentifyRequest::new(email, phone)?;
     match app.store.lookup(&request).await? {
-        Lookup::Found(_, identity) => answer_response(
-            IdentifyAnswer {
-                identity: &identity,
-                key: app.options.response_key,
-                rows: None,
-            }
-            .to_json(),
-        ),
+        Lookup::Found(_, identity) => Ok(json_response(
+            StatusCode::OK,
+            &IdentifyAnswer::new(&identity, app.options.response_key),
+        )),
         Lookup::NotFound => Err(ApiError::not_found(
             "no identity has this email or phone number",
         )),
@@ -130,7 +129,7 @@ pub struct IdentityWithRows {
     pub rows: Vec<ContactRow>,
 }
 
-/// `GET /identities/{contactId}` (issue 5 "Read-only lookup").
+/// `GET /identities/{contactId}` (docs/behaviour.md §6.4).
 #[utoipa::path(
     get,
     path = "/identities/{contactId}",
@@ -163,7 +162,7 @@ pub struct IdentityWithRows {
             body = ErrorEnvelope, example = json!({"error": {"code": "unavailable", "message": "the service cannot durably record changes right now"}}))
     )
 )]
-pub(super) async fn get_identity(
+pub(crate) async fn get_identity(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -171,14 +170,8 @@ pub(super) async fn get_identity(
     let Some((identity, rows)) = app.store.identity(id).await? else {
         return Err(ApiError::not_found(format!("contact {id} does not exist")));
     };
-    answer_response(
-        IdentifyAnswer {
-            identity: &identity,
-            key: app.options.response_key,
-            rows: Some(&rows),
-        }
-        .to_json(),
-    )
+    let answer = IdentifyAnswer::new(&identity, app.options.response_key).with_rows(&rows);
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// One event of an identity's history.
@@ -319,7 +312,7 @@ pub struct IdentityHistory {
     pub events: Vec<HistoryEvent>,
 }
 
-/// `GET /identities/{contactId}/history` (issue 5 "History").
+/// `GET /identities/{contactId}/history` (docs/behaviour.md §6.5).
 #[utoipa::path(
     get,
     path = "/identities/{contactId}/history",
@@ -352,7 +345,7 @@ pub struct IdentityHistory {
             body = ErrorEnvelope, example = json!({"error": {"code": "unavailable", "message": "the service cannot durably record changes right now"}}))
     )
 )]
-pub(super) async fn identity_history(
+pub(crate) async fn identity_history(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -369,68 +362,6 @@ pub(super) async fn identity_history(
     ))
 }
 
-/// The body of a successful `DELETE /contacts/{id}`: the row as it is now.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-pub struct DeletedContact {
-    /// The deleted row (`deletedAt` set).
-    pub contact: ContactRow,
-}
-
-/// `DELETE /contacts/{id}` (issue 5 "Deletion").
-#[utoipa::path(
-    delete,
-    path = "/contacts/{id}",
-    tag = "admin",
-    operation_id = "deleteContact",
-    summary = "Delete one contact",
-    description = "Sets `deletedAt` and `updatedAt`. The contact stops matching and leaves every \
-        answer; if it was the primary, the oldest live contact of the identity is promoted. The \
-        identity's links stay. An admin route.",
-    params(("id" = u64, Path, description = "Contact id.", minimum = 1, example = 4)),
-    security((), ("admin_token" = [])),
-    responses(
-        (status = 200, description = "The deleted row.", body = DeletedContact),
-        (status = 400, description = "`id` is not a positive integer.", body = ErrorEnvelope, example = json!({"error": {"code": "invalid_path_parameter", "message": "id must be a positive integer", "field": "id"}})),
-        (status = 401, description = "An admin token is configured and the request did not \
-            present it.", body = ErrorEnvelope,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"idrecon\"`")),
-            example = json!({"error": {"code": "unauthorized",
-                "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
-        (status = 404, description = "No contact has this id (or it was erased).",
-            body = ErrorEnvelope, example = json!({"error": {"code": "not_found", "message": "contact 99 does not exist"}})),
-        (status = 409, description = "The contact is already deleted.", body = ErrorEnvelope,
-            example = json!({"error": {"code": "already_deleted",
-                "message": "contact 4 was already deleted at 2023-04-21T05:30:00.110Z"}})),
-        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
-            body = ErrorEnvelope, example = json!({"error": {
-                "code": "request_timeout", "message": "request took too long"}})),
-        (status = 500, description = "An internal error (logged).", body = ErrorEnvelope,
-            example = json!({"error": {"code": "internal", "message": "internal error"}})),
-        (status = 503, description = "The log can no longer acknowledge writes.",
-            body = ErrorEnvelope, example = json!({"error": {"code": "unavailable", "message": "the service cannot durably record changes right now"}}))
-    )
-)]
-pub(super) async fn delete_contact(
-    State(app): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let id = path_id(id, "id")?;
-    match app.store.delete_contact(id).await? {
-        Deletion::Deleted(contact) => {
-            Ok(json_response(StatusCode::OK, &DeletedContact { contact }))
-        }
-        Deletion::NotFound => Err(ApiError::not_found(format!("contact {id} does not exist"))),
-        Deletion::AlreadyDeleted(row) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_deleted",
-            match row.deleted_at {
-                Some(at) => format!("contact {id} was already deleted at {at}"),
-                None => format!("contact {id} was already deleted"),
-            },
-        )),
-    }
-}
-
 /// The body of a successful erasure.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -443,7 +374,7 @@ pub struct ErasedIdentity {
     pub erased_contact_ids: Vec<ContactId>,
 }
 
-/// `DELETE /identities/{contactId}?erase=true` (issue 5 "Erasure").
+/// `DELETE /identities/{contactId}?erase=true` (docs/behaviour.md §6.7).
 #[utoipa::path(
     delete,
     path = "/identities/{contactId}",
@@ -482,17 +413,17 @@ pub struct ErasedIdentity {
             body = ErrorEnvelope, example = json!({"error": {"code": "unavailable", "message": "the service cannot durably record changes right now"}}))
     )
 )]
-pub(super) async fn erase_identity(
+pub(crate) async fn erase_identity(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
+    query: QueryPairs,
 ) -> Result<Response, ApiError> {
     let id = path_id(id, "contactId")?;
-    let erase = query_pairs(query.as_deref())?
+    let erase = query_pairs(query)?
         .into_iter()
         .any(|(key, value)| key == "erase" && value == "true");
     if !erase {
-        return Err(query_error(
+        return Err(ApiError::invalid_query(
             "erase",
             "erasure is irreversible: pass erase=true",
         ));
@@ -507,67 +438,4 @@ pub(super) async fn erase_identity(
         )),
         None => Err(ApiError::not_found(format!("contact {id} does not exist"))),
     }
-}
-
-/// The body of `POST /admin/compact`.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CompactionReport {
-    /// LSN of the snapshot written.
-    pub lsn: u64,
-    /// Its size in bytes.
-    pub snapshot_bytes: u64,
-    /// Other files removed from the snapshot directory.
-    pub snapshots_removed: usize,
-    /// Log segments removed.
-    pub segments_removed: usize,
-}
-
-/// `POST /admin/compact` (issue 5 "Erasure").
-#[utoipa::path(
-    post,
-    path = "/admin/compact",
-    tag = "admin",
-    operation_id = "compact",
-    summary = "Compact the data directory now",
-    description = "Rolls the log, writes a snapshot, then removes every other snapshot and every \
-        log segment the snapshot covers, so no value erased before the call remains in any file. \
-        Blocks until done (about as long as a snapshot). An admin route.",
-    security((), ("admin_token" = [])),
-    responses(
-        (status = 200, description = "What the compaction did.", body = CompactionReport),
-        (status = 401, description = "An admin token is configured and the request did not \
-            present it.", body = ErrorEnvelope,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"idrecon\"`")),
-            example = json!({"error": {"code": "unauthorized",
-                "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
-        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
-            body = ErrorEnvelope, example = json!({"error": {
-                "code": "request_timeout", "message": "request took too long"}})),
-        (status = 500, description = "An internal error (logged).", body = ErrorEnvelope,
-            example = json!({"error": {"code": "internal", "message": "internal error"}})),
-        (status = 503, description = "The log can no longer acknowledge writes.",
-            body = ErrorEnvelope, example = json!({"error": {"code": "unavailable", "message": "the service cannot durably record changes right now"}}))
-    )
-)]
-pub(super) async fn compact(State(app): State<AppState>) -> Result<Response, ApiError> {
-    let store = app.store.clone();
-    let result = tokio::task::spawn_blocking(move || store.compact_blocking())
-        .await
-        .map_err(|_| ApiError::internal())?;
-    let Compaction {
-        lsn,
-        snapshot_bytes,
-        snapshots_removed,
-        segments_removed,
-    } = result?;
-    Ok(json_response(
-        StatusCode::OK,
-        &CompactionReport {
-            lsn,
-            snapshot_bytes,
-            snapshots_removed,
-            segments_removed,
-        },
-    ))
 }

@@ -145,30 +145,6 @@ impl Outcome {
         Outcome::PureRead,
         Outcome::Refused,
     ];
-
-    /// `new-primary`, `new-secondary`, `merge`, `read` or `refused`: the value of the
-    /// `x-idrecon-outcome` response header (docs/behaviour.md §3.5).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::NewPrimary => "new-primary",
-            Outcome::NewSecondary => "new-secondary",
-            Outcome::Merge => "merge",
-            Outcome::PureRead => "read",
-            Outcome::Refused => "refused",
-        }
-    }
-
-    /// The `outcome` label of `idrecon_identify_outcomes_total`: `new_primary`,
-    /// `new_secondary`, `merge`, `pure_read` or `merge_refused`.
-    pub fn metric_label(self) -> &'static str {
-        match self {
-            Outcome::NewPrimary => "new_primary",
-            Outcome::NewSecondary => "new_secondary",
-            Outcome::Merge => "merge",
-            Outcome::PureRead => "pure_read",
-            Outcome::Refused => "merge_refused",
-        }
-    }
 }
 
 /// The graph and how far the log has it.

@@ -3,8 +3,8 @@
 //! otherwise) while the other routes stay open; without one, everything is open.
 
 use crate::common::TestApp;
-use idrecon::admin::AdminToken;
 use idrecon::http::HttpOptions;
+use idrecon::http::auth::AdminToken;
 use idrecon::store::StoreOptions;
 use serde_json::{Value, json};
 

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::common::{TestApp, summary};
-use idrecon::admin::AdminToken;
 use idrecon::graph::BlockList;
 use idrecon::graph::GraphOptions;
 use idrecon::http::HttpOptions;
+use idrecon::http::auth::AdminToken;
 use idrecon::store::StoreOptions;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -32,6 +32,8 @@ impl TestApp {
     }
 
     pub async fn spawn_with(dir: &Path, store_options: StoreOptions, http: HttpOptions) -> TestApp {
+        // As `idrecon serve` does, before the store opens (once per process: idempotent).
+        idrecon::metrics::install();
         let (store, _recovery) = open_store(dir, store_options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -40,7 +42,7 @@ impl TestApp {
         let (tx, rx) = oneshot::channel::<()>();
         let server_store = store.clone();
         let server = tokio::spawn(async move {
-            idrecon::http::serve(listener, server_store, http, async {
+            idrecon::http::server::serve(listener, server_store, http, async {
                 let _ = rx.await;
             })
             .await

@@ -1,13 +1,14 @@
-//! The admin guard: routes that change or reveal data in bulk (today the `GET /contacts`
-//! listing; later deletion, erasure, compaction) live on an "admin" sub-router, and [`guard`]
-//! wraps that sub-router in a layer that demands `Authorization: Bearer <token>` whenever an
-//! admin token is configured (`--admin-token`, `IDRECON_ADMIN_TOKEN`).
+//! The admin guard (docs/behaviour.md §6.12): routes that change or reveal data in bulk (the
+//! `GET /contacts` listing, lookup, identities and their history, deletion, erasure,
+//! compaction) live on an "admin" sub-router, and [`guard`] wraps that sub-router in a layer
+//! that demands `Authorization: Bearer <token>` whenever an admin token is configured
+//! (`--admin-token`, `IDRECON_ADMIN_TOKEN`).
 //!
 //! A missing or wrong token gets `401` with `WWW-Authenticate: Bearer realm="idrecon"` (RFC 6750
 //! §3) and the usual JSON error body with code `unauthorized`. Tokens are compared in constant
 //! time (`subtle`), so the time of a refusal does not tell how many leading bytes were right.
 //! Without a configured token the guard lets every request through; `serve` refuses that on a
-//! non-loopback address unless `--insecure-admin` is given (see `cli.rs`).
+//! non-loopback address unless `--insecure-admin` is given (see `src/cli.rs`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::http::ApiError;
+use super::error::ApiError;
 
 /// The name of the admin security scheme in the OpenAPI document (`components.securitySchemes`).
 pub const SECURITY_SCHEME: &str = "admin_token";

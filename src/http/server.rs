@@ -6,14 +6,15 @@
 //! Here every HTTP/1 connection must deliver a complete request head within `idle_timeout`,
 //! counted from the moment the connection is ready for its next request (so it is also the
 //! keep-alive idle timeout); the request itself, body included, is bounded by the router's
-//! request timeout (see `http::router`).
+//! request timeout (see [`super::router`]).
 //!
 //! The server speaks HTTP/1.1 (keep-alive, pipelining). hyper-util's protocol-sniffing
 //! builder was tried and rejected: it waits for the HTTP/2 preface with no timeout, so idle
-//! connections were never closed (`tests/hostile_input.rs` catches that).
+//! connections were never closed (`tests/it/hostile_input.rs` catches that).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Request;
@@ -24,6 +25,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::Service;
+
+use super::options::HttpOptions;
+use crate::store::Store;
 
 /// Timeouts of the connection loop.
 #[derive(Clone, Copy, Debug)]
@@ -44,8 +48,27 @@ impl Default for ServerTimeouts {
     }
 }
 
-/// Serves `app` (an axum `Router`, or the router inside its layers: [`crate::http::App`]) on
-/// every connection `listener` accepts until `shutdown` resolves; then stops accepting, lets
+/// Serves the API of `store` ([`super::router`] with `options`) on `listener` until `shutdown`
+/// resolves, then drains in-flight requests (see [`serve_app`]). Takes an already-bound
+/// listener, so tests bind `127.0.0.1:0` and start a real server in one line.
+///
+/// # Errors
+/// As [`serve_app`]: none today.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<Store>,
+    options: HttpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let timeouts = ServerTimeouts {
+        idle_timeout: options.idle_timeout,
+        ..ServerTimeouts::default()
+    };
+    serve_app(listener, super::router(store, options), timeouts, shutdown).await
+}
+
+/// Serves `app` (an axum `Router`, or the router inside its layers: [`super::App`]) on every
+/// connection `listener` accepts until `shutdown` resolves; then stops accepting, lets
 /// in-flight requests finish (at most `drain_timeout`) and returns.
 ///
 /// Accept errors (for example running out of file descriptors under a connection flood) are
@@ -53,7 +76,7 @@ impl Default for ServerTimeouts {
 ///
 /// # Errors
 /// None today; the `Result` leaves room for listener errors that should stop the server.
-pub async fn serve<S>(
+pub async fn serve_app<S>(
     listener: TcpListener,
     app: S,
     timeouts: ServerTimeouts,

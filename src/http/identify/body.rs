@@ -1,16 +1,21 @@
-//! Parsing an `/identify` request body into an [`IdentifyRequest`] (SPEC.md §3 request shape,
-//! §4 normalization and validation).
+//! Parsing an `/identify` request body into an [`IdentifyRequest`] (docs/behaviour.md §3
+//! request shape, §4 normalization and validation).
 //!
 //! The body must be a JSON object; `email` must be a string or null; `phoneNumber` a string, a
 //! non-negative integer that fits in 64 bits written without fraction or exponent, or null.
 //! Unknown keys are ignored; a duplicated known key is rejected (which of two values a client
 //! meant is a guess this service does not make). Errors never echo parser internals.
+//!
+//! [`IdentifyRequestBody`] is the same shape for the OpenAPI document. The parser is a serde
+//! visitor rather than a derive of that shape: it refuses a duplicated key, tells each field's
+//! wrong type apart (for the error's code and field) and borrows text from the body.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::contact::{Email, Phone, ValidationError};
 use crate::graph::IdentifyRequest;
@@ -179,14 +184,14 @@ fn phone_field(
     }
 }
 
-/// Parses and validates an `/identify` body (SPEC.md §3, §4), normalizing its values with
-/// `normalizer` (SPEC.md §4 alone with [`Normalizer::default`]; E.164 phones with a
+/// Parses and validates an `/identify` body (docs/behaviour.md §3, §4), normalizing its values with
+/// `normalizer` (docs/behaviour.md §4 alone with [`Normalizer::default`]; E.164 phones with a
 /// `--phone-region`, see [`crate::phone_region`]).
 ///
 /// # Errors
 /// - `invalid_json`: not valid JSON, not a JSON object, or a duplicated `email`/`phoneNumber`;
 /// - `invalid_email` / `invalid_phone_number` (with `field`): a wrong type or a value breaking
-///   SPEC.md §4 (or, with a phone region, a phone number that does not canonicalize);
+///   docs/behaviour.md §4 (or, with a phone region, a phone number that does not canonicalize);
 /// - `missing_contact`: both values absent after normalization.
 pub fn parse_identify_body(
     body: &[u8],
@@ -199,6 +204,41 @@ pub fn parse_identify_body(
     let email = email_field(raw.email, normalizer)?;
     let phone = phone_field(raw.phone_number, normalizer)?;
     IdentifyRequest::new(email, phone)
+}
+
+/// The body of `POST /identify` (docs/behaviour.md §3, §4). Documentation shape: the service parses bodies
+/// with its own strict parser (`parse_identify_body`), which also refuses duplicated
+/// keys. At least one of the two values must be given and non-empty after trimming.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"email": "mcfly@hillvalley.edu", "phoneNumber": "123456"}))]
+pub struct IdentifyRequestBody {
+    /// An email: trimmed, lowercased; exactly one `@` with text on both sides, no whitespace
+    /// or control characters, at most 254 bytes of UTF-8. Null, absent or empty: not given.
+    #[serde(default)]
+    #[schema(nullable, example = "mcfly@hillvalley.edu")]
+    pub email: Option<String>,
+    /// A phone number: a string of 1–32 digits, ASCII letters, spaces and `+ - ( ) .`, or a
+    /// non-negative integer that fits in 64 bits (`123456` ≡ `"123456"`). Null, absent or
+    /// empty: not given. On a server started with `--phone-region`, it must also be a valid
+    /// number (read as a number of that region when it has no `+` country code) and is matched
+    /// and stored in E.164 form (`+919876543210`).
+    #[serde(default)]
+    #[schema(nullable)]
+    pub phone_number: Option<PhoneNumberInput>,
+}
+
+/// `phoneNumber` in a request: text, or a non-negative integer written without fraction or
+/// exponent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum PhoneNumberInput {
+    /// The number as text, e.g. `"+1 (555) 010-0199"`.
+    #[schema(example = "123456")]
+    Text(String),
+    /// The number as a JSON integer, stored as its decimal digits.
+    #[schema(example = 123456)]
+    Digits(u64),
 }
 
 #[cfg(test)]

@@ -1,0 +1,126 @@
+//! Operations routes: `GET /healthz` (docs/behaviour.md §6.9), `GET /metrics` (the Prometheus
+//! scrape, §6.10) and `GET /openapi.json` (this server's OpenAPI document, §6.11).
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorEnvelope};
+use super::json::json_response;
+use super::state::AppState;
+use crate::metrics as metric;
+use crate::store::StoreError;
+
+/// The body of a healthy `GET /healthz`: `{"status": "ok"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+/// `GET /healthz` (docs/behaviour.md §6.9).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    summary = "Liveness and write health",
+    description = "200 once recovery has finished; 503 once the log can no longer acknowledge \
+        writes (a restart recovers from what is on disk).",
+    responses(
+        (status = 200, description = "Serving and able to acknowledge writes.", body = Health),
+        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "request_timeout", "message": "request took too long"}})),
+        (status = 503, description = "The log failed; no write is acknowledged any more.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "unavailable",
+                "message": "the service cannot durably record changes right now"}}))
+    )
+)]
+pub(crate) async fn healthz(State(app): State<AppState>) -> Result<Response, ApiError> {
+    if app.store.healthy() {
+        Ok(json_response(
+            StatusCode::OK,
+            &Health {
+                status: "ok".to_owned(),
+            },
+        ))
+    } else {
+        Err(StoreError::Unavailable.into())
+    }
+}
+
+/// Content type of the Prometheus text exposition format, version 0.0.4.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /metrics`: every metric in the Prometheus text format, rendered by the process's
+/// installed recorder ([`crate::metrics::installed`]; the binary installs it before it opens
+/// the store, the router never does; without one the payload is empty), after setting the
+/// contacts / identities / largest identity gauges from the graph (O(1) under the shared
+/// lock). The counts may include changes not yet durable.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "Counters, histograms and gauges in the Prometheus text exposition format \
+        (requests, identify outcomes, request latency, fsync time, group-commit batch size, \
+        snapshots, contacts/identities/largest identity). See docs/OPERATIONS.md.",
+    responses(
+        (status = 200, description = "The metrics, as text.", body = String,
+            content_type = "text/plain",
+            example = json!("# TYPE idrecon_http_requests_total counter\n\
+                idrecon_http_requests_total{route=\"/identify\",status=\"200\"} 1027\n")),
+        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "request_timeout", "message": "request took too long"}}))
+    )
+)]
+pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
+    let (contacts, identities, largest) = app
+        .store
+        .with_graph(|g| (g.len(), g.identity_count(), g.largest_identity()));
+    metric::set_state_gauges(contacts, identities, largest);
+    let payload = metric::installed()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        payload,
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`: this server's OpenAPI 3.1 document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    operation_id = "openapi",
+    summary = "This API's OpenAPI 3.1 document",
+    description = "Generated from the router at start-up, for this server's configuration \
+        (the configured `--response-key` spelling is the required one).",
+    responses(
+        (status = 200, description = "The OpenAPI document.", body = serde_json::Value,
+            content_type = "application/json"),
+        (status = 408, description = "The request took longer than `--request-timeout-ms`.",
+            body = ErrorEnvelope, example = json!({"error": {
+                "code": "request_timeout", "message": "request took too long"}}))
+    )
+)]
+pub(crate) async fn openapi_json(State(app): State<AppState>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        app.openapi.clone(),
+    )
+        .into_response()
+}

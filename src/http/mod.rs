@@ -1,0 +1,167 @@
+//! The HTTP API (docs/behaviour.md §3, §4, §6): a thin axum layer that extracts, validates
+//! into domain types, calls the [`Store`] and maps every error to the JSON error shape
+//! `{"error": {"code", "message", "field"?}}` ([`error`]).
+//!
+//! This module builds the router and nothing else. The modules form a tree, each using only
+//! those below it:
+//!
+//! ```text
+//! server                 the connection loop; `serve` runs `router` on a listener
+//!   mod (router)         routes and layers; the OpenAPI document from the same route list
+//!     identify, contacts, identities, admin, health
+//!                        one module per resource: its handlers and their
+//!                        `#[utoipa::path]` documentation
+//!     auth               the admin guard and `AdminToken`
+//!     openapi            the document's fixed parts, its adaptation to the options
+//!     trace, route_metrics
+//!                        the request span and the per-route metrics
+//!       answer, params, json, state, options, error
+//!                        shared leaves
+//! ```
+//!
+//! Routes are registered through `utoipa_axum`'s `OpenApiRouter`, from handlers annotated with
+//! `#[utoipa::path]`, so the OpenAPI 3.1 document served at `GET /openapi.json` is derived from
+//! the very router that serves the requests; `routes!` below is the one list of routes. Admin
+//! routes sit on a sub-router behind [`auth::guard`].
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use tower::ServiceBuilder;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::store::Store;
+use error::{ApiError, timeout_as_json};
+use route_metrics::RouteMetricsLayer;
+use state::AppState;
+
+pub mod admin;
+pub mod answer;
+pub mod auth;
+pub mod contacts;
+pub mod error;
+pub mod health;
+pub mod identify;
+pub mod identities;
+mod json;
+pub mod openapi;
+pub mod options;
+mod params;
+pub mod route_metrics;
+pub mod server;
+mod state;
+pub mod trace;
+
+pub use answer::IdentifyAnswer;
+pub use identify::OUTCOME_HEADER;
+pub use options::{HttpOptions, ResponseKey};
+pub use trace::REQUEST_ID_HEADER;
+
+/// Every documented route, registered through `utoipa_axum` so that the router and the OpenAPI
+/// document are built from the same list. Admin routes sit on their own sub-router behind
+/// [`auth::guard`].
+fn api_routes(options: &HttpOptions) -> OpenApiRouter<AppState> {
+    let admin_routes = OpenApiRouter::new()
+        .routes(routes!(contacts::list_contacts))
+        .routes(routes!(identities::lookup_identity))
+        .routes(routes!(
+            identities::get_identity,
+            identities::erase_identity
+        ))
+        .routes(routes!(identities::identity_history))
+        .routes(routes!(contacts::delete_contact))
+        .routes(routes!(admin::compact));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(identify::identify))
+        .routes(routes!(contacts::get_contact))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(health::openapi_json))
+        .merge(auth::guard(admin_routes, options.admin_token.clone()))
+}
+
+/// The OpenAPI 3.1 document of a server built with `options`, as served at `GET /openapi.json`:
+/// every route of [`router`] with its parameters, request and response schemas, error bodies
+/// and examples, adapted to `options.response_key` (see [`openapi::document`]).
+pub fn openapi_document(options: &HttpOptions) -> serde_json::Value {
+    let (_, openapi) = api_routes(options).split_for_parts();
+    openapi::document(
+        &openapi,
+        options.response_key,
+        options.admin_token.is_some(),
+    )
+}
+
+/// The service [`router`] builds: the axum router inside the request id layers.
+pub type App = SetRequestId<PropagateRequestId<Router>, MakeRequestUuid>;
+
+/// The service with every route of docs/behaviour.md §3 and §6 plus `GET /openapi.json` and
+/// `GET /metrics`, the admin guard on admin routes, JSON 404/405 fallbacks and, around every
+/// route and fallback, outermost first:
+///
+/// 1. the request id ([`REQUEST_ID_HEADER`]: the client's value, else a new UUID v4), set on
+///    the request and returned on the response (tower-http's `SetRequestId` and
+///    `PropagateRequestId`, around the whole router);
+/// 2. the request span and its `request finished` event ([`trace`], tower-http's `TraceLayer`);
+/// 3. the request metrics ([`route_metrics`]);
+/// 4. the request timeout: `408 request_timeout` after `options.request_timeout`, body reading
+///    included (tower-http's `TimeoutLayer`, its empty answer made the JSON error).
+///
+/// Layers 2–4 sit inside the router (`Router::layer`) because they need the matched route
+/// template. The body limit is applied where the one body-reading route reads its body, not as
+/// axum's `DefaultBodyLimit` layer; a new route with a body must read it the same way.
+///
+/// Metrics go to the process's global `metrics` recorder, which the caller installs
+/// ([`crate::metrics::install`], as `idrecon serve` does before it opens the store); the
+/// router never installs one, and `GET /metrics` renders the installed one's handle
+/// ([`crate::metrics::installed`]), or an empty payload without one.
+pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
+    let timeout = options.request_timeout;
+    let (routes, openapi) = api_routes(&options).split_for_parts();
+    let document = openapi::document(
+        &openapi,
+        options.response_key,
+        options.admin_token.is_some(),
+    );
+    let state = AppState::new(store, options, Bytes::from(document.to_string()));
+    let per_request = ServiceBuilder::new()
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(trace::request_span)
+                .on_request(())
+                .on_response(trace::request_finished)
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(()),
+        )
+        .layer(RouteMetricsLayer)
+        .map_response(timeout_as_json)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ));
+    let router = routes
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(per_request)
+        .with_state(state);
+    ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        .service(router)
+}
