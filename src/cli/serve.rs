@@ -1,109 +1,24 @@
-//! The `idrecon` command line (SPEC.md §7): flags (clap, each also read from an `IDRECON_*`
-//! environment variable and from the `--config` TOML file, see [`crate::config`]) and the
-//! subcommands `serve`, `import`, `export`, `check`, `feed`.
-//! `main.rs` only parses ([`parse`]), starts tracing and calls [`run`].
+//! `idrecon serve` (docs/behaviour.md §7): its flags, the store and HTTP options they build, and
+//! the run itself: install the metrics recorder, recover the data directory (§8), bind, serve
+//! until SIGINT or SIGTERM ([`shutdown_signal`]), then close the store (final snapshot, log
+//! closed). `--print-config` prints the effective configuration instead
+//! ([`super::config::EffectiveConfig::to_toml`]).
 
-use std::fs::File;
-use std::io::{BufReader, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::Args;
 
-use crate::config::{ConfigError, EffectiveConfig};
-use crate::contact::Timestamp;
-use crate::event::Event;
-use crate::graph::BlockList;
-use crate::graph::{GraphOptions, IdentityGraph};
+use super::DataDir;
+use super::config::EffectiveConfig;
+use super::telemetry::LogArgs;
+use crate::graph::{BlockList, GraphOptions};
 use crate::http::auth::AdminToken;
 use crate::http::{HttpOptions, ResponseKey};
 use crate::phone_region::{Normalizer, PhoneRegion};
-use crate::progress::Progress;
-use crate::rows::{self, RowFormat};
-use crate::snapshot::{self, SnapshotDir};
-use crate::store::{self, Store, StoreOptions};
-use crate::telemetry::LogArgs;
+use crate::store::{Store, StoreOptions};
 use crate::wal::FsyncMode;
-
-/// The default data directory, relative to the working directory.
-pub const DEFAULT_DATA_DIR: &str = "idrecon-data";
-
-/// Identity reconciliation: links every email and phone number of a customer into one identity.
-#[derive(Debug, Parser)]
-#[command(name = "idrecon", version, about)]
-pub struct Cli {
-    /// TOML file of settings: keys are the long flag names in snake_case (`data_dir`, `fsync`,
-    /// `snapshot_every`, …). Flags and environment variables override it.
-    #[arg(long, global = true, env = "IDRECON_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-    /// Logging flags (global: accepted before or after the subcommand).
-    #[command(flatten)]
-    pub log: LogArgs,
-    /// The effective configuration and where each value came from; filled by [`parse`] and
-    /// [`try_parse_from`] (empty after a plain `Cli::parse`).
-    #[arg(skip)]
-    pub effective: EffectiveConfig,
-}
-
-/// Parses the process's command line, environment and `--config` file (precedence flag >
-/// environment > file > default). Like clap's `Parser::parse`, it prints the error and exits
-/// the process on a usage error (exit 2), `--help` or `--version` (exit 0), and on a config file
-/// error (exit 2, naming the file and key).
-pub fn parse() -> Cli {
-    match try_parse_from(std::env::args_os()) {
-        Ok(cli) => cli,
-        Err(ConfigError::Cli(error)) => error.exit(),
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::exit(2);
-        }
-    }
-}
-
-/// Parses `args` (the program name first) with the environment and the `--config` file; see
-/// [`parse`].
-///
-/// # Errors
-/// [`ConfigError`]: a usage error, `--help`/`--version` (as [`ConfigError::Cli`]), or a config
-/// file that cannot be read, is not TOML, has an unknown key or an invalid value.
-pub fn try_parse_from<I, T>(args: I) -> Result<Cli, ConfigError>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
-{
-    let loaded = crate::config::load(&Cli::command(), args)?;
-    let mut cli = Cli::from_arg_matches(&loaded.matches)?;
-    cli.effective = loaded.effective;
-    Ok(cli)
-}
-
-/// The subcommands (SPEC.md §7).
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Recover state from the data directory, then serve the HTTP API.
-    Serve(ServeArgs),
-    /// Load existing Contact rows (CSV or JSON Lines) into a new, empty data directory.
-    Import(ImportArgs),
-    /// Write every row to stdout.
-    Export(ExportArgs),
-    /// Verify every snapshot and log checksum; non-zero exit on corruption serve would refuse.
-    Check(CheckArgs),
-    /// Send every JSON line of a checkout-events file to a running service's /identify.
-    Feed(FeedArgs),
-}
-
-/// `--data-dir`, shared by every subcommand.
-#[derive(Debug, Args)]
-pub struct DataDir {
-    /// Data directory (log segments, snapshots).
-    #[arg(long, env = "IDRECON_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-}
 
 /// Flags of `idrecon serve`.
 #[derive(Debug, Args)]
@@ -280,84 +195,24 @@ impl ServeArgs {
     }
 }
 
-/// Flags of `idrecon import`.
-#[derive(Debug, Args)]
-pub struct ImportArgs {
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub data: DataDir,
-    /// Input format; by default from the file name or its first byte.
-    #[arg(long, env = "IDRECON_FORMAT", value_enum)]
-    pub format: Option<RowFormat>,
-    /// Canonicalize phone numbers to E.164 as `serve --phone-region` does (ISO 3166-1 alpha-2,
-    /// e.g. IN); a row whose phone number does not parse stops the import.
-    #[arg(long, env = "IDRECON_PHONE_REGION", value_name = "ISO")]
-    pub phone_region: Option<PhoneRegion>,
-    /// CSV (`psql \copy … CSV HEADER`) or JSON Lines file of Contact rows.
-    pub file: PathBuf,
-}
-
-/// Flags of `idrecon export`.
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub data: DataDir,
-    /// Output format.
-    #[arg(long, env = "IDRECON_FORMAT", value_enum, default_value_t = RowFormat::Csv)]
-    pub format: RowFormat,
-}
-
-/// Flags of `idrecon check`.
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub data: DataDir,
-}
-
-/// Flags of `idrecon feed`.
-#[derive(Debug, Args)]
-pub struct FeedArgs {
-    /// Base URL of the running service.
-    #[arg(long, env = "IDRECON_URL", default_value = "http://127.0.0.1:3000")]
-    pub url: String,
-    /// Requests in flight at once (1 keeps the file's order exactly).
-    #[arg(long, env = "IDRECON_CONCURRENCY", default_value_t = 32)]
-    pub concurrency: usize,
-    /// JSON Lines file of /identify request bodies.
-    pub file: PathBuf,
-}
-
-/// Runs a parsed command line. Returns the process exit code.
+/// Runs `idrecon serve`: prints the effective configuration and returns 0 with
+/// `--print-config`, otherwise serves until a shutdown signal and returns 0 after a clean
+/// shutdown.
 ///
 /// # Errors
-/// Any failure, with context; `main` prints it and exits non-zero.
-pub fn run(cli: Cli) -> anyhow::Result<i32> {
-    match cli.command {
-        Command::Serve(args) if args.print_config => {
-            args.validate()?;
-            print!("{}", cli.effective.to_toml());
-            Ok(0)
-        }
-        Command::Serve(args) => serve(args, &cli.log).map(|()| 0),
-        Command::Import(args) => import(args).map(|()| 0),
-        Command::Export(args) => export(args).map(|()| 0),
-        Command::Check(args) => check(&args.data.data_dir),
-        Command::Feed(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let summary =
-                runtime.block_on(crate::feed::feed(&args.file, &args.url, args.concurrency))?;
-            print!("{summary}");
-            Ok(if summary.errors.is_empty() && summary.unreachable == 0 {
-                0
-            } else {
-                1
-            })
-        }
+/// The refusals of [`ServeArgs::validate`] (also with `--print-config`), an unrecoverable data
+/// directory, an address that cannot be bound, or a failed server or final snapshot/close.
+pub(super) fn run(
+    args: ServeArgs,
+    log: &LogArgs,
+    effective: &EffectiveConfig,
+) -> anyhow::Result<i32> {
+    if args.print_config {
+        args.validate()?;
+        print!("{}", effective.to_toml());
+        return Ok(0);
     }
+    serve(args, log).map(|()| 0)
 }
 
 fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
@@ -373,7 +228,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         snapshot_every: args.snapshot_every,
         snapshot_pace: crate::snapshot::WritePace::mib_per_second(args.snapshot_write_rate),
         segment_bytes: args.segment_bytes,
-        commit_delay: std::time::Duration::from_micros(args.commit_delay_us),
+        commit_delay: Duration::from_micros(args.commit_delay_us),
         graph: args.graph_options()?,
     };
     if !options.graph.blocked.is_empty() || options.graph.max_identity_size.is_some() {
@@ -441,146 +296,4 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-}
-
-fn is_empty_dir(dir: &Path) -> anyhow::Result<bool> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => Ok(entries.next().is_none()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.display())),
-    }
-}
-
-/// `idrecon import` (SPEC.md §7): everything is parsed, validated and planned before the first
-/// byte is written, so a bad file writes nothing. The result is one snapshot at LSN 0. Rows
-/// parsed and applied are shown as progress on stderr ([`crate::progress`]).
-fn import(args: ImportArgs) -> anyhow::Result<()> {
-    let dir = &args.data.data_dir;
-    if !is_empty_dir(dir)? {
-        bail!(
-            "import needs a new, empty data directory; {} is not empty",
-            dir.display()
-        );
-    }
-    let file =
-        File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let format = match args.format {
-        Some(format) => format,
-        None => {
-            let head = std::io::BufRead::fill_buf(&mut reader)?;
-            rows::detect_format(&args.file, head)
-        }
-    };
-    let started = Instant::now();
-    let parsing = Progress::stderr("import: parsed", "rows", None);
-    let normalizer = Normalizer::new(args.phone_region);
-    let parsed =
-        rows::read_rows_with_progress(&mut reader, format, &normalizer, |n| parsing.set(n));
-    parsing.finish();
-    let parsed = parsed.with_context(|| format!("{}", args.file.display()))?;
-    let plan = rows::plan_import(parsed, Timestamp::now())
-        .with_context(|| format!("{}", args.file.display()))?;
-    let mut graph = IdentityGraph::new();
-    graph.reserve(plan.contacts.len());
-    let applying = Progress::stderr("import: applied", "rows", Some(plan.contacts.len() as u64));
-    for contact in &plan.contacts {
-        graph
-            .apply(&Event::ContactInserted(contact.clone()))
-            .with_context(|| {
-                format!(
-                    "{}: row id {} does not fit the plan",
-                    args.file.display(),
-                    contact.id
-                )
-            })?;
-        applying.inc(1);
-    }
-    applying.finish();
-    debug_assert_eq!(graph.check_invariants(), Ok(()));
-    let bytes = snapshot::encode(0, graph.next_id(), graph.snapshot_entries())?;
-    let path = SnapshotDir::on_disk(dir.join("snapshots")).write_file(0, &bytes)?;
-    eprintln!(
-        "imported {} rows into {} identities ({} joined by shared emails or phones, {} primaries recomputed) in {:.1}s; snapshot {}",
-        plan.rows,
-        plan.identities,
-        plan.identities_joined_by_values,
-        plan.primaries_changed,
-        started.elapsed().as_secs_f64(),
-        path.display()
-    );
-    Ok(())
-}
-
-/// `idrecon export` (SPEC.md §7): read-only; every row in id order to stdout.
-fn export(args: ExportArgs) -> anyhow::Result<()> {
-    let dir = &args.data.data_dir;
-    let graph = store::inspect(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .graph;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    rows::write_rows(&mut out, args.format, graph.all_contacts())?;
-    out.flush()?;
-    Ok(())
-}
-
-/// `idrecon check` (SPEC.md §7): verifies every snapshot and log record, then rebuilds the
-/// state exactly as `serve` would (same snapshot choice, every event replayed) without changing
-/// any file. Exit 0 when `serve` would start (a torn tail, or a damaged snapshot it falls back
-/// from, is a warning), 1 when it would refuse.
-fn check(dir: &Path) -> anyhow::Result<i32> {
-    if !dir.exists() {
-        bail!("data directory {} does not exist", dir.display());
-    }
-    let mut out = std::io::stdout().lock();
-    let snapshots = SnapshotDir::on_disk(dir.join("snapshots"));
-    for (_, path) in snapshots.list()? {
-        match snapshots.verify(&path) {
-            Ok(info) => writeln!(
-                out,
-                "ok       {}: {} contacts at LSN {}",
-                path.display(),
-                info.entries,
-                info.lsn
-            )?,
-            Err(error) => writeln!(out, "CORRUPT  {error}")?,
-        }
-    }
-    let inspection = match store::inspect(dir) {
-        Ok(inspection) => inspection,
-        Err(error) => {
-            writeln!(out, "CORRUPT  {error}")?;
-            writeln!(out, "error: serve would refuse to start")?;
-            return Ok(1);
-        }
-    };
-    let report = &inspection.wal;
-    writeln!(
-        out,
-        "ok       log: {} segments, {} records after LSN {}, last LSN {}",
-        report.segments, report.records_replayed, inspection.snapshot_lsn, report.last_lsn
-    )?;
-    writeln!(
-        out,
-        "ok       state: {} contacts in {} identities",
-        inspection.graph.len(),
-        inspection.graph.identity_count()
-    )?;
-    if let Some(torn) = &report.torn_tail {
-        writeln!(
-            out,
-            "warning: torn tail in {} at byte offset {} ({} bytes); serve will cut it",
-            torn.file.display(),
-            torn.offset,
-            torn.bytes_cut
-        )?;
-    }
-    for skipped in &inspection.skipped_snapshots {
-        writeln!(
-            out,
-            "warning: serve skips a damaged snapshot and falls back to an older one: {skipped}"
-        )?;
-    }
-    Ok(0)
 }
