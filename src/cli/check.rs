@@ -13,15 +13,19 @@ use crate::store;
 /// Flags of `idrecon check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// The data directory it checks (`--data-dir`).
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub data: DataDir,
 }
 
-/// `idrecon check` (SPEC.md §7): verifies every snapshot and log record, then rebuilds the
+/// Runs `idrecon check` (docs/behaviour.md §7): verifies every snapshot and log record, then rebuilds the
 /// state exactly as `serve` would (same snapshot choice, every event replayed) without changing
 /// any file. Exit 0 when `serve` would start (a torn tail, or a damaged snapshot it falls back
 /// from, is a warning), 1 when it would refuse.
+///
+/// # Errors
+/// The data directory does not exist, its snapshot directory cannot be listed, or stdout cannot
+/// be written. Damage is not an error: it is printed and gives exit code 1.
 pub(super) fn run(args: CheckArgs) -> anyhow::Result<i32> {
     let dir = &args.data.data_dir;
     if !dir.exists() {

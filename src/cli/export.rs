@@ -13,15 +13,19 @@ use crate::store;
 /// Flags of `idrecon export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
+    /// The data directory it exports from (`--data-dir`).
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub data: DataDir,
     /// Output format.
     #[arg(long, env = "IDRECON_FORMAT", value_enum, default_value_t = RowFormat::Csv)]
     pub format: RowFormat,
 }
 
-/// `idrecon export` (SPEC.md §7): read-only; every row in id order to stdout.
+/// Runs `idrecon export` (docs/behaviour.md §7): read-only; every row in id order to stdout.
+///
+/// # Errors
+/// The data directory cannot be read or recovered (it is damaged, or an event does not apply),
+/// or stdout cannot be written.
 pub(super) fn run(args: ExportArgs) -> anyhow::Result<()> {
     let dir = &args.data.data_dir;
     let graph = store::inspect(dir)

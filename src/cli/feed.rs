@@ -71,7 +71,7 @@ pub struct FeedSummary {
 }
 
 impl FeedSummary {
-    /// Requests per second over the run.
+    /// Requests per second over the run (a run under 1 ms counts as 1 ms).
     pub fn rate(&self) -> f64 {
         self.requests as f64 / (self.elapsed_ms.max(1) as f64 / 1000.0)
     }
@@ -105,9 +105,13 @@ impl std::fmt::Display for FeedSummary {
 
 /// Feeds the JSON lines of `file` to `{url}/identify` with `concurrency` workers.
 ///
+/// `url` is the service's base URL (a trailing `/` is ignored); `concurrency` is the number of
+/// workers, at least one. Each line is sent as it is, blank lines skipped; a request whose connection fails is
+/// tried up to five times, with a back-off doubling from 50 ms; an answer is never retried.
+///
 /// # Errors
-/// The file cannot be read, or the HTTP client cannot be built. Per-request failures are
-/// counted in the summary, not returned.
+/// The file cannot be read, the HTTP client cannot be built, or a worker task panicked.
+/// Per-request failures are counted in the summary, not returned.
 pub async fn feed(file: &Path, url: &str, concurrency: usize) -> anyhow::Result<FeedSummary> {
     let text = tokio::fs::read_to_string(file).await?;
     let lines: Arc<Vec<String>> = Arc::new(

@@ -22,8 +22,8 @@ use crate::snapshot::{self, SnapshotDir};
 /// Flags of `idrecon import`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
+    /// The data directory it imports into (`--data-dir`).
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub data: DataDir,
     /// Input format; by default from the file name or its first byte.
     #[arg(long, env = "IDRECON_FORMAT", value_enum)]
@@ -44,9 +44,14 @@ fn is_empty_dir(dir: &Path) -> anyhow::Result<bool> {
     }
 }
 
-/// `idrecon import` (SPEC.md §7): everything is parsed, validated and planned before the first
-/// byte is written, so a bad file writes nothing. The result is one snapshot at LSN 0. Rows
-/// parsed and applied are shown as progress on stderr ([`super::progress`]).
+/// Runs `idrecon import` (docs/behaviour.md §7): everything is parsed, validated and planned
+/// before the first byte is written, so a bad file writes nothing. The result is one snapshot
+/// at LSN 0. Rows parsed and applied are shown as progress on stderr ([`super::progress`]).
+///
+/// # Errors
+/// The data directory is not empty or cannot be read; the file cannot be opened or read; a row
+/// is malformed or invalid, or the rows are inconsistent (a duplicate id, a dangling or cyclic
+/// `linkedId`), naming the file and line; or the snapshot cannot be written.
 pub(super) fn run(args: ImportArgs) -> anyhow::Result<()> {
     let dir = &args.data.data_dir;
     if !is_empty_dir(dir)? {

@@ -88,7 +88,7 @@ where
     Ok(cli)
 }
 
-/// The subcommands (SPEC.md §7).
+/// The subcommands (docs/behaviour.md §7).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Recover state from the data directory, then serve the HTTP API.

@@ -26,8 +26,8 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "IDRECON_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
+    /// The data directory it serves (`--data-dir`).
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub data: DataDir,
     /// When a write is acknowledged: after its own fsync (always), after an fsync shared with
     /// concurrent writes (batch, group commit), or once handed to the OS (never).
@@ -179,7 +179,8 @@ impl ServeArgs {
     /// without `--admin-token`, unless `--insecure-admin`.
     ///
     /// # Errors
-    /// The refusal, naming the address and both ways out.
+    /// An invalid `--blocked-pattern` (as [`ServeArgs::graph_options`]), or the refusal, naming
+    /// the address and both ways out.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.graph_options()?;
         if !self.listen.ip().is_loopback() && self.admin_token.is_none() && !self.insecure_admin {
@@ -276,7 +277,9 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
     served.and(closed)
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM: the signal on which `serve` stops accepting
+/// connections, drains requests in flight and closes the store (docs/behaviour.md §7). When
+/// the SIGTERM handler cannot be installed, only SIGINT counts.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

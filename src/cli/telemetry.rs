@@ -1,5 +1,5 @@
 //! Logging: the global `--log-format` / `--log-pii` flags and the `tracing` subscriber they
-//! configure (README "Observability").
+//! configure (docs/behaviour.md §6.10, "Logs").
 //!
 //! Logs go to stderr, one line per event, as human-readable text (the default; coloured only
 //! when stderr is a terminal) or as one JSON object per line. Which events are kept follows
