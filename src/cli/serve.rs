@@ -80,8 +80,8 @@ pub struct ServeArgs {
     #[arg(long, env = "IDRECON_INSECURE_ADMIN")]
     pub insecure_admin: bool,
     /// Built-in list of blocked values to turn on (`recommended`: placeholder emails such as
-    /// `test@test.com`, phones of one repeated digit, `null`, `n/a`, …; see README
-    /// "Over-merge guards"). Blocked values are stored but never matched.
+    /// `test@test.com`, phones of one repeated digit, `null`, `n/a`, …; see docs/behaviour.md
+    /// §3.6). Blocked values are stored but never matched.
     #[arg(long, env = "IDRECON_BLOCKED_VALUES", value_enum, default_value_t = BlockedPreset::None)]
     pub blocked_values: BlockedPreset,
     /// An exact email or phone value to block (repeatable; compared after normalization,
@@ -94,7 +94,7 @@ pub struct ServeArgs {
     pub blocked_pattern: Vec<String>,
     /// Most contacts an identity may reach through /identify: a merge or new secondary that
     /// would exceed it is refused, logged and recorded in the identity's history. Off by
-    /// default; README "Over-merge guards" recommends a value.
+    /// default; docs/behaviour.md §3.6 recommends a value.
     #[arg(long, env = "IDRECON_MAX_IDENTITY_SIZE", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_identity_size: Option<u32>,
     /// Canonicalize phone numbers to E.164 before matching and storing, reading numbers without
@@ -149,9 +149,10 @@ fn response_key_parser() -> impl clap::builder::TypedValueParser<Value = Respons
 /// `--blocked-values`: which built-in block list to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BlockedPreset {
-    /// No built-in list (SPEC.md §3 exactly, unless `--blocked-value`/`--blocked-pattern`).
+    /// No built-in list (docs/behaviour.md §3.1–§3.5 exactly, unless
+    /// `--blocked-value`/`--blocked-pattern`).
     None,
-    /// [`crate::graph::BlockList::recommended`].
+    /// The built-in list of placeholder values (docs/behaviour.md §3.6).
     Recommended,
 }
 

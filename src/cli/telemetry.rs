@@ -22,7 +22,7 @@ pub const DEFAULT_FILTER: &str = "info";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines: timestamp, level, spans, target, message and fields
-    /// (`… INFO idrecon::cli: serving address=127.0.0.1:3000`).
+    /// (`… INFO idrecon::cli::serve: serving address=127.0.0.1:3000`).
     #[default]
     Text,
     /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (the message and the
