@@ -8,7 +8,7 @@
 //! span (method, route, request id) whose `request finished` event adds status and latency.
 //!
 //! Emails and phone numbers are personal data: idrecon never logs them unless `--log-pii` is
-//! given, and then only in the debug-level `/identify decision` line.
+//! given, and then only in the debug-level `identify decision` line of `/identify`.
 
 use std::io::IsTerminal;
 
