@@ -44,26 +44,22 @@
 //! shape; the `/identify` body parser, the admin-token guard, the OpenAPI document served at
 //! `/openapi.json`, and the connection loop with its timeouts and graceful drain.
 //!
-//! The command line, [`cli`]: the `serve`, `import`, `export`, `check` and `feed` subcommands;
-//! beside it `config` (the `--config` TOML file layered under flags and environment variables),
-//! `telemetry` (the `tracing` subscriber), `progress` (progress of long jobs), `feed` (the client
-//! that replays checkout events) and `alloc` (the global allocator the binary installs).
+//! The command line, [`cli`]: the `serve`, `import`, `export`, `check` and `feed` subcommands
+//! (`feed` is the client that replays checkout events), the `--config` TOML file layered under
+//! flags and environment variables, the `tracing` subscriber and the progress of long jobs.
+//! Beside it, [`alloc`]: the global allocator the binary installs.
 #![warn(missing_docs)]
 
 pub mod alloc;
 pub mod cli;
-pub mod config;
 pub mod contact;
 pub mod event;
-pub mod feed;
 pub mod graph;
 pub mod http;
 pub mod metrics;
 pub mod phone_region;
-pub mod progress;
 pub mod rows;
 pub mod snapshot;
 pub mod storage;
 pub mod store;
-pub mod telemetry;
 pub mod wal;

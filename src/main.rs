@@ -7,7 +7,7 @@ static GLOBAL: idrecon::alloc::SplitAllocator = idrecon::alloc::SplitAllocator;
 
 fn main() {
     let cli = idrecon::cli::parse();
-    if let Err(error) = idrecon::telemetry::init(&cli.log) {
+    if let Err(error) = idrecon::cli::telemetry::init(&cli.log) {
         eprintln!("warning: {error}");
     }
     match idrecon::cli::run(cli) {

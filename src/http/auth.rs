@@ -8,7 +8,7 @@
 //! §3) and the usual JSON error body with code `unauthorized`. Tokens are compared in constant
 //! time (`subtle`), so the time of a refusal does not tell how many leading bytes were right.
 //! Without a configured token the guard lets every request through; `serve` refuses that on a
-//! non-loopback address unless `--insecure-admin` is given (see `src/cli.rs`).
+//! non-loopback address unless `--insecure-admin` is given (see `src/cli/serve.rs`).
 
 use std::fmt;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! as `serve --print-config` shows it, unknown keys and invalid values named in the error, a
 //! config file driving a served instance, and `serve` refusing a non-loopback address without
 //! an admin token. Only loopback traffic: the non-loopback cases never get as far as binding.
+//! The module `layering` tests the generic mechanism under it on a command of its own.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -335,4 +336,148 @@ async fn a_served_instance_uses_the_config_file() {
     assert!(terminated.success());
     assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), 0);
     assert!(data.join("wal").is_dir(), "data_dir came from the file");
+}
+
+/// The layering mechanism itself (`idrecon::cli::config::load`), on a small command of its own
+/// rather than idrecon's: file values fill defaults but never override flags, unknown keys and
+/// invalid values are named, global options work on either side of the subcommand, and values
+/// are injected before a `--`.
+mod layering {
+    use std::path::PathBuf;
+
+    use clap::{Arg, ArgAction, Command};
+    use idrecon::cli::config::{CONFIG_ARG, load};
+
+    fn command() -> Command {
+        Command::new("app")
+            .arg(
+                Arg::new(CONFIG_ARG)
+                    .long("config")
+                    .global(true)
+                    .value_parser(clap::value_parser!(PathBuf)),
+            )
+            .arg(
+                Arg::new("verbose")
+                    .long("verbose")
+                    .action(ArgAction::SetTrue),
+            )
+            .arg(
+                Arg::new("log_format")
+                    .long("log-format")
+                    .global(true)
+                    .value_parser(["text", "json"])
+                    .default_value("text"),
+            )
+            .subcommand(
+                Command::new("run")
+                    .arg(
+                        Arg::new("level")
+                            .long("level")
+                            .value_parser(["low", "high"])
+                            .default_value("low"),
+                    )
+                    .arg(
+                        Arg::new("count")
+                            .long("count")
+                            .value_parser(clap::value_parser!(u32))
+                            .default_value("1"),
+                    )
+                    .arg(Arg::new("file")),
+            )
+            .subcommand(Command::new("other").arg(Arg::new("speed").long("speed")))
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn file_fills_defaults_but_not_flags() {
+        let f = file("level = \"high\"\ncount = 7\nverbose = true\nspeed = \"x\"\n");
+        let path = f.path().to_str().unwrap();
+        let loaded = load(
+            &command(),
+            ["app", "run", "--config", path, "--count", "3", "pos"],
+        )
+        .unwrap();
+        let (_, m) = loaded.matches.subcommand().unwrap();
+        assert_eq!(m.get_one::<String>("level").unwrap(), "high");
+        assert_eq!(*m.get_one::<u32>("count").unwrap(), 3);
+        assert_eq!(m.get_one::<String>("file").unwrap(), "pos");
+        assert!(loaded.matches.get_flag("verbose"));
+        let text = loaded.effective.to_toml();
+        assert!(text.contains("level = \"high\"  # config file"), "{text}");
+        assert!(text.contains("count = 3  # flag"), "{text}");
+        assert!(text.contains("verbose = true  # config file"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let f = file("levle = \"high\"\n");
+        let path = f.path().to_str().unwrap();
+        let error = load(&command(), ["app", "run", "--config", path]).unwrap_err();
+        assert!(error.to_string().contains("unknown key `levle`"), "{error}");
+
+        let f = file("level = \"medium\"\n");
+        let path = f.path().to_str().unwrap();
+        let error = load(&command(), ["app", "run", "--config", path]).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("key `level`") && text.contains("medium"),
+            "{text}"
+        );
+
+        let f = file("count = [1, 2]\n");
+        let path = f.path().to_str().unwrap();
+        let error = load(&command(), ["app", "run", "--config", path]).unwrap_err();
+        assert!(error.to_string().contains("key `count`"), "{error}");
+
+        let f = file("verbose = \"yes\"\n");
+        let path = f.path().to_str().unwrap();
+        let error = load(&command(), ["app", "run", "--config", path]).unwrap_err();
+        assert!(error.to_string().contains("key `verbose`"), "{error}");
+    }
+
+    #[test]
+    fn global_options_work_before_or_after_the_subcommand() {
+        let f = file("log_format = \"json\"\n");
+        let path = f.path().to_str().unwrap();
+        // From the file when no flag sets it.
+        let loaded = load(&command(), ["app", "run", "--config", path]).unwrap();
+        let (_, m) = loaded.matches.subcommand().unwrap();
+        assert_eq!(m.get_one::<String>("log_format").unwrap(), "json");
+        // A flag wins wherever it stands.
+        for args in [
+            ["app", "--log-format", "text", "run", "--config", path],
+            ["app", "run", "--log-format", "text", "--config", path],
+        ] {
+            let loaded = load(&command(), args).unwrap();
+            let (_, m) = loaded.matches.subcommand().unwrap();
+            assert_eq!(
+                m.get_one::<String>("log_format").unwrap(),
+                "text",
+                "{args:?}"
+            );
+            assert_eq!(
+                loaded.matches.get_one::<String>("log_format").unwrap(),
+                "text"
+            );
+        }
+        let f = file("log_format = \"xml\"\n");
+        let path = f.path().to_str().unwrap();
+        let error = load(&command(), ["app", "run", "--config", path]).unwrap_err();
+        assert!(error.to_string().contains("key `log_format`"), "{error}");
+    }
+
+    #[test]
+    fn values_are_injected_before_a_double_dash() {
+        let f = file("count = 9\n");
+        let path = f.path().to_str().unwrap();
+        let loaded = load(&command(), ["app", "run", "--config", path, "--", "--pos"]).unwrap();
+        let (_, m) = loaded.matches.subcommand().unwrap();
+        assert_eq!(*m.get_one::<u32>("count").unwrap(), 9);
+        assert_eq!(m.get_one::<String>("file").unwrap(), "--pos");
+    }
 }

@@ -5,19 +5,52 @@
 //! Lines are sent in file order by `--concurrency` workers; with `--concurrency 1` the service
 //! sees exactly the file's order (and so produces deterministic ids).
 //!
-//! Progress goes to stderr ([`crate::progress`]): a bar when stderr is a terminal, a plain
+//! Progress goes to stderr ([`super::progress`]): a bar when stderr is a terminal, a plain
 //! `feed: done/total requests (rate/s)` line every two seconds otherwise.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use parking_lot::Mutex;
 
+use super::progress::Progress;
 use crate::http::OUTCOME_HEADER;
-use crate::progress::Progress;
+
+/// Flags of `idrecon feed`.
+#[derive(Debug, Args)]
+pub struct FeedArgs {
+    /// Base URL of the running service.
+    #[arg(long, env = "IDRECON_URL", default_value = "http://127.0.0.1:3000")]
+    pub url: String,
+    /// Requests in flight at once (1 keeps the file's order exactly).
+    #[arg(long, env = "IDRECON_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: usize,
+    /// JSON Lines file of /identify request bodies.
+    pub file: PathBuf,
+}
+
+/// Runs `idrecon feed`: feeds the file on a new multi-threaded runtime and prints the
+/// [`FeedSummary`] to stdout. Returns 0 when every request got a 2xx answer, 1 when any got an
+/// error answer or none at all.
+///
+/// # Errors
+/// The runtime cannot be started, or [`feed`] fails.
+pub(super) fn run(args: FeedArgs) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let summary = runtime.block_on(feed(&args.file, &args.url, args.concurrency))?;
+    print!("{summary}");
+    Ok(if summary.errors.is_empty() && summary.unreachable == 0 {
+        0
+    } else {
+        1
+    })
+}
 
 /// Attempts per request when the connection fails (not when the server answers an error).
 const ATTEMPTS: u32 = 5;
@@ -38,7 +71,7 @@ pub struct FeedSummary {
 }
 
 impl FeedSummary {
-    /// Requests per second over the run.
+    /// Requests per second over the run (a run under 1 ms counts as 1 ms).
     pub fn rate(&self) -> f64 {
         self.requests as f64 / (self.elapsed_ms.max(1) as f64 / 1000.0)
     }
@@ -72,9 +105,13 @@ impl std::fmt::Display for FeedSummary {
 
 /// Feeds the JSON lines of `file` to `{url}/identify` with `concurrency` workers.
 ///
+/// `url` is the service's base URL (a trailing `/` is ignored); `concurrency` is the number of
+/// workers, at least one. Each line is sent as it is, blank lines skipped; a request whose connection fails is
+/// tried up to five times, with a back-off doubling from 50 ms; an answer is never retried.
+///
 /// # Errors
-/// The file cannot be read, or the HTTP client cannot be built. Per-request failures are
-/// counted in the summary, not returned.
+/// The file cannot be read, the HTTP client cannot be built, or a worker task panicked.
+/// Per-request failures are counted in the summary, not returned.
 pub async fn feed(file: &Path, url: &str, concurrency: usize) -> anyhow::Result<FeedSummary> {
     let text = tokio::fs::read_to_string(file).await?;
     let lines: Arc<Vec<String>> = Arc::new(

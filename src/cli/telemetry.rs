@@ -1,5 +1,5 @@
 //! Logging: the global `--log-format` / `--log-pii` flags and the `tracing` subscriber they
-//! configure (README "Observability").
+//! configure (docs/behaviour.md §6.10, "Logs").
 //!
 //! Logs go to stderr, one line per event, as human-readable text (the default; coloured only
 //! when stderr is a terminal) or as one JSON object per line. Which events are kept follows
@@ -8,7 +8,7 @@
 //! span (method, route, request id) whose `request finished` event adds status and latency.
 //!
 //! Emails and phone numbers are personal data: idrecon never logs them unless `--log-pii` is
-//! given, and then only in the debug-level `/identify decision` line.
+//! given, and then only in the debug-level `identify decision` line of `/identify`.
 
 use std::io::IsTerminal;
 
@@ -22,7 +22,7 @@ pub const DEFAULT_FILTER: &str = "info";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines: timestamp, level, spans, target, message and fields
-    /// (`… INFO idrecon::cli: serving address=127.0.0.1:3000`).
+    /// (`… INFO idrecon::cli::serve: serving address=127.0.0.1:3000`).
     #[default]
     Text,
     /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (the message and the

@@ -17,6 +17,9 @@
 //!
 //! [`EffectiveConfig::to_toml`] renders the effective configuration, with where each value
 //! came from, for `idrecon serve --print-config`.
+//!
+//! The tests are in `tests/it/config_cli.rs`: the mechanism on a small command of its own
+//! (module `layering`), and idrecon's own flags through the real binary.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -481,144 +484,5 @@ impl Setting {
             [one] => scalar(one),
             many => toml::Value::Array(many.iter().map(|v| scalar(v)).collect()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Arg;
-
-    fn command() -> Command {
-        Command::new("app")
-            .arg(
-                Arg::new(CONFIG_ARG)
-                    .long("config")
-                    .global(true)
-                    .value_parser(clap::value_parser!(PathBuf)),
-            )
-            .arg(
-                Arg::new("verbose")
-                    .long("verbose")
-                    .action(ArgAction::SetTrue),
-            )
-            .arg(
-                Arg::new("log_format")
-                    .long("log-format")
-                    .global(true)
-                    .value_parser(["text", "json"])
-                    .default_value("text"),
-            )
-            .subcommand(
-                Command::new("run")
-                    .arg(
-                        Arg::new("level")
-                            .long("level")
-                            .value_parser(["low", "high"])
-                            .default_value("low"),
-                    )
-                    .arg(
-                        Arg::new("count")
-                            .long("count")
-                            .value_parser(clap::value_parser!(u32))
-                            .default_value("1"),
-                    )
-                    .arg(Arg::new("file")),
-            )
-            .subcommand(Command::new("other").arg(Arg::new("speed").long("speed")))
-    }
-
-    fn file(text: &str) -> tempfile::NamedTempFile {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
-        f
-    }
-
-    #[test]
-    fn file_fills_defaults_but_not_flags() {
-        let f = file("level = \"high\"\ncount = 7\nverbose = true\nspeed = \"x\"\n");
-        let path = f.path().to_str().unwrap();
-        let loaded = load(
-            &command(),
-            ["app", "run", "--config", path, "--count", "3", "pos"],
-        )
-        .unwrap();
-        let (_, m) = loaded.matches.subcommand().unwrap();
-        assert_eq!(m.get_one::<String>("level").unwrap(), "high");
-        assert_eq!(*m.get_one::<u32>("count").unwrap(), 3);
-        assert_eq!(m.get_one::<String>("file").unwrap(), "pos");
-        assert!(loaded.matches.get_flag("verbose"));
-        let text = loaded.effective.to_toml();
-        assert!(text.contains("level = \"high\"  # config file"), "{text}");
-        assert!(text.contains("count = 3  # flag"), "{text}");
-        assert!(text.contains("verbose = true  # config file"), "{text}");
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_values_name_the_key() {
-        let f = file("levle = \"high\"\n");
-        let path = f.path().to_str().unwrap();
-        let error = load(&command(), ["app", "run", "--config", path]).unwrap_err();
-        assert!(error.to_string().contains("unknown key `levle`"), "{error}");
-
-        let f = file("level = \"medium\"\n");
-        let path = f.path().to_str().unwrap();
-        let error = load(&command(), ["app", "run", "--config", path]).unwrap_err();
-        let text = error.to_string();
-        assert!(
-            text.contains("key `level`") && text.contains("medium"),
-            "{text}"
-        );
-
-        let f = file("count = [1, 2]\n");
-        let path = f.path().to_str().unwrap();
-        let error = load(&command(), ["app", "run", "--config", path]).unwrap_err();
-        assert!(error.to_string().contains("key `count`"), "{error}");
-
-        let f = file("verbose = \"yes\"\n");
-        let path = f.path().to_str().unwrap();
-        let error = load(&command(), ["app", "run", "--config", path]).unwrap_err();
-        assert!(error.to_string().contains("key `verbose`"), "{error}");
-    }
-
-    #[test]
-    fn global_options_work_before_or_after_the_subcommand() {
-        let f = file("log_format = \"json\"\n");
-        let path = f.path().to_str().unwrap();
-        // From the file when no flag sets it.
-        let loaded = load(&command(), ["app", "run", "--config", path]).unwrap();
-        let (_, m) = loaded.matches.subcommand().unwrap();
-        assert_eq!(m.get_one::<String>("log_format").unwrap(), "json");
-        // A flag wins wherever it stands.
-        for args in [
-            ["app", "--log-format", "text", "run", "--config", path],
-            ["app", "run", "--log-format", "text", "--config", path],
-        ] {
-            let loaded = load(&command(), args).unwrap();
-            let (_, m) = loaded.matches.subcommand().unwrap();
-            assert_eq!(
-                m.get_one::<String>("log_format").unwrap(),
-                "text",
-                "{args:?}"
-            );
-            assert_eq!(
-                loaded.matches.get_one::<String>("log_format").unwrap(),
-                "text"
-            );
-        }
-        let f = file("log_format = \"xml\"\n");
-        let path = f.path().to_str().unwrap();
-        let error = load(&command(), ["app", "run", "--config", path]).unwrap_err();
-        assert!(error.to_string().contains("key `log_format`"), "{error}");
-    }
-
-    #[test]
-    fn values_are_injected_before_a_double_dash() {
-        let f = file("count = 9\n");
-        let path = f.path().to_str().unwrap();
-        let loaded = load(&command(), ["app", "run", "--config", path, "--", "--pos"]).unwrap();
-        let (_, m) = loaded.matches.subcommand().unwrap();
-        assert_eq!(*m.get_one::<u32>("count").unwrap(), 9);
-        assert_eq!(m.get_one::<String>("file").unwrap(), "--pos");
     }
 }

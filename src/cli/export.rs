@@ -1,0 +1,39 @@
+//! `idrecon export` (docs/behaviour.md §7): every row of a data directory, in id order, to
+//! stdout, read without changing the directory or taking its lock.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::DataDir;
+use crate::rows::{self, RowFormat};
+use crate::store;
+
+/// Flags of `idrecon export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The data directory it exports from (`--data-dir`).
+    #[command(flatten)]
+    pub data: DataDir,
+    /// Output format.
+    #[arg(long, env = "IDRECON_FORMAT", value_enum, default_value_t = RowFormat::Csv)]
+    pub format: RowFormat,
+}
+
+/// Runs `idrecon export` (docs/behaviour.md §7): read-only; every row in id order to stdout.
+///
+/// # Errors
+/// The data directory cannot be read or recovered (it is damaged, or an event does not apply),
+/// or stdout cannot be written.
+pub(super) fn run(args: ExportArgs) -> anyhow::Result<()> {
+    let dir = &args.data.data_dir;
+    let graph = store::inspect(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .graph;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    rows::write_rows(&mut out, args.format, graph.all_contacts())?;
+    out.flush()?;
+    Ok(())
+}
