@@ -113,10 +113,6 @@ fn open_floor_log(dir: &Path) -> anyhow::Result<Wal> {
     Ok(wal)
 }
 
-/// The service's allocator ([`idrecon::alloc`]), so the baseline runs the same stack.
-#[global_allocator]
-static GLOBAL: idrecon::alloc::SplitAllocator = idrecon::alloc::SplitAllocator;
-
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let address: SocketAddr = args

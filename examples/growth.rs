@@ -196,10 +196,6 @@ fn wal_log(csv: &Path, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The service's allocator ([`idrecon::alloc`]), so the reads are timed as `serve` runs them.
-#[global_allocator]
-static GLOBAL: idrecon::alloc::SplitAllocator = idrecon::alloc::SplitAllocator;
-
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args

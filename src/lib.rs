@@ -47,10 +47,8 @@
 //! The command line, [`cli`]: the `serve`, `import`, `export`, `check` and `feed` subcommands
 //! (`feed` is the client that replays checkout events), the `--config` TOML file layered under
 //! flags and environment variables, the `tracing` subscriber and the progress of long jobs.
-//! Beside it, [`alloc`]: the global allocator the binary installs.
 #![warn(missing_docs)]
 
-pub mod alloc;
 pub mod cli;
 pub mod contact;
 pub mod event;
