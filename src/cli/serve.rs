@@ -52,7 +52,8 @@ pub struct ServeArgs {
     pub segment_bytes: u64,
     /// Group commit (--fsync batch): after a batch of four or more writes, wait before the next
     /// fsync, while writes keep arriving, until the oldest queued write has waited this many
-    /// microseconds, so more writes share it (0: never wait).
+    /// microseconds, so more writes share it; 5 ms while 64 or more requests wait for the log
+    /// (0: never wait).
     #[arg(long, env = "IDRECON_COMMIT_DELAY_US", default_value_t = 800,
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub commit_delay_us: u64,

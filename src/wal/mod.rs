@@ -35,7 +35,10 @@ use serde::{Deserialize, Serialize};
 
 pub use format::MAX_PAYLOAD;
 pub use recovery::{RecoveryReport, TornTail, replay_read_only, scan};
-pub use writer::{COMMIT_DELAY_MIN_BATCH, DEFAULT_COMMIT_DELAY};
+pub use writer::{
+    COMMIT_DELAY_ENOUGH, COMMIT_DELAY_MIN_BATCH, COMMIT_SIBLINGS, DEFAULT_COMMIT_DELAY,
+    SATURATED_COMMIT_DELAY,
+};
 
 use crate::storage::{RealFs, Storage};
 use format::frame_record;
