@@ -111,7 +111,8 @@ pub type App = SetRequestId<PropagateRequestId<Router>, MakeRequestUuid>;
 /// 1. the request id ([`REQUEST_ID_HEADER`]: the client's value, else a new UUID v4), set on
 ///    the request and returned on the response (tower-http's `SetRequestId` and
 ///    `PropagateRequestId`, around the whole router);
-/// 2. the request span and its `request finished` event ([`trace`], tower-http's `TraceLayer`);
+/// 2. the request span and its `request finished` event ([`trace`], tower-http's `TraceLayer`),
+///    when debug logging is enabled for [`trace::TARGET`] at start-up;
 /// 3. the request metrics ([`route_metrics`]);
 /// 4. the request timeout: `408 request_timeout` after `options.request_timeout`, body reading
 ///    included (tower-http's `TimeoutLayer`, its empty answer made the JSON error).
@@ -133,16 +134,25 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
         options.admin_token.is_some(),
     );
     let state = AppState::new(store, options, Bytes::from(document.to_string()));
+    // The span costs every request an allocation and a wrapped body even when nothing would
+    // record it, so the layer is there only when its debug events are enabled at start-up.
+    let trace_requests = tracing::enabled!(target: trace::TARGET, tracing::Level::DEBUG);
     let per_request = ServiceBuilder::new()
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(trace::request_span)
-                .on_request(())
-                .on_response(trace::request_finished)
-                .on_body_chunk(())
-                .on_eos(())
-                .on_failure(()),
-        )
+        .option_layer(trace_requests.then(|| {
+            // The traced body back to axum's, so both arms answer the same type.
+            ServiceBuilder::new()
+                .map_response(axum::response::IntoResponse::into_response)
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(trace::request_span)
+                        .on_request(())
+                        .on_response(trace::request_finished)
+                        .on_body_chunk(())
+                        .on_eos(())
+                        .on_failure(()),
+                )
+                .into_inner()
+        }))
         .layer(RouteMetricsLayer)
         .map_response(timeout_as_json)
         .layer(TimeoutLayer::with_status_code(

@@ -70,6 +70,16 @@ where
 
 /// Counts one answer of `route` and `method` with `status` that took `elapsed`.
 fn record(route: Arc<str>, method: &'static str, status: StatusCode, elapsed: Duration) {
+    if status.is_server_error() {
+        let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        tracing::error!(
+            route = &*route,
+            method,
+            status = status.as_u16(),
+            latency_us,
+            "request failed"
+        );
+    }
     if &*route == "/identify" && status.is_client_error() {
         metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => "rejected").increment(1);
     }

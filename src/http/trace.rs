@@ -4,9 +4,9 @@
 //! Every request runs inside a debug-level `http_request` span with the fields `method`,
 //! `route` (the matched route template, see [`route_label`]) and `request_id` (the
 //! [`REQUEST_ID_HEADER`] value), so every line a handler logs carries them. When the response
-//! head is ready a `request finished` debug event records `status` and `latency_us`; a `5xx`
-//! also logs `request failed` at error level, whatever the log level of the span. When debug is
-//! off for this module the span is disabled and none of its fields is formatted.
+//! head is ready a `request finished` debug event records `status` and `latency_us`. When debug
+//! is off for [`TARGET`] at start-up, the router leaves the span out altogether; a `5xx` is
+//! logged at error level either way ([`super::route_metrics`]).
 
 use std::time::Duration;
 
@@ -19,6 +19,10 @@ use tracing::Span;
 /// otherwise a new UUID v4 (tower-http's `SetRequestIdLayer`, outside the router). Logged as
 /// `request_id` on the request's span.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The log target of the request span and its events: `RUST_LOG=idrecon::http=debug` (or
+/// any filter enabling debug for it at start-up) turns them on.
+pub const TARGET: &str = "idrecon::http::trace";
 
 /// The `route` of a request's logs and metrics for a path that matches no route.
 pub const UNMATCHED: &str = "unmatched";
@@ -37,6 +41,7 @@ pub fn route_label(request: &Request) -> &str {
 /// The `http_request` span of `request` (module docs).
 pub(crate) fn request_span(request: &Request) -> Span {
     tracing::debug_span!(
+        target: TARGET,
         "http_request",
         method = %request.method(),
         route = route_label(request),
@@ -49,13 +54,10 @@ pub(crate) fn request_span(request: &Request) -> Span {
 }
 
 /// Logs the end of a request inside its span: `request finished` (debug) with `status` and
-/// `latency_us` (microseconds from the router receiving the request to the response head), and
-/// `request failed` (error) for a `5xx`.
+/// `latency_us` (microseconds from the router receiving the request to the response head). A
+/// `5xx` is logged at error level by [`super::route_metrics`], with or without the span.
 pub(crate) fn request_finished(response: &Response, latency: Duration, _span: &Span) {
     let status = response.status().as_u16();
     let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-    if response.status().is_server_error() {
-        tracing::error!(status, latency_us, "request failed");
-    }
-    tracing::debug!(status, latency_us, "request finished");
+    tracing::debug!(target: TARGET, status, latency_us, "request finished");
 }
