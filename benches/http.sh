@@ -8,8 +8,11 @@
 # Environment: CONNECTIONS (256), PRELOAD (1000000 contacts), WORKLOADS ("returning checkout-mix
 # new"; empty skips part 1), LATENCY (1: also run part 2), MIX_MAX_RPS (part 2's maximum
 # instead of part 1's checkout-mix median), SNAPSHOT_EVERY_BUSY (1000), CARGO_TARGET_DIR,
-# TARGET_BIN (another idrecon binary to measure, e.g. an older build: A/B runs) and TARGET_ARGS
-# (extra `serve` flags, e.g. "--commit-delay-us 0").
+# TARGET_BIN (another idrecon binary to measure instead of this checkout's), TARGET_ARGS (extra
+# `serve` flags, e.g. "--commit-delay-us 0") and BASELINE_BIN (an A/B run: a second idrecon
+# binary, e.g. a build of an older commit, measured in every round of part 1 beside the target,
+# the two alternating which goes first; each workload then ends with both medians and the
+# baseline's round-to-round spread, min-max of its ratios).
 # With 64 connections both servers are latency-bound (closed loop: ~64 / latency) and the
 # ceiling stays far below its maximum on this machine; 256 saturates it.
 #
@@ -100,10 +103,10 @@ run_wrk() { # port file connections [delay_ms] -> "rps p50_ms p99_ms errors"
       END {printf "%s %.3f %.3f %d\n", rps, p50, p99, err}'
 }
 
-start_target() { # workload snapshot_every -> pid
+start_target() { # workload snapshot_every [binary] -> pid
   rm -rf "$OUT/run"
   if [ "$1" = new ]; then mkdir -p "$OUT/run"; else cp -r "$OUT/preloaded" "$OUT/run"; fi
-  taskset -c 0 "$BIN" serve --data-dir "$OUT/run" --listen "127.0.0.1:$PORT_TARGET" --fsync batch \
+  taskset -c 0 "${3:-$BIN}" serve --data-dir "$OUT/run" --listen "127.0.0.1:$PORT_TARGET" --fsync batch \
     --snapshot-every "$2" ${TARGET_ARGS:-} > "$OUT/target.log" 2>&1 &
   echo $!
 }
@@ -184,12 +187,23 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 [ -n "$WORKLOADS" ] && printf "%-13s %5s %12s %9s %9s %12s %9s %9s %7s %12s %7s %7s %6s\n" workload round target_rps p50_ms p99_ms ceiling_rps p50_ms p99_ms ratio floor_rps floor/c t/floor errors
 mix_rps=()
 for workload in $WORKLOADS; do
-  ratios=(); floor_ratios=(); target_floor=()
+  ratios=(); floor_ratios=(); target_floor=(); base_ratios=()
   percent=$(write_percent "$workload")
   for round in $(seq 1 "$ROUNDS"); do
+    b=
+    if [ -n "${BASELINE_BIN:-}" ] && [ $((round % 2)) = 0 ]; then
+      base_pid=$(start_target "$workload" 1000000 "$BASELINE_BIN"); wait_ready $PORT_TARGET
+      b=$(run_wrk $PORT_TARGET "$OUT/$workload.jsonl" "$CONNECTIONS")
+      stop "$base_pid"
+    fi
     target_pid=$(start_target "$workload" 1000000); wait_ready $PORT_TARGET
     t=$(run_wrk $PORT_TARGET "$OUT/$workload.jsonl" "$CONNECTIONS")
     stop "$target_pid"
+    if [ -n "${BASELINE_BIN:-}" ] && [ -z "$b" ]; then
+      base_pid=$(start_target "$workload" 1000000 "$BASELINE_BIN"); wait_ready $PORT_TARGET
+      b=$(run_wrk $PORT_TARGET "$OUT/$workload.jsonl" "$CONNECTIONS")
+      stop "$base_pid"
+    fi
     ceiling_pid=$(start_ceiling); wait_ready $PORT_CEILING
     c=$(run_wrk $PORT_CEILING "$OUT/$workload.jsonl" "$CONNECTIONS")
     stop "$ceiling_pid"
@@ -207,8 +221,17 @@ for workload in $WORKLOADS; do
     fi
     [ "$workload" = checkout-mix ] && mix_rps+=("$trps")
     printf "%-13s %5s %12s %9s %9s %12s %9s %9s %7s %12s %7s %7s %6s\n" "$workload" "$round" "$trps" "$tp50" "$tp99" "$crps" "$cp50" "$cp99" "$ratio" "$frps" "$fratio" "$tfratio" "$((terr + cerr + ferr))"
+    if [ -n "$b" ]; then
+      read -r brps bp50 bp99 berr <<<"$b"
+      bratio=$(awk -v a="$brps" -v b="$crps" 'BEGIN {printf "%.3f", a/b}')
+      base_ratios+=("$bratio")
+      printf "%-13s %5s %12s %9s %9s %12s %9s %9s %7s %s\n" "  baseline" "$round" "$brps" "$bp50" "$bp99" "" "" "" "$bratio" "errors $berr"
+    fi
   done
   echo "$workload median ratio target/ceiling: $(printf '%s\n' "${ratios[@]}" | median)"
+  if [ ${#base_ratios[@]} -gt 0 ]; then
+    echo "$workload median ratio baseline/ceiling: $(printf '%s\n' "${base_ratios[@]}" | median), round-to-round spread $(printf '%s\n' "${base_ratios[@]}" | sort -g | head -1)-$(printf '%s\n' "${base_ratios[@]}" | sort -g | tail -1)"
+  fi
   if [ ${#floor_ratios[@]} -gt 0 ]; then
     echo "$workload median ratio floor/ceiling ($percent % durable writes): $(printf '%s\n' "${floor_ratios[@]}" | median), target/floor: $(printf '%s\n' "${target_floor[@]}" | median)"
   fi
