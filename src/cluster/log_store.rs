@@ -116,6 +116,18 @@ impl LogStore {
         self.inner.wal.close()
     }
 
+    /// Seals the active segment of the log so a later purge can remove it whole; returns the
+    /// Raft index of the last entry in it (`None` when the log holds no entry). Blocking.
+    ///
+    /// # Errors
+    /// When the log has failed or is closed.
+    pub fn roll(&self) -> Result<Option<u64>, crate::wal::WalError> {
+        let next = self.inner.wal.roll_segment()?;
+        // The first LSN of the new segment is one past the last entry's LSN, which is its
+        // index + 1.
+        Ok(next.checked_sub(2))
+    }
+
     /// The index of the last entry appended, if any.
     pub fn last_index(&self) -> Option<u64> {
         self.inner.entries.lock().keys().next_back().copied()
@@ -266,7 +278,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .retain(|&index, _| index > log_id.index);
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
-            store.inner.wal.remove_segments_through(log_id.index + 1)
+            let wal = &store.inner.wal;
+            // A purge that covers every entry (a snapshot was installed over the whole log)
+            // seals the active segment first, so it goes too and keeps no purged value on disk
+            // (docs/behaviour.md §6.7).
+            if wal.last_lsn() <= log_id.index + 1 {
+                wal.roll_segment()?;
+            }
+            wal.remove_segments_through(log_id.index + 1)
         })
         .await
         .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?

@@ -6,7 +6,10 @@
 //!   log_store   the Raft log on idrecon's own write-ahead log, the vote (raft_state)
 //!   state_machine  the graph (replica) and its snapshots, built and installed as files
 //!   network     Raft messages over HTTP to the other members
+//!   inspect     reading a member's directory without changing it (export, check)
+//!   membership  status, adding a learner, promoting it, removing a member
 //!   watch       metrics and log lines that follow openraft's state
+//!   erasure     after an erasure, snapshot and purge the log so the values leave the files
 //! types       what an entry carries (the request and the leader's time) and its answer
 //! ```
 //!
@@ -18,7 +21,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+mod erasure;
+pub mod inspect;
 pub mod log_store;
+mod membership;
 pub mod network;
 pub mod node;
 pub mod raft_state;
@@ -27,6 +33,7 @@ pub mod state_machine;
 pub mod types;
 mod watch;
 
+pub use membership::{MemberStatus, Status};
 pub use node::{ClusterNode, Role};
 pub use types::{Answer, Command, NodeId};
 
@@ -72,13 +79,28 @@ impl FromStr for Members {
                 return Err(MembersError(format!("member id {id} is listed twice")));
             }
         }
-        if !matches!(members.len(), 3 | 5) {
-            return Err(MembersError(format!(
-                "a cluster has 3 or 5 members, the list has {}",
-                members.len()
-            )));
+        if members.is_empty() {
+            return Err(MembersError("the member list is empty".to_owned()));
         }
         Ok(Members(members))
+    }
+}
+
+impl Members {
+    /// Checks that the list can form a cluster: 3 or 5 voters (an even number adds no fault
+    /// tolerance; more than 5 slows every commit).
+    ///
+    /// # Errors
+    /// Naming the count.
+    pub fn check_formation(&self) -> Result<(), MembersError> {
+        if matches!(self.0.len(), 3 | 5) {
+            Ok(())
+        } else {
+            Err(MembersError(format!(
+                "a cluster forms with 3 or 5 members, the list has {}",
+                self.0.len()
+            )))
+        }
     }
 }
 
@@ -102,6 +124,8 @@ pub struct ClusterOptions {
     /// Whether a follower forwards requests to the leader (`--cluster-forward`, default) or
     /// answers `421` with the leader's address.
     pub forward: bool,
+    /// Join a formed cluster (wait to be added) instead of forming one from `members`.
+    pub join: bool,
     /// Snapshot (and purge the log) every this many entries.
     pub snapshot_every: u64,
     /// Entries kept in the log behind a snapshot, for followers only a little behind.
@@ -122,6 +146,7 @@ impl ClusterOptions {
             members: members.0,
             token: None,
             forward: true,
+            join: false,
             snapshot_every: DEFAULT_CLUSTER_SNAPSHOT_EVERY,
             log_kept_after_snapshot: 1_000,
             heartbeat_ms: 50,
@@ -151,4 +176,8 @@ pub enum ClusterError {
     /// The graph cannot take another contact.
     #[error("no contact id or slot is left for a new contact")]
     Full,
+    /// A membership change that cannot be made as asked (an unknown member, removing a voter
+    /// through the learner path, a change while another is in progress).
+    #[error("membership change refused: {0}")]
+    Membership(String),
 }

@@ -78,6 +78,8 @@ pub struct ClusterNode {
     log: LogStore,
     options: ClusterOptions,
     reads: ReadBarrier,
+    /// Set once [`ClusterNode::shutdown`] starts; the member's own tasks stop at it.
+    stopping: tokio::sync::watch::Sender<bool>,
     /// Held for the member's lifetime: the data directory's lock.
     _lock: Box<dyn Send + Sync>,
 }
@@ -145,10 +147,14 @@ impl ClusterNode {
             log,
             options,
             reads: ReadBarrier::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
             _lock: lock,
         });
-        node.form().await?;
+        if !node.options.join {
+            node.form().await?;
+        }
         super::watch::spawn(Arc::clone(&node));
+        super::erasure::spawn(Arc::clone(&node));
         Ok(node)
     }
 
@@ -190,6 +196,22 @@ impl ClusterNode {
     /// The member's replica of the graph.
     pub fn replica(&self) -> &Arc<Replica> {
         &self.replica
+    }
+
+    /// The member's Raft log.
+    pub fn log(&self) -> &LogStore {
+        &self.log
+    }
+
+    /// Whether [`ClusterNode::shutdown`] has started.
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Resolves once [`ClusterNode::shutdown`] has started.
+    pub async fn stopped(&self) {
+        let mut stopping = self.stopping.subscribe();
+        let _ = stopping.wait_for(|stopping| *stopping).await;
     }
 
     /// The options the member was started with.
@@ -324,6 +346,7 @@ impl ClusterNode {
     /// # Errors
     /// When the log cannot be flushed.
     pub async fn shutdown(&self) -> Result<(), ClusterError> {
+        self.stopping.send_replace(true);
         let _ = self.raft.shutdown().await;
         self.log
             .close()

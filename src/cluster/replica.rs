@@ -8,6 +8,7 @@
 //! the exclusive one, as in the single-node store.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::{EntryPayload, StoredMembership};
 use parking_lot::RwLock;
@@ -33,6 +34,11 @@ pub struct ReplicaState {
 /// takes snapshots) and the HTTP handlers (which read).
 pub struct Replica {
     state: RwLock<ReplicaState>,
+    /// The Raft index of the last erasure applied (0: none since start): the erasure task
+    /// snapshots and purges the log past it so the erased values leave this member's files.
+    erased_at: AtomicU64,
+    /// Wakes the erasure task.
+    erasure_applied: tokio::sync::Notify,
 }
 
 impl Replica {
@@ -48,7 +54,19 @@ impl Replica {
                 applied,
                 membership,
             }),
+            erased_at: AtomicU64::new(0),
+            erasure_applied: tokio::sync::Notify::new(),
         })
+    }
+
+    /// The Raft index of the last erasure applied since start (0: none).
+    pub fn erased_at(&self) -> u64 {
+        self.erased_at.load(Ordering::Acquire)
+    }
+
+    /// Resolves at the next erasure applied after the call started waiting.
+    pub async fn erasure_applied(&self) {
+        self.erasure_applied.notified().await;
     }
 
     /// Runs `f` on the state under the shared lock.
@@ -64,21 +82,34 @@ impl Replica {
     /// Applies committed entries in log order under one hold of the exclusive lock and answers
     /// each (docs/behaviour.md §9).
     pub fn apply(&self, entries: impl IntoIterator<Item = Entry>) -> Vec<Answer> {
+        let erased_before = self.erased_at();
         let mut state = self.state.write();
-        entries
+        let answers = entries
             .into_iter()
             .map(|entry| {
                 state.applied = Some(entry.log_id);
                 match entry.payload {
                     EntryPayload::Blank => Answer::Nothing,
-                    EntryPayload::Normal(command) => apply_command(&mut state.graph, &command),
+                    EntryPayload::Normal(command) => {
+                        let answer = apply_command(&mut state.graph, &command);
+                        if matches!(answer, Answer::Erased(Some(_))) {
+                            self.erased_at
+                                .fetch_max(entry.log_id.index, Ordering::AcqRel);
+                        }
+                        answer
+                    }
                     EntryPayload::Membership(membership) => {
                         state.membership = StoredMembership::new(Some(entry.log_id), membership);
                         Answer::Nothing
                     }
                 }
             })
-            .collect()
+            .collect();
+        drop(state);
+        if self.erased_at() > erased_before {
+            self.erasure_applied.notify_one();
+        }
+        answers
     }
 }
 

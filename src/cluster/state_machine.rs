@@ -26,8 +26,11 @@ use crate::wal::Lsn;
 
 /// Snapshot entries captured per hold of the shared lock (as on a single node).
 const CAPTURE_CHUNK: usize = 64;
-/// Snapshots kept per member.
-const SNAPSHOTS_KEPT: usize = 2;
+/// Snapshots kept per member: one, so a snapshot taken after an erasure leaves no older file
+/// holding the erased values (docs/behaviour.md §6.7). A follower streaming the previous one
+/// keeps reading it through its open file; if the newest snapshot is damaged, the member gets
+/// a new one from the leader.
+const SNAPSHOTS_KEPT: usize = 1;
 
 /// The state machine openraft drives; cheap to clone.
 #[derive(Clone)]

@@ -14,13 +14,25 @@ use super::state::AppState;
 use crate::metrics as metric;
 use crate::store::StoreError;
 
-/// The body of a healthy `GET /healthz`: `{"status": "ok"}`.
+/// The body of a healthy `GET /healthz`: `{"status": "ok"}`; a cluster member adds its role,
+/// the leader it knows and whether it can get a write executed now
+/// (`{"status": "ok", "role": "follower", "leader": 1, "writable": true}`, docs/behaviour.md
+/// §9).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"status": "ok"}))]
 pub struct Health {
     /// Always `ok`.
     #[schema(example = "ok")]
     pub status: String,
+    /// A cluster member's role: `leader`, `follower`, `candidate` or `learner`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The leader's member id a cluster member knows (absent while there is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<u64>,
+    /// Whether a write sent to this cluster member would be executed now (a leader is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writable: Option<bool>,
 }
 
 /// `GET /healthz` (docs/behaviour.md §6.9).
@@ -44,11 +56,30 @@ pub struct Health {
     )
 )]
 pub(crate) async fn healthz(State(app): State<AppState>) -> Result<Response, ApiError> {
-    if app.store.healthy() {
+    if let Some(node) = app.backend.cluster() {
+        let role = node.role();
+        if role == crate::cluster::Role::Shutdown {
+            return Err(StoreError::Unavailable.into());
+        }
+        let leader = node.leader();
+        return Ok(json_response(
+            StatusCode::OK,
+            &Health {
+                status: "ok".to_owned(),
+                role: Some(role.as_str().to_owned()),
+                writable: Some(leader.is_some()),
+                leader: leader.map(|l| l.id),
+            },
+        ));
+    }
+    if app.backend.healthy() {
         Ok(json_response(
             StatusCode::OK,
             &Health {
                 status: "ok".to_owned(),
+                role: None,
+                leader: None,
+                writable: None,
             },
         ))
     } else {
@@ -85,7 +116,7 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 )]
 pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     let (contacts, identities, largest) = app
-        .store
+        .backend
         .with_graph(|g| (g.len(), g.identity_count(), g.largest_identity()));
     metric::set_state_gauges(contacts, identities, largest);
     let payload = metric::installed()

@@ -26,6 +26,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::Service;
 
+use super::backend::Backend;
 use super::options::HttpOptions;
 use crate::store::Store;
 
@@ -60,11 +61,25 @@ pub async fn serve(
     options: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_backend(listener, Backend::Single(store), options, shutdown).await
+}
+
+/// [`serve`] over any [`Backend`]: the single-node store or a cluster member
+/// (docs/behaviour.md §9), with [`super::app`].
+///
+/// # Errors
+/// As [`serve_app`]: none today.
+pub async fn serve_backend(
+    listener: TcpListener,
+    backend: Backend,
+    options: HttpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let timeouts = ServerTimeouts {
         idle_timeout: options.idle_timeout,
         ..ServerTimeouts::default()
     };
-    serve_app(listener, super::router(store, options), timeouts, shutdown).await
+    serve_app(listener, super::app(backend, options), timeouts, shutdown).await
 }
 
 /// Serves `app` (an axum `Router`, or the router inside its layers: [`super::App`]) on every

@@ -7,6 +7,7 @@ mod common;
 
 mod admin;
 mod bit_flips;
+mod cluster;
 mod cluster_storage;
 mod config_cli;
 mod crash;

@@ -1,0 +1,622 @@
+//! Cluster mode with the real binary on loopback (docs/behaviour.md §9): three members formed
+//! from one list, requests on any member, a leader killed under concurrent writers, a follower
+//! killed and restarted, a follower brought back through snapshot install, every member killed
+//! at once, and a leader stopped with SIGSTOP. Every acknowledged answer must survive, and the
+//! members' exports must be byte-identical once they have applied the same log.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// One member process.
+struct Member {
+    id: u64,
+    address: String,
+    dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Member {
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+}
+
+/// Three members on loopback ports, each with its own data directory.
+struct Cluster {
+    members: Vec<Member>,
+    list: String,
+    extra: Vec<String>,
+    _tmp: tempfile::TempDir,
+}
+
+/// A free loopback port (bound, then released for the member to take).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Cluster {
+    fn new(extra: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let members: Vec<Member> = (1..=3)
+            .map(|id| Member {
+                id,
+                address: format!("127.0.0.1:{}", free_port()),
+                dir: tmp.path().join(format!("node{id}")),
+                log: tmp.path().join(format!("node{id}.log")),
+                child: None,
+            })
+            .collect();
+        let list = members
+            .iter()
+            .map(|m| format!("{}={}", m.id, m.address))
+            .collect::<Vec<_>>()
+            .join(",");
+        Cluster {
+            members,
+            list,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            _tmp: tmp,
+        }
+    }
+
+    fn start(&mut self, id: u64) {
+        let m = &mut self.members[(id - 1) as usize];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_idrecon"))
+            .args([
+                "serve",
+                "--node-id",
+                &id.to_string(),
+                "--cluster",
+                &self.list,
+            ])
+            .arg("--data-dir")
+            .arg(&m.dir)
+            .args(&self.extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("member starts");
+        m.child = Some(child);
+    }
+
+    fn start_all(&mut self) {
+        for id in 1..=3 {
+            self.start(id);
+        }
+    }
+
+    fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.members[(id - 1) as usize].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    fn stop(&mut self, id: u64) {
+        if let Some(mut child) = self.members[(id - 1) as usize].child.take() {
+            signal(&child, "TERM");
+            let status = child.wait().expect("member exits");
+            assert!(status.success(), "member {id} stopped cleanly: {status}");
+        }
+    }
+
+    fn pid(&self, id: u64) -> u32 {
+        self.members[(id - 1) as usize]
+            .child
+            .as_ref()
+            .expect("running")
+            .id()
+    }
+
+    fn running(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.id)
+            .collect()
+    }
+
+    fn url(&self, id: u64) -> String {
+        self.members[(id - 1) as usize].url()
+    }
+
+    /// The leader every running member agrees on, waited for up to `limit`.
+    async fn leader(&self, limit: Duration) -> u64 {
+        let client = client();
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut seen = Vec::new();
+            for id in self.running() {
+                if let Ok(health) = get_json(&client, &format!("{}/healthz", self.url(id))).await {
+                    seen.push(health["leader"].as_u64());
+                }
+            }
+            if let Some(Some(leader)) = seen.first().copied()
+                && seen.len() == self.running().len()
+                && seen.iter().all(|l| *l == Some(leader))
+                && self.running().contains(&leader)
+            {
+                return leader;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader within {limit:?}: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (up to `limit`) until every running member has applied the same, last, index.
+    async fn settled(&self, limit: Duration) {
+        let client = client();
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut applied = Vec::new();
+            for id in self.running() {
+                if let Ok(status) =
+                    get_json(&client, &format!("{}/cluster/status", self.url(id))).await
+                {
+                    applied.push((
+                        status["appliedIndex"].as_u64(),
+                        status["lastLogIndex"].as_u64(),
+                    ));
+                }
+            }
+            if applied.len() == self.running().len()
+                && applied.iter().all(|a| *a == applied[0] && a.0 == a.1)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "members did not settle: {applied:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn export(&self, id: u64) -> String {
+        let m = &self.members[(id - 1) as usize];
+        let out = super::common::idrecon(&["export", "--data-dir", m.dir.to_str().expect("utf-8")]);
+        assert!(
+            out.status.success(),
+            "export of member {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 export")
+    }
+
+    fn member_log(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.members[(id - 1) as usize].log).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut child) = m.child.take() {
+                let _ = Command::new("kill")
+                    .args(["-CONT", &child.id().to_string()])
+                    .status();
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name}");
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client")
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, String> {
+    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("{url}: {}", response.status()));
+    }
+    response.json().await.map_err(|e| e.to_string())
+}
+
+/// An acknowledged `/identify`: what was sent and what came back.
+#[derive(Clone, Debug)]
+struct Ack {
+    body: Value,
+    answer: Value,
+}
+
+/// `writers` clients sending `/identify` to every running member in turn until `stop`; each
+/// acknowledged answer is recorded. Errors (503 while there is no leader, refused connections
+/// to a killed member) are retried on the next member.
+fn spawn_writers(
+    urls: Vec<String>,
+    writers: usize,
+    tag: &str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    acks: Arc<Mutex<Vec<Ack>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..writers)
+        .map(|w| {
+            let urls = urls.clone();
+            let stop = Arc::clone(&stop);
+            let acks = Arc::clone(&acks);
+            let tag = tag.to_owned();
+            tokio::spawn(async move {
+                let client = client();
+                let mut i = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body = json!({
+                        "email": format!("{tag}-w{w}-{i}@example.com"),
+                        "phoneNumber": format!("9{w}{:06}", i / 3),
+                    });
+                    let url = &urls[(i + w) % urls.len()];
+                    i += 1;
+                    let sent = client
+                        .post(format!("{url}/identify"))
+                        .json(&body)
+                        .send()
+                        .await;
+                    if let Ok(response) = sent
+                        && response.status() == 200
+                        && let Ok(answer) = response.json::<Value>().await
+                    {
+                        acks.lock().expect("acks").push(Ack { body, answer });
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Every acknowledged answer is present on `url`: each contact id answered exists, and the
+/// identity of the answer's primary holds the request's email and phone.
+async fn verify_acks(url: &str, acks: &[Ack]) {
+    let client = client();
+    for ack in acks {
+        let primary = ack.answer["contact"]["primaryContactId"]
+            .as_u64()
+            .expect("primary");
+        let identity = get_json(&client, &format!("{url}/identities/{primary}"))
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged primary {primary} is gone: {e}"));
+        let text = identity.to_string();
+        for value in [&ack.body["email"], &ack.body["phoneNumber"]] {
+            let value = value.as_str().expect("string");
+            assert!(
+                text.contains(value),
+                "acknowledged {value} missing from identity {primary}"
+            );
+        }
+        for id in ack.answer["contact"]["secondaryContactIds"]
+            .as_array()
+            .expect("ids")
+        {
+            let id = id.as_u64().expect("id");
+            get_json(&client, &format!("{url}/contacts/{id}"))
+                .await
+                .unwrap_or_else(|e| panic!("acknowledged contact {id} is gone: {e}"));
+        }
+    }
+}
+
+async fn run_writers(cluster: &Cluster, tag: &str, for_: Duration) -> Vec<Ack> {
+    let urls: Vec<String> = cluster
+        .running()
+        .iter()
+        .map(|&id| cluster.url(id))
+        .collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acks = Arc::new(Mutex::new(Vec::new()));
+    let tasks = spawn_writers(urls, 8, tag, Arc::clone(&stop), Arc::clone(&acks));
+    tokio::time::sleep(for_).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    Arc::try_unwrap(acks)
+        .expect("writers done")
+        .into_inner()
+        .expect("acks")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_elect_forward_and_lose_nothing_when_killed() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.start_all();
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let client = client();
+
+    // Requests on any member: a follower forwards to the leader and relays its answer.
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let first = client
+        .post(format!("{}/identify", cluster.url(follower)))
+        .json(&json!({"email": "first@example.com", "phoneNumber": "123456"}))
+        .send()
+        .await
+        .expect("forwarded");
+    assert_eq!(first.status(), 200);
+    let health = get_json(&client, &format!("{}/healthz", cluster.url(follower)))
+        .await
+        .expect("health");
+    assert_eq!(health["role"], "follower");
+    assert_eq!(health["writable"], true);
+
+    // kill -9 the leader under 8 concurrent writers.
+    let urls: Vec<String> = (1..=3).map(|id| cluster.url(id)).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acks = Arc::new(Mutex::new(Vec::new()));
+    let tasks = spawn_writers(urls, 8, "kill", Arc::clone(&stop), Arc::clone(&acks));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before_kill = acks.lock().expect("acks").len();
+    cluster.kill(leader);
+    let killed_at = Instant::now();
+    let new_leader = cluster.leader(Duration::from_secs(10)).await;
+    let elected_in = killed_at.elapsed();
+    assert_ne!(new_leader, leader);
+    assert!(
+        elected_in < Duration::from_secs(2),
+        "a new leader took {elected_in:?}"
+    );
+    let acked_at_kill = acks.lock().expect("acks").len();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while acks.lock().expect("acks").len() <= acked_at_kill {
+        assert!(
+            Instant::now() < deadline,
+            "no write acknowledged after the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    let mut acks = Arc::try_unwrap(acks)
+        .expect("done")
+        .into_inner()
+        .expect("acks");
+    assert!(before_kill > 0, "writes were acknowledged before the kill");
+    verify_acks(&cluster.url(new_leader), &acks).await;
+
+    // The killed member comes back and catches up from the log.
+    cluster.start(leader);
+    cluster.settled(Duration::from_secs(20)).await;
+
+    // kill -9 a follower and restart it: it catches up from the log.
+    let follower = (1..=3).find(|&id| id != new_leader).expect("a follower");
+    cluster.kill(follower);
+    acks.extend(run_writers(&cluster, "follower", Duration::from_millis(500)).await);
+    cluster.start(follower);
+    cluster.settled(Duration::from_secs(20)).await;
+    verify_acks(&cluster.url(follower), &acks).await;
+
+    // All three killed together and restarted: the same state.
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    cluster.start_all();
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    verify_acks(&cluster.url(leader), &acks).await;
+    // A blank entry of the new term commits everything before it; then all settle.
+    run_writers(&cluster, "after-restart", Duration::from_millis(200)).await;
+    cluster.settled(Duration::from_secs(20)).await;
+
+    // Byte-identical exports once every member applied the same log.
+    for id in 1..=3 {
+        cluster.stop(id);
+    }
+    let exports: Vec<String> = (1..=3).map(|id| cluster.export(id)).collect();
+    assert!(
+        exports[0].lines().count() > acks.len() / 3,
+        "the export holds the rows"
+    );
+    assert_eq!(
+        exports[0], exports[1],
+        "members 1 and 2 export the same rows"
+    );
+    assert_eq!(
+        exports[0], exports[2],
+        "members 1 and 3 export the same rows"
+    );
+    for id in 1..=3 {
+        let log = cluster.member_log(id);
+        assert!(!log.contains("panicked"), "member {id} panicked:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_behind_a_purged_log_comes_back_through_a_snapshot() {
+    let mut cluster = Cluster::new(&["--cluster-snapshot-every", "20"]);
+    cluster.start_all();
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    cluster.kill(follower);
+    let acks = run_writers(&cluster, "purge", Duration::from_millis(1500)).await;
+    assert!(
+        acks.len() > 100,
+        "enough writes to pass several snapshots: {}",
+        acks.len()
+    );
+    cluster.start(follower);
+    cluster.settled(Duration::from_secs(30)).await;
+    verify_acks(&cluster.url(follower), &acks).await;
+    let metrics = client()
+        .get(format!("{}/metrics", cluster.url(follower)))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let installs: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("idrecon_raft_snapshot_installs_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        installs >= 1.0,
+        "the follower installed a snapshot:\n{metrics}"
+    );
+    // Local reads on the follower answer from its own replica.
+    let primary = acks[0].answer["contact"]["primaryContactId"]
+        .as_u64()
+        .expect("primary");
+    let local = get_json(
+        &client(),
+        &format!("{}/identities/{primary}?local=true", cluster.url(follower)),
+    )
+    .await
+    .expect("local read");
+    assert!(
+        local
+            .to_string()
+            .contains(acks[0].body["email"].as_str().expect("email"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_stopped_with_sigstop_steps_down_and_acknowledges_nothing_uncommitted() {
+    let mut cluster = Cluster::new(&["--cluster-forward", "false"]);
+    cluster.start_all();
+    let old = cluster.leader(Duration::from_secs(20)).await;
+    let client = client();
+
+    // Forwarding off: a follower names the leader with 421.
+    let follower = (1..=3).find(|&id| id != old).expect("a follower");
+    let misdirected = client
+        .post(format!("{}/identify", cluster.url(follower)))
+        .json(&json!({"email": "x@example.com"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(misdirected.status(), 421);
+    assert_eq!(
+        misdirected.headers()["x-idrecon-leader"]
+            .to_str()
+            .expect("ascii"),
+        cluster.members[(old - 1) as usize].address
+    );
+
+    let pid = cluster.pid(old).to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    // A request the stopped leader receives while it is stopped.
+    let stuck_url = cluster.url(old);
+    let stuck = tokio::spawn(async move {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client")
+            .post(format!("{stuck_url}/identify"))
+            .json(&json!({"email": "stuck@example.com", "phoneNumber": "555000"}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    // The others elect a new leader and serve writes.
+    let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let new_leader = loop {
+        let mut leaders = Vec::new();
+        for &id in &others {
+            if let Ok(h) = get_json(&client, &format!("{}/healthz", cluster.url(id))).await {
+                leaders.push(h["leader"].as_u64());
+            }
+        }
+        if let Some(Some(l)) = leaders.first().copied()
+            && l != old
+            && leaders.iter().all(|x| *x == Some(l))
+        {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader while the old one is stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let written = client
+        .post(format!("{}/identify", cluster.url(new_leader)))
+        .json(&json!({"email": "during-stop@example.com"}))
+        .send()
+        .await
+        .expect("new leader answers");
+    assert_eq!(written.status(), 200);
+
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let stuck = stuck.await.expect("task");
+    // The old leader either relays a committed answer or refuses; if it answered 200, the
+    // write is in the new leader's state.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = get_json(&client, &format!("{}/healthz", cluster.url(old))).await;
+        if let Ok(h) = h
+            && h["role"] == "follower"
+            && h["leader"].as_u64() == Some(new_leader)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old leader did not step down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lookup = client
+        .get(format!(
+            "{}/identities?email=stuck@example.com",
+            cluster.url(new_leader)
+        ))
+        .send()
+        .await
+        .expect("lookup");
+    match stuck {
+        Ok(200) => assert_eq!(lookup.status(), 200, "an acknowledged write is committed"),
+        Ok(status) => assert!(
+            matches!(status, 421 | 503),
+            "the old leader refused with {status}"
+        ),
+        Err(_) => {}
+    }
+}
