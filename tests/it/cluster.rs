@@ -620,3 +620,199 @@ async fn a_leader_stopped_with_sigstop_steps_down_and_acknowledges_nothing_uncom
         Err(_) => {}
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn membership_changes_through_the_cluster_command() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.start_all();
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    run_writers(&cluster, "members", Duration::from_millis(300)).await;
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let follower_url = cluster.url(follower);
+    let cli = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        super::common::idrecon(&args)
+    };
+
+    // A fourth member joins: started with --cluster-join, added as a learner through a
+    // follower (which forwards to the leader), then promoted.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let address = format!("127.0.0.1:{}", free_port());
+    let list = format!("{},4={address}", cluster.list);
+    let mut fourth = Command::new(env!("CARGO_BIN_EXE_idrecon"))
+        .args([
+            "serve",
+            "--node-id",
+            "4",
+            "--cluster",
+            &list,
+            "--cluster-join",
+            "--data-dir",
+        ])
+        .arg(tmp.path().join("node4"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("fourth member starts");
+    let added = tokio::task::spawn_blocking({
+        let (url, address) = (follower_url.clone(), address.clone());
+        move || {
+            cli(vec![
+                "cluster".into(),
+                "add".into(),
+                "--url".into(),
+                url,
+                "--id".into(),
+                "4".into(),
+                "--address".into(),
+                address,
+                "--voter".into(),
+            ])
+        }
+    })
+    .await
+    .expect("cli");
+    assert!(
+        added.status.success(),
+        "cluster add: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let status: Value = serde_json::from_slice(&added.stdout).expect("status JSON");
+    let members = status["members"].as_array().expect("members");
+    assert!(
+        members.iter().any(|m| m["id"] == 4 && m["voter"] == true),
+        "member 4 is a voter: {status}"
+    );
+
+    // The new member serves local reads of the replicated graph once it has applied the
+    // entries it received (a local read may lag; it catches up within heartbeats).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = get_json(&client(), &format!("http://{address}/contacts?local=true"))
+            .await
+            .expect("local listing on the new member");
+        if rows["contacts"]
+            .as_array()
+            .is_some_and(|rows| !rows.is_empty())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new member never applied the log: {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Removing it again; an unknown member is a 409 the command reports.
+    let removed = tokio::task::spawn_blocking({
+        let url = follower_url.clone();
+        move || {
+            cli(vec![
+                "cluster".into(),
+                "remove".into(),
+                "--url".into(),
+                url,
+                "--id".into(),
+                "4".into(),
+            ])
+        }
+    })
+    .await
+    .expect("cli");
+    assert!(
+        removed.status.success(),
+        "cluster remove: {}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    let status: Value = serde_json::from_slice(&removed.stdout).expect("status JSON");
+    assert!(
+        status["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .all(|m| m["id"] != 4),
+        "member 4 is gone: {status}"
+    );
+    let unknown = tokio::task::spawn_blocking(move || {
+        cli(vec![
+            "cluster".into(),
+            "remove".into(),
+            "--url".into(),
+            follower_url,
+            "--id".into(),
+            "9".into(),
+        ])
+    })
+    .await
+    .expect("cli");
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("409"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    let _ = fourth.kill();
+    let _ = fourth.wait();
+}
+
+/// The longer run (docs/CLUSTER.md, RELIABILITY.md): `IDRECON_CLUSTER_KILLS` leader kills
+/// (default 50) under eight writers, each killed leader restarted before the next kill; at the
+/// end every acknowledged answer is present on every member and the exports are identical.
+/// `cargo test --release --test it cluster::many_leader_kills -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a longer run: about two seconds per kill"]
+async fn many_leader_kills_lose_no_acknowledged_answer() {
+    let kills: usize = std::env::var("IDRECON_CLUSTER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let mut cluster = Cluster::new(&["--cluster-snapshot-every", "500"]);
+    cluster.start_all();
+    let urls: Vec<String> = (1..=3).map(|id| cluster.url(id)).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acks = Arc::new(Mutex::new(Vec::new()));
+    let tasks = spawn_writers(urls, 8, "many", Arc::clone(&stop), Arc::clone(&acks));
+    let mut slowest = Duration::ZERO;
+    for kill in 0..kills {
+        let leader = cluster.leader(Duration::from_secs(20)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.kill(leader);
+        let killed_at = Instant::now();
+        cluster.leader(Duration::from_secs(20)).await;
+        slowest = slowest.max(killed_at.elapsed());
+        cluster.start(leader);
+        eprintln!(
+            "kill {}/{kills}: leader {leader}, new leader after {:?}, {} answers acknowledged",
+            kill + 1,
+            killed_at.elapsed(),
+            acks.lock().expect("acks").len()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    let acks = Arc::try_unwrap(acks)
+        .expect("done")
+        .into_inner()
+        .expect("acks");
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    run_writers(&cluster, "settle", Duration::from_millis(200)).await;
+    cluster.settled(Duration::from_secs(30)).await;
+    for id in 1..=3 {
+        verify_acks(&cluster.url(id), &acks).await;
+    }
+    eprintln!(
+        "{kills} leader kills, {} acknowledged answers, 0 lost; slowest election {slowest:?}; \
+         last leader {leader}",
+        acks.len()
+    );
+    for id in 1..=3 {
+        cluster.stop(id);
+    }
+    let exports: Vec<String> = (1..=3).map(|id| cluster.export(id)).collect();
+    assert_eq!(exports[0], exports[1]);
+    assert_eq!(exports[0], exports[2]);
+}
