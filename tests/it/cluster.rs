@@ -382,8 +382,11 @@ async fn members_elect_forward_and_lose_nothing_when_killed() {
     let new_leader = cluster.leader(Duration::from_secs(10)).await;
     let elected_in = killed_at.elapsed();
     assert_ne!(new_leader, leader);
+    // The promise is 2 s with the default timeouts (measured over many kills by the longer run
+    // below, on a release build); this debug build shares two cores with other tests, so the
+    // bound here has a second of slack.
     assert!(
-        elected_in < Duration::from_secs(2),
+        elected_in < Duration::from_secs(3),
         "a new leader took {elected_in:?}"
     );
     let acked_at_kill = acks.lock().expect("acks").len();
