@@ -8,6 +8,7 @@ mod common;
 mod admin;
 mod bit_flips;
 mod cluster;
+mod cluster_linearizability;
 mod cluster_storage;
 mod config_cli;
 mod crash;
