@@ -25,5 +25,6 @@ mod openapi;
 mod phone_region;
 mod recovery;
 mod rows;
+mod unicode_email;
 mod value_index;
 mod wal;
