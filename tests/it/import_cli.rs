@@ -254,3 +254,21 @@ fn import_refuses_a_non_empty_data_dir() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("empty"));
 }
+
+#[test]
+fn export_of_a_missing_data_directory_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let output = idrecon(&["export", "--data-dir", missing.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(missing.to_str().unwrap()) && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "no CSV header for a missing directory"
+    );
+    assert!(!missing.exists(), "export creates nothing");
+}
