@@ -272,3 +272,32 @@ fn export_of_a_missing_data_directory_fails_naming_it() {
     );
     assert!(!missing.exists(), "export creates nothing");
 }
+
+#[tokio::test]
+async fn check_counts_contacts_and_history_records_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path()).await;
+    for (email, phone) in [("a@x.io", "1"), ("b@x.io", "2"), ("a@x.io", "2")] {
+        let (status, _) = app
+            .identify(&json!({"email": email, "phoneNumber": phone}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    // Two rows, one merge in the history; the final snapshot holds both and the clock.
+    app.stop().await;
+    let output = idrecon(&["check", "--data-dir", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let snapshot = stdout
+        .lines()
+        .find(|l| l.contains(".snap"))
+        .unwrap_or_else(|| panic!("no snapshot line in {stdout}"));
+    assert!(
+        snapshot.contains(": 2 contacts, 1 history records at LSN"),
+        "{snapshot}"
+    );
+    assert!(
+        stdout.contains("state: 2 contacts in 1 identities"),
+        "{stdout}"
+    );
+}
