@@ -1,7 +1,7 @@
 //! `idrecon serve` (docs/behaviour.md §7): its flags, the store and HTTP options they build, and
-//! the run itself: install the metrics recorder, recover the data directory (§8), bind, serve
-//! until SIGINT or SIGTERM ([`shutdown_signal`]), then close the store (final snapshot, log
-//! closed). `--print-config` prints the effective configuration instead
+//! the run itself: install the metrics recorder, bind the address, recover the data directory
+//! (§8), listen and serve until SIGINT or SIGTERM ([`shutdown_signal`]), then close the store
+//! (final snapshot, log closed). `--print-config` prints the effective configuration instead
 //! ([`super::config::EffectiveConfig::to_toml`]).
 
 use std::net::SocketAddr;
@@ -241,6 +241,10 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
             "over-merge guards on"
         );
     }
+    // The address is taken before recovery, which can take minutes and ends with a snapshot
+    // written on the way out: a port in use must fail at once. It listens (and so accepts
+    // connections) only once recovery has finished (docs/behaviour.md §6.9).
+    let socket = reserve(args.listen)?;
     let dir = &args.data.data_dir;
     let (store, recovery) = Store::open(dir, options)
         .with_context(|| format!("cannot recover the data directory {}", dir.display()))?;
@@ -266,8 +270,8 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         normalizer: Normalizer::new(args.phone_region),
     };
     let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
+        let listener = socket
+            .listen(LISTEN_BACKLOG)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(address = %listener.local_addr()?, "serving");
         crate::http::server::serve(listener, store.clone(), http, shutdown_signal())
@@ -277,6 +281,31 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: final snapshot");
     let closed = store.close().context("clean shutdown failed");
     served.and(closed)
+}
+
+/// Connections the kernel queues for `accept` (as `tokio::net::TcpListener::bind` uses).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds a socket to `address` without listening on it yet: the address is reserved (another
+/// process bound to it fails here), but connections are refused until
+/// [`tokio::net::TcpSocket::listen`]. `SO_REUSEADDR` is set as `TcpListener::bind` sets it, so
+/// a restart does not wait for the previous run's connections in `TIME_WAIT`.
+///
+/// # Errors
+/// The socket cannot be created or bound (address in use, not local, permission denied),
+/// naming the address.
+fn reserve(address: SocketAddr) -> anyhow::Result<tokio::net::TcpSocket> {
+    let bind = || -> std::io::Result<tokio::net::TcpSocket> {
+        let socket = match address {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        Ok(socket)
+    };
+    bind().with_context(|| format!("cannot listen on {address}"))
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM: the signal on which `serve` stops accepting

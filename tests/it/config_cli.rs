@@ -338,6 +338,39 @@ async fn a_served_instance_uses_the_config_file() {
     assert!(data.join("wal").is_dir(), "data_dir came from the file");
 }
 
+/// Runs `idrecon serve ARGS` to its exit (at most 30 s): the exit code and stderr.
+fn serve_exit(args: &[&str]) -> (i32, String) {
+    let mut child = idrecon()
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let code = wait_exit(&mut child, Duration::from_secs(30));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (code, stderr)
+}
+
+#[test]
+fn a_port_in_use_fails_before_the_data_directory_is_opened() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (code, stderr) = serve_exit(&["--listen", &address, "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&address) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(
+        !data.exists(),
+        "the address is bound before recovery opens (or creates) the data directory"
+    );
+}
+
 /// The layering mechanism itself (`idrecon::cli::config::load`), on a small command of its own
 /// rather than idrecon's: file values fill defaults but never override flags, unknown keys and
 /// invalid values are named, global options work on either side of the subcommand, and values
