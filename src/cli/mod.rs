@@ -126,3 +126,43 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Feed(args) => feed::run(args),
     }
 }
+
+/// `error` and its causes on one line, outermost first, separated by `: `, as `main` prints it
+/// (`error: …`, exit 1). A cause is left out when the error it caused already ends with its
+/// text: library errors that embed their source (`I/O error on DIR: {source}`) would otherwise
+/// print the same cause twice, as anyhow's `{:#}` does.
+pub fn error_report(error: &anyhow::Error) -> String {
+    let mut report = error.to_string();
+    let mut previous = report.clone();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !previous.ends_with(&text) {
+            report.push_str(": ");
+            report.push_str(&text);
+        }
+        previous = text;
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_report;
+
+    #[test]
+    fn a_cause_embedded_in_its_error_is_printed_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("I/O error on DIR: {source}")]
+        struct Embeds {
+            source: std::io::Error,
+        }
+        let cause = std::io::Error::other("disk on fire");
+        let error = anyhow::Error::new(Embeds { source: cause }).context("cannot open DIR");
+        assert_eq!(
+            error_report(&error),
+            "cannot open DIR: I/O error on DIR: disk on fire"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_report(&plain), "outer: inner");
+    }
+}

@@ -434,6 +434,28 @@ async fn listen_accepts_a_host_name() {
     assert_eq!(health.expect("healthz answered").status(), 200);
 }
 
+#[test]
+fn an_unusable_data_directory_prints_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let data = file.join("data");
+    let cause = std::fs::create_dir_all(&data).unwrap_err().to_string();
+    let (code, stderr) = serve_exit(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(data.to_str().unwrap()), "{stderr}");
+    assert_eq!(
+        stderr.matches(&cause).count(),
+        1,
+        "{cause:?} once in {stderr}"
+    );
+}
+
 /// The layering mechanism itself (`idrecon::cli::config::load`), on a small command of its own
 /// rather than idrecon's: file values fill defaults but never override flags, unknown keys and
 /// invalid values are named, global options work on either side of the subcommand, and values
