@@ -11,6 +11,7 @@ mod config_cli;
 mod crash;
 mod data_files;
 mod fault_injection;
+mod feed_cli;
 mod fuzz_smoke;
 mod graph_model;
 mod graph_rules;
