@@ -17,7 +17,8 @@ pub struct ExportArgs {
     #[command(flatten)]
     pub data: DataDir,
     /// Output format.
-    #[arg(long, env = "IDRECON_FORMAT", value_enum, default_value_t = RowFormat::Csv)]
+    #[arg(long, env = "IDRECON_FORMAT", value_parser = super::row_format_parser(),
+          default_value_t = RowFormat::Csv)]
     pub format: RowFormat,
 }
 

@@ -25,6 +25,8 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::rows::RowFormat;
+
 pub use check::CheckArgs;
 use config::{ConfigError, EffectiveConfig};
 pub use export::ExportArgs;
@@ -101,6 +103,23 @@ pub enum Command {
     Check(CheckArgs),
     /// Send every JSON line of a checkout-events file to a running service's /identify.
     Feed(FeedArgs),
+}
+
+/// `--format`'s parser (import and export): the names of [`RowFormat::ALL`] as clap's possible
+/// values, each with its help line (so `--help` and a usage error list them), parsed with
+/// [`RowFormat`]'s `FromStr`. The rows module knows nothing of clap.
+fn row_format_parser() -> impl clap::builder::TypedValueParser<Value = RowFormat> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let values = RowFormat::ALL.map(|format| {
+        let help = match format {
+            RowFormat::Csv => "Comma-separated values with a header row; an empty field is null",
+            RowFormat::Jsonl => {
+                "JSON Lines: one JSON object per line with the column names as keys"
+            }
+        };
+        PossibleValue::new(format.as_str()).help(help)
+    });
+    PossibleValuesParser::new(values).try_map(|name| name.parse::<RowFormat>())
 }
 
 /// `--data-dir`, shared by every subcommand.

@@ -301,3 +301,34 @@ async fn check_counts_contacts_and_history_records_apart() {
         "{stdout}"
     );
 }
+
+#[test]
+fn format_help_lists_csv_and_jsonl_without_doc_links() {
+    for command in ["import", "export"] {
+        let output = idrecon(&[command, "--help"]);
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{help}");
+        let format = help
+            .split("--format <FORMAT>")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no --format in {help}"));
+        assert!(
+            format.contains("- csv:") && format.contains("- jsonl:"),
+            "{command}: {help}"
+        );
+        assert!(!help.contains("[`"), "{command}: a rustdoc link in {help}");
+        // import takes a file; export takes none.
+        let file = if command == "import" {
+            &["rows.csv"][..]
+        } else {
+            &[]
+        };
+        let output = idrecon(&[&[command, "--format", "xml"][..], file].concat());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("[possible values: csv, jsonl]"),
+            "{command}: {stderr}"
+        );
+    }
+}
