@@ -58,6 +58,9 @@ pub(super) fn run(args: FeedArgs) -> anyhow::Result<i32> {
     })
 }
 
+/// The `x-idrecon-outcome` values a summary always lists, in this order.
+const KNOWN_OUTCOMES: [&str; 5] = ["new-primary", "new-secondary", "merge", "read", "refused"];
+
 /// Attempts per request when the connection fails (not when the server answers an error).
 const ATTEMPTS: u32 = 5;
 
@@ -66,7 +69,8 @@ const ATTEMPTS: u32 = 5;
 pub struct FeedSummary {
     /// Lines sent.
     pub requests: u64,
-    /// Answers by outcome (`new-primary`, `new-secondary`, `merge`, `read`) for 200s.
+    /// Answers by outcome for 200s: the `x-idrecon-outcome` value (`new-primary`,
+    /// `new-secondary`, `merge`, `read`, `refused`), `unknown` when the header is missing.
     pub outcomes: BTreeMap<String, u64>,
     /// Error answers by `status code` (e.g. `400 invalid_email`).
     pub errors: BTreeMap<String, u64>,
@@ -94,12 +98,19 @@ impl std::fmt::Display for FeedSummary {
             self.elapsed_ms as f64 / 1000.0,
             self.rate()
         )?;
-        for name in ["new-primary", "new-secondary", "merge", "read"] {
+        // The outcomes of docs/behaviour.md §3 always (0 when absent), then any other value
+        // the service sent, so the lines add up to the requests sent.
+        for name in KNOWN_OUTCOMES {
             writeln!(
                 f,
                 "  {name:<14} {}",
                 self.outcomes.get(name).copied().unwrap_or(0)
             )?;
+        }
+        for (name, n) in &self.outcomes {
+            if !KNOWN_OUTCOMES.contains(&name.as_str()) {
+                writeln!(f, "  {name:<14} {n}")?;
+            }
         }
         for (code, n) in &self.errors {
             writeln!(f, "  error {code:<20} {n}")?;
