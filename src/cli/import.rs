@@ -26,7 +26,7 @@ pub struct ImportArgs {
     #[command(flatten)]
     pub data: DataDir,
     /// Input format; by default from the file name or its first byte.
-    #[arg(long, env = "IDRECON_FORMAT", value_enum)]
+    #[arg(long, env = "IDRECON_FORMAT", value_parser = super::row_format_parser())]
     pub format: Option<RowFormat>,
     /// Canonicalize phone numbers to E.164 as `serve --phone-region` does (ISO 3166-1 alpha-2,
     /// e.g. IN); a row whose phone number does not parse stops the import.
