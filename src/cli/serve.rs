@@ -67,8 +67,9 @@ pub struct ServeArgs {
     /// included, in milliseconds (the connection is closed after it).
     #[arg(long, env = "IDRECON_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
     pub idle_timeout_ms: u64,
-    /// Bearer token that admin routes (`GET /contacts`) require. Prefer the environment or the
-    /// config file: a command line is visible to every local user.
+    /// Bearer token that admin routes (every route reading or changing rows or identities)
+    /// require. Prefer the environment or the config file: a command line is visible to every
+    /// local user.
     #[arg(
         long,
         env = "IDRECON_ADMIN_TOKEN",

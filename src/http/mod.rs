@@ -78,11 +78,10 @@ fn api_routes(options: &HttpOptions) -> OpenApiRouter<AppState> {
             identities::erase_identity
         ))
         .routes(routes!(identities::identity_history))
-        .routes(routes!(contacts::delete_contact))
+        .routes(routes!(contacts::get_contact, contacts::delete_contact))
         .routes(routes!(admin::compact));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(identify::identify))
-        .routes(routes!(contacts::get_contact))
         .routes(routes!(health::healthz))
         .routes(routes!(health::metrics))
         .routes(routes!(health::openapi_json))

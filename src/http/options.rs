@@ -82,8 +82,9 @@ pub struct HttpOptions {
     /// Whether the debug-level `/identify decision` log line may include the request's email
     /// and phone number (`--log-pii`); without it they never appear in logs.
     pub log_pii: bool,
-    /// When set, admin routes (`GET /contacts`) need `Authorization: Bearer <token>`; when
-    /// unset they are open (see [`super::auth`]).
+    /// When set, admin routes (every route reading or changing rows or identities,
+    /// docs/behaviour.md §6.12) need `Authorization: Bearer <token>`; when unset they are open
+    /// (see [`super::auth`]).
     pub admin_token: Option<AdminToken>,
     /// How `/identify` values (and those of any other handler that takes an email or phone
     /// number) are normalized: docs/behaviour.md §4 by default, E.164 phones with `--phone-region`.
