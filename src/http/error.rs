@@ -52,6 +52,16 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_query_parameter", message).with_field(name)
     }
 
+    /// `413 payload_too_large`: the body is, or is announced to be, larger than
+    /// `--max-body-bytes` (docs/behaviour.md §4).
+    pub(crate) fn payload_too_large() -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body is too large",
+        )
+    }
+
     /// The `500` of an internal failure (logged by the caller; no detail to the client).
     pub(crate) fn internal() -> Self {
         ApiError::new(

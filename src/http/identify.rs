@@ -39,19 +39,16 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// The whole body of `req`, at most `limit` bytes (docs/behaviour.md §4): `413 payload_too_large` past
-/// it (a `Content-Length` above it is refused before reading), `400 invalid_body` when the
-/// body cannot be read (the connection failed mid-body).
+/// it (a chunked body, as it arrives; a `Content-Length` above it never gets here, the router's
+/// [`super::body_limit`] layer refuses it before reading), `400 invalid_body` when the body
+/// cannot be read (the connection failed mid-body).
 async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|error| {
             let cause = error.into_inner();
             if cause.is::<http_body_util::LengthLimitError>() {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "request body is too large",
-                )
+                ApiError::payload_too_large()
             } else {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
