@@ -16,6 +16,7 @@ mod graph_model;
 mod graph_rules;
 mod hostile_input;
 mod http_api;
+mod http_input;
 mod identities_api;
 mod import_cli;
 mod linearizability;
