@@ -147,7 +147,7 @@ pub struct ErrorBody {
 
 /// The body of [`ApiError::internal`], for the (unreachable) case where an envelope cannot be
 /// serialized.
-const INTERNAL_BODY: &str = r#"{"error":{"code":"internal","message":"internal error"}}"#;
+const INTERNAL_BODY: &str = "{\"error\":{\"code\":\"internal\",\"message\":\"internal error\"}}\n";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -159,8 +159,12 @@ impl IntoResponse for ApiError {
             },
         };
         // serde_json fails only on maps with non-string keys, which the envelope has none of.
+        // Like every JSON answer, the body ends in a newline (super::json).
         let (status, body) = match serde_json::to_vec(&envelope) {
-            Ok(body) => (self.status, Body::from(body)),
+            Ok(mut body) => {
+                body.push(b'\n');
+                (self.status, Body::from(body))
+            }
             Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, Body::from(INTERNAL_BODY)),
         };
         let mut response = Response::new(body);

@@ -138,7 +138,8 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
         options.response_key,
         options.admin_token.is_some(),
     );
-    let state = AppState::new(store, options, Bytes::from(document.to_string()));
+    // Ends in a newline like every JSON answer (docs/behaviour.md §6).
+    let state = AppState::new(store, options, Bytes::from(format!("{document}\n")));
     // The span costs every request an allocation and a wrapped body even when nothing would
     // record it, so the layer is there only when its debug events are enabled at start-up.
     let trace_requests = tracing::enabled!(target: trace::TARGET, tracing::Level::DEBUG);

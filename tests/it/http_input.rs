@@ -1,6 +1,6 @@
 //! Small input rules of docs/behaviour.md §4 through a real server on 127.0.0.1:0: one spelling
 //! per path id, UTF-8 as the only accepted charset, and any valid JSON number as a wrong phone
-//! number rather than bad JSON.
+//! number rather than bad JSON; and every JSON answer ending in a newline (§6).
 
 use crate::common::TestApp;
 use serde_json::{Value, json};
@@ -149,5 +149,60 @@ async fn a_json_number_that_is_no_u64_is_an_invalid_phone_number() {
         answer["contact"]["phoneNumbers"],
         json!(["18446744073709551615"])
     );
+    app.stop().await;
+}
+
+/// Every JSON answer, success or error, from a handler, the fallbacks, the body limit or the
+/// OpenAPI document, ends in `\n` and still parses as JSON.
+#[tokio::test]
+async fn every_json_answer_ends_in_a_newline() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path()).await;
+    let json = Some("application/json");
+    let big = " ".repeat(17 * 1024);
+    let cases: Vec<(Method, &str, Option<&str>, &str, u16)> = vec![
+        (
+            Method::POST,
+            "/identify",
+            json,
+            r#"{"email":"nl@x.io"}"#,
+            200,
+        ),
+        (Method::POST, "/identify", json, r#"{"email":"x"}"#, 400),
+        (Method::POST, "/identify", json, "{", 400),
+        (Method::POST, "/identify", Some("text/plain"), "{}", 415),
+        (Method::POST, "/identify", json, &big, 413),
+        (Method::GET, "/identify", None, "", 405),
+        (Method::GET, "/no/such/route", None, "", 404),
+        (Method::GET, "/contacts/1", None, "", 200),
+        (Method::GET, "/contacts/01", None, "", 400),
+        (Method::GET, "/contacts?limit=2", None, "", 200),
+        (Method::GET, "/identities/1", None, "", 200),
+        (Method::GET, "/identities/1/history", None, "", 200),
+        (Method::GET, "/identities?email=nl@x.io", None, "", 200),
+        (Method::GET, "/healthz", None, "", 200),
+        (Method::GET, "/openapi.json", None, "", 200),
+        (Method::POST, "/admin/compact", None, "", 200),
+    ];
+    for (method, path, content_type, body, status) in cases {
+        let mut request = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.url))
+            .body(body.to_owned());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.expect("request sent");
+        assert_eq!(response.status().as_u16(), status, "{method} {path}");
+        let text = response.text().await.expect("body");
+        assert!(text.ends_with('\n'), "{method} {path}: {text:?}");
+        assert!(
+            !text[..text.len() - 1].contains('\n'),
+            "{method} {path}: one line"
+        );
+        let parsed: Result<Value, _> = serde_json::from_str(&text);
+        assert!(parsed.is_ok(), "{method} {path}: not JSON: {text:?}");
+    }
     app.stop().await;
 }
