@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! server                 the connection loop; `serve` runs `router` on a listener
+//!   write_stall          the write-stall timeout of a connection
 //!   mod (router)         routes and layers; the OpenAPI document from the same route list
 //!     identify, contacts, identities, admin, health
 //!                        one module per resource: its handlers and their
@@ -62,6 +63,7 @@ pub mod route_metrics;
 pub mod server;
 mod state;
 pub mod trace;
+pub mod write_stall;
 
 pub use answer::IdentifyAnswer;
 pub use identify::OUTCOME_HEADER;

@@ -26,5 +26,6 @@ mod openapi;
 mod phone_region;
 mod recovery;
 mod rows;
+mod slow_clients;
 mod value_index;
 mod wal;
