@@ -33,6 +33,12 @@ pub const HTTP_REQUEST_DURATION: &str = "idrecon_http_request_duration_seconds";
 /// `pure_read` (the `200`s, from the store's `Outcome`) and `rejected` (every `4xx`, timeouts
 /// and oversized bodies included). `5xx` answers count in [`HTTP_REQUESTS`] only.
 pub const IDENTIFY_OUTCOMES: &str = "idrecon_identify_outcomes_total";
+/// Gauge: HTTP connections open now (docs/behaviour.md §7 `--max-connections`).
+pub const HTTP_CONNECTIONS: &str = "idrecon_http_connections";
+/// Gauge: the most HTTP connections open at once (`--max-connections`).
+pub const HTTP_CONNECTIONS_MAX: &str = "idrecon_http_connections_max";
+/// Counter: connections closed at once on accept because [`HTTP_CONNECTIONS_MAX`] were open.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "idrecon_http_connections_refused_total";
 /// Counter: bytes the log writer wrote to log segments (records and segment headers).
 pub const WAL_BYTES_WRITTEN: &str = "idrecon_wal_bytes_written_total";
 /// Histogram: duration of one log segment fsync (`fdatasync`) by the writer thread, in seconds.
@@ -147,6 +153,17 @@ fn describe() {
         IDENTIFY_OUTCOMES,
         Unit::Count,
         "/identify answers by outcome: new_primary, new_secondary, merge, pure_read, rejected (4xx)."
+    );
+    describe_gauge!(HTTP_CONNECTIONS, Unit::Count, "HTTP connections open.");
+    describe_gauge!(
+        HTTP_CONNECTIONS_MAX,
+        Unit::Count,
+        "Most HTTP connections open at once (--max-connections)."
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        Unit::Count,
+        "HTTP connections closed at once because --max-connections were open."
     );
     describe_counter!(
         WAL_BYTES_WRITTEN,

@@ -65,11 +65,19 @@ pub struct ServeArgs {
     #[arg(long, env = "IDRECON_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
     /// Longest a connection may take to send a complete request head, idle keep-alive time
-    /// included, in milliseconds (the connection is closed after it).
+    /// included, or leave an answer unread, in milliseconds (the connection is closed after
+    /// it).
     #[arg(long, env = "IDRECON_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
     pub idle_timeout_ms: u64,
-    /// Bearer token that admin routes (`GET /contacts`) require. Prefer the environment or the
-    /// config file: a command line is visible to every local user.
+    /// Most connections open at once; a connection beyond them is closed at once, and counted
+    /// in /metrics (also closed: a connection whose client reads nothing for the idle timeout
+    /// while an answer waits).
+    #[arg(long, env = "IDRECON_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Bearer token that admin routes (every route reading or changing rows or identities)
+    /// require. Prefer the environment or the config file: a command line is visible to every
+    /// local user.
     #[arg(
         long,
         env = "IDRECON_ADMIN_TOKEN",
@@ -269,6 +277,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        max_connections: args.max_connections as usize,
         log_pii: log.log_pii,
         admin_token: args.admin_token,
         normalizer: Normalizer::new(args.phone_region),
