@@ -10,6 +10,8 @@
 //!   are copied out under the lock and rendered after it is released.
 //! - **Maintenance** (snapshots, compaction) runs on one background thread fed by a channel
 //!   (`maintenance.rs`); a snapshot holds the locks only in short chunks (`snapshots.rs`).
+//! - **Import** writes a new data directory from an import plan's rows ([`import()`],
+//!   `import.rs`).
 //!
 //! # Data directory
 //! ```text
@@ -33,12 +35,14 @@ use crate::wal::{FsyncMode, Lsn, Wal, WalError, WalOptions};
 
 mod deletion;
 mod identify;
+mod import;
 mod maintenance;
 mod reads;
 mod recovery;
 mod snapshots;
 
 pub use deletion::{Deletion, Erasure};
+pub use import::{ImportReport, check_import_target, import};
 pub use recovery::{Inspection, Recovery, ReplayError, inspect};
 pub use snapshots::Compaction;
 
@@ -110,6 +114,18 @@ pub enum StoreError {
     /// Another process holds the data directory.
     #[error("data directory {} is in use by another process", .0.display())]
     Locked(PathBuf),
+    /// `idrecon import` was given a data directory that is not empty (docs/behaviour.md §7).
+    #[error("import needs a new, empty data directory; {} is not empty", .0.display())]
+    NotEmpty(PathBuf),
+    /// A row of an import plan does not apply to the rows before it (a plan that does not come
+    /// from [`crate::rows::plan_import`]); nothing was written.
+    #[error("row id {id} does not fit the plan")]
+    ImportRow {
+        /// The row's id.
+        id: crate::contact::ContactId,
+        /// Why it does not apply.
+        source: ApplyError,
+    },
     /// An I/O error outside the log and snapshots (creating the directory, the lock file).
     #[error("I/O error on {}: {source}", path.display())]
     Io {
