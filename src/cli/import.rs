@@ -40,7 +40,8 @@ pub struct ImportArgs {
 /// at LSN 0. Rows parsed and applied are shown as progress on stderr ([`super::progress`]).
 ///
 /// # Errors
-/// The data directory is not empty or cannot be read; the file cannot be opened or read; a row
+/// The data directory is not empty (an interrupted import's directory is reused) or cannot be
+/// read, or another process holds it; the file cannot be opened or read; a row
 /// is malformed or invalid, or the rows are inconsistent (a duplicate id, a dangling or cyclic
 /// `linkedId`), naming the file and line; or the snapshot cannot be written.
 pub(super) fn run(args: ImportArgs) -> anyhow::Result<()> {

@@ -15,7 +15,8 @@
 //!
 //! # Data directory
 //! ```text
-//! DIR/LOCK                     exclusive lock of the serving process
+//! DIR/LOCK                     exclusive lock of the serving (or importing) process
+//! DIR/IMPORTING                only while an import writes its snapshot (`import.rs`)
 //! DIR/wal/{first_lsn}.wal      log segments
 //! DIR/snapshots/{lsn}.snap     the two newest snapshots
 //! ```
@@ -42,7 +43,9 @@ mod recovery;
 mod snapshots;
 
 pub use deletion::{Deletion, Erasure};
-pub use import::{ImportReport, check_import_target, import};
+pub use import::{
+    IMPORT_MARKER, ImportReport, ImportTarget, check_import_target, import, is_interrupted_import,
+};
 pub use recovery::{Inspection, Recovery, ReplayError, inspect};
 pub use snapshots::Compaction;
 
@@ -114,6 +117,15 @@ pub enum StoreError {
     /// Another process holds the data directory.
     #[error("data directory {} is in use by another process", .0.display())]
     Locked(PathBuf),
+    /// The data directory holds an import that did not finish (its marker
+    /// [`IMPORT_MARKER`] is there): serving or reading it would show a directory without the
+    /// imported rows (docs/behaviour.md §7).
+    #[error(
+        "data directory {} holds an interrupted import (the file {IMPORT_MARKER} is there): \
+         run `idrecon import` into it again, or remove it",
+        .0.display()
+    )]
+    InterruptedImport(PathBuf),
     /// `idrecon import` was given a data directory that is not empty (docs/behaviour.md §7).
     #[error("import needs a new, empty data directory; {} is not empty", .0.display())]
     NotEmpty(PathBuf),
@@ -210,7 +222,11 @@ impl Store {
     /// [`StoreError::Locked`] if another process serves `dir`; [`StoreError::Wal`] or
     /// [`StoreError::Snapshot`] naming file and offset for corruption (a record that verifies
     /// but does not replay is [`WalError::Replay`] with a [`ReplayError`] source);
-    /// [`StoreError::Io`] when the directory cannot be created or locked.
+    /// [`StoreError::Io`] when the directory cannot be created or locked;
+    /// [`StoreError::InterruptedImport`] when an import into `dir` did not finish.
+    ///
+    /// Stale snapshot temp files (left by a crash during a snapshot) are removed once the lock
+    /// is held, and logged.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<(Arc<Store>, Recovery), StoreError> {
         Store::open_with(dir, options, Arc::new(RealFs))
     }
@@ -231,7 +247,7 @@ impl Store {
             path: e.path,
             source: e.source,
         })?;
-        let lock_path = dir.join("LOCK");
+        let lock_path = dir.join(import::LOCK_FILE);
         let lock = fs.lock(&lock_path).map_err(|source| StoreError::Io {
             path: lock_path.clone(),
             source,
@@ -240,7 +256,25 @@ impl Store {
             return Err(StoreError::Locked(dir.to_path_buf()));
         };
         let started = Instant::now();
+        let top = fs.list_files(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if top.iter().any(|name| name == IMPORT_MARKER) {
+            return Err(StoreError::InterruptedImport(dir.to_path_buf()));
+        }
         let snapshots = SnapshotDir::new(Arc::clone(&storage), dir.join("snapshots"));
+        // Under the lock no snapshot of another process is in progress: a temp file is what a
+        // crash during a snapshot left, and each is as large as a snapshot.
+        match snapshots.remove_temp_files() {
+            Ok(0) => {}
+            Ok(files) => tracing::info!(
+                files,
+                dir = %snapshots.path().display(),
+                "removed temp files of snapshots interrupted by a crash"
+            ),
+            Err(error) => tracing::warn!(%error, "could not remove stale snapshot temp files"),
+        }
         let Loaded {
             mut graph,
             lsn: snapshot_lsn,

@@ -163,9 +163,13 @@ pub struct Inspection {
 /// no lock is taken.
 ///
 /// # Errors
-/// As [`Store::open`](super::Store::open), for everything `serve` would refuse; a record that
-/// does not replay is [`StoreError::Wal`] holding a [`ReplayError`] as its source.
+/// As [`Store::open`](super::Store::open), for everything `serve` would refuse (an interrupted
+/// import is [`StoreError::InterruptedImport`]); a record that does not replay is
+/// [`StoreError::Wal`] holding a [`ReplayError`] as its source.
 pub fn inspect(dir: &Path) -> Result<Inspection, StoreError> {
+    if super::is_interrupted_import(dir) {
+        return Err(StoreError::InterruptedImport(dir.to_path_buf()));
+    }
     let Loaded {
         mut graph,
         lsn: snapshot_lsn,

@@ -18,6 +18,7 @@ mod hostile_input;
 mod http_api;
 mod identities_api;
 mod import_cli;
+mod leftovers;
 mod linearizability;
 mod logs;
 mod metrics;
