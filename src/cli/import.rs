@@ -85,5 +85,16 @@ pub(super) fn run(args: ImportArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         report.snapshot.display()
     );
+    if report.identities_over_default_cap > 0 {
+        eprintln!(
+            "warning: {} identities have more than {} contacts (the largest has {}); they are \
+             imported as they are, but serve's identity size cap (--max-identity-size, default \
+             {}) refuses to grow them through /identify (docs/behaviour.md §3.6)",
+            report.identities_over_default_cap,
+            store::DEFAULT_MAX_IDENTITY_SIZE,
+            report.largest_identity,
+            store::DEFAULT_MAX_IDENTITY_SIZE
+        );
+    }
     Ok(())
 }

@@ -36,6 +36,12 @@ pub struct ImportReport {
     pub contacts: usize,
     /// Identities in it.
     pub identities: usize,
+    /// Contacts (deleted ones included) of the largest identity.
+    pub largest_identity: usize,
+    /// Identities larger than [`super::DEFAULT_MAX_IDENTITY_SIZE`]: imported as they are (the
+    /// file is the truth), but `serve`'s default cap refuses to grow them through `/identify`
+    /// (docs/behaviour.md §3.6).
+    pub identities_over_default_cap: usize,
 }
 
 /// What a data directory is to an import ([`check_import_target`]).
@@ -158,9 +164,12 @@ pub fn import(
     let path = snapshots.write_file(0, &bytes)?;
     fs.remove_file(&marker).map_err(io(&marker))?;
     fs.sync_dir(dir).map_err(io(dir))?;
+    let cap = super::DEFAULT_MAX_IDENTITY_SIZE as usize;
     Ok(ImportReport {
         snapshot: path,
         contacts: graph.len(),
         identities: graph.identity_count(),
+        largest_identity: graph.largest_identity(),
+        identities_over_default_cap: graph.identity_sizes().filter(|&n| n > cap).count(),
     })
 }

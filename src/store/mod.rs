@@ -61,6 +61,14 @@ pub const SNAPSHOTS_KEPT: usize = 2;
 /// it keeps each capture, with its copy-on-write pre-images, open longer.
 pub const DEFAULT_SNAPSHOT_WRITE_MIB_S: u64 = 0;
 
+/// The service's default identity size cap (`serve --max-identity-size`, docs/behaviour.md
+/// §3.6): 1 000 contacts, deleted ones included. Without a cap, one client sending new emails
+/// with a fixed phone number grows a single identity without bound, and every answer about it
+/// (copied and rendered per request) grows with it; 1 000 sits far above a genuine household
+/// or company account. The graph's own default ([`GraphOptions::default`]) has no cap: these
+/// are the pure rules of §3, and the cap is the service's configuration.
+pub const DEFAULT_MAX_IDENTITY_SIZE: u32 = 1_000;
+
 /// Recovery logs a `recovery progress` line (info) every this many events replayed.
 pub const REPLAY_PROGRESS_EVERY: u64 = 1_000_000;
 
@@ -78,7 +86,9 @@ pub struct StoreOptions {
     pub segment_bytes: u64,
     /// Group-commit delay of the log ([`WalOptions::commit_delay`]).
     pub commit_delay: std::time::Duration,
-    /// Over-merge guards (blocked values, identity size cap) (docs/behaviour.md §3.6).
+    /// Over-merge guards (blocked values, identity size cap) (docs/behaviour.md §3.6). The
+    /// default blocks nothing and caps identities at [`DEFAULT_MAX_IDENTITY_SIZE`], as `serve`
+    /// does by default.
     pub graph: GraphOptions,
 }
 
@@ -90,7 +100,10 @@ impl Default for StoreOptions {
             snapshot_pace: WritePace::mib_per_second(DEFAULT_SNAPSHOT_WRITE_MIB_S),
             segment_bytes: WalOptions::default().segment_bytes,
             commit_delay: WalOptions::default().commit_delay,
-            graph: GraphOptions::default(),
+            graph: GraphOptions {
+                max_identity_size: Some(DEFAULT_MAX_IDENTITY_SIZE),
+                ..GraphOptions::default()
+            },
         }
     }
 }

@@ -17,6 +17,7 @@ mod graph_rules;
 mod hostile_input;
 mod http_api;
 mod identities_api;
+mod identity_cap;
 mod import_cli;
 mod leftovers;
 mod linearizability;
