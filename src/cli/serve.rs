@@ -99,6 +99,12 @@ pub struct ServeArgs {
     #[arg(long, env = "IDRECON_MAX_IDENTITY_SIZE",
           default_value_t = crate::store::DEFAULT_MAX_IDENTITY_SIZE)]
     pub max_identity_size: u32,
+    /// Most contacts the service holds (deleted ones included): past it, a request that would
+    /// add a contact is answered 507 `capacity_exceeded` and changes nothing, while reads,
+    /// merges and requests that add nothing keep working (docs/behaviour.md §3.6). Off by
+    /// default; docs/OPERATIONS.md gives the sizing rule against a memory limit.
+    #[arg(long, env = "IDRECON_MAX_CONTACTS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_contacts: Option<u64>,
     /// Canonicalize phone numbers to E.164 before matching and storing, reading numbers without
     /// a country code as numbers of this region (ISO 3166-1 alpha-2, e.g. IN). Numbers that do
     /// not parse are answered 400. Values stored earlier are not rewritten.
@@ -234,6 +240,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         segment_bytes: args.segment_bytes,
         commit_delay: Duration::from_micros(args.commit_delay_us),
         graph: args.graph_options()?,
+        max_contacts: args.max_contacts,
     };
     if !options.graph.blocked.is_empty() || options.graph.max_identity_size.is_some() {
         tracing::info!(

@@ -90,6 +90,11 @@ pub struct StoreOptions {
     /// default blocks nothing and caps identities at [`DEFAULT_MAX_IDENTITY_SIZE`], as `serve`
     /// does by default.
     pub graph: GraphOptions,
+    /// Most contacts (rows, deleted ones included, erased ones not: [`IdentityGraph::len`]) the
+    /// store holds (`serve --max-contacts`, docs/behaviour.md §3.6): an `/identify` that would
+    /// take it past this many is refused with [`StoreError::CapacityExceeded`] and logs
+    /// nothing. `None` (the default): no limit.
+    pub max_contacts: Option<u64>,
 }
 
 impl Default for StoreOptions {
@@ -104,6 +109,7 @@ impl Default for StoreOptions {
                 max_identity_size: Some(DEFAULT_MAX_IDENTITY_SIZE),
                 ..GraphOptions::default()
             },
+            max_contacts: None,
         }
     }
 }
@@ -124,6 +130,14 @@ pub enum StoreError {
     /// The graph cannot take another contact.
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// The request would add a contact to a store that holds its configured maximum
+    /// ([`StoreOptions::max_contacts`]); nothing was applied or logged: `507`
+    /// (docs/behaviour.md §3.6).
+    #[error("the store holds its maximum of {limit} contacts (--max-contacts)")]
+    CapacityExceeded {
+        /// The configured maximum, in contacts.
+        limit: u64,
+    },
     /// Snapshots exist but none verifies (each error named, newest first).
     #[error("no snapshot can be loaded: {0}")]
     NoUsableSnapshot(String),
@@ -418,6 +432,13 @@ impl Store {
         if every != 0 && since >= every && !self.snapshot_queued.swap(true, Ordering::AcqRel) {
             self.maintenance.snapshot();
         }
+    }
+
+    /// The contacts held and the configured maximum ([`StoreOptions::max_contacts`], `None`
+    /// without one), for `/healthz` and `/metrics` (docs/behaviour.md §6.9). O(1) under the
+    /// shared lock; the count may include changes not yet durable.
+    pub fn capacity(&self) -> (usize, Option<u64>) {
+        (self.state.read().graph.len(), self.options.max_contacts)
     }
 
     /// Runs `f` on the graph under the shared lock (for tests, export and statistics). The

@@ -7,6 +7,7 @@ mod common;
 
 mod admin;
 mod bit_flips;
+mod capacity;
 mod config_cli;
 mod crash;
 mod data_files;
