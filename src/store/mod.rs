@@ -50,7 +50,7 @@ pub use recovery::{Inspection, Recovery, ReplayError, inspect};
 pub use snapshots::Compaction;
 
 use maintenance::Maintenance;
-use recovery::{Loaded, apply_record, load_snapshot, set_aside};
+use recovery::{Loaded, apply_record_erasure, load_snapshot, set_aside};
 
 /// How many snapshots are kept. The log is kept from the oldest of them on, so a damaged
 /// newest snapshot can fall back to the older one plus the log.
@@ -68,6 +68,13 @@ pub const DEFAULT_SNAPSHOT_WRITE_MIB_S: u64 = 0;
 /// or company account. The graph's own default ([`GraphOptions::default`]) has no cap: these
 /// are the pure rules of §3, and the cap is the service's configuration.
 pub const DEFAULT_MAX_IDENTITY_SIZE: u32 = 1_000;
+
+/// The file `DIR/ERASING`: written durably before an erasure's event is logged and removed
+/// once a compaction that covers every such erasure has removed the older files. Recovery
+/// that finds it (or replays an erasure) compacts before serving, so an erasure answered `200`
+/// leaves no file holding the erased values even when the process dies before its compaction
+/// (docs/behaviour.md §6.7, §8). Empty.
+pub const ERASURE_MARKER: &str = "ERASING";
 
 /// Recovery logs a `recovery progress` line (info) every this many events replayed.
 pub const REPLAY_PROGRESS_EVERY: u64 = 1_000_000;
@@ -238,6 +245,22 @@ pub struct Store {
     snapshots: SnapshotDir,
     /// Held for the store's lifetime: an exclusive lock on `DIR/LOCK`.
     _lock: Box<dyn Send + Sync>,
+    /// The storage of the data directory (for [`ERASURE_MARKER`]).
+    storage: Arc<dyn Storage>,
+    /// Whether [`ERASURE_MARKER`] exists, and how many erasures relied on it.
+    erasure_marker: Mutex<ErasureMarker>,
+    /// Erasure requests settled under the write lock (their event logged, or nothing to
+    /// erase); a compaction compares it, read at its roll, with
+    /// [`ErasureMarker::requested`] to know whether it covers every erasure.
+    erasures_settled: AtomicU64,
+}
+
+/// The state of [`ERASURE_MARKER`], under [`Store::erasure_marker`].
+struct ErasureMarker {
+    /// The file exists (durably).
+    present: bool,
+    /// Erasure requests that made sure the file exists before taking the write lock.
+    requested: u64,
 }
 
 impl Store {
@@ -290,6 +313,7 @@ impl Store {
         if top.iter().any(|name| name == IMPORT_MARKER) {
             return Err(StoreError::InterruptedImport(dir.to_path_buf()));
         }
+        let erasure_marker = top.iter().any(|name| name == ERASURE_MARKER);
         let snapshots = SnapshotDir::new(Arc::clone(&storage), dir.join("snapshots"));
         // Under the lock no snapshot of another process is in progress: a temp file is what a
         // crash during a snapshot left, and each is as large as a snapshot.
@@ -326,13 +350,16 @@ impl Store {
         };
         let replay_started = Instant::now();
         let mut replayed: u64 = 0;
+        let mut erasures_replayed: u64 = 0;
         let (wal, report) = Wal::open_with(
             Arc::clone(&storage),
             &dir.join("wal"),
             wal_options,
             snapshot_lsn,
             |lsn, payload| {
-                apply_record(&mut graph, payload)?;
+                if apply_record_erasure(&mut graph, payload)? {
+                    erasures_replayed += 1;
+                }
                 replayed += 1;
                 if replayed.is_multiple_of(REPLAY_PROGRESS_EVERY) {
                     tracing::info!(
@@ -371,7 +398,23 @@ impl Store {
             options,
             snapshots,
             _lock: lock,
+            storage,
+            erasure_marker: Mutex::new(ErasureMarker {
+                present: erasure_marker,
+                requested: 0,
+            }),
+            erasures_settled: AtomicU64::new(0),
         });
+        // An erasure whose compaction did not finish: its values may still be in older log
+        // segments or snapshots. Finish it before serving anything.
+        if erasure_marker || erasures_replayed > 0 {
+            tracing::info!(
+                marker = erasure_marker,
+                erasures_replayed,
+                "compacting before serving: an erasure's compaction did not finish"
+            );
+            store.compact_blocking()?;
+        }
         let recovery = Recovery {
             snapshot: snapshot_path,
             snapshot_contacts,

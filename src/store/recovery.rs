@@ -45,9 +45,20 @@ pub enum ReplayError {
 /// # Errors
 /// [`ReplayError`] when the payload is not an event or does not apply.
 pub(super) fn apply_record(graph: &mut IdentityGraph, payload: &[u8]) -> Result<(), ReplayError> {
+    apply_record_erasure(graph, payload).map(|_| ())
+}
+
+/// [`apply_record`], also saying whether the record was an erasure ([`Event::IdentityErased`]):
+/// recovery that replays one compacts before serving (docs/behaviour.md §6.7).
+pub(super) fn apply_record_erasure(
+    graph: &mut IdentityGraph,
+    payload: &[u8],
+) -> Result<bool, ReplayError> {
     match Event::decode_borrowed(payload).map_err(ReplayError::Decode)? {
-        EventRef::ContactInserted(row) => graph.apply_insert(row),
-        EventRef::Other(event) => graph.apply(&event),
+        EventRef::ContactInserted(row) => graph.apply_insert(row).map(|()| false),
+        EventRef::Other(event) => graph
+            .apply(&event)
+            .map(|()| matches!(event, Event::IdentityErased { .. })),
     }
     .map_err(ReplayError::Apply)
 }

@@ -11,6 +11,7 @@ mod capacity;
 mod config_cli;
 mod crash;
 mod data_files;
+mod erasure_traces;
 mod fault_injection;
 mod fuzz_smoke;
 mod graph_model;
