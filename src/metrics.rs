@@ -58,6 +58,11 @@ pub const CONTACTS: &str = "idrecon_contacts";
 pub const IDENTITIES: &str = "idrecon_identities";
 /// Gauge: contacts in the largest identity, deleted ones included; set on every scrape.
 pub const LARGEST_IDENTITY: &str = "idrecon_largest_identity_contacts";
+/// Gauge: the `--max-contacts` limit, 0 without one; set on every scrape.
+pub const MAX_CONTACTS: &str = "idrecon_max_contacts";
+/// Gauge: 1 once [`CONTACTS`] has reached [`MAX_CONTACTS`] (requests that would add a contact
+/// are answered `507`), else 0; set on every scrape.
+pub const CAPACITY_FULL: &str = "idrecon_capacity_full";
 
 /// Buckets of the latency histograms, in seconds: 50 µs to 10 s.
 const LATENCY_BUCKETS: [f64; 17] = [
@@ -201,6 +206,16 @@ fn describe() {
         Unit::Count,
         "Contacts in the largest identity, deleted ones included."
     );
+    describe_gauge!(
+        MAX_CONTACTS,
+        Unit::Count,
+        "The --max-contacts limit; 0 without one."
+    );
+    describe_gauge!(
+        CAPACITY_FULL,
+        Unit::Count,
+        "1 once the contacts reached --max-contacts (new contacts are refused), else 0."
+    );
 }
 
 /// Sets the state gauges ([`CONTACTS`], [`IDENTITIES`], [`LARGEST_IDENTITY`]) from counts.
@@ -208,6 +223,15 @@ pub fn set_state_gauges(contacts: usize, identities: usize, largest_identity: us
     metrics::gauge!(CONTACTS).set(contacts as f64);
     metrics::gauge!(IDENTITIES).set(identities as f64);
     metrics::gauge!(LARGEST_IDENTITY).set(largest_identity as f64);
+}
+
+/// Sets [`MAX_CONTACTS`] and [`CAPACITY_FULL`] from the contacts held and the `--max-contacts`
+/// limit (`None`: no limit, never full) (docs/behaviour.md §6.10).
+pub fn set_capacity_gauges(contacts: usize, max_contacts: Option<u64>) {
+    let limit = max_contacts.unwrap_or(0);
+    let full = max_contacts.is_some_and(|max| contacts as u64 >= max);
+    metrics::gauge!(MAX_CONTACTS).set(limit as f64);
+    metrics::gauge!(CAPACITY_FULL).set(if full { 1.0 } else { 0.0 });
 }
 
 #[cfg(test)]

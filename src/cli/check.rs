@@ -23,7 +23,7 @@ pub struct CheckArgs {
 /// Runs `idrecon check` (docs/behaviour.md §7): verifies every snapshot and log record, then rebuilds the
 /// state exactly as `serve` would (same snapshot choice, every event replayed) without changing
 /// any file. Exit 0 when `serve` would start (a torn tail, or a damaged snapshot it falls back
-/// from, is a warning), 1 when it would refuse.
+/// from, is a warning), 1 when it would refuse (an interrupted import included).
 ///
 /// # Errors
 /// The data directory does not exist, its snapshot directory cannot be listed, or stdout cannot
@@ -34,6 +34,16 @@ pub(super) fn run(args: CheckArgs) -> anyhow::Result<i32> {
         bail!("data directory {} does not exist", dir.display());
     }
     let mut out = std::io::stdout().lock();
+    if store::is_interrupted_import(dir) {
+        writeln!(
+            out,
+            "error: interrupted import: {} holds the marker {} of an import that did not finish; \
+             serve would refuse to start. Run `idrecon import` into it again, or remove it",
+            dir.display(),
+            store::IMPORT_MARKER
+        )?;
+        return Ok(1);
+    }
     let snapshots = SnapshotDir::on_disk(dir.join("snapshots"));
     for (_, path) in snapshots.list()? {
         // The header counts entries: contacts, history records and the clock. Count the kinds

@@ -102,11 +102,18 @@ pub struct ServeArgs {
     /// of emails or phones to block (repeatable).
     #[arg(long = "blocked-pattern", value_name = "REGEX", action = clap::ArgAction::Append)]
     pub blocked_pattern: Vec<String>,
-    /// Most contacts an identity may reach through /identify: a merge or new secondary that
-    /// would exceed it is refused, logged and recorded in the identity's history. Off by
-    /// default; docs/behaviour.md §3.6 recommends a value.
-    #[arg(long, env = "IDRECON_MAX_IDENTITY_SIZE", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_identity_size: Option<u32>,
+    /// Most contacts (deleted ones included) an identity may reach through /identify: a merge
+    /// or new secondary that would exceed it is refused, logged and recorded in the identity's
+    /// history (docs/behaviour.md §3.6). 0 lifts the cap.
+    #[arg(long, env = "IDRECON_MAX_IDENTITY_SIZE",
+          default_value_t = crate::store::DEFAULT_MAX_IDENTITY_SIZE)]
+    pub max_identity_size: u32,
+    /// Most contacts the service holds (deleted ones included): past it, a request that would
+    /// add a contact is answered 507 `capacity_exceeded` and changes nothing, while reads,
+    /// merges and requests that add nothing keep working (docs/behaviour.md §3.6). Off by
+    /// default; docs/OPERATIONS.md gives the sizing rule against a memory limit.
+    #[arg(long, env = "IDRECON_MAX_CONTACTS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_contacts: Option<u64>,
     /// Canonicalize phone numbers to E.164 before matching and storing, reading numbers without
     /// a country code as numbers of this region (ISO 3166-1 alpha-2, e.g. IN). Numbers that do
     /// not parse are answered 400. Values stored earlier are not rewritten.
@@ -182,7 +189,7 @@ impl ServeArgs {
         };
         Ok(GraphOptions {
             blocked: std::sync::Arc::new(blocked),
-            max_identity_size: self.max_identity_size,
+            max_identity_size: (self.max_identity_size > 0).then_some(self.max_identity_size),
         })
     }
 
@@ -245,6 +252,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         segment_bytes: args.segment_bytes,
         commit_delay: Duration::from_micros(args.commit_delay_us),
         graph: args.graph_options()?,
+        max_contacts: args.max_contacts,
     };
     if !options.graph.blocked.is_empty() || options.graph.max_identity_size.is_some() {
         tracing::info!(

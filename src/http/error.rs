@@ -94,8 +94,8 @@ impl From<ValidationError> for ApiError {
 
 impl From<StoreError> for ApiError {
     /// `503 unavailable` when the log can no longer acknowledge writes, `507
-    /// capacity_exhausted` when the graph is full, and a logged `500 internal` for anything
-    /// else.
+    /// capacity_exhausted` when the graph is full, `507 capacity_exceeded` past `--max-contacts`
+    /// (docs/behaviour.md §3.6), and a logged `500 internal` for anything else.
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable => ApiError::new(
@@ -107,6 +107,14 @@ impl From<StoreError> for ApiError {
                 StatusCode::INSUFFICIENT_STORAGE,
                 "capacity_exhausted",
                 "no contact id or slot is left for a new contact",
+            ),
+            StoreError::CapacityExceeded { limit } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "capacity_exceeded",
+                format!(
+                    "the service holds its maximum of {limit} contacts; no new contact can be \
+                     added (reads and requests that add nothing still work)"
+                ),
             ),
             other => {
                 tracing::error!(error = %other, "request failed inside the store");

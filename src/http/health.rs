@@ -14,13 +14,26 @@ use super::state::AppState;
 use crate::metrics as metric;
 use crate::store::StoreError;
 
-/// The body of a healthy `GET /healthz`: `{"status": "ok"}`.
+/// The body of a healthy `GET /healthz` (docs/behaviour.md §6.9): `{"status": "ok"}`, and
+/// with `--max-contacts` also the contacts held, the limit and whether it is reached:
+/// `{"status": "ok", "contacts": 3, "max_contacts": 3, "capacity": "full"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({"status": "ok"}))]
+#[schema(example = json!({"status": "ok", "contacts": 3, "max_contacts": 3, "capacity": "full"}))]
 pub struct Health {
     /// Always `ok`.
     #[schema(example = "ok")]
     pub status: String,
+    /// Contacts held (rows, deleted ones included); only with `--max-contacts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<u64>,
+    /// The `--max-contacts` limit; only with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_contacts: Option<u64>,
+    /// `ok` while requests may still add contacts, `full` once `contacts` has reached
+    /// `max_contacts` (such requests are answered `507 capacity_exceeded`); only with
+    /// `--max-contacts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<String>,
 }
 
 /// `GET /healthz` (docs/behaviour.md §6.9).
@@ -31,7 +44,9 @@ pub struct Health {
     operation_id = "healthz",
     summary = "Liveness and write health",
     description = "200 once recovery has finished; 503 once the log can no longer acknowledge \
-        writes (a restart recovers from what is on disk).",
+        writes (a restart recovers from what is on disk). With `--max-contacts`, the body also \
+        has `contacts`, `max_contacts` and `capacity` (`ok` or `full`: new contacts are \
+        refused with 507 while reads go on).",
     responses(
         (status = 200, description = "Serving and able to acknowledge writes.", body = Health),
         (status = 408, description = "The request took longer than `--request-timeout-ms`.",
@@ -45,10 +60,15 @@ pub struct Health {
 )]
 pub(crate) async fn healthz(State(app): State<AppState>) -> Result<Response, ApiError> {
     if app.store.healthy() {
+        let (contacts, limit) = app.store.capacity();
+        let contacts = contacts as u64;
         Ok(json_response(
             StatusCode::OK,
             &Health {
                 status: "ok".to_owned(),
+                contacts: limit.map(|_| contacts),
+                max_contacts: limit,
+                capacity: limit.map(|max| if contacts >= max { "full" } else { "ok" }.to_owned()),
             },
         ))
     } else {
@@ -62,8 +82,8 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// `GET /metrics`: every metric in the Prometheus text format, rendered by the process's
 /// installed recorder ([`crate::metrics::installed`]; the binary installs it before it opens
 /// the store, the router never does; without one the payload is empty), after setting the
-/// contacts / identities / largest identity gauges from the graph (O(1) under the shared
-/// lock). The counts may include changes not yet durable.
+/// contacts / identities / largest identity and capacity gauges from the graph (O(1) under
+/// the shared lock). The counts may include changes not yet durable.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -88,6 +108,7 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
         .store
         .with_graph(|g| (g.len(), g.identity_count(), g.largest_identity()));
     metric::set_state_gauges(contacts, identities, largest);
+    metric::set_capacity_gauges(contacts, app.store.capacity().1);
     let payload = metric::installed()
         .map(PrometheusHandle::render)
         .unwrap_or_default();
