@@ -126,12 +126,18 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     /// `NotFound` or another OS error.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
-    /// Takes the exclusive lock of a data directory at `path` (a lock file), held until the
-    /// returned guard is dropped; `Ok(None)` if another holder has it.
+    /// Takes the exclusive lock of the data directory `dir` (docs/behaviour.md §8, "One process
+    /// per data directory"), held until the returned guard is dropped; `Ok(None)` if another
+    /// holder has it.
+    ///
+    /// The lock is on the directory itself, which cannot be unlinked while it holds files, so
+    /// deleting a lock file cannot let a second writer in. [`RealFs`] also locks
+    /// `dir/LOCK`, the lock file that binaries before the directory lock used, so that such
+    /// a binary and this one still exclude each other.
     ///
     /// # Errors
-    /// The OS error opening the lock file.
-    fn lock(&self, path: &Path) -> io::Result<Option<Box<dyn Send + Sync>>>;
+    /// The OS error opening `dir` or the lock file.
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn Send + Sync>>>;
 }
 
 /// `sync_file_range(2)` of `offset..offset + len` with `WAIT_BEFORE | WRITE | WAIT_AFTER`: see
@@ -160,6 +166,16 @@ fn write_back_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn write_back_range(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
     Ok(())
+}
+
+/// Takes an exclusive `flock` on `file` without waiting: `Ok(false)` when another descriptor
+/// holds it. Any other failure (a file system without locks) is an error, not "in use".
+fn try_lock(file: &File) -> io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 /// The real file system (`std::fs`).
@@ -246,16 +262,29 @@ impl Storage for RealFs {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
     }
-    fn lock(&self, path: &Path) -> io::Result<Option<Box<dyn Send + Sync>>> {
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn Send + Sync>>> {
+        // `flock` on a read-only descriptor of the directory: Linux (and the BSDs) lock
+        // directories like files, and the lock goes with the descriptor, so it lasts exactly
+        // as long as the guard and ends with the process, whatever happens to the names.
+        let directory = File::open(dir)?;
+        if !directory.metadata()?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        if !try_lock(&directory)? {
+            return Ok(None);
+        }
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(path)?;
-        if file.try_lock().is_err() {
+            .open(dir.join("LOCK"))?;
+        if !try_lock(&file)? {
             return Ok(None);
         }
-        Ok(Some(Box::new(file)))
+        Ok(Some(Box::new((directory, file))))
     }
 }
 
@@ -301,6 +330,41 @@ pub use fault::{Effect, FaultFs, OpKind};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_directory_lock_survives_the_removal_of_the_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = RealFs.lock_dir(dir.path()).unwrap().expect("free");
+        assert!(dir.path().join("LOCK").exists());
+        assert!(RealFs.lock_dir(dir.path()).unwrap().is_none(), "held");
+        fs::remove_file(dir.path().join("LOCK")).unwrap();
+        assert!(
+            RealFs.lock_dir(dir.path()).unwrap().is_none(),
+            "held after LOCK was removed"
+        );
+        drop(held);
+        let held = RealFs
+            .lock_dir(dir.path())
+            .unwrap()
+            .expect("released on drop");
+        // A process that locks only `LOCK` (a binary from before the directory lock) is
+        // excluded too.
+        let old = File::options()
+            .write(true)
+            .open(dir.path().join("LOCK"))
+            .unwrap();
+        assert!(!try_lock(&old).unwrap());
+        drop(held);
+        assert!(try_lock(&old).unwrap());
+        assert!(
+            RealFs.lock_dir(dir.path()).unwrap().is_none(),
+            "held by LOCK alone"
+        );
+        assert!(
+            RealFs.lock_dir(&dir.path().join("LOCK")).is_err(),
+            "not a directory"
+        );
+    }
 
     #[test]
     fn write_back_keeps_the_data_and_rejects_offsets_past_i64() {

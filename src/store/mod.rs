@@ -13,7 +13,7 @@
 //!
 //! # Data directory
 //! ```text
-//! DIR/LOCK                     exclusive lock of the serving process
+//! DIR/LOCK                     lock file (the directory itself is locked too)
 //! DIR/wal/{first_lsn}.wal      log segments
 //! DIR/snapshots/{lsn}.snap     the two newest snapshots
 //! ```
@@ -181,7 +181,8 @@ pub struct Store {
     /// `DIR/snapshots`, on the storage the log also uses (the real file system, or a test's
     /// `FaultFs`).
     snapshots: SnapshotDir,
-    /// Held for the store's lifetime: an exclusive lock on `DIR/LOCK`.
+    /// Held for the store's lifetime: the exclusive lock of the data directory itself (and of
+    /// `DIR/LOCK`, [`Storage::lock_dir`]).
     _lock: Box<dyn Send + Sync>,
 }
 
@@ -215,9 +216,8 @@ impl Store {
             path: e.path,
             source: e.source,
         })?;
-        let lock_path = dir.join("LOCK");
-        let lock = fs.lock(&lock_path).map_err(|source| StoreError::Io {
-            path: lock_path.clone(),
+        let lock = fs.lock_dir(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
             source,
         })?;
         let Some(lock) = lock else {

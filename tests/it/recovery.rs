@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{TestApp, idrecon};
+use crate::common::{Binary, TestApp, idrecon};
 use idrecon::http::HttpOptions;
 use idrecon::store::{Store, StoreError, StoreOptions};
 use serde_json::{Value, json};
@@ -327,6 +327,80 @@ async fn a_second_server_on_the_same_dir_is_refused() {
         Err(StoreError::Locked(_))
     ));
     store.close().unwrap();
+}
+
+/// Runs `idrecon serve` on `dir` as a second process and waits (up to 60 s) for it to exit;
+/// returns its exit status and stderr. A server that keeps running fails the test.
+fn second_serve(dir: &Path) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idrecon"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("second server starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a second server on {} kept running", dir.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr piped")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    (status, stderr)
+}
+
+/// docs/behaviour.md §8 "One process per data directory": the lock is on the directory itself,
+/// so removing `DIR/LOCK` under a running server does not let a second one in (two writers
+/// would hand out the same ids and overwrite each other's log).
+#[tokio::test]
+async fn deleting_the_lock_file_does_not_let_a_second_server_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Binary::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let identify = |email: &'static str| {
+        client
+            .post(format!("{}/identify", first.url))
+            .json(&json!({ "email": email }))
+            .send()
+    };
+    assert_eq!(identify("first@x.io").await.unwrap().status(), 200);
+    let lock = dir.path().join("LOCK");
+    if lock.exists() {
+        std::fs::remove_file(&lock).unwrap();
+    }
+
+    let (status, stderr) = second_serve(dir.path());
+    assert!(!status.success(), "second server exited with {status}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    assert!(
+        stderr.contains(&dir.path().display().to_string()),
+        "the refusal names the directory: {stderr}"
+    );
+
+    // The first server keeps serving and writing.
+    let health = client
+        .get(format!("{}/healthz", first.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let answer: Value = identify("second@x.io").await.unwrap().json().await.unwrap();
+    assert_eq!(answer["contact"]["primaryContactId"], 2, "{answer}");
 }
 
 #[tokio::test]

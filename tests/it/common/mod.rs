@@ -148,9 +148,9 @@ impl TestApp {
 }
 
 /// Opens (recovers) `dir`, retrying for up to 5 s while its lock is held. A store this test
-/// just dropped can still hold the lock for a moment: the lock is an `flock` on `DIR/LOCK`,
+/// just dropped can still hold the lock for a moment: the lock is an `flock` on the directory,
 /// and a child process that another test of the same binary is spawning at that instant
-/// (`idrecon check`, ...) shares the locked file until its `exec` closes it. Any other error,
+/// (`idrecon check`, ...) shares the locked descriptor until its `exec` closes it. Any other error,
 /// or a lock held past the deadline, fails the test.
 fn open_store(dir: &Path, options: StoreOptions) -> (Arc<Store>, Recovery) {
     let deadline = Instant::now() + Duration::from_secs(5);
