@@ -70,6 +70,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
 use super::format::{ActiveSegment, HEADER_LEN, SegmentFile, create_segment};
+use super::head::write_head;
 use super::{FsyncMode, Lsn, Wal, WalError, WalOptions, io_err};
 use crate::metrics as metric;
 use crate::storage::Storage;
@@ -534,6 +535,10 @@ impl Writer {
         self.release_preallocation()?;
         self.sync()?;
         let next = create_segment(&*self.shared.storage, &self.shared.dir, next_lsn)?;
+        // Only now, with its header durable, may the head file name it, and only then may a
+        // record go into it (`head.rs`); the old segment stays the last one listed until then,
+        // so segment removal never takes the segment the head file names.
+        write_head(&*self.shared.storage, &self.shared.dir, next_lsn)?;
         self.shared
             .stats
             .bytes

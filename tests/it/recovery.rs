@@ -318,6 +318,42 @@ async fn check_passes_a_healthy_dir_and_warns_on_a_torn_tail() {
     );
 }
 
+/// docs/behaviour.md §8: the newest log segment losing its header, or vanishing, after
+/// acknowledged writes is not a torn tail. `serve` (the store) and `idrecon check` refuse,
+/// naming the file, and change nothing.
+#[tokio::test]
+async fn a_newest_segment_without_its_header_or_deleted_is_refused_by_serve_and_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path()).await;
+    run(&app, &workload(10)).await;
+    app.abandon().await;
+    let d = dir.path().to_str().unwrap();
+    let segment = wal_segments(dir.path()).pop().unwrap();
+    let name = segment.file_name().unwrap().to_string_lossy().into_owned();
+    let refused = |what: &str| {
+        match Store::open(dir.path(), StoreOptions::default()) {
+            Err(error) => assert!(error.to_string().contains(&name), "{what}: {error}"),
+            Ok(_) => panic!("{what}: serve would start"),
+        }
+        let output = idrecon(&["check", "--data-dir", d]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(1), "{what}: {stdout}");
+        assert!(stdout.contains(&name), "{what}: {stdout}");
+    };
+    for keep in [0, 10] {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        file.set_len(keep).unwrap();
+        refused(&format!("cut to {keep} bytes"));
+        assert_eq!(std::fs::metadata(&segment).unwrap().len(), keep);
+    }
+    std::fs::remove_file(&segment).unwrap();
+    refused("deleted");
+    assert!(wal_segments(dir.path()).is_empty(), "nothing was recreated");
+}
+
 #[tokio::test]
 async fn a_second_server_on_the_same_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
