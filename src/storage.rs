@@ -138,6 +138,40 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     /// The OS error opening `dir` or the lock file.
     fn lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn Send + Sync>>>;
+    /// Bytes an unprivileged process can still write on the file system that holds `dir`
+    /// (`statvfs`: available blocks times the fragment size; blocks reserved for root do not
+    /// count). One system call, no file is opened. `/healthz` uses it to report a full disk
+    /// before a log write fails (docs/behaviour.md §6.9).
+    ///
+    /// # Errors
+    /// The OS error (`NotFound` if `dir` does not exist).
+    fn available_space(&self, dir: &Path) -> io::Result<u64>;
+}
+
+/// `statvfs(2)` of `dir`: `f_bavail * f_frsize` bytes, saturating.
+#[cfg(unix)]
+fn statvfs_available(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and `stats` points to
+    // writable memory of the right type, which the kernel fills when the call succeeds.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the call succeeded, so it initialized `stats`.
+    let stats = unsafe { stats.assume_init() };
+    #[allow(clippy::useless_conversion)] // the field types differ between platforms
+    let (blocks, size) = (u64::from(stats.f_bavail), u64::from(stats.f_frsize));
+    Ok(blocks.saturating_mul(size))
+}
+
+/// Without `statvfs`, free space is unknown and never reported as low.
+#[cfg(not(unix))]
+fn statvfs_available(_dir: &Path) -> io::Result<u64> {
+    Ok(u64::MAX)
 }
 
 /// `sync_file_range(2)` of `offset..offset + len` with `WAIT_BEFORE | WRITE | WAIT_AFTER`: see
@@ -286,6 +320,9 @@ impl Storage for RealFs {
         }
         Ok(Some(Box::new((directory, file))))
     }
+    fn available_space(&self, dir: &Path) -> io::Result<u64> {
+        statvfs_available(dir)
+    }
 }
 
 /// An I/O error and the path of the file or directory it happened on.
@@ -363,6 +400,20 @@ mod tests {
         assert!(
             RealFs.lock_dir(&dir.path().join("LOCK")).is_err(),
             "not a directory"
+        );
+    }
+
+    #[test]
+    fn available_space_is_reported_for_a_real_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        // Whatever the machine has free, the call succeeds on a directory and fails on none.
+        RealFs.available_space(dir.path()).unwrap();
+        assert_eq!(
+            RealFs
+                .available_space(&dir.path().join("missing"))
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::NotFound
         );
     }
 

@@ -81,6 +81,9 @@ struct Inner {
     /// Directories whose lock ([`Storage::lock_dir`]) a guard of this epoch holds. A crash
     /// releases them all, as the death of a process releases its `flock`s.
     locked: BTreeSet<PathBuf>,
+    /// What [`Storage::available_space`] reports ([`FaultFs::set_available_space`]); `None`
+    /// is unlimited (`u64::MAX`). A property of the disk, so a crash keeps it.
+    available: Option<u64>,
 }
 
 fn eio(what: &str) -> io::Error {
@@ -212,6 +215,13 @@ impl FaultFs {
     /// of [`FaultFs::stop_after`]).
     pub fn injected(&self) -> u64 {
         self.inner.lock().injected
+    }
+
+    /// Makes [`Storage::available_space`] report `bytes` from now on (`None`: unlimited, the
+    /// default), across crashes. Writes are not limited by it: it simulates what `statvfs`
+    /// says, for the free-space check of `/healthz` (docs/behaviour.md §6.9).
+    pub fn set_available_space(&self, bytes: Option<u64>) {
+        self.inner.lock().available = bytes;
     }
 
     /// Number of operations of `kind` done so far (including failed ones).
@@ -533,6 +543,15 @@ impl Storage for FaultFs {
             fs: self.clone(),
             dir: dir.to_path_buf(),
         })))
+    }
+
+    fn available_space(&self, dir: &Path) -> io::Result<u64> {
+        let mut inner = self.inner.lock();
+        inner.begin(self.epoch, None)?;
+        if !inner.dir_exists(dir) {
+            return Err(not_found(dir));
+        }
+        Ok(inner.available.unwrap_or(u64::MAX))
     }
 }
 

@@ -37,13 +37,16 @@ mod maintenance;
 mod reads;
 mod recovery;
 mod snapshots;
+mod space;
 
 pub use deletion::{Deletion, Erasure};
 pub use recovery::{Inspection, Recovery, ReplayError, inspect};
 pub use snapshots::Compaction;
+pub use space::DISK_FULL_BELOW_BYTES;
 
 use maintenance::Maintenance;
 use recovery::{Loaded, apply_record, load_snapshot, set_aside};
+use space::DiskSpace;
 
 /// How many snapshots are kept. The log is kept from the oldest of them on, so a damaged
 /// newest snapshot can fall back to the older one plus the log.
@@ -181,6 +184,8 @@ pub struct Store {
     /// `DIR/snapshots`, on the storage the log also uses (the real file system, or a test's
     /// `FaultFs`).
     snapshots: SnapshotDir,
+    /// The free-space reading of the data directory's file system, for `/healthz`.
+    disk_space: DiskSpace,
     /// Held for the store's lifetime: the exclusive lock of the data directory itself (and of
     /// `DIR/LOCK`, [`Storage::lock_dir`]).
     _lock: Box<dyn Send + Sync>,
@@ -293,6 +298,7 @@ impl Store {
             maintenance: Maintenance::start(weak.clone()),
             options,
             snapshots,
+            disk_space: DiskSpace::new(Arc::clone(&storage), dir.to_path_buf()),
             _lock: lock,
         });
         let recovery = Recovery {

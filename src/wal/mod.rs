@@ -40,7 +40,7 @@ pub use format::MAX_PAYLOAD;
 pub use recovery::{RecoveryReport, TornTail, replay_read_only, scan};
 pub use writer::{
     COMMIT_DELAY_ENOUGH, COMMIT_DELAY_MIN_BATCH, COMMIT_SIBLINGS, DEFAULT_COMMIT_DELAY,
-    SATURATED_COMMIT_DELAY,
+    PREALLOCATE_BYTES, SATURATED_COMMIT_DELAY,
 };
 
 use crate::storage::{RealFs, Storage};

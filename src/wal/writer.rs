@@ -77,7 +77,7 @@ use crate::storage::Storage;
 
 /// Zeros the writer keeps written ahead of the active segment's last record, at most, in bytes
 /// (module docs, "Preallocation and rotation"): 1 MiB, about 5 000 typical records.
-const PREALLOCATE_BYTES: u64 = 1 << 20;
+pub const PREALLOCATE_BYTES: u64 = 1 << 20;
 /// The writer preallocates again when fewer zero bytes than this (64 KiB) remain after a batch.
 const PREALLOCATE_LOW_WATER: u64 = 64 << 10;
 /// Default [`WalOptions::commit_delay`]: 800 µs (module docs, "Commit delay"). On one saturated

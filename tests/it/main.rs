@@ -10,6 +10,7 @@ mod bit_flips;
 mod config_cli;
 mod crash;
 mod data_files;
+mod disk_space;
 mod fault_injection;
 mod fuzz_smoke;
 mod graph_model;

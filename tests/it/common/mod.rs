@@ -35,6 +35,11 @@ impl TestApp {
         // As `idrecon serve` does, before the store opens (once per process: idempotent).
         idrecon::metrics::install();
         let (store, _recovery) = open_store(dir, store_options);
+        TestApp::serve(store, dir, http).await
+    }
+
+    /// Serves an already opened `store` (e.g. one over `FaultFs`) whose data directory is `dir`.
+    pub async fn serve(store: Arc<Store>, dir: &Path, http: HttpOptions) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
