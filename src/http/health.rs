@@ -43,23 +43,25 @@ pub struct Health {
     tag = "operations",
     operation_id = "healthz",
     summary = "Liveness and write health",
-    description = "200 once recovery has finished; 503 once the log can no longer acknowledge \
-        writes (a restart recovers from what is on disk). With `--max-contacts`, the body also \
-        has `contacts`, `max_contacts` and `capacity` (`ok` or `full`: new contacts are \
-        refused with 507 while reads go on).",
+    description = "200 once recovery has finished; 503 `unavailable` once the log can no longer \
+        acknowledge writes (a restart recovers from what is on disk); 503 `disk_full` while the \
+        data directory's file system has less than 1 MiB available (200 again once space is \
+        freed). With `--max-contacts`, the body also has `contacts`, `max_contacts` and \
+        `capacity` (`ok` or `full`: new contacts are refused with 507 while reads go on).",
     responses(
         (status = 200, description = "Serving and able to acknowledge writes.", body = Health),
         (status = 408, description = "The request took longer than `--request-timeout-ms`.",
             body = ErrorEnvelope, example = json!({"error": {
                 "code": "request_timeout", "message": "request took too long"}})),
-        (status = 503, description = "The log failed; no write is acknowledged any more.",
+        (status = 503, description = "The log failed (`unavailable`; no write is acknowledged \
+            any more), or the data directory's file system is full (`disk_full`).",
             body = ErrorEnvelope, example = json!({"error": {
                 "code": "unavailable",
                 "message": "the service cannot durably record changes right now"}}))
     )
 )]
 pub(crate) async fn healthz(State(app): State<AppState>) -> Result<Response, ApiError> {
-    if app.store.healthy() {
+    if app.store.healthy() && !app.store.disk_full() {
         let (contacts, limit) = app.store.capacity();
         let contacts = contacts as u64;
         Ok(json_response(
@@ -71,8 +73,14 @@ pub(crate) async fn healthz(State(app): State<AppState>) -> Result<Response, Api
                 capacity: limit.map(|max| if contacts >= max { "full" } else { "ok" }.to_owned()),
             },
         ))
-    } else {
+    } else if !app.store.healthy() {
         Err(StoreError::Unavailable.into())
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "disk_full",
+            "the data directory's file system has less than 1 MiB free; writes would fail",
+        ))
     }
 }
 

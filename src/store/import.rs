@@ -138,8 +138,7 @@ pub fn import(
         path: e.path,
         source: e.source,
     })?;
-    let lock_path = dir.join(LOCK_FILE);
-    let Some(_lock) = fs.lock(&lock_path).map_err(io(&lock_path))? else {
+    let Some(_lock) = fs.lock_dir(dir).map_err(io(dir))? else {
         return Err(StoreError::Locked(dir.to_path_buf()));
     };
     // Checked again under the lock: another import may have run meanwhile.

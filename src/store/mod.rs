@@ -15,7 +15,7 @@
 //!
 //! # Data directory
 //! ```text
-//! DIR/LOCK                     exclusive lock of the serving (or importing) process
+//! DIR/LOCK                     lock file (the directory itself is locked too)
 //! DIR/IMPORTING                only while an import writes its snapshot (`import.rs`)
 //! DIR/wal/{first_lsn}.wal      log segments
 //! DIR/snapshots/{lsn}.snap     the two newest snapshots
@@ -41,6 +41,7 @@ mod maintenance;
 mod reads;
 mod recovery;
 mod snapshots;
+mod space;
 
 pub use deletion::{Deletion, Erasure};
 pub use import::{
@@ -48,9 +49,11 @@ pub use import::{
 };
 pub use recovery::{Inspection, Recovery, ReplayError, inspect};
 pub use snapshots::Compaction;
+pub use space::DISK_FULL_BELOW_BYTES;
 
 use maintenance::Maintenance;
 use recovery::{Loaded, apply_record_erasure, load_snapshot, set_aside};
+use space::DiskSpace;
 
 /// How many snapshots are kept. The log is kept from the oldest of them on, so a damaged
 /// newest snapshot can fall back to the older one plus the log.
@@ -243,7 +246,10 @@ pub struct Store {
     /// `DIR/snapshots`, on the storage the log also uses (the real file system, or a test's
     /// `FaultFs`).
     snapshots: SnapshotDir,
-    /// Held for the store's lifetime: an exclusive lock on `DIR/LOCK`.
+    /// The free-space reading of the data directory's file system, for `/healthz`.
+    disk_space: DiskSpace,
+    /// Held for the store's lifetime: the exclusive lock of the data directory itself (and of
+    /// `DIR/LOCK`, [`Storage::lock_dir`]).
     _lock: Box<dyn Send + Sync>,
     /// The storage of the data directory (for [`ERASURE_MARKER`]).
     storage: Arc<dyn Storage>,
@@ -297,9 +303,8 @@ impl Store {
             path: e.path,
             source: e.source,
         })?;
-        let lock_path = dir.join(import::LOCK_FILE);
-        let lock = fs.lock(&lock_path).map_err(|source| StoreError::Io {
-            path: lock_path.clone(),
+        let lock = fs.lock_dir(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
             source,
         })?;
         let Some(lock) = lock else {
@@ -397,6 +402,7 @@ impl Store {
             maintenance: Maintenance::start(weak.clone()),
             options,
             snapshots,
+            disk_space: DiskSpace::new(Arc::clone(&storage), dir.to_path_buf()),
             _lock: lock,
             storage,
             erasure_marker: Mutex::new(ErasureMarker {

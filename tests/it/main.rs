@@ -11,6 +11,7 @@ mod capacity;
 mod config_cli;
 mod crash;
 mod data_files;
+mod disk_space;
 mod docs_drift;
 mod erasure_traces;
 mod fault_injection;
