@@ -159,7 +159,7 @@ fn main() -> anyhow::Result<()> {
         idrecon::http::server::serve_app(
             listener,
             app,
-            idrecon::http::server::ServerTimeouts::default(),
+            idrecon::http::server::ServerLimits::default(),
             idrecon::cli::shutdown_signal(),
         )
         .await

@@ -151,9 +151,9 @@ pub const MAX_EMAIL_BYTES: usize = 254;
 /// The longest phone number accepted, in characters (docs/behaviour.md §4).
 pub const MAX_PHONE_CHARS: usize = 32;
 
-/// A normalized, valid email address (docs/behaviour.md §4): trimmed, Unicode-lowercased, exactly
-/// one `@` with a non-empty part on each side, no white space or control characters, at most
-/// [`MAX_EMAIL_BYTES`] bytes.
+/// A normalized, valid email address (docs/behaviour.md §4): trimmed, in Unicode Normalization
+/// Form C and Unicode-lowercased, exactly one `@` with a non-empty part on each side, no white
+/// space, control or format (Cf) characters, at most [`MAX_EMAIL_BYTES`] bytes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Email(Box<str>);
@@ -178,9 +178,10 @@ impl Email {
 
     /// [`Email::parse_general`] for trimmed ASCII text of at most [`MAX_EMAIL_BYTES`] bytes, the
     /// usual case, in two tight passes instead of six: the general path took about 400 of the ~900
-    /// instructions of a pure-read `/identify`. ASCII lowercasing keeps every length and position,
-    /// so the rules are checked on the text as given, in the same order and with the same messages
-    /// as the general path (a property test below compares the two).
+    /// instructions of a pure-read `/identify`. ASCII text is already in NFC and has no format
+    /// characters, and ASCII lowercasing keeps every length and position, so the rules are checked
+    /// on the text as given, in the same order and with the same messages as the general path (a
+    /// property test below compares the two).
     fn parse_ascii(trimmed: &str) -> Result<Option<Email>, ValidationError> {
         let bytes = trimmed.as_bytes();
         // The ASCII white space characters are the space and controls (U+0000–U+001F, U+007F).
@@ -206,27 +207,37 @@ impl Email {
     /// The rules of docs/behaviour.md §4 on any trimmed, non-empty text, Unicode included.
     fn parse_general(trimmed: &str) -> Result<Option<Email>, ValidationError> {
         let fail = |message: &str| Err(invalid_email(message));
-        // Byte length is checked before lowercasing too, so a huge value is not copied.
+        // Byte length is checked before normalizing too, so a huge value is not copied. Neither
+        // NFC nor lowercasing shrinks text to a quarter of its bytes.
         if trimmed.len() > MAX_EMAIL_BYTES * 4 {
             return fail("email must be at most 254 bytes");
         }
-        // ASCII lowercasing equals Unicode lowercasing on ASCII text, without the case tables.
         let lowered = if trimmed.is_ascii() {
+            // ASCII text is already NFC, and ASCII lowercasing equals Unicode lowercasing on
+            // it, without the tables.
             trimmed.to_ascii_lowercase()
         } else {
-            trimmed.to_lowercase()
+            nfc_lowercase(trimmed)
         };
         if lowered.len() > MAX_EMAIL_BYTES {
             return fail("email must be at most 254 bytes");
         }
-        let spaced = if lowered.is_ascii() {
-            // The ASCII white space characters are the space and controls.
-            lowered.bytes().any(|b| b == b' ' || b.is_ascii_control())
+        let (spaced, format) = if lowered.is_ascii() {
+            // The ASCII white space characters are the space and controls; ASCII has no Cf.
+            let spaced = lowered.bytes().any(|b| b == b' ' || b.is_ascii_control());
+            (spaced, false)
         } else {
-            lowered.chars().any(|c| c.is_whitespace() || c.is_control())
+            let spaced = lowered.chars().any(|c| c.is_whitespace() || c.is_control());
+            (spaced, lowered.chars().any(is_format_char))
         };
         if spaced {
             return fail("email must not contain white space or control characters");
+        }
+        if format {
+            return fail(
+                "email must not contain invisible format characters (zero-width characters, \
+                 byte order marks, soft hyphens, bidirectional controls)",
+            );
         }
         let mut parts = lowered.split('@');
         match (parts.next(), parts.next(), parts.next()) {
@@ -262,6 +273,32 @@ impl fmt::Display for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// `text` in Unicode Normalization Form C, then lowercased with Unicode case rules
+/// (docs/behaviour.md §4), then in NFC again when lowercasing left it otherwise: `H` followed by
+/// U+0331 (combining macron below) is NFC, but its lowercase `h` + U+0331 composes to U+1E96
+/// `ẖ`. So the result is NFC, canonically equivalent spellings give the same result, and
+/// normalizing a result again changes nothing (an export imported again keeps its values).
+fn nfc_lowercase(text: &str) -> String {
+    use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
+    let nfc = |text: &str| -> Option<String> {
+        match is_nfc_quick(text.chars()) {
+            IsNormalized::Yes => None,
+            IsNormalized::No | IsNormalized::Maybe => Some(text.nfc().collect()),
+        }
+    };
+    let composed = nfc(text);
+    let lowered = composed.as_deref().unwrap_or(text).to_lowercase();
+    nfc(&lowered).unwrap_or(lowered)
+}
+
+/// Whether `c` is a format character (Unicode General Category Cf: zero-width spaces and
+/// joiners, the byte order mark, the soft hyphen, bidirectional controls, …), which
+/// docs/behaviour.md §4 refuses in an email: invisible, they make look-alike identities.
+fn is_format_char(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    !c.is_ascii() && c.general_category() == GeneralCategory::Format
 }
 
 /// The `invalid_email` error (field `email`) with `message` (docs/behaviour.md §4).
@@ -480,7 +517,78 @@ mod tests {
         assert!(Email::parse(&too_long).is_err());
     }
 
+    /// docs/behaviour.md §4: NFC before lowercasing, so a composed `é` and `e` + U+0301 are one
+    /// email, in any case.
+    #[test]
+    fn email_nfc_and_nfd_spellings_are_one_value() {
+        let composed = "jos\u{e9}@x.fr";
+        for spelling in [
+            composed,
+            "jose\u{301}@x.fr",
+            "JOSE\u{301}@X.FR",
+            "JOS\u{c9}@x.fr",
+        ] {
+            let email = Email::parse(spelling).unwrap().unwrap();
+            assert_eq!(email.as_str(), composed, "{spelling:?}");
+        }
+        // Lowercasing can undo NFC (`H` + U+0331 has no composed capital): composed again.
+        for spelling in ["H\u{331}@x.io", "h\u{331}@x.io", "\u{1e96}@x.io"] {
+            let email = Email::parse(spelling).unwrap().unwrap();
+            assert_eq!(email.as_str(), "\u{1e96}@x.io", "{spelling:?}");
+        }
+    }
+
+    /// docs/behaviour.md §4: format characters (Cf) are refused anywhere in an email.
+    #[test]
+    fn email_format_characters_are_refused() {
+        let format = [
+            '\u{200b}',  // zero-width space
+            '\u{200c}',  // zero-width non-joiner
+            '\u{200d}',  // zero-width joiner
+            '\u{2060}',  // word joiner
+            '\u{feff}',  // byte order mark
+            '\u{ad}',    // soft hyphen
+            '\u{200e}',  // left-to-right mark
+            '\u{202e}',  // right-to-left override
+            '\u{2066}',  // left-to-right isolate
+            '\u{e0041}', // tag letter A
+        ];
+        for c in format {
+            for email in [
+                format!("jo{c}e@x.fr"),
+                format!("{c}joe@x.fr"),
+                format!("joe@x.fr{c}"),
+                format!("jos\u{e9}@{c}x.fr"),
+            ] {
+                let err = Email::parse(&email).unwrap_err();
+                assert_eq!(err.code, "invalid_email", "{email:?}");
+                assert_eq!(err.field, Some("email"));
+                assert!(err.message.contains("format characters"), "{email:?}");
+            }
+        }
+    }
+
     proptest::proptest! {
+        /// Canonically equivalent spellings normalize alike, the result is NFC, and normalizing
+        /// it again changes nothing (so an export imports back unchanged).
+        #[test]
+        fn email_normalization_is_canonical_and_idempotent(
+            raw in "[a-zA-Z\u{c0}-\u{17f}\u{130}\u{131}\u{1e96}\u{1e9e}\u{300}-\u{36f}\u{1100}-\u{1112}\u{1161}-\u{1175}\u{ac00}-\u{ac10}]{1,8}@[a-zA-Z\u{e9}\u{301}\u{331}.]{1,6}|\
+                   [HJTWYIhjtwyi\u{130}\u{301}\u{307}\u{308}\u{30a}\u{30c}\u{316}\u{331}\u{344}]{1,6}@x\\.io",
+        ) {
+            use unicode_normalization::{UnicodeNormalization, is_nfc};
+            let nfc: String = raw.nfc().collect();
+            let nfd: String = raw.nfd().collect();
+            let parsed = |text: &str| Email::parse(text).map(|e| e.map(|e| e.as_str().to_owned()));
+            let from_raw = parsed(&raw);
+            proptest::prop_assert_eq!(&parsed(&nfc), &from_raw);
+            proptest::prop_assert_eq!(&parsed(&nfd), &from_raw);
+            if let Ok(Some(email)) = &from_raw {
+                proptest::prop_assert!(is_nfc(email));
+                proptest::prop_assert_eq!(&parsed(email), &from_raw);
+            }
+        }
+
         /// The ASCII fast path of `Email::parse` decides exactly as the general rules do:
         /// the same normalized value, or the same error message.
         #[test]

@@ -9,7 +9,7 @@ fn main() {
     match idrecon::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", idrecon::cli::error_report(&error));
             std::process::exit(1);
         }
     }

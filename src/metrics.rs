@@ -33,6 +33,12 @@ pub const HTTP_REQUEST_DURATION: &str = "idrecon_http_request_duration_seconds";
 /// `pure_read` (the `200`s, from the store's `Outcome`) and `rejected` (every `4xx`, timeouts
 /// and oversized bodies included). `5xx` answers count in [`HTTP_REQUESTS`] only.
 pub const IDENTIFY_OUTCOMES: &str = "idrecon_identify_outcomes_total";
+/// Gauge: HTTP connections open now (docs/behaviour.md §7 `--max-connections`).
+pub const HTTP_CONNECTIONS: &str = "idrecon_http_connections";
+/// Gauge: the most HTTP connections open at once (`--max-connections`).
+pub const HTTP_CONNECTIONS_MAX: &str = "idrecon_http_connections_max";
+/// Counter: connections closed at once on accept because [`HTTP_CONNECTIONS_MAX`] were open.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "idrecon_http_connections_refused_total";
 /// Counter: bytes the log writer wrote to log segments (records and segment headers).
 pub const WAL_BYTES_WRITTEN: &str = "idrecon_wal_bytes_written_total";
 /// Histogram: duration of one log segment fsync (`fdatasync`) by the writer thread, in seconds.
@@ -52,6 +58,11 @@ pub const CONTACTS: &str = "idrecon_contacts";
 pub const IDENTITIES: &str = "idrecon_identities";
 /// Gauge: contacts in the largest identity, deleted ones included; set on every scrape.
 pub const LARGEST_IDENTITY: &str = "idrecon_largest_identity_contacts";
+/// Gauge: the `--max-contacts` limit, 0 without one; set on every scrape.
+pub const MAX_CONTACTS: &str = "idrecon_max_contacts";
+/// Gauge: 1 once [`CONTACTS`] has reached [`MAX_CONTACTS`] (requests that would add a contact
+/// are answered `507`), else 0; set on every scrape.
+pub const CAPACITY_FULL: &str = "idrecon_capacity_full";
 /// Gauge: the Raft term this cluster member is in (cluster mode, docs/behaviour.md §9).
 pub const RAFT_TERM: &str = "idrecon_raft_term";
 /// Gauge: the id of the leader this member knows, 0 when it knows none.
@@ -203,6 +214,17 @@ fn describe() {
         Unit::Count,
         "/identify answers by outcome: new_primary, new_secondary, merge, pure_read, rejected (4xx)."
     );
+    describe_gauge!(HTTP_CONNECTIONS, Unit::Count, "HTTP connections open.");
+    describe_gauge!(
+        HTTP_CONNECTIONS_MAX,
+        Unit::Count,
+        "Most HTTP connections open at once (--max-connections)."
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        Unit::Count,
+        "HTTP connections closed at once because --max-connections were open."
+    );
     describe_counter!(
         WAL_BYTES_WRITTEN,
         Unit::Bytes,
@@ -239,6 +261,16 @@ fn describe() {
         Unit::Count,
         "Contacts in the largest identity, deleted ones included."
     );
+    describe_gauge!(
+        MAX_CONTACTS,
+        Unit::Count,
+        "The --max-contacts limit; 0 without one."
+    );
+    describe_gauge!(
+        CAPACITY_FULL,
+        Unit::Count,
+        "1 once the contacts reached --max-contacts (new contacts are refused), else 0."
+    );
 }
 
 /// Sets the state gauges ([`CONTACTS`], [`IDENTITIES`], [`LARGEST_IDENTITY`]) from counts.
@@ -246,6 +278,15 @@ pub fn set_state_gauges(contacts: usize, identities: usize, largest_identity: us
     metrics::gauge!(CONTACTS).set(contacts as f64);
     metrics::gauge!(IDENTITIES).set(identities as f64);
     metrics::gauge!(LARGEST_IDENTITY).set(largest_identity as f64);
+}
+
+/// Sets [`MAX_CONTACTS`] and [`CAPACITY_FULL`] from the contacts held and the `--max-contacts`
+/// limit (`None`: no limit, never full) (docs/behaviour.md §6.10).
+pub fn set_capacity_gauges(contacts: usize, max_contacts: Option<u64>) {
+    let limit = max_contacts.unwrap_or(0);
+    let full = max_contacts.is_some_and(|max| contacts as u64 >= max);
+    metrics::gauge!(MAX_CONTACTS).set(limit as f64);
+    metrics::gauge!(CAPACITY_FULL).set(if full { 1.0 } else { 0.0 });
 }
 
 #[cfg(test)]

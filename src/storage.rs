@@ -126,12 +126,52 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     /// `NotFound` or another OS error.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
-    /// Takes the exclusive lock of a data directory at `path` (a lock file), held until the
-    /// returned guard is dropped; `Ok(None)` if another holder has it.
+    /// Takes the exclusive lock of the data directory `dir` (docs/behaviour.md §8, "One process
+    /// per data directory"), held until the returned guard is dropped; `Ok(None)` if another
+    /// holder has it.
+    ///
+    /// The lock is on the directory itself, which cannot be unlinked while it holds files, so
+    /// deleting a lock file cannot let a second writer in. [`RealFs`] also locks
+    /// `dir/LOCK`, the lock file that binaries before the directory lock used, so that such
+    /// a binary and this one still exclude each other.
     ///
     /// # Errors
-    /// The OS error opening the lock file.
-    fn lock(&self, path: &Path) -> io::Result<Option<Box<dyn Send + Sync>>>;
+    /// The OS error opening `dir` or the lock file.
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn Send + Sync>>>;
+    /// Bytes an unprivileged process can still write on the file system that holds `dir`
+    /// (`statvfs`: available blocks times the fragment size; blocks reserved for root do not
+    /// count). One system call, no file is opened. `/healthz` uses it to report a full disk
+    /// before a log write fails (docs/behaviour.md §6.9).
+    ///
+    /// # Errors
+    /// The OS error (`NotFound` if `dir` does not exist).
+    fn available_space(&self, dir: &Path) -> io::Result<u64>;
+}
+
+/// `statvfs(2)` of `dir`: `f_bavail * f_frsize` bytes, saturating.
+#[cfg(unix)]
+fn statvfs_available(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and `stats` points to
+    // writable memory of the right type, which the kernel fills when the call succeeds.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the call succeeded, so it initialized `stats`.
+    let stats = unsafe { stats.assume_init() };
+    #[allow(clippy::useless_conversion)] // the field types differ between platforms
+    let (blocks, size) = (u64::from(stats.f_bavail), u64::from(stats.f_frsize));
+    Ok(blocks.saturating_mul(size))
+}
+
+/// Without `statvfs`, free space is unknown and never reported as low.
+#[cfg(not(unix))]
+fn statvfs_available(_dir: &Path) -> io::Result<u64> {
+    Ok(u64::MAX)
 }
 
 /// `sync_file_range(2)` of `offset..offset + len` with `WAIT_BEFORE | WRITE | WAIT_AFTER`: see
@@ -160,6 +200,16 @@ fn write_back_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn write_back_range(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
     Ok(())
+}
+
+/// Takes an exclusive `flock` on `file` without waiting: `Ok(false)` when another descriptor
+/// holds it. Any other failure (a file system without locks) is an error, not "in use".
+fn try_lock(file: &File) -> io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 /// The real file system (`std::fs`).
@@ -246,16 +296,32 @@ impl Storage for RealFs {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
     }
-    fn lock(&self, path: &Path) -> io::Result<Option<Box<dyn Send + Sync>>> {
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn Send + Sync>>> {
+        // `flock` on a read-only descriptor of the directory: Linux (and the BSDs) lock
+        // directories like files, and the lock goes with the descriptor, so it lasts exactly
+        // as long as the guard and ends with the process, whatever happens to the names.
+        let directory = File::open(dir)?;
+        if !directory.metadata()?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        if !try_lock(&directory)? {
+            return Ok(None);
+        }
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(path)?;
-        if file.try_lock().is_err() {
+            .open(dir.join("LOCK"))?;
+        if !try_lock(&file)? {
             return Ok(None);
         }
-        Ok(Some(Box::new(file)))
+        Ok(Some(Box::new((directory, file))))
+    }
+    fn available_space(&self, dir: &Path) -> io::Result<u64> {
+        statvfs_available(dir)
     }
 }
 
@@ -301,6 +367,55 @@ pub use fault::{Effect, FaultFs, OpKind};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_directory_lock_survives_the_removal_of_the_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = RealFs.lock_dir(dir.path()).unwrap().expect("free");
+        assert!(dir.path().join("LOCK").exists());
+        assert!(RealFs.lock_dir(dir.path()).unwrap().is_none(), "held");
+        fs::remove_file(dir.path().join("LOCK")).unwrap();
+        assert!(
+            RealFs.lock_dir(dir.path()).unwrap().is_none(),
+            "held after LOCK was removed"
+        );
+        drop(held);
+        let held = RealFs
+            .lock_dir(dir.path())
+            .unwrap()
+            .expect("released on drop");
+        // A process that locks only `LOCK` (a binary from before the directory lock) is
+        // excluded too.
+        let old = File::options()
+            .write(true)
+            .open(dir.path().join("LOCK"))
+            .unwrap();
+        assert!(!try_lock(&old).unwrap());
+        drop(held);
+        assert!(try_lock(&old).unwrap());
+        assert!(
+            RealFs.lock_dir(dir.path()).unwrap().is_none(),
+            "held by LOCK alone"
+        );
+        assert!(
+            RealFs.lock_dir(&dir.path().join("LOCK")).is_err(),
+            "not a directory"
+        );
+    }
+
+    #[test]
+    fn available_space_is_reported_for_a_real_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        // Whatever the machine has free, the call succeeds on a directory and fails on none.
+        RealFs.available_space(dir.path()).unwrap();
+        assert_eq!(
+            RealFs
+                .available_space(&dir.path().join("missing"))
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::NotFound
+        );
+    }
 
     #[test]
     fn write_back_keeps_the_data_and_rejects_offsets_past_i64() {

@@ -45,12 +45,21 @@ pub(super) fn run(args: FeedArgs) -> anyhow::Result<i32> {
         .build()?;
     let summary = runtime.block_on(feed(&args.file, &args.url, args.concurrency))?;
     print!("{summary}");
+    if let Some(error) = &summary.unreachable_error {
+        eprintln!(
+            "error: {} of {} requests got no answer from {}: {error}",
+            summary.unreachable, summary.requests, args.url
+        );
+    }
     Ok(if summary.errors.is_empty() && summary.unreachable == 0 {
         0
     } else {
         1
     })
 }
+
+/// The `x-idrecon-outcome` values a summary always lists, in this order.
+const KNOWN_OUTCOMES: [&str; 5] = ["new-primary", "new-secondary", "merge", "read", "refused"];
 
 /// Attempts per request when the connection fails (not when the server answers an error).
 const ATTEMPTS: u32 = 5;
@@ -60,12 +69,15 @@ const ATTEMPTS: u32 = 5;
 pub struct FeedSummary {
     /// Lines sent.
     pub requests: u64,
-    /// Answers by outcome (`new-primary`, `new-secondary`, `merge`, `read`) for 200s.
+    /// Answers by outcome for 200s: the `x-idrecon-outcome` value (`new-primary`,
+    /// `new-secondary`, `merge`, `read`, `refused`), `unknown` when the header is missing.
     pub outcomes: BTreeMap<String, u64>,
     /// Error answers by `status code` (e.g. `400 invalid_email`).
     pub errors: BTreeMap<String, u64>,
     /// Requests that never got an answer after every retry.
     pub unreachable: u64,
+    /// The connection error of the last such request, with its causes (it names the URL).
+    pub unreachable_error: Option<String>,
     /// Wall time of the run, in milliseconds.
     pub elapsed_ms: u64,
 }
@@ -86,12 +98,19 @@ impl std::fmt::Display for FeedSummary {
             self.elapsed_ms as f64 / 1000.0,
             self.rate()
         )?;
-        for name in ["new-primary", "new-secondary", "merge", "read"] {
+        // The outcomes of docs/behaviour.md §3 always (0 when absent), then any other value
+        // the service sent, so the lines add up to the requests sent.
+        for name in KNOWN_OUTCOMES {
             writeln!(
                 f,
                 "  {name:<14} {}",
                 self.outcomes.get(name).copied().unwrap_or(0)
             )?;
+        }
+        for (name, n) in &self.outcomes {
+            if !KNOWN_OUTCOMES.contains(&name.as_str()) {
+                writeln!(f, "  {name:<14} {n}")?;
+            }
         }
         for (code, n) in &self.errors {
             writeln!(f, "  error {code:<20} {n}")?;
@@ -141,9 +160,12 @@ pub async fn feed(file: &Path, url: &str, concurrency: usize) -> anyhow::Result<
                 let mut s = summary.lock();
                 s.requests += 1;
                 match result {
-                    Some(Answer::Ok(outcome)) => *s.outcomes.entry(outcome).or_default() += 1,
-                    Some(Answer::Error(code)) => *s.errors.entry(code).or_default() += 1,
-                    None => s.unreachable += 1,
+                    Answer::Ok(outcome) => *s.outcomes.entry(outcome).or_default() += 1,
+                    Answer::Error(code) => *s.errors.entry(code).or_default() += 1,
+                    Answer::Unreachable(error) => {
+                        s.unreachable += 1;
+                        s.unreachable_error = Some(error);
+                    }
                 }
                 drop(s);
                 progress.inc(1);
@@ -162,10 +184,13 @@ pub async fn feed(file: &Path, url: &str, concurrency: usize) -> anyhow::Result<
 enum Answer {
     Ok(String),
     Error(String),
+    /// No answer after every attempt: the last connection error, with its causes.
+    Unreachable(String),
 }
 
-async fn send(client: &reqwest::Client, endpoint: &str, line: &str) -> Option<Answer> {
+async fn send(client: &reqwest::Client, endpoint: &str, line: &str) -> Answer {
     let mut backoff = Duration::from_millis(50);
+    let mut last_error = String::new();
     for _ in 0..ATTEMPTS {
         let sent = client
             .post(endpoint)
@@ -184,20 +209,23 @@ async fn send(client: &reqwest::Client, endpoint: &str, line: &str) -> Option<An
                         .unwrap_or("unknown")
                         .to_owned();
                     let _ = response.bytes().await;
-                    return Some(Answer::Ok(outcome));
+                    return Answer::Ok(outcome);
                 }
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
                 let code = body["error"]["code"]
                     .as_str()
                     .unwrap_or("unknown")
                     .to_owned();
-                return Some(Answer::Error(format!("{} {code}", status.as_u16())));
+                return Answer::Error(format!("{} {code}", status.as_u16()));
             }
-            Err(_) => {
+            Err(error) => {
+                // reqwest's own message names the URL; the cause (connection refused, a DNS
+                // failure) is further down its chain.
+                last_error = super::error_report(&anyhow::Error::new(error));
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
         }
     }
-    None
+    Answer::Unreachable(last_error)
 }

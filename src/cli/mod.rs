@@ -27,6 +27,8 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::rows::RowFormat;
+
 pub use check::CheckArgs;
 use config::{ConfigError, EffectiveConfig};
 pub use export::ExportArgs;
@@ -107,6 +109,23 @@ pub enum Command {
     Cluster(cluster::ClusterArgs),
 }
 
+/// `--format`'s parser (import and export): the names of [`RowFormat::ALL`] as clap's possible
+/// values, each with its help line (so `--help` and a usage error list them), parsed with
+/// [`RowFormat`]'s `FromStr`. The rows module knows nothing of clap.
+fn row_format_parser() -> impl clap::builder::TypedValueParser<Value = RowFormat> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let values = RowFormat::ALL.map(|format| {
+        let help = match format {
+            RowFormat::Csv => "Comma-separated values with a header row; an empty field is null",
+            RowFormat::Jsonl => {
+                "JSON Lines: one JSON object per line with the column names as keys"
+            }
+        };
+        PossibleValue::new(format.as_str()).help(help)
+    });
+    PossibleValuesParser::new(values).try_map(|name| name.parse::<RowFormat>())
+}
+
 /// `--data-dir`, shared by every subcommand.
 #[derive(Debug, Args)]
 pub struct DataDir {
@@ -129,5 +148,45 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Check(args) => check::run(args),
         Command::Feed(args) => feed::run(args),
         Command::Cluster(args) => cluster::run(args).map(|()| 0),
+    }
+}
+
+/// `error` and its causes on one line, outermost first, separated by `: `, as `main` prints it
+/// (`error: …`, exit 1). A cause is left out when the error it caused already ends with its
+/// text: library errors that embed their source (`I/O error on DIR: {source}`) would otherwise
+/// print the same cause twice, as anyhow's `{:#}` does.
+pub fn error_report(error: &anyhow::Error) -> String {
+    let mut report = error.to_string();
+    let mut previous = report.clone();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !previous.ends_with(&text) {
+            report.push_str(": ");
+            report.push_str(&text);
+        }
+        previous = text;
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_report;
+
+    #[test]
+    fn a_cause_embedded_in_its_error_is_printed_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("I/O error on DIR: {source}")]
+        struct Embeds {
+            source: std::io::Error,
+        }
+        let cause = std::io::Error::other("disk on fire");
+        let error = anyhow::Error::new(Embeds { source: cause }).context("cannot open DIR");
+        assert_eq!(
+            error_report(&error),
+            "cannot open DIR: I/O error on DIR: disk on fire"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_report(&plain), "outer: inner");
     }
 }

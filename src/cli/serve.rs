@@ -1,7 +1,7 @@
 //! `idrecon serve` (docs/behaviour.md §7): its flags, the store and HTTP options they build, and
-//! the run itself: install the metrics recorder, recover the data directory (§8), bind, serve
-//! until SIGINT or SIGTERM ([`shutdown_signal`]), then close the store (final snapshot, log
-//! closed). `--print-config` prints the effective configuration instead
+//! the run itself: install the metrics recorder, bind the address, recover the data directory
+//! (§8), listen and serve until SIGINT or SIGTERM ([`shutdown_signal`]), then close the store
+//! (final snapshot, log closed). `--print-config` prints the effective configuration instead
 //! ([`super::config::EffectiveConfig::to_toml`]).
 
 use std::net::SocketAddr;
@@ -24,9 +24,10 @@ use crate::wal::FsyncMode;
 /// Flags of `idrecon serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on: IP:PORT (`127.0.0.1:3000`, `[::1]:3000`) or HOST:PORT
+    /// (`localhost:3000`, resolved; the first address that binds is used).
     #[arg(long, env = "IDRECON_LISTEN", default_value = "127.0.0.1:3000")]
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     /// The data directory it serves (`--data-dir`).
     #[command(flatten)]
     pub data: DataDir,
@@ -65,11 +66,19 @@ pub struct ServeArgs {
     #[arg(long, env = "IDRECON_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
     /// Longest a connection may take to send a complete request head, idle keep-alive time
-    /// included, in milliseconds (the connection is closed after it).
+    /// included, or leave an answer unread, in milliseconds (the connection is closed after
+    /// it).
     #[arg(long, env = "IDRECON_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
     pub idle_timeout_ms: u64,
-    /// Bearer token that admin routes (`GET /contacts`) require. Prefer the environment or the
-    /// config file: a command line is visible to every local user.
+    /// Most connections open at once; a connection beyond them is closed at once, and counted
+    /// in /metrics (also closed: a connection whose client reads nothing for the idle timeout
+    /// while an answer waits).
+    #[arg(long, env = "IDRECON_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Bearer token that admin routes (every route reading or changing rows or identities)
+    /// require. Prefer the environment or the config file: a command line is visible to every
+    /// local user.
     #[arg(
         long,
         env = "IDRECON_ADMIN_TOKEN",
@@ -94,11 +103,18 @@ pub struct ServeArgs {
     /// of emails or phones to block (repeatable).
     #[arg(long = "blocked-pattern", value_name = "REGEX", action = clap::ArgAction::Append)]
     pub blocked_pattern: Vec<String>,
-    /// Most contacts an identity may reach through /identify: a merge or new secondary that
-    /// would exceed it is refused, logged and recorded in the identity's history. Off by
-    /// default; docs/behaviour.md §3.6 recommends a value.
-    #[arg(long, env = "IDRECON_MAX_IDENTITY_SIZE", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_identity_size: Option<u32>,
+    /// Most contacts (deleted ones included) an identity may reach through /identify: a merge
+    /// or new secondary that would exceed it is refused, logged and recorded in the identity's
+    /// history (docs/behaviour.md §3.6). 0 lifts the cap.
+    #[arg(long, env = "IDRECON_MAX_IDENTITY_SIZE",
+          default_value_t = crate::store::DEFAULT_MAX_IDENTITY_SIZE)]
+    pub max_identity_size: u32,
+    /// Most contacts the service holds (deleted ones included): past it, a request that would
+    /// add a contact is answered 507 `capacity_exceeded` and changes nothing, while reads,
+    /// merges and requests that add nothing keep working (docs/behaviour.md §3.6). Off by
+    /// default; docs/OPERATIONS.md gives the sizing rule against a memory limit.
+    #[arg(long, env = "IDRECON_MAX_CONTACTS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_contacts: Option<u64>,
     /// Canonicalize phone numbers to E.164 before matching and storing, reading numbers without
     /// a country code as numbers of this region (ISO 3166-1 alpha-2, e.g. IN). Numbers that do
     /// not parse are answered 400. Values stored earlier are not rewritten.
@@ -177,20 +193,23 @@ impl ServeArgs {
         };
         Ok(GraphOptions {
             blocked: std::sync::Arc::new(blocked),
-            max_identity_size: self.max_identity_size,
+            max_identity_size: (self.max_identity_size > 0).then_some(self.max_identity_size),
         })
     }
 
-    /// Refuses settings that would start an unsafe server: a non-loopback `--listen` address
-    /// without `--admin-token`, unless `--insecure-admin`.
+    /// Refuses settings that would start an unsafe server: a `--listen` address that resolves
+    /// to any non-loopback address without `--admin-token`, unless `--insecure-admin`. Returns
+    /// the addresses `--listen` resolves to, in resolver order.
     ///
     /// # Errors
-    /// An invalid `--blocked-pattern` (as [`ServeArgs::graph_options`]), or the refusal, naming
-    /// the address and both ways out.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    /// An invalid `--blocked-pattern` (as [`ServeArgs::graph_options`]), a host name that does
+    /// not resolve, or the refusal, naming the address and both ways out.
+    pub fn validate(&self) -> anyhow::Result<Vec<SocketAddr>> {
         self.graph_options()?;
         self.cluster.options()?;
-        if !self.listen.ip().is_loopback() && self.admin_token.is_none() && !self.insecure_admin {
+        let addresses = self.listen.resolve()?;
+        let exposed = addresses.iter().any(|a| !a.ip().is_loopback());
+        if exposed && self.admin_token.is_none() && !self.insecure_admin {
             bail!(
                 "refusing to serve on the non-loopback address {} without an admin token: \
                  anyone who can reach it could read every contact through the admin routes. \
@@ -199,7 +218,7 @@ impl ServeArgs {
                 self.listen
             );
         }
-        Ok(())
+        Ok(addresses)
     }
 }
 
@@ -230,6 +249,7 @@ fn http_options(args: &ServeArgs, log: &LogArgs) -> HttpOptions {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        max_connections: args.max_connections as usize,
         log_pii: log.log_pii,
         admin_token: args.admin_token.clone(),
         normalizer: Normalizer::new(args.phone_region),
@@ -237,7 +257,7 @@ fn http_options(args: &ServeArgs, log: &LogArgs) -> HttpOptions {
 }
 
 fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
-    args.validate()?;
+    let addresses = args.validate()?;
     // Before recovery, so the log writer's and snapshots' metrics count from the start.
     crate::metrics::install();
     if let Some(cluster) = args.cluster.options()? {
@@ -255,6 +275,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         segment_bytes: args.segment_bytes,
         commit_delay: Duration::from_micros(args.commit_delay_us),
         graph: args.graph_options()?,
+        max_contacts: args.max_contacts,
     };
     if !options.graph.blocked.is_empty() || options.graph.max_identity_size.is_some() {
         tracing::info!(
@@ -263,6 +284,10 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
             "over-merge guards on"
         );
     }
+    // The address is taken before recovery, which can take minutes and ends with a snapshot
+    // written on the way out: a port in use must fail at once. It listens (and so accepts
+    // connections) only once recovery has finished (docs/behaviour.md §6.9).
+    let socket = reserve(&args.listen, &addresses)?;
     let dir = &args.data.data_dir;
     let (store, recovery) = Store::open(dir, options)
         .with_context(|| format!("cannot recover the data directory {}", dir.display()))?;
@@ -280,8 +305,8 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
     );
     let http = http_options(&args, log);
     let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
+        let listener = socket
+            .listen(LISTEN_BACKLOG)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(address = %listener.local_addr()?, "serving");
         crate::http::server::serve(listener, store.clone(), http, shutdown_signal())
@@ -291,6 +316,115 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: final snapshot");
     let closed = store.close().context("clean shutdown failed");
     served.and(closed)
+}
+
+/// Connections the kernel queues for `accept` (as `tokio::net::TcpListener::bind` uses).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds a socket to the first of `addresses` (what `listen` resolved to) that binds, without
+/// listening on it yet: the address is reserved (another process bound to it fails here), but
+/// connections are refused until [`tokio::net::TcpSocket::listen`]. `SO_REUSEADDR` is set as
+/// `TcpListener::bind` sets it, so a restart does not wait for the previous run's connections
+/// in `TIME_WAIT`.
+///
+/// # Errors
+/// No address binds (in use, not local, permission denied): names `listen` and, when it
+/// resolved to more than one address, each address with its error.
+fn reserve(listen: &ListenAddr, addresses: &[SocketAddr]) -> anyhow::Result<tokio::net::TcpSocket> {
+    let bind = |address: SocketAddr| -> std::io::Result<tokio::net::TcpSocket> {
+        let socket = match address {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        Ok(socket)
+    };
+    let mut failures = Vec::new();
+    for &address in addresses {
+        match bind(address) {
+            Ok(socket) => return Ok(socket),
+            Err(error) => failures.push((address, error)),
+        }
+    }
+    match failures.as_slice() {
+        [(_, error)] => bail!("cannot listen on {listen}: {error}"),
+        _ => bail!(
+            "cannot listen on {listen}: {}",
+            failures
+                .iter()
+                .map(|(address, error)| format!("{address}: {error}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+}
+
+/// The `--listen` address (docs/behaviour.md §7): an IP socket address (`127.0.0.1:3000`,
+/// `[::1]:3000`) or a host name and port (`localhost:3000`), kept as typed and resolved by
+/// [`ListenAddr::resolve`] when `serve` starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenAddr(String);
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    /// Accepts `IP:PORT`, `[IPv6]:PORT` and `HOST:PORT`; nothing is resolved yet.
+    ///
+    /// # Errors
+    /// A bare port (`3000`), with the two addresses it most likely means; anything else that
+    /// is not `HOST:PORT` with a port from 0 to 65535.
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.parse::<SocketAddr>().is_ok() {
+            return Ok(Self(text.to_owned()));
+        }
+        if text.parse::<u16>().is_ok() {
+            return Err(format!(
+                "a port without a host: use 127.0.0.1:{text} (or 0.0.0.0:{text})"
+            ));
+        }
+        match text.rsplit_once(':') {
+            Some((host, port))
+                if !host.is_empty()
+                    && !host.contains(':')
+                    && !host.contains(char::is_whitespace)
+                    && port.parse::<u16>().is_ok() =>
+            {
+                Ok(Self(text.to_owned()))
+            }
+            _ => Err("expected HOST:PORT, such as 127.0.0.1:3000, [::1]:3000 or \
+                      localhost:3000"
+                .to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    /// Writes the address as it was given.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl ListenAddr {
+    /// The socket addresses this names, in resolver order: the address itself for an IP, every
+    /// address of the host name otherwise (a blocking lookup).
+    ///
+    /// # Errors
+    /// The host name does not resolve, or resolves to no address; names the address.
+    pub fn resolve(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        use std::net::ToSocketAddrs;
+        let addresses: Vec<SocketAddr> = self
+            .0
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve the listen address {self}"))?
+            .collect();
+        if addresses.is_empty() {
+            bail!("the listen address {self} resolves to no address");
+        }
+        Ok(addresses)
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM: the signal on which `serve` stops accepting

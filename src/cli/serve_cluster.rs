@@ -117,12 +117,13 @@ fn listen_address(args: &ServeArgs, own: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("cannot resolve this member's address {own}"))?
         .next()
         .with_context(|| format!("this member's address {own} resolves to nothing"))?;
-    let default: SocketAddr = DEFAULT_LISTEN.parse()?;
-    if args.listen == default || args.listen == entry {
+    if args.listen.to_string() == DEFAULT_LISTEN {
         return Ok(entry);
     }
-    if args.listen.port() == entry.port() && args.listen.ip().is_unspecified() {
-        return Ok(args.listen);
+    for listen in args.listen.resolve()? {
+        if listen == entry || (listen.port() == entry.port() && listen.ip().is_unspecified()) {
+            return Ok(listen);
+        }
     }
     bail!(
         "--listen {} is not this member's address {own} in --cluster: a member listens on its \

@@ -103,7 +103,7 @@ impl ClusterNode {
             ClusterError::Unavailable(format!("{what}: {e}"))
         };
         std::fs::create_dir_all(dir).map_err(|e| fail("cannot create the data directory", &e))?;
-        let lock = crate::storage::Storage::lock(&crate::storage::RealFs, &dir.join("LOCK"))
+        let lock = crate::storage::Storage::lock_dir(&crate::storage::RealFs, dir)
             .map_err(|e| fail("cannot lock the data directory", &e))?
             .ok_or_else(|| {
                 ClusterError::Unavailable(format!(

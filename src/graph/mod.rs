@@ -303,6 +303,14 @@ impl IdentityGraph {
         self.largest as usize
     }
 
+    /// The size (contacts, deleted ones included) of every identity, in no particular order.
+    /// O(slots).
+    pub fn identity_sizes(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.links.len() as u32)
+            .filter(|&s| self.links[s as usize].parent == s && !self.is_erased(s))
+            .map(|s| self.links[s as usize].size as usize)
+    }
+
     /// The id the next contact created by `/identify` will get.
     pub fn next_id(&self) -> ContactId {
         self.next_id

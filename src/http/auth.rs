@@ -1,6 +1,6 @@
-//! The admin guard (docs/behaviour.md §6.12): routes that change or reveal data in bulk (the
-//! `GET /contacts` listing, lookup, identities and their history, deletion, erasure,
-//! compaction) live on an "admin" sub-router, and [`guard`] wraps that sub-router in a layer
+//! The admin guard (docs/behaviour.md §6.12): routes that reveal or change rows or identities by
+//! id or in bulk (a single row, the `GET /contacts` listing, lookup, identities and their
+//! history, deletion, erasure, compaction) live on an "admin" sub-router, and [`guard`] wraps that sub-router in a layer
 //! that demands `Authorization: Bearer <token>` whenever an admin token is configured
 //! (`--admin-token`, `IDRECON_ADMIN_TOKEN`).
 //!

@@ -268,6 +268,25 @@ impl Backend {
         }
     }
 
+    /// The contacts held and the `--max-contacts` limit (docs/behaviour.md §3.6). A cluster
+    /// member reports its replica's contacts and no limit: the limit is a single-node setting
+    /// (docs/CLUSTER.md, limits).
+    pub fn capacity(&self) -> (usize, Option<u64>) {
+        match self {
+            Backend::Single(store) => store.capacity(),
+            Backend::Cluster(node) => (node.replica().read(|state| state.graph.len()), None),
+        }
+    }
+
+    /// Whether the data directory's file system is nearly full (docs/behaviour.md §6.9). A
+    /// cluster member does not check (a full disk fails its log, which stops the member).
+    pub fn disk_full(&self) -> bool {
+        match self {
+            Backend::Single(store) => store.disk_full(),
+            Backend::Cluster(_) => false,
+        }
+    }
+
     /// Runs `f` on the graph this process holds (the replica, in a cluster) under the shared
     /// lock: for gauges, never for answers.
     pub fn with_graph<T>(&self, f: impl FnOnce(&IdentityGraph) -> T) -> T {

@@ -1,6 +1,7 @@
 //! The Contact row routes: `GET /contacts/{id}` (docs/behaviour.md §6.1), the `GET /contacts`
-//! listing (§6.2) and `DELETE /contacts/{id}` (§6.6); the last two are admin routes, behind the
-//! admin token when one is configured (§6.12).
+//! listing (§6.2) and `DELETE /contacts/{id}` (§6.6). All three are admin routes, behind the
+//! admin token when one is configured (§6.12): ids are sequential, so an open single-row read
+//! would hand out every customer's email and phone number to a loop.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -17,21 +18,30 @@ use super::state::AppState;
 use crate::contact::{ContactId, ContactRow};
 use crate::store::Deletion;
 
-/// `GET /contacts/{id}` (docs/behaviour.md §6.1).
+/// `GET /contacts/{id}` (docs/behaviour.md §6.1). An admin route: behind the admin token when
+/// one is configured (§6.12).
 #[utoipa::path(
     get,
     path = "/contacts/{id}",
-    tag = "identity",
+    tag = "admin",
     operation_id = "getContact",
     summary = "One Contact row",
-    description = "All eight columns of the row, deleted rows included (docs/behaviour.md §6.1).",
+    description = "All eight columns of the row, deleted rows included (docs/behaviour.md §6.1). \
+        An admin route: when the server has an admin token (`--admin-token`), it needs \
+        `Authorization: Bearer <token>`.",
     params(("id" = u64, Path, description = "Contact id, a positive integer.", minimum = 1,
         example = 4)),
+    security((), ("admin_token" = [])),
     responses(
         (status = 200, description = "The row.", body = ContactRow),
         (status = 400, description = "`id` is not a positive integer.", body = ErrorEnvelope,
             example = json!({"error": {"code": "invalid_path_parameter",
                 "message": "id must be a positive integer", "field": "id"}})),
+        (status = 401, description = "An admin token is configured and the request did not \
+            present it.", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"idrecon\"`")),
+            example = json!({"error": {"code": "unauthorized",
+                "message": "this route needs the admin token: Authorization: Bearer <token>"}})),
         (status = 404, description = "No contact has this id.", body = ErrorEnvelope,
             example = json!({"error": {"code": "not_found",
                 "message": "contact 99 does not exist"}})),

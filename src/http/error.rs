@@ -61,6 +61,16 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_query_parameter", message).with_field(name)
     }
 
+    /// `413 payload_too_large`: the body is, or is announced to be, larger than
+    /// `--max-body-bytes` (docs/behaviour.md §4).
+    pub(crate) fn payload_too_large() -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body is too large",
+        )
+    }
+
     /// The `500` of an internal failure (logged by the caller; no detail to the client).
     pub(crate) fn internal() -> Self {
         ApiError::new(
@@ -94,8 +104,8 @@ impl From<ValidationError> for ApiError {
 
 impl From<StoreError> for ApiError {
     /// `503 unavailable` when the log can no longer acknowledge writes, `507
-    /// capacity_exhausted` when the graph is full, and a logged `500 internal` for anything
-    /// else.
+    /// capacity_exhausted` when the graph is full, `507 capacity_exceeded` past `--max-contacts`
+    /// (docs/behaviour.md §3.6), and a logged `500 internal` for anything else.
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable => ApiError::new(
@@ -107,6 +117,14 @@ impl From<StoreError> for ApiError {
                 StatusCode::INSUFFICIENT_STORAGE,
                 "capacity_exhausted",
                 "no contact id or slot is left for a new contact",
+            ),
+            StoreError::CapacityExceeded { limit } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "capacity_exceeded",
+                format!(
+                    "the service holds its maximum of {limit} contacts; no new contact can be \
+                     added (reads and requests that add nothing still work)"
+                ),
             ),
             other => {
                 tracing::error!(error = %other, "request failed inside the store");
@@ -147,7 +165,7 @@ pub struct ErrorBody {
 
 /// The body of [`ApiError::internal`], for the (unreachable) case where an envelope cannot be
 /// serialized.
-const INTERNAL_BODY: &str = r#"{"error":{"code":"internal","message":"internal error"}}"#;
+const INTERNAL_BODY: &str = "{\"error\":{\"code\":\"internal\",\"message\":\"internal error\"}}\n";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -159,8 +177,12 @@ impl IntoResponse for ApiError {
             },
         };
         // serde_json fails only on maps with non-string keys, which the envelope has none of.
+        // Like every JSON answer, the body ends in a newline (super::json).
         let (status, body) = match serde_json::to_vec(&envelope) {
-            Ok(body) => (self.status, Body::from(body)),
+            Ok(mut body) => {
+                body.push(b'\n');
+                (self.status, Body::from(body))
+            }
             Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, Body::from(INTERNAL_BODY)),
         };
         let mut response = Response::new(body);

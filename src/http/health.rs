@@ -14,16 +14,28 @@ use super::state::AppState;
 use crate::metrics as metric;
 use crate::store::StoreError;
 
-/// The body of a healthy `GET /healthz`: `{"status": "ok"}`; a cluster member adds its role,
-/// the leader it knows and whether it can get a write executed now
-/// (`{"status": "ok", "role": "follower", "leader": 1, "writable": true}`, docs/behaviour.md
-/// §9).
+/// The body of a healthy `GET /healthz` (docs/behaviour.md §6.9): `{"status": "ok"}`, and
+/// with `--max-contacts` also the contacts held, the limit and whether it is reached:
+/// `{"status": "ok", "contacts": 3, "max_contacts": 3, "capacity": "full"}`; a cluster member
+/// adds its role, the leader it knows and whether it can get a write executed now
+/// (`{"status": "ok", "role": "follower", "leader": 1, "writable": true}`, §9).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({"status": "ok"}))]
+#[schema(example = json!({"status": "ok", "contacts": 3, "max_contacts": 3, "capacity": "full"}))]
 pub struct Health {
     /// Always `ok`.
     #[schema(example = "ok")]
     pub status: String,
+    /// Contacts held (rows, deleted ones included); only with `--max-contacts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<u64>,
+    /// The `--max-contacts` limit; only with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_contacts: Option<u64>,
+    /// `ok` while requests may still add contacts, `full` once `contacts` has reached
+    /// `max_contacts` (such requests are answered `507 capacity_exceeded`); only with
+    /// `--max-contacts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<String>,
     /// A cluster member's role: `leader`, `follower`, `candidate` or `learner`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
@@ -42,14 +54,18 @@ pub struct Health {
     tag = "operations",
     operation_id = "healthz",
     summary = "Liveness and write health",
-    description = "200 once recovery has finished; 503 once the log can no longer acknowledge \
-        writes (a restart recovers from what is on disk).",
+    description = "200 once recovery has finished; 503 `unavailable` once the log can no longer \
+        acknowledge writes (a restart recovers from what is on disk); 503 `disk_full` while the \
+        data directory's file system has less than 1 MiB available (200 again once space is \
+        freed). With `--max-contacts`, the body also has `contacts`, `max_contacts` and \
+        `capacity` (`ok` or `full`: new contacts are refused with 507 while reads go on).",
     responses(
         (status = 200, description = "Serving and able to acknowledge writes.", body = Health),
         (status = 408, description = "The request took longer than `--request-timeout-ms`.",
             body = ErrorEnvelope, example = json!({"error": {
                 "code": "request_timeout", "message": "request took too long"}})),
-        (status = 503, description = "The log failed; no write is acknowledged any more.",
+        (status = 503, description = "The log failed (`unavailable`; no write is acknowledged \
+            any more), or the data directory's file system is full (`disk_full`).",
             body = ErrorEnvelope, example = json!({"error": {
                 "code": "unavailable",
                 "message": "the service cannot durably record changes right now"}}))
@@ -69,10 +85,15 @@ pub(crate) async fn healthz(State(app): State<AppState>) -> Result<Response, Api
                 role: Some(role.as_str().to_owned()),
                 writable: Some(leader.is_some()),
                 leader: leader.map(|l| l.id),
+                contacts: None,
+                max_contacts: None,
+                capacity: None,
             },
         ));
     }
-    if app.backend.healthy() {
+    if app.backend.healthy() && !app.backend.disk_full() {
+        let (contacts, limit) = app.backend.capacity();
+        let contacts = contacts as u64;
         Ok(json_response(
             StatusCode::OK,
             &Health {
@@ -80,10 +101,19 @@ pub(crate) async fn healthz(State(app): State<AppState>) -> Result<Response, Api
                 role: None,
                 leader: None,
                 writable: None,
+                contacts: limit.map(|_| contacts),
+                max_contacts: limit,
+                capacity: limit.map(|max| if contacts >= max { "full" } else { "ok" }.to_owned()),
             },
         ))
-    } else {
+    } else if !app.backend.healthy() {
         Err(StoreError::Unavailable.into())
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "disk_full",
+            "the data directory's file system has less than 1 MiB free; writes would fail",
+        ))
     }
 }
 
@@ -93,8 +123,8 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// `GET /metrics`: every metric in the Prometheus text format, rendered by the process's
 /// installed recorder ([`crate::metrics::installed`]; the binary installs it before it opens
 /// the store, the router never does; without one the payload is empty), after setting the
-/// contacts / identities / largest identity gauges from the graph (O(1) under the shared
-/// lock). The counts may include changes not yet durable.
+/// contacts / identities / largest identity and capacity gauges from the graph (O(1) under
+/// the shared lock). The counts may include changes not yet durable.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -119,6 +149,7 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
         .backend
         .with_graph(|g| (g.len(), g.identity_count(), g.largest_identity()));
     metric::set_state_gauges(contacts, identities, largest);
+    metric::set_capacity_gauges(contacts, app.backend.capacity().1);
     let payload = metric::installed()
         .map(PrometheusHandle::render)
         .unwrap_or_default();

@@ -24,34 +24,48 @@ pub use body::{IdentifyRequestBody, PhoneNumberInput, parse_identify_body};
 /// debugging, beside the answer body docs/behaviour.md §3 defines). The same outcome is counted in `/metrics` by the handler.
 pub const OUTCOME_HEADER: HeaderName = HeaderName::from_static("x-idrecon-outcome");
 
-/// Whether the `Content-Type` is JSON: `application/json` in any case, with or without
-/// parameters (RFC 9110 §8.3.1). The exact common spelling is checked first, without parsing.
+/// Whether the `Content-Type` is JSON in UTF-8: `application/json` in any case, with or without
+/// parameters (RFC 9110 §8.3.1), where a `charset` parameter, if any, must name UTF-8 (in any
+/// case, quoted or not; RFC 8259 §8.1: JSON exchanged between systems is UTF-8). A body
+/// declared in another charset would otherwise be read as UTF-8 and stored wrongly. The exact
+/// common spelling is checked first, without parsing.
 fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return false;
     };
-    value.as_bytes() == b"application/json"
-        || value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+    if value.as_bytes() == b"application/json" {
+        return true;
+    }
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default();
+    essence.trim().eq_ignore_ascii_case("application/json")
+        && parts.all(|parameter| {
+            let (name, charset) = parameter.split_once('=').unwrap_or((parameter, ""));
+            !name.trim().eq_ignore_ascii_case("charset") || {
+                let charset = charset.trim();
+                let charset = charset
+                    .strip_prefix('"')
+                    .and_then(|c| c.strip_suffix('"'))
+                    .unwrap_or(charset);
+                charset.eq_ignore_ascii_case("utf-8")
+            }
+        })
 }
 
 /// The whole body of `req`, at most `limit` bytes (docs/behaviour.md §4): `413 payload_too_large` past
-/// it (a `Content-Length` above it is refused before reading), `400 invalid_body` when the
-/// body cannot be read (the connection failed mid-body).
+/// it (a chunked body, as it arrives; a `Content-Length` above it never gets here, the router's
+/// [`super::body_limit`] layer refuses it before reading), `400 invalid_body` when the body
+/// cannot be read (the connection failed mid-body).
 async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|error| {
             let cause = error.into_inner();
             if cause.is::<http_body_util::LengthLimitError>() {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "request body is too large",
-                )
+                ApiError::payload_too_large()
             } else {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -120,10 +134,11 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
         (status = 413, description = "The body is larger than `--max-body-bytes`.",
             body = ErrorEnvelope, example = json!({"error": {
                 "code": "payload_too_large", "message": "request body is too large"}})),
-        (status = 415, description = "`Content-Type` is missing or not `application/json`.",
+        (status = 415, description = "`Content-Type` is missing, not `application/json`, or \
+            names a charset other than UTF-8.",
             body = ErrorEnvelope, example = json!({"error": {
                 "code": "unsupported_media_type",
-                "message": "Content-Type must be application/json"}})),
+                "message": "Content-Type must be application/json in UTF-8"}})),
         (status = 500, description = "An internal error (logged).", body = ErrorEnvelope,
             example = json!({"error": {"code": "internal", "message": "internal error"}})),
         (status = 503, description = "The log can no longer acknowledge writes.",
@@ -146,7 +161,7 @@ pub(crate) async fn identify(
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "Content-Type must be application/json",
+            "Content-Type must be application/json in UTF-8",
         ));
     }
     let body = read_body(req, app.options.max_body_bytes).await?;
@@ -229,6 +244,9 @@ mod tests {
             "Application/JSON",
             "application/json; charset=utf-8",
             " application/json ;charset=UTF-8",
+            "application/json; Charset=\"Utf-8\"",
+            "application/json; version=2",
+            "application/json;",
         ] {
             assert!(with(json), "{json}");
         }
@@ -237,6 +255,13 @@ mod tests {
             "application/jsonx",
             "application/json-patch+json",
             "",
+            "application/json; charset=latin1",
+            "application/json; charset=iso-8859-1",
+            "application/json; charset=utf-16",
+            "application/json; charset=utf8",
+            "application/json; charset=",
+            "application/json; charset",
+            "application/json; charset=utf-8; charset=latin1",
         ] {
             assert!(!with(other), "{other}");
         }

@@ -1,4 +1,6 @@
-//! JSON answers: a status and a serialized value with one `Content-Type: application/json`.
+//! JSON answers: a status and a serialized value with one `Content-Type: application/json`,
+//! the body ending in a newline (docs/behaviour.md §6), so `curl` output and logs of raw
+//! answers end their line.
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -17,8 +19,11 @@ pub(crate) fn json_response(status: StatusCode, value: &impl Serialize) -> Respo
     }
 }
 
-/// A response with `json` (already serialized) as its `application/json` body.
-pub(crate) fn json_bytes_response(status: StatusCode, json: Vec<u8>) -> Response {
+/// A response with `json` (already serialized, without a final newline) as its
+/// `application/json` body, followed by `\n`.
+pub(crate) fn json_bytes_response(status: StatusCode, mut json: Vec<u8>) -> Response {
+    // serde_json's buffer grows by doubling, so this rarely reallocates.
+    json.push(b'\n');
     let mut response = Response::new(Body::from(json));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -33,7 +38,7 @@ mod tests {
     use super::*;
 
     /// A JSON answer carries its status, exactly one `Content-Type: application/json` and the
-    /// bytes as given.
+    /// bytes as given plus a newline.
     #[tokio::test]
     async fn json_responses_have_one_json_content_type() {
         let response = json_bytes_response(StatusCode::CONFLICT, b"{\"a\":1}".to_vec());
@@ -46,6 +51,6 @@ mod tests {
         assert_eq!(types, ["application/json"]);
         assert_eq!(response.headers().len(), 1);
         let body = axum::body::to_bytes(response.into_body(), 100).await;
-        assert_eq!(body.ok().as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(body.ok().as_deref(), Some(&b"{\"a\":1}\n"[..]));
     }
 }

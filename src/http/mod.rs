@@ -7,14 +7,15 @@
 //!
 //! ```text
 //! server                 the connection loop; `serve` runs `router` on a listener
+//!   write_stall          the write-stall timeout of a connection
 //!   mod (router)         routes and layers; the OpenAPI document from the same route list
 //!     identify, contacts, identities, admin, health
 //!                        one module per resource: its handlers and their
 //!                        `#[utoipa::path]` documentation
 //!     auth               the admin guard and `AdminToken`
 //!     openapi            the document's fixed parts, its adaptation to the options
-//!     trace, route_metrics
-//!                        the request span and the per-route metrics
+//!     trace, route_metrics, body_limit
+//!                        the request span, the per-route metrics, the announced body limit
 //!       answer, params, json, state, options, error
 //!                        shared leaves
 //! ```
@@ -41,6 +42,7 @@ use utoipa_axum::routes;
 
 use crate::store::Store;
 use backend::Backend;
+use body_limit::ContentLengthLimitLayer;
 use error::{ApiError, timeout_as_json};
 use route_metrics::RouteMetricsLayer;
 use state::AppState;
@@ -50,6 +52,7 @@ pub mod answer;
 pub mod auth;
 pub mod backend;
 mod cluster;
+pub mod body_limit;
 pub mod contacts;
 pub mod error;
 pub mod forward;
@@ -64,6 +67,7 @@ pub mod route_metrics;
 pub mod server;
 mod state;
 pub mod trace;
+pub mod write_stall;
 
 pub use answer::IdentifyAnswer;
 pub use identify::OUTCOME_HEADER;
@@ -82,11 +86,10 @@ fn api_routes(options: &HttpOptions) -> OpenApiRouter<AppState> {
             identities::erase_identity
         ))
         .routes(routes!(identities::identity_history))
-        .routes(routes!(contacts::delete_contact))
+        .routes(routes!(contacts::get_contact, contacts::delete_contact))
         .routes(routes!(admin::compact));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(identify::identify))
-        .routes(routes!(contacts::get_contact))
         .routes(routes!(health::healthz))
         .routes(routes!(health::metrics))
         .routes(routes!(health::openapi_json))
@@ -118,12 +121,15 @@ pub type App = SetRequestId<PropagateRequestId<Router>, MakeRequestUuid>;
 /// 2. the request span and its `request finished` event ([`trace`], tower-http's `TraceLayer`),
 ///    when debug logging is enabled for [`trace::TARGET`] at start-up;
 /// 3. the request metrics ([`route_metrics`]);
-/// 4. the request timeout: `408 request_timeout` after `options.request_timeout`, body reading
+/// 4. the announced body limit: `413 payload_too_large` at once for a `Content-Length` above
+///    `options.max_body_bytes`, on every route, before the body is read ([`body_limit`]);
+/// 5. the request timeout: `408 request_timeout` after `options.request_timeout`, body reading
 ///    included (tower-http's `TimeoutLayer`, its empty answer made the JSON error).
 ///
-/// Layers 2–4 sit inside the router (`Router::layer`) because they need the matched route
-/// template. The body limit is applied where the one body-reading route reads its body, not as
-/// axum's `DefaultBodyLimit` layer; a new route with a body must read it the same way.
+/// Layers 2–5 sit inside the router (`Router::layer`) because they need the matched route
+/// template. A chunked body has no announced length: the one body-reading route enforces the
+/// limit as it reads (not as axum's `DefaultBodyLimit` layer); a new route with a body must read
+/// it the same way.
 ///
 /// Metrics go to the process's global `metrics` recorder, which the caller installs
 /// ([`crate::metrics::install`], as `idrecon serve` does before it opens the store); the
@@ -138,6 +144,7 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
 /// ([`forward`]) that sends what only the leader executes to the leader.
 pub fn app(backend: Backend, options: HttpOptions) -> App {
     let timeout = options.request_timeout;
+    let max_body_bytes = options.max_body_bytes;
     let (routes, openapi) = api_routes(&options).split_for_parts();
     let document = openapi::document(
         &openapi,
@@ -158,7 +165,8 @@ pub fn app(backend: Backend, options: HttpOptions) -> App {
         None => None,
     };
     let admin_token = options.admin_token.clone();
-    let state = AppState::new(backend, options, Bytes::from(document.to_string()));
+    // Ends in a newline like every JSON answer (docs/behaviour.md §6).
+    let state = AppState::new(backend, options, Bytes::from(format!("{document}\n")));
     // The span costs every request an allocation and a wrapped body even when nothing would
     // record it, so the layer is there only when its debug events are enabled at start-up.
     let trace_requests = tracing::enabled!(target: trace::TARGET, tracing::Level::DEBUG);
@@ -179,6 +187,7 @@ pub fn app(backend: Backend, options: HttpOptions) -> App {
                 .into_inner()
         }))
         .layer(RouteMetricsLayer)
+        .layer(ContentLengthLimitLayer::new(max_body_bytes))
         .map_response(timeout_as_json)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -28,8 +28,9 @@ use super::options::ResponseKey;
     ),
     modifiers(&AdminSecurity),
     tags(
-        (name = "identity", description = "Identifying checkouts and reading contacts."),
-        (name = "admin", description = "Bulk routes: behind the admin token when one is set."),
+        (name = "identity", description = "Identifying checkouts."),
+        (name = "admin", description = "Routes that read or change any customer's rows or \
+            identities: behind the admin token when one is set."),
         (name = "operations", description = "Health, metrics and this document."),
     )
 )]

@@ -77,13 +77,17 @@ pub struct HttpOptions {
     /// Time a request may take, body reading included, before it is answered `408`.
     pub request_timeout: Duration,
     /// Time a connection may take to deliver a complete request head, idle keep-alive time
-    /// included, before it is closed (see [`super::server`]).
+    /// included, or leave a pending answer unread, before it is closed (see [`super::server`]).
     pub idle_timeout: Duration,
+    /// Most connections open at once; one accepted beyond them is closed at once
+    /// (`--max-connections`, docs/behaviour.md §7; see [`super::server`]).
+    pub max_connections: usize,
     /// Whether the debug-level `/identify decision` log line may include the request's email
     /// and phone number (`--log-pii`); without it they never appear in logs.
     pub log_pii: bool,
-    /// When set, admin routes (`GET /contacts`) need `Authorization: Bearer <token>`; when
-    /// unset they are open (see [`super::auth`]).
+    /// When set, admin routes (every route reading or changing rows or identities,
+    /// docs/behaviour.md §6.12) need `Authorization: Bearer <token>`; when unset they are open
+    /// (see [`super::auth`]).
     pub admin_token: Option<AdminToken>,
     /// How `/identify` values (and those of any other handler that takes an email or phone
     /// number) are normalized: docs/behaviour.md §4 by default, E.164 phones with `--phone-region`.
@@ -97,6 +101,7 @@ impl Default for HttpOptions {
             max_body_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
             log_pii: false,
             admin_token: None,
             normalizer: Normalizer::default(),

@@ -61,12 +61,60 @@ const DELETED_AT: usize = 7;
 
 /// The on-disk form of a file of rows (docs/behaviour.md §7): `psql \copy … CSV HEADER` style
 /// CSV, or JSON Lines of row objects (one [`ContactRow`] JSON object per line).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Named `csv` and `jsonl` ([`RowFormat::as_str`], `Display`, `FromStr`); the command line turns
+/// those names into its `--format` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowFormat {
     /// Comma-separated values with the header [`COLUMNS`]; an empty field is null.
     Csv,
     /// One JSON object per line with the camelCase keys of [`COLUMNS`].
     Jsonl,
+}
+
+impl RowFormat {
+    /// Every format, in the order help lists them.
+    pub const ALL: [RowFormat; 2] = [RowFormat::Csv, RowFormat::Jsonl];
+
+    /// The format's name: `csv` or `jsonl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowFormat::Csv => "csv",
+            RowFormat::Jsonl => "jsonl",
+        }
+    }
+}
+
+impl std::fmt::Display for RowFormat {
+    /// Writes [`RowFormat::as_str`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A format name that is neither `csv` nor `jsonl`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown row format `{given}` (expected csv or jsonl)")]
+pub struct ParseRowFormatError {
+    /// The text that was given.
+    pub given: String,
+}
+
+impl std::str::FromStr for RowFormat {
+    type Err = ParseRowFormatError;
+
+    /// Parses `csv` or `jsonl`.
+    ///
+    /// # Errors
+    /// [`ParseRowFormatError`] for any other text, case included (`CSV` is refused).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RowFormat::ALL
+            .into_iter()
+            .find(|format| format.as_str() == s)
+            .ok_or_else(|| ParseRowFormatError {
+                given: s.to_owned(),
+            })
+    }
 }
 
 /// Chooses the format of an import file (docs/behaviour.md §7).
@@ -214,5 +262,14 @@ mod tests {
         );
         assert_eq!(detect_format(p("dump"), b""), RowFormat::Csv);
         assert_eq!(detect_format(p("-"), b"\xff\xfe"), RowFormat::Csv);
+    }
+
+    #[test]
+    fn format_names_round_trip() {
+        for format in RowFormat::ALL {
+            assert_eq!(format.to_string().parse::<RowFormat>(), Ok(format));
+        }
+        assert!("CSV".parse::<RowFormat>().is_err());
+        assert!("xml".parse::<RowFormat>().is_err());
     }
 }

@@ -115,6 +115,37 @@ impl SnapshotDir {
         Ok(all.get(cut).map(|(lsn, _)| *lsn))
     }
 
+    /// Removes the temp files of snapshots that were being written when a process stopped
+    /// (`*.snap.tmp.*`: a crash or `kill -9` during a snapshot or an import leaves one; each
+    /// is as large as the snapshot it was becoming), then fsyncs the directory if anything was
+    /// removed. Returns how many were removed; a missing directory has none. Only the process
+    /// holding the data directory's lock may call it: another one's snapshot in progress would
+    /// lose its file.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Io`] naming the directory or file when listing, a removal or the fsync
+    /// fails. A file already gone is not an error.
+    pub fn remove_temp_files(&self) -> Result<usize, SnapshotError> {
+        let names = match self.fs.list_files(&self.path) {
+            Ok(names) => names,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_err(&self.path)(e)),
+        };
+        let mut removed = 0;
+        for name in names.into_iter().filter(|n| is_temp_name(n)) {
+            let path = self.path.join(&name);
+            match self.fs.remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        if removed > 0 {
+            self.sync()?;
+        }
+        Ok(removed)
+    }
+
     /// Compaction (docs/behaviour.md §6.8): removes every file in the directory except the
     /// snapshot at `keep` — older snapshots, damaged ones set aside as `.corrupt`, leftover
     /// temp files — so no file still holds values an erasure removed (§6.7), then fsyncs the
@@ -300,5 +331,29 @@ mod tests {
         assert_eq!(snapshots.remove_all_but(8).unwrap(), 2);
         assert_eq!(snapshots.list().unwrap(), vec![(8, snapshots.path_for(8))]);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn remove_temp_files_leaves_snapshots_and_set_aside_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::on_disk(dir.path().join("snapshots"));
+        assert_eq!(
+            snapshots.remove_temp_files().unwrap(),
+            0,
+            "missing directory"
+        );
+        snapshots
+            .write_file(3, &encode(3, 1, std::iter::empty()).unwrap())
+            .unwrap();
+        for name in [
+            format!("{:020}{TMP_SUFFIX}.41.0", 9),
+            format!("{:020}{TMP_SUFFIX}.42.7", 12),
+            format!("{:020}.snap.corrupt", 2),
+        ] {
+            fs::write(snapshots.path().join(name), b"partial").unwrap();
+        }
+        assert_eq!(snapshots.remove_temp_files().unwrap(), 2);
+        assert_eq!(snapshots.list().unwrap(), vec![(3, snapshots.path_for(3))]);
+        assert_eq!(fs::read_dir(snapshots.path()).unwrap().count(), 2);
     }
 }

@@ -78,6 +78,12 @@ struct Inner {
     stopped: bool,
     /// Faults fired so far (including the stop).
     injected: u64,
+    /// Directories whose lock ([`Storage::lock_dir`]) a guard of this epoch holds. A crash
+    /// releases them all, as the death of a process releases its `flock`s.
+    locked: BTreeSet<PathBuf>,
+    /// What [`Storage::available_space`] reports ([`FaultFs::set_available_space`]); `None`
+    /// is unlimited (`u64::MAX`). A property of the disk, so a crash keeps it.
+    available: Option<u64>,
 }
 
 fn eio(what: &str) -> io::Error {
@@ -211,6 +217,13 @@ impl FaultFs {
         self.inner.lock().injected
     }
 
+    /// Makes [`Storage::available_space`] report `bytes` from now on (`None`: unlimited, the
+    /// default), across crashes. Writes are not limited by it: it simulates what `statvfs`
+    /// says, for the free-space check of `/healthz` (docs/behaviour.md §6.9).
+    pub fn set_available_space(&self, bytes: Option<u64>) {
+        self.inner.lock().available = bytes;
+    }
+
     /// Number of operations of `kind` done so far (including failed ones).
     pub fn ops(&self, kind: OpKind) -> u64 {
         self.inner.lock().counts.get(&kind).copied().unwrap_or(0)
@@ -224,6 +237,7 @@ impl FaultFs {
         let inner = &mut *guard;
         inner.epoch += 1;
         inner.faults.clear();
+        inner.locked.clear();
         inner.stop_at = None;
         inner.stopped = false;
         // A directory survives if it and all its ancestors were made durable.
@@ -516,9 +530,44 @@ impl Storage for FaultFs {
         Ok(())
     }
 
-    fn lock(&self, _path: &Path) -> io::Result<Option<Box<dyn Send + Sync>>> {
-        self.inner.lock().begin(self.epoch, None)?;
-        Ok(Some(Box::new(())))
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn Send + Sync>>> {
+        let mut inner = self.inner.lock();
+        inner.begin(self.epoch, None)?;
+        if !inner.dir_exists(dir) {
+            return Err(not_found(dir));
+        }
+        if !inner.locked.insert(dir.to_path_buf()) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(DirLock {
+            fs: self.clone(),
+            dir: dir.to_path_buf(),
+        })))
+    }
+
+    fn available_space(&self, dir: &Path) -> io::Result<u64> {
+        let mut inner = self.inner.lock();
+        inner.begin(self.epoch, None)?;
+        if !inner.dir_exists(dir) {
+            return Err(not_found(dir));
+        }
+        Ok(inner.available.unwrap_or(u64::MAX))
+    }
+}
+
+/// The guard of [`FaultFs`]'s [`Storage::lock_dir`]: releases the lock when dropped, unless a
+/// crash released it already (a later process may hold it by then).
+struct DirLock {
+    fs: FaultFs,
+    dir: PathBuf,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let mut inner = self.fs.inner.lock();
+        if inner.epoch == self.fs.epoch {
+            inner.locked.remove(&self.dir);
+        }
     }
 }
 
@@ -551,6 +600,29 @@ mod tests {
         let fs3 = fs2.crash();
         assert_eq!(fs3.read(&a).unwrap(), b"one");
         assert!(fs3.read(&dir.join("b")).is_err());
+    }
+
+    #[test]
+    fn a_directory_lock_excludes_until_dropped_or_crashed() {
+        let fs = FaultFs::new();
+        let dir = Path::new("/d");
+        assert!(fs.lock_dir(dir).is_err(), "no such directory");
+        fs.create_dir_all(dir).unwrap();
+        let held = fs.lock_dir(dir).unwrap().expect("free");
+        assert!(fs.lock_dir(dir).unwrap().is_none(), "held");
+        drop(held);
+        let held = fs.lock_dir(dir).unwrap().expect("released on drop");
+        // A crash ends the process that held it; its guard, dropped later, must not release
+        // the lock of the restarted process.
+        let fs2 = fs.crash();
+        fs2.create_dir_all(dir).unwrap();
+        let again = fs2.lock_dir(dir).unwrap().expect("released by the crash");
+        drop(held);
+        assert!(
+            fs2.lock_dir(dir).unwrap().is_none(),
+            "still held after a stale drop"
+        );
+        drop(again);
     }
 
     #[test]

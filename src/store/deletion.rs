@@ -76,17 +76,29 @@ impl Store {
     /// [`StoreError::Unavailable`] when the log has failed.
     pub async fn erase_identity(&self, id: ContactId) -> Result<Option<Erasure>, StoreError> {
         let now = Timestamp::now();
+        // Durable before the event is logged, so a crash before the compaction below finishes
+        // leaves a mark that recovery finishes it. Blocking (a create and two fsyncs), on this
+        // rare admin route only.
+        self.mark_erasure()?;
         let (erasure, lsn) = {
             let mut state = self.state.write();
             if state.lsn == Lsn::MAX {
                 return Err(StoreError::Unavailable);
             }
-            match state.graph.identity_rows(id) {
+            let found = state.graph.identity_rows(id);
+            if found.is_none() {
+                // Nothing to erase: settled, the marker need not wait for it.
+                self.erasures_settled
+                    .fetch_add(1, std::sync::atomic::Ordering::Release);
+            }
+            match found {
                 None => (None, state.lsn),
                 Some(rows) => {
                     let primary = state.graph.find(id).unwrap_or(id);
                     let at = state.graph.clock(now);
                     self.apply_and_log(&mut state, &Event::IdentityErased { id, at })?;
+                    self.erasures_settled
+                        .fetch_add(1, std::sync::atomic::Ordering::Release);
                     let erasure = Erasure {
                         primary_contact_id: primary,
                         contact_ids: rows.iter().map(|r| r.id).collect(),

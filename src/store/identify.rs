@@ -27,7 +27,9 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the log has failed (before or while waiting);
-    /// [`StoreError::Apply`] when the graph is full.
+    /// [`StoreError::Apply`] when the graph is full; [`StoreError::CapacityExceeded`] when the
+    /// request would add a contact past [`super::StoreOptions::max_contacts`]
+    /// (docs/behaviour.md §3.6: nothing is applied or logged, reads and merges still work).
     pub async fn identify(
         &self,
         request: &IdentifyRequest,
@@ -77,6 +79,17 @@ impl Store {
             } else {
                 state.graph.plan(request, Timestamp::now())
             };
+            // Checked under the write lock, against the plan about to be applied, so concurrent
+            // requests cannot together overshoot the limit; a refused request leaves no event.
+            if let Some(limit) = self.options.max_contacts {
+                let added = events
+                    .iter()
+                    .filter(|e| matches!(e, Event::ContactInserted(_)))
+                    .count() as u64;
+                if added > 0 && state.graph.len() as u64 + added > limit {
+                    return Err(StoreError::CapacityExceeded { limit });
+                }
+            }
             let mut outcome = Outcome::PureRead;
             for event in &events {
                 self.apply_and_log(&mut state, event)?;

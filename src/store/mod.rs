@@ -10,10 +10,13 @@
 //!   are copied out under the lock and rendered after it is released.
 //! - **Maintenance** (snapshots, compaction) runs on one background thread fed by a channel
 //!   (`maintenance.rs`); a snapshot holds the locks only in short chunks (`snapshots.rs`).
+//! - **Import** writes a new data directory from an import plan's rows ([`import()`],
+//!   `import.rs`).
 //!
 //! # Data directory
 //! ```text
-//! DIR/LOCK                     exclusive lock of the serving process
+//! DIR/LOCK                     lock file (the directory itself is locked too)
+//! DIR/IMPORTING                only while an import writes its snapshot (`import.rs`)
 //! DIR/wal/{first_lsn}.wal      log segments
 //! DIR/snapshots/{lsn}.snap     the two newest snapshots
 //! ```
@@ -33,17 +36,24 @@ use crate::wal::{FsyncMode, Lsn, Wal, WalError, WalOptions};
 
 mod deletion;
 mod identify;
+mod import;
 mod maintenance;
 mod reads;
 mod recovery;
 mod snapshots;
+mod space;
 
 pub use deletion::{Deletion, Erasure};
+pub use import::{
+    IMPORT_MARKER, ImportReport, ImportTarget, check_import_target, import, is_interrupted_import,
+};
 pub use recovery::{Inspection, Recovery, ReplayError, inspect};
 pub use snapshots::Compaction;
+pub use space::DISK_FULL_BELOW_BYTES;
 
 use maintenance::Maintenance;
-use recovery::{Loaded, apply_record, load_snapshot, set_aside};
+use recovery::{Loaded, apply_record_erasure, load_snapshot, set_aside};
+use space::DiskSpace;
 
 /// How many snapshots are kept. The log is kept from the oldest of them on, so a damaged
 /// newest snapshot can fall back to the older one plus the log.
@@ -53,6 +63,21 @@ pub const SNAPSHOTS_KEPT: usize = 2;
 /// (fewer slow log fsyncs while it runs) but did not lower the requests' p99 when measured, and
 /// it keeps each capture, with its copy-on-write pre-images, open longer.
 pub const DEFAULT_SNAPSHOT_WRITE_MIB_S: u64 = 0;
+
+/// The service's default identity size cap (`serve --max-identity-size`, docs/behaviour.md
+/// §3.6): 1 000 contacts, deleted ones included. Without a cap, one client sending new emails
+/// with a fixed phone number grows a single identity without bound, and every answer about it
+/// (copied and rendered per request) grows with it; 1 000 sits far above a genuine household
+/// or company account. The graph's own default ([`GraphOptions::default`]) has no cap: these
+/// are the pure rules of §3, and the cap is the service's configuration.
+pub const DEFAULT_MAX_IDENTITY_SIZE: u32 = 1_000;
+
+/// The file `DIR/ERASING`: written durably before an erasure's event is logged and removed
+/// once a compaction that covers every such erasure has removed the older files. Recovery
+/// that finds it (or replays an erasure) compacts before serving, so an erasure answered `200`
+/// leaves no file holding the erased values even when the process dies before its compaction
+/// (docs/behaviour.md §6.7, §8). Empty.
+pub const ERASURE_MARKER: &str = "ERASING";
 
 /// Recovery logs a `recovery progress` line (info) every this many events replayed.
 pub const REPLAY_PROGRESS_EVERY: u64 = 1_000_000;
@@ -71,8 +96,15 @@ pub struct StoreOptions {
     pub segment_bytes: u64,
     /// Group-commit delay of the log ([`WalOptions::commit_delay`]).
     pub commit_delay: std::time::Duration,
-    /// Over-merge guards (blocked values, identity size cap) (docs/behaviour.md §3.6).
+    /// Over-merge guards (blocked values, identity size cap) (docs/behaviour.md §3.6). The
+    /// default blocks nothing and caps identities at [`DEFAULT_MAX_IDENTITY_SIZE`], as `serve`
+    /// does by default.
     pub graph: GraphOptions,
+    /// Most contacts (rows, deleted ones included, erased ones not: [`IdentityGraph::len`]) the
+    /// store holds (`serve --max-contacts`, docs/behaviour.md §3.6): an `/identify` that would
+    /// take it past this many is refused with [`StoreError::CapacityExceeded`] and logs
+    /// nothing. `None` (the default): no limit.
+    pub max_contacts: Option<u64>,
 }
 
 impl Default for StoreOptions {
@@ -83,7 +115,11 @@ impl Default for StoreOptions {
             snapshot_pace: WritePace::mib_per_second(DEFAULT_SNAPSHOT_WRITE_MIB_S),
             segment_bytes: WalOptions::default().segment_bytes,
             commit_delay: WalOptions::default().commit_delay,
-            graph: GraphOptions::default(),
+            graph: GraphOptions {
+                max_identity_size: Some(DEFAULT_MAX_IDENTITY_SIZE),
+                ..GraphOptions::default()
+            },
+            max_contacts: None,
         }
     }
 }
@@ -104,12 +140,41 @@ pub enum StoreError {
     /// The graph cannot take another contact.
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// The request would add a contact to a store that holds its configured maximum
+    /// ([`StoreOptions::max_contacts`]); nothing was applied or logged: `507`
+    /// (docs/behaviour.md §3.6).
+    #[error("the store holds its maximum of {limit} contacts (--max-contacts)")]
+    CapacityExceeded {
+        /// The configured maximum, in contacts.
+        limit: u64,
+    },
     /// Snapshots exist but none verifies (each error named, newest first).
     #[error("no snapshot can be loaded: {0}")]
     NoUsableSnapshot(String),
     /// Another process holds the data directory.
     #[error("data directory {} is in use by another process", .0.display())]
     Locked(PathBuf),
+    /// The data directory holds an import that did not finish (its marker
+    /// [`IMPORT_MARKER`] is there): serving or reading it would show a directory without the
+    /// imported rows (docs/behaviour.md §7).
+    #[error(
+        "data directory {} holds an interrupted import (the file {IMPORT_MARKER} is there): \
+         run `idrecon import` into it again, or remove it",
+        .0.display()
+    )]
+    InterruptedImport(PathBuf),
+    /// `idrecon import` was given a data directory that is not empty (docs/behaviour.md §7).
+    #[error("import needs a new, empty data directory; {} is not empty", .0.display())]
+    NotEmpty(PathBuf),
+    /// A row of an import plan does not apply to the rows before it (a plan that does not come
+    /// from [`crate::rows::plan_import`]); nothing was written.
+    #[error("row id {id} does not fit the plan")]
+    ImportRow {
+        /// The row's id.
+        id: crate::contact::ContactId,
+        /// Why it does not apply.
+        source: ApplyError,
+    },
     /// An I/O error outside the log and snapshots (creating the directory, the lock file).
     #[error("I/O error on {}: {source}", path.display())]
     Io {
@@ -181,8 +246,27 @@ pub struct Store {
     /// `DIR/snapshots`, on the storage the log also uses (the real file system, or a test's
     /// `FaultFs`).
     snapshots: SnapshotDir,
-    /// Held for the store's lifetime: an exclusive lock on `DIR/LOCK`.
+    /// The free-space reading of the data directory's file system, for `/healthz`.
+    disk_space: DiskSpace,
+    /// Held for the store's lifetime: the exclusive lock of the data directory itself (and of
+    /// `DIR/LOCK`, [`Storage::lock_dir`]).
     _lock: Box<dyn Send + Sync>,
+    /// The storage of the data directory (for [`ERASURE_MARKER`]).
+    storage: Arc<dyn Storage>,
+    /// Whether [`ERASURE_MARKER`] exists, and how many erasures relied on it.
+    erasure_marker: Mutex<ErasureMarker>,
+    /// Erasure requests settled under the write lock (their event logged, or nothing to
+    /// erase); a compaction compares it, read at its roll, with
+    /// [`ErasureMarker::requested`] to know whether it covers every erasure.
+    erasures_settled: AtomicU64,
+}
+
+/// The state of [`ERASURE_MARKER`], under [`Store::erasure_marker`].
+struct ErasureMarker {
+    /// The file exists (durably).
+    present: bool,
+    /// Erasure requests that made sure the file exists before taking the write lock.
+    requested: u64,
 }
 
 impl Store {
@@ -194,7 +278,11 @@ impl Store {
     /// [`StoreError::Locked`] if another process serves `dir`; [`StoreError::Wal`] or
     /// [`StoreError::Snapshot`] naming file and offset for corruption (a record that verifies
     /// but does not replay is [`WalError::Replay`] with a [`ReplayError`] source);
-    /// [`StoreError::Io`] when the directory cannot be created or locked.
+    /// [`StoreError::Io`] when the directory cannot be created or locked;
+    /// [`StoreError::InterruptedImport`] when an import into `dir` did not finish.
+    ///
+    /// Stale snapshot temp files (left by a crash during a snapshot) are removed once the lock
+    /// is held, and logged.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<(Arc<Store>, Recovery), StoreError> {
         Store::open_with(dir, options, Arc::new(RealFs))
     }
@@ -215,16 +303,34 @@ impl Store {
             path: e.path,
             source: e.source,
         })?;
-        let lock_path = dir.join("LOCK");
-        let lock = fs.lock(&lock_path).map_err(|source| StoreError::Io {
-            path: lock_path.clone(),
+        let lock = fs.lock_dir(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
             source,
         })?;
         let Some(lock) = lock else {
             return Err(StoreError::Locked(dir.to_path_buf()));
         };
         let started = Instant::now();
+        let top = fs.list_files(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if top.iter().any(|name| name == IMPORT_MARKER) {
+            return Err(StoreError::InterruptedImport(dir.to_path_buf()));
+        }
+        let erasure_marker = top.iter().any(|name| name == ERASURE_MARKER);
         let snapshots = SnapshotDir::new(Arc::clone(&storage), dir.join("snapshots"));
+        // Under the lock no snapshot of another process is in progress: a temp file is what a
+        // crash during a snapshot left, and each is as large as a snapshot.
+        match snapshots.remove_temp_files() {
+            Ok(0) => {}
+            Ok(files) => tracing::info!(
+                files,
+                dir = %snapshots.path().display(),
+                "removed temp files of snapshots interrupted by a crash"
+            ),
+            Err(error) => tracing::warn!(%error, "could not remove stale snapshot temp files"),
+        }
         let Loaded {
             mut graph,
             lsn: snapshot_lsn,
@@ -249,13 +355,16 @@ impl Store {
         };
         let replay_started = Instant::now();
         let mut replayed: u64 = 0;
+        let mut erasures_replayed: u64 = 0;
         let (wal, report) = Wal::open_with(
             Arc::clone(&storage),
             &dir.join("wal"),
             wal_options,
             snapshot_lsn,
             |lsn, payload| {
-                apply_record(&mut graph, payload)?;
+                if apply_record_erasure(&mut graph, payload)? {
+                    erasures_replayed += 1;
+                }
                 replayed += 1;
                 if replayed.is_multiple_of(REPLAY_PROGRESS_EVERY) {
                     tracing::info!(
@@ -293,8 +402,25 @@ impl Store {
             maintenance: Maintenance::start(weak.clone()),
             options,
             snapshots,
+            disk_space: DiskSpace::new(Arc::clone(&storage), dir.to_path_buf()),
             _lock: lock,
+            storage,
+            erasure_marker: Mutex::new(ErasureMarker {
+                present: erasure_marker,
+                requested: 0,
+            }),
+            erasures_settled: AtomicU64::new(0),
         });
+        // An erasure whose compaction did not finish: its values may still be in older log
+        // segments or snapshots. Finish it before serving anything.
+        if erasure_marker || erasures_replayed > 0 {
+            tracing::info!(
+                marker = erasure_marker,
+                erasures_replayed,
+                "compacting before serving: an erasure's compaction did not finish"
+            );
+            store.compact_blocking()?;
+        }
         let recovery = Recovery {
             snapshot: snapshot_path,
             snapshot_contacts,
@@ -355,6 +481,13 @@ impl Store {
         if every != 0 && since >= every && !self.snapshot_queued.swap(true, Ordering::AcqRel) {
             self.maintenance.snapshot();
         }
+    }
+
+    /// The contacts held and the configured maximum ([`StoreOptions::max_contacts`], `None`
+    /// without one), for `/healthz` and `/metrics` (docs/behaviour.md §6.9). O(1) under the
+    /// shared lock; the count may include changes not yet durable.
+    pub fn capacity(&self) -> (usize, Option<u64>) {
+        (self.state.read().graph.len(), self.options.max_contacts)
     }
 
     /// Runs `f` on the graph under the shared lock (for tests, export and statistics). The

@@ -45,9 +45,20 @@ pub enum ReplayError {
 /// # Errors
 /// [`ReplayError`] when the payload is not an event or does not apply.
 pub(super) fn apply_record(graph: &mut IdentityGraph, payload: &[u8]) -> Result<(), ReplayError> {
+    apply_record_erasure(graph, payload).map(|_| ())
+}
+
+/// [`apply_record`], also saying whether the record was an erasure ([`Event::IdentityErased`]):
+/// recovery that replays one compacts before serving (docs/behaviour.md §6.7).
+pub(super) fn apply_record_erasure(
+    graph: &mut IdentityGraph,
+    payload: &[u8],
+) -> Result<bool, ReplayError> {
     match Event::decode_borrowed(payload).map_err(ReplayError::Decode)? {
-        EventRef::ContactInserted(row) => graph.apply_insert(row),
-        EventRef::Other(event) => graph.apply(&event),
+        EventRef::ContactInserted(row) => graph.apply_insert(row).map(|()| false),
+        EventRef::Other(event) => graph
+            .apply(&event)
+            .map(|()| matches!(event, Event::IdentityErased { .. })),
     }
     .map_err(ReplayError::Apply)
 }
@@ -163,9 +174,13 @@ pub struct Inspection {
 /// no lock is taken.
 ///
 /// # Errors
-/// As [`Store::open`](super::Store::open), for everything `serve` would refuse; a record that
-/// does not replay is [`StoreError::Wal`] holding a [`ReplayError`] as its source.
+/// As [`Store::open`](super::Store::open), for everything `serve` would refuse (an interrupted
+/// import is [`StoreError::InterruptedImport`]); a record that does not replay is
+/// [`StoreError::Wal`] holding a [`ReplayError`] as its source.
 pub fn inspect(dir: &Path) -> Result<Inspection, StoreError> {
+    if super::is_interrupted_import(dir) {
+        return Err(StoreError::InterruptedImport(dir.to_path_buf()));
+    }
     let Loaded {
         mut graph,
         lsn: snapshot_lsn,

@@ -172,10 +172,14 @@ impl Store {
         if self.wal.is_failed() {
             return Err(StoreError::Unavailable);
         }
+        // Erasures settled by the roll have their events in the segments this compaction
+        // removes (or nothing to erase); read under the write lock, as they are counted.
+        let mut settled_at_roll = 0;
         let at_roll = |state: &mut State| {
             if state.lsn == Lsn::MAX {
                 return Err(StoreError::Unavailable);
             }
+            settled_at_roll = self.erasures_settled.load(Ordering::Acquire);
             // Every record up to `state.lsn` goes to segments below the new one.
             self.wal
                 .roll_segment()
@@ -187,6 +191,7 @@ impl Store {
         *last_snapshot = Some(lsn);
         let snapshots_removed = self.snapshots.remove_all_but(lsn)?;
         let segments_removed = self.wal.remove_segments_through(lsn)?;
+        self.remove_erasure_marker(settled_at_roll);
         let compaction = Compaction {
             lsn,
             snapshot_bytes: written.bytes,
@@ -203,6 +208,62 @@ impl Store {
             "compaction done"
         );
         Ok(compaction)
+    }
+
+    /// Removes [`super::ERASURE_MARKER`] once a compaction whose roll came after every erasure
+    /// that relied on it has removed the older files (`settled_at_roll`: erasures settled by
+    /// the roll). An erasure requested since keeps it for the compaction it queued. A failure
+    /// to remove it is logged: the next start compacts again, which is harmless.
+    fn remove_erasure_marker(&self, settled_at_roll: u64) {
+        let mut marker = self.erasure_marker.lock();
+        if !marker.present || marker.requested != settled_at_roll {
+            return;
+        }
+        let path = self.dir.join(super::ERASURE_MARKER);
+        match self
+            .storage
+            .remove_file(&path)
+            .and_then(|()| self.storage.sync_dir(&self.dir))
+        {
+            Ok(()) => marker.present = false,
+            Err(error) => tracing::warn!(%error, path = %path.display(),
+                "could not remove the erasure marker; the next start compacts again"),
+        }
+    }
+
+    /// Makes sure [`super::ERASURE_MARKER`] exists durably and counts one more erasure that
+    /// relies on it, before the erasure takes the write lock (docs/behaviour.md §6.7).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the file cannot be created or made durable; the erasure must
+    /// then not be logged.
+    pub(super) fn mark_erasure(&self) -> Result<(), StoreError> {
+        let mut marker = self.erasure_marker.lock();
+        if !marker.present {
+            let path = self.dir.join(super::ERASURE_MARKER);
+            let io = |source| StoreError::Io {
+                path: path.clone(),
+                source,
+            };
+            self.storage
+                .open_write(&path, true)
+                .or_else(|e| match e.kind() {
+                    // Left by a removal that failed: the file is there, still durable.
+                    std::io::ErrorKind::AlreadyExists => self.storage.open_write(&path, false),
+                    _ => Err(e),
+                })
+                .and_then(|mut file| file.sync_all())
+                .map_err(io)?;
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(|source| StoreError::Io {
+                    path: self.dir.clone(),
+                    source,
+                })?;
+            marker.present = true;
+        }
+        marker.requested += 1;
+        Ok(())
     }
 
     /// Writes a snapshot of the state at one LSN and publishes it, for

@@ -17,8 +17,11 @@
 //! - `writer.rs`: the group-commit writer thread: batching, the commit delay, preallocation,
 //!   rotation, and why a failed write or fsync is final;
 //! - `recovery.rs`: the scan at start-up, and how a torn tail is told from corruption.
+//! - `head.rs`: the head file `wal/HEAD`, naming the newest durably started segment, which
+//!   tells a crash while creating a segment from a segment that lost its header or vanished.
 
 mod format;
+mod head;
 mod recovery;
 mod reposition;
 mod writer;
@@ -38,7 +41,7 @@ pub use format::MAX_PAYLOAD;
 pub use recovery::{RecoveryReport, TornTail, replay_read_only, scan};
 pub use writer::{
     COMMIT_DELAY_ENOUGH, COMMIT_DELAY_MIN_BATCH, COMMIT_SIBLINGS, DEFAULT_COMMIT_DELAY,
-    SATURATED_COMMIT_DELAY,
+    PREALLOCATE_BYTES, SATURATED_COMMIT_DELAY,
 };
 
 use crate::storage::{RealFs, Storage};
@@ -172,6 +175,21 @@ pub enum WalError {
         expected: Lsn,
         /// The segment's first LSN.
         found: Lsn,
+    },
+    /// The log head file (`wal/HEAD`, docs/format.md "The head file") records that segment `file`
+    /// was durably started, but neither it nor any later segment exists: records acknowledged
+    /// in it would be lost, so recovery refuses to start.
+    #[error(
+        "log segment {} is missing: {} records that it was started, so acknowledged records \
+         may have been in it",
+        file.display(),
+        head.display()
+    )]
+    Missing {
+        /// The missing segment (the path it had).
+        file: PathBuf,
+        /// The head file that names it.
+        head: PathBuf,
     },
     /// An operating-system error on `path` (the log directory or a segment file).
     #[error("log I/O error on {}: {source}", path.display())]

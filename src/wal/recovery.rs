@@ -28,7 +28,11 @@
 //! byte. A bad segment header is corruption at offset 0, except in the newest segment when the
 //! file is shorter than 24 bytes or consists only of zero bytes (the writer crashed while
 //! creating it, before any record could be written): then it is a torn tail at offset 0 and
-//! `open` rewrites a fresh header.
+//! `open` rewrites a fresh header. That exception needs proof that the segment was never
+//! durably started, which the head file gives (`head.rs`): when `wal/HEAD` names the newest
+//! segment, its header must be intact, and when it names a segment newer than every segment
+//! present, that segment vanished ([`WalError::Missing`]). Without a head file (a log written
+//! before it existed) the exception applies as it always did.
 //!
 //! The segments must also continue each other: each starts at the LSN after the previous one's
 //! last record, except that a jump is allowed where every missing LSN is covered by the
@@ -42,6 +46,7 @@ use super::format::{
     ActiveSegment, HEADER_LEN, RECORD_HEADER_LEN, SegmentFile, check_header, check_record,
     create_segment, encode_header, le_u64, list_segments, read_record, record_crc,
 };
+use super::head::{Head, read_head, started_segment, write_head};
 use super::{Lsn, WalError, io_err, sync_dir};
 use crate::storage::{RealFs, Storage};
 
@@ -114,7 +119,16 @@ pub fn replay_read_only<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
         Ok(_) => {}
     }
     let segments = list_segments(&RealFs, dir)?;
-    recover(&RealFs, &segments, after_lsn, Repair::ReadOnly, visit)
+    let head = read_head(&RealFs, dir)?;
+    recover(
+        &RealFs,
+        dir,
+        &segments,
+        head.as_ref(),
+        after_lsn,
+        Repair::ReadOnly,
+        visit,
+    )
 }
 
 /// Searches every byte offset after `bad` for a valid record with an LSN after `last_good`
@@ -168,25 +182,50 @@ struct SegmentScan {
     end: SegmentEnd,
 }
 
+/// Where a segment stands in the log, which decides what damage at its end may be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Position {
+    /// Not the newest: complete by construction, valid to its last byte.
+    Older,
+    /// The newest, and `wal/HEAD` names it: it was durably started, so records in it may have
+    /// been acknowledged, and its header must be intact (a torn tail of records is allowed).
+    NewestStarted,
+    /// The newest, not (yet) named by `wal/HEAD`, or a log without a head file: a header cut
+    /// short or all zeros is the trace of a crash while creating it.
+    Newest,
+}
+
 /// Validates one segment whose name says `first_lsn` (module docs).
 fn scan_segment(
     path: &Path,
     first_lsn: Lsn,
     data: &[u8],
-    newest: bool,
+    position: Position,
 ) -> Result<SegmentScan, WalError> {
     let corrupt = |offset: usize, reason: String| WalError::Corrupt {
         file: path.to_path_buf(),
         offset: offset as u64,
         reason,
     };
+    let newest = position != Position::Older;
     if let Err(reason) = check_header(data, first_lsn) {
-        if newest && (data.len() < HEADER_LEN || data.iter().all(|&b| b == 0)) {
+        let torn = data.len() < HEADER_LEN || data.iter().all(|&b| b == 0);
+        if torn && position == Position::Newest {
             return Ok(SegmentScan {
                 valid_end: 0,
                 next_lsn: first_lsn,
                 end: SegmentEnd::TornHeader,
             });
+        }
+        if torn && position == Position::NewestStarted {
+            return Err(corrupt(
+                0,
+                format!(
+                    "{reason} ({} bytes left) in the newest segment, which the log head file \
+                     records as durably started: records in it may have been acknowledged",
+                    data.len()
+                ),
+            ));
         }
         return Err(corrupt(0, reason));
     }
@@ -233,16 +272,20 @@ fn scan_segment(
     })
 }
 
-/// Validates `segments` (ordered by first LSN) as one log for a snapshot at `after_lsn`,
-/// visiting records `> after_lsn` segment by segment (each segment is validated before any of
-/// its records is visited), and cuts a torn tail when `repair` is `Cut`.
+/// Validates `segments` (ordered by first LSN) of the log in `dir`, with its head file `head`,
+/// as one log for a snapshot at `after_lsn`, visiting records `> after_lsn` segment by segment
+/// (each segment is validated before any of its records is visited), and cuts a torn tail when
+/// `repair` is `Cut`.
 fn recover<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     fs: &dyn Storage,
+    dir: &Path,
     segments: &[SegmentFile],
+    head: Option<&Head>,
     after_lsn: Lsn,
     repair: Repair,
     mut visit: impl FnMut(Lsn, &[u8]) -> Result<(), E>,
 ) -> Result<RecoveryReport, WalError> {
+    let started = started_segment(dir, segments, head)?;
     let mut report = RecoveryReport {
         segments: segments.len(),
         records_replayed: 0,
@@ -256,7 +299,13 @@ fn recover<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     let mut data: Vec<u8> = Vec::new();
     for (i, segment) in segments.iter().enumerate() {
         let path = &segment.path;
-        let newest = i + 1 == segments.len();
+        let position = if i + 1 < segments.len() {
+            Position::Older
+        } else if started == Some(segment.first_lsn) {
+            Position::NewestStarted
+        } else {
+            Position::Newest
+        };
         if segment.first_lsn == 0 {
             return Err(WalError::Corrupt {
                 file: path.clone(),
@@ -285,7 +334,7 @@ fn recover<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
         fs.open_read(path)
             .and_then(|mut file| file.read_to_end(&mut data))
             .map_err(io_err(path))?;
-        let scanned = scan_segment(path, segment.first_lsn, &data, newest)?;
+        let scanned = scan_segment(path, segment.first_lsn, &data, position)?;
 
         let mut off = HEADER_LEN;
         while off < scanned.valid_end {
@@ -369,7 +418,8 @@ pub(super) struct Recovered {
 /// Recovery for [`Wal::open_with`](super::Wal::open_with): creates `dir` if missing, validates
 /// and replays every segment ([`recover`], cutting a torn tail), then reopens the newest segment
 /// for appending, or creates one named after the next LSN when there is none or the log ends
-/// below `after_lsn`.
+/// below `after_lsn`; finally makes the head file name that segment (`head.rs`) before any
+/// record can be written to it.
 pub(super) fn open_segments<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     fs: &dyn Storage,
     dir: &Path,
@@ -383,7 +433,16 @@ pub(super) fn open_segments<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
         sync_dir(fs, parent)?;
     }
     let segments = list_segments(fs, dir)?;
-    let report = recover(fs, &segments, after_lsn, Repair::Cut, visit)?;
+    let head = read_head(fs, dir)?;
+    let report = recover(
+        fs,
+        dir,
+        &segments,
+        head.as_ref(),
+        after_lsn,
+        Repair::Cut,
+        visit,
+    )?;
 
     let next_lsn = report.last_lsn.max(after_lsn).saturating_add(1);
     let mut segments: VecDeque<SegmentFile> = segments.into();
@@ -398,6 +457,9 @@ pub(super) fn open_segments<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
             active
         }
     };
+    if head.is_none_or(|h| h.first_lsn != active.first_lsn) {
+        write_head(fs, dir, active.first_lsn)?;
+    }
 
     Ok(Recovered {
         report,
@@ -471,17 +533,17 @@ mod tests {
     fn scan_segment_tells_torn_tail_from_corruption() {
         let p = Path::new("/x/00000000000000000005.wal");
         let (data, offsets) = segment(5, &[b"one", b"two", b"three"]);
-        let ok = scan_segment(p, 5, &data, true).unwrap();
+        let ok = scan_segment(p, 5, &data, Position::Newest).unwrap();
         assert_eq!((ok.valid_end, ok.next_lsn), (data.len(), 8));
         assert!(matches!(ok.end, SegmentEnd::Clean));
 
         // Incomplete last record: torn in the newest segment, corrupt in an older one.
         let cut = &data[..data.len() - 1];
-        let torn = scan_segment(p, 5, cut, true).unwrap();
+        let torn = scan_segment(p, 5, cut, Position::Newest).unwrap();
         assert!(matches!(torn.end, SegmentEnd::TornTail(o) if o == offsets[2]));
         assert_eq!(torn.next_lsn, 7);
         assert_eq!(
-            corrupt_offset(scan_segment(p, 5, cut, false)),
+            corrupt_offset(scan_segment(p, 5, cut, Position::Older)),
             offsets[2] as u64
         );
 
@@ -489,7 +551,7 @@ mod tests {
         let mut mid = data.clone();
         mid[offsets[1] + 5] ^= 0x10;
         assert_eq!(
-            corrupt_offset(scan_segment(p, 5, &mid, true)),
+            corrupt_offset(scan_segment(p, 5, &mid, Position::Newest)),
             offsets[1] as u64
         );
 
@@ -500,24 +562,49 @@ mod tests {
         skipped.extend(frame(9, b"b"));
         skipped.extend(frame(6, b"c"));
         assert_eq!(
-            corrupt_offset(scan_segment(p, 5, &skipped, true)),
+            corrupt_offset(scan_segment(p, 5, &skipped, Position::Newest)),
             bad_at as u64
         );
 
         // Header: short or all zeros in the newest segment is torn; otherwise corrupt at 0.
         assert!(matches!(
-            scan_segment(p, 5, &data[..10], true).unwrap().end,
+            scan_segment(p, 5, &data[..10], Position::Newest)
+                .unwrap()
+                .end,
             SegmentEnd::TornHeader
         ));
         assert!(matches!(
-            scan_segment(p, 5, &[0u8; 64], true).unwrap().end,
+            scan_segment(p, 5, &[0u8; 64], Position::Newest)
+                .unwrap()
+                .end,
             SegmentEnd::TornHeader
         ));
-        assert_eq!(corrupt_offset(scan_segment(p, 5, &data[..10], false)), 0);
-        assert_eq!(corrupt_offset(scan_segment(p, 4, &data, true)), 0);
+        assert_eq!(
+            corrupt_offset(scan_segment(p, 5, &data[..10], Position::Older)),
+            0
+        );
+        // A segment the head file records as started keeps its header: a header cut short or
+        // zeroed is corruption there, while a torn tail of records is still cut.
+        for damaged in [&data[..0], &data[..10], &[0u8; 64][..]] {
+            assert_eq!(
+                corrupt_offset(scan_segment(p, 5, damaged, Position::NewestStarted)),
+                0
+            );
+        }
+        assert!(matches!(
+            scan_segment(p, 5, cut, Position::NewestStarted).unwrap().end,
+            SegmentEnd::TornTail(o) if o == offsets[2]
+        ));
+        assert_eq!(
+            corrupt_offset(scan_segment(p, 4, &data, Position::Newest)),
+            0
+        );
         let mut bad_magic = data.clone();
         bad_magic[0] = b'X';
-        assert_eq!(corrupt_offset(scan_segment(p, 5, &bad_magic, true)), 0);
+        assert_eq!(
+            corrupt_offset(scan_segment(p, 5, &bad_magic, Position::Newest)),
+            0
+        );
     }
 
     #[test]
@@ -535,11 +622,11 @@ mod tests {
         for len in (0..noise.len()).step_by(37) {
             let mut data = encode_header(1).to_vec();
             data.extend(&noise[..len]);
-            for newest in [true, false] {
-                let _ = scan_segment(p, 1, &data, newest);
-                let _ = scan_segment(p, u64::MAX, &data, newest);
+            for position in [Position::Older, Position::NewestStarted, Position::Newest] {
+                let _ = scan_segment(p, 1, &data, position);
+                let _ = scan_segment(p, u64::MAX, &data, position);
             }
-            let _ = scan_segment(p, 1, &noise[..len], true);
+            let _ = scan_segment(p, 1, &noise[..len], Position::Newest);
         }
     }
 }

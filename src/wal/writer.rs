@@ -70,13 +70,14 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
 use super::format::{ActiveSegment, HEADER_LEN, SegmentFile, create_segment};
+use super::head::write_head;
 use super::{FsyncMode, Lsn, Wal, WalError, WalOptions, io_err};
 use crate::metrics as metric;
 use crate::storage::Storage;
 
 /// Zeros the writer keeps written ahead of the active segment's last record, at most, in bytes
 /// (module docs, "Preallocation and rotation"): 1 MiB, about 5 000 typical records.
-const PREALLOCATE_BYTES: u64 = 1 << 20;
+pub const PREALLOCATE_BYTES: u64 = 1 << 20;
 /// The writer preallocates again when fewer zero bytes than this (64 KiB) remain after a batch.
 const PREALLOCATE_LOW_WATER: u64 = 64 << 10;
 /// Default [`WalOptions::commit_delay`]: 800 µs (module docs, "Commit delay"). On one saturated
@@ -541,6 +542,10 @@ impl Writer {
         self.release_preallocation()?;
         self.sync()?;
         let next = create_segment(&*self.shared.storage, &self.shared.dir, next_lsn)?;
+        // Only now, with its header durable, may the head file name it, and only then may a
+        // record go into it (`head.rs`); the old segment stays the last one listed until then,
+        // so segment removal never takes the segment the head file names.
+        write_head(&*self.shared.storage, &self.shared.dir, next_lsn)?;
         self.shared
             .stats
             .bytes

@@ -1,6 +1,7 @@
-//! The admin guard through a real server on 127.0.0.1:0: with an admin token, bulk routes need
-//! `Authorization: Bearer <token>` (401 `unauthorized` with `WWW-Authenticate: Bearer`
-//! otherwise) while the other routes stay open; without one, everything is open.
+//! The admin guard through a real server on 127.0.0.1:0: with an admin token, the routes that
+//! read or change rows or identities (single rows included) need `Authorization: Bearer <token>`
+//! (401 `unauthorized` with `WWW-Authenticate: Bearer` otherwise) while `/identify`, `/healthz`,
+//! `/metrics` and `/openapi.json` stay open; without one, everything is open.
 
 use crate::common::TestApp;
 use idrecon::http::HttpOptions;
@@ -69,8 +70,8 @@ async fn bulk_routes_need_the_token_when_one_is_set() {
         assert_eq!(page["contacts"][0]["email"], "lorraine@hillvalley.edu");
     }
 
-    // Single rows, health and the API document are not bulk routes.
-    for path in ["/contacts/1", "/healthz", "/openapi.json"] {
+    // Health, metrics and the API document are not admin routes.
+    for path in ["/healthz", "/openapi.json"] {
         let (status, _, _) = get(&app, path, None).await;
         assert_eq!(status, 200, "{path}");
     }
@@ -87,6 +88,58 @@ async fn bulk_routes_need_the_token_when_one_is_set() {
     app.stop().await;
 }
 
+/// Ids are sequential, so an open `GET /contacts/{id}` would let a loop read every customer's
+/// email and phone number, deleted rows included (docs/behaviour.md §6.1, §6.12).
+#[tokio::test]
+async fn a_single_row_needs_the_token_when_one_is_set() {
+    let (_dir, app) = spawn(Some(TOKEN)).await;
+    for email in ["lorraine@hillvalley.edu", "mcfly@hillvalley.edu"] {
+        let (status, _) = app.identify(&json!({"email": email})).await;
+        assert_eq!(status, 200);
+    }
+    let deleted = app
+        .client
+        .delete(format!("{}/contacts/2", app.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 200);
+    for path in [
+        "/contacts/1",
+        "/contacts/2",
+        "/contacts/99",
+        "/contacts/abc",
+    ] {
+        for authorization in [None, Some("Bearer wrong"), Some(TOKEN)] {
+            let (status, challenge, body) = get(&app, path, authorization).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (401, Some("unauthorized")),
+                "{path} {authorization:?}: {body}"
+            );
+            assert!(challenge.starts_with("Bearer"), "{challenge}");
+        }
+    }
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, _, row) = get(&app, "/contacts/1", Some(&bearer)).await;
+    assert_eq!(
+        (status, &row["email"]),
+        (200, &json!("lorraine@hillvalley.edu"))
+    );
+    let (status, _, row) = get(&app, "/contacts/2", Some(&bearer)).await;
+    assert_eq!(status, 200);
+    assert!(row["deletedAt"].is_string(), "{row}");
+    let (status, _, _) = get(&app, "/contacts/99", Some(&bearer)).await;
+    assert_eq!(status, 404);
+    // The document says so: the bearer scheme only, and a documented 401.
+    let (_, _, doc) = get(&app, "/openapi.json", None).await;
+    let operation = &doc["paths"]["/contacts/{id}"]["get"];
+    assert_eq!(operation["security"], json!([{"admin_token": []}]));
+    assert!(operation["responses"]["401"].is_object(), "{operation}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn without_a_token_bulk_routes_are_open() {
     let (_dir, app) = spawn(None).await;
@@ -96,10 +149,15 @@ async fn without_a_token_bulk_routes_are_open() {
     // A client that sends a token anyway is not refused.
     let (status, _, _) = get(&app, "/contacts", Some("Bearer anything")).await;
     assert_eq!(status, 200);
+    let (status, _, _) = get(&app, "/contacts/1", None).await;
+    assert_eq!(status, 404);
     let (_, _, doc) = get(&app, "/openapi.json", None).await;
-    assert_eq!(
-        doc["paths"]["/contacts"]["get"]["security"],
-        json!([{}, {"admin_token": []}])
-    );
+    for path in ["/contacts", "/contacts/{id}"] {
+        assert_eq!(
+            doc["paths"][path]["get"]["security"],
+            json!([{}, {"admin_token": []}]),
+            "{path}"
+        );
+    }
     app.stop().await;
 }

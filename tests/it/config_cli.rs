@@ -338,6 +338,124 @@ async fn a_served_instance_uses_the_config_file() {
     assert!(data.join("wal").is_dir(), "data_dir came from the file");
 }
 
+/// Runs `idrecon serve ARGS` to its exit (at most 30 s): the exit code and stderr.
+fn serve_exit(args: &[&str]) -> (i32, String) {
+    let mut child = idrecon()
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let code = wait_exit(&mut child, Duration::from_secs(30));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (code, stderr)
+}
+
+#[test]
+fn a_port_in_use_fails_before_the_data_directory_is_opened() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (code, stderr) = serve_exit(&["--listen", &address, "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&address) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(
+        !data.exists(),
+        "the address is bound before recovery opens (or creates) the data directory"
+    );
+}
+
+#[test]
+fn a_bare_port_is_refused_with_the_address_to_use() {
+    let (code, stderr) = serve_exit(&["--listen", "3000", "--print-config"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("use 127.0.0.1:3000 (or 0.0.0.0:3000)"),
+        "{stderr}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "idrecon.toml", "listen = 3000\n");
+    let (code, _, stderr) =
+        output(idrecon().args(["serve", "--print-config", "--config", &config]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("key `listen`") && stderr.contains("use 127.0.0.1:3000 (or 0.0.0.0:3000)"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn listen_accepts_a_host_name() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = idrecon()
+        .args(["serve", "--listen", "localhost:0", "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("serving")
+                && let Some((_, address)) = line.split_once("address=")
+            {
+                let _ = tx.send(address.trim().to_owned());
+            }
+        }
+    });
+    let address = rx.recv_timeout(Duration::from_secs(60));
+    let Ok(address) = address else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("serve --listen localhost:0 did not report an address");
+    };
+    let ip: std::net::SocketAddr = address.parse().expect("a socket address");
+    assert!(ip.ip().is_loopback(), "{address}");
+    let health = reqwest::get(format!("http://{address}/healthz")).await;
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), 0);
+    assert_eq!(health.expect("healthz answered").status(), 200);
+}
+
+#[test]
+fn an_unusable_data_directory_prints_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let data = file.join("data");
+    let cause = std::fs::create_dir_all(&data).unwrap_err().to_string();
+    let (code, stderr) = serve_exit(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(data.to_str().unwrap()), "{stderr}");
+    assert_eq!(
+        stderr.matches(&cause).count(),
+        1,
+        "{cause:?} once in {stderr}"
+    );
+}
+
 /// The layering mechanism itself (`idrecon::cli::config::load`), on a small command of its own
 /// rather than idrecon's: file values fill defaults but never override flags, unknown keys and
 /// invalid values are named, global options work on either side of the subcommand, and values

@@ -370,3 +370,78 @@ async fn slow_headers_and_idle_connections_are_closed_while_others_are_served() 
     assert_eq!(response.status().as_u16(), 200);
     app.stop().await;
 }
+
+/// A `Content-Length` above `--max-body-bytes` is answered `413 payload_too_large` before any
+/// of the body is sent, on every route (matched or not, admin or not); with
+/// `Expect: 100-continue` the answer is that `413`, never a `100 Continue` first. The client
+/// sends only the head. The request timeout is far above the time these exchanges take, so a
+/// server that waited for the body would answer `408` instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_body_over_the_limit_is_refused_before_it_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = HttpOptions {
+        request_timeout: Duration::from_secs(3),
+        ..HttpOptions::default()
+    };
+    let app = TestApp::spawn_with(dir.path(), StoreOptions::default(), http).await;
+    let addr = addr(&app);
+    let over = HttpOptions::default().max_body_bytes + 1;
+    for (method, path) in [
+        ("POST", "/identify"),
+        ("GET", "/healthz"),
+        ("GET", "/contacts/1"),
+        ("DELETE", "/contacts/1"),
+        ("POST", "/admin/compact"),
+        ("PUT", "/identify"),
+        ("POST", "/no/such/route"),
+    ] {
+        for expect in ["", "expect: 100-continue\r\n"] {
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                 content-length: {over}\r\n{expect}\r\n"
+            );
+            let reply = exchange(&addr, head.as_bytes()).await;
+            assert_eq!(
+                reply.status,
+                Some(413),
+                "{method} {path} {expect:?}: {reply:?}"
+            );
+            let body: Value = serde_json::from_str(&reply.body).unwrap();
+            assert_eq!(
+                body["error"]["code"], "payload_too_large",
+                "{method} {path}"
+            );
+        }
+    }
+    // At the limit the server asks for the body and reads it.
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    let body = br#"{"email":"continue@x.io"}"#;
+    let head = format!(
+        "POST /identify HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(BOUND, stream.read_exact(&mut interim))
+        .await
+        .expect("an interim answer")
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(BOUND, stream.read_to_end(&mut raw)).await;
+    assert_eq!(
+        parse(&raw).status,
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    let rows = app.all_rows().await;
+    assert_eq!(
+        rows.len(),
+        1,
+        "only the request at the limit wrote: {rows:?}"
+    );
+    app.stop().await;
+}

@@ -411,7 +411,7 @@ async fn errors_are_json_and_change_nothing() {
         .unwrap();
     assert_eq!(
         text,
-        r#"{"error":{"code":"invalid_email","message":"email must contain exactly one '@'","field":"email"}}"#
+        "{\"error\":{\"code\":\"invalid_email\",\"message\":\"email must contain exactly one '@'\",\"field\":\"email\"}}\n"
     );
     let (status, _) = raw(
         &app,

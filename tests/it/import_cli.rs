@@ -254,3 +254,81 @@ fn import_refuses_a_non_empty_data_dir() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("empty"));
 }
+
+#[test]
+fn export_of_a_missing_data_directory_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let output = idrecon(&["export", "--data-dir", missing.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(missing.to_str().unwrap()) && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "no CSV header for a missing directory"
+    );
+    assert!(!missing.exists(), "export creates nothing");
+}
+
+#[tokio::test]
+async fn check_counts_contacts_and_history_records_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path()).await;
+    for (email, phone) in [("a@x.io", "1"), ("b@x.io", "2"), ("a@x.io", "2")] {
+        let (status, _) = app
+            .identify(&json!({"email": email, "phoneNumber": phone}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    // Two rows, one merge in the history; the final snapshot holds both and the clock.
+    app.stop().await;
+    let output = idrecon(&["check", "--data-dir", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let snapshot = stdout
+        .lines()
+        .find(|l| l.contains(".snap"))
+        .unwrap_or_else(|| panic!("no snapshot line in {stdout}"));
+    assert!(
+        snapshot.contains(": 2 contacts, 1 history records at LSN"),
+        "{snapshot}"
+    );
+    assert!(
+        stdout.contains("state: 2 contacts in 1 identities"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn format_help_lists_csv_and_jsonl_without_doc_links() {
+    for command in ["import", "export"] {
+        let output = idrecon(&[command, "--help"]);
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{help}");
+        let format = help
+            .split("--format <FORMAT>")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no --format in {help}"));
+        assert!(
+            format.contains("- csv:") && format.contains("- jsonl:"),
+            "{command}: {help}"
+        );
+        assert!(!help.contains("[`"), "{command}: a rustdoc link in {help}");
+        // import takes a file; export takes none.
+        let file = if command == "import" {
+            &["rows.csv"][..]
+        } else {
+            &[]
+        };
+        let output = idrecon(&[&[command, "--format", "xml"][..], file].concat());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("[possible values: csv, jsonl]"),
+            "{command}: {stderr}"
+        );
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{TestApp, idrecon};
+use crate::common::{Binary, TestApp, idrecon};
 use idrecon::http::HttpOptions;
 use idrecon::store::{Store, StoreError, StoreOptions};
 use serde_json::{Value, json};
@@ -318,6 +318,42 @@ async fn check_passes_a_healthy_dir_and_warns_on_a_torn_tail() {
     );
 }
 
+/// docs/behaviour.md §8: the newest log segment losing its header, or vanishing, after
+/// acknowledged writes is not a torn tail. `serve` (the store) and `idrecon check` refuse,
+/// naming the file, and change nothing.
+#[tokio::test]
+async fn a_newest_segment_without_its_header_or_deleted_is_refused_by_serve_and_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path()).await;
+    run(&app, &workload(10)).await;
+    app.abandon().await;
+    let d = dir.path().to_str().unwrap();
+    let segment = wal_segments(dir.path()).pop().unwrap();
+    let name = segment.file_name().unwrap().to_string_lossy().into_owned();
+    let refused = |what: &str| {
+        match Store::open(dir.path(), StoreOptions::default()) {
+            Err(error) => assert!(error.to_string().contains(&name), "{what}: {error}"),
+            Ok(_) => panic!("{what}: serve would start"),
+        }
+        let output = idrecon(&["check", "--data-dir", d]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(1), "{what}: {stdout}");
+        assert!(stdout.contains(&name), "{what}: {stdout}");
+    };
+    for keep in [0, 10] {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        file.set_len(keep).unwrap();
+        refused(&format!("cut to {keep} bytes"));
+        assert_eq!(std::fs::metadata(&segment).unwrap().len(), keep);
+    }
+    std::fs::remove_file(&segment).unwrap();
+    refused("deleted");
+    assert!(wal_segments(dir.path()).is_empty(), "nothing was recreated");
+}
+
 #[tokio::test]
 async fn a_second_server_on_the_same_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -327,6 +363,80 @@ async fn a_second_server_on_the_same_dir_is_refused() {
         Err(StoreError::Locked(_))
     ));
     store.close().unwrap();
+}
+
+/// Runs `idrecon serve` on `dir` as a second process and waits (up to 60 s) for it to exit;
+/// returns its exit status and stderr. A server that keeps running fails the test.
+fn second_serve(dir: &Path) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idrecon"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("second server starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a second server on {} kept running", dir.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr piped")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    (status, stderr)
+}
+
+/// docs/behaviour.md §8 "One process per data directory": the lock is on the directory itself,
+/// so removing `DIR/LOCK` under a running server does not let a second one in (two writers
+/// would hand out the same ids and overwrite each other's log).
+#[tokio::test]
+async fn deleting_the_lock_file_does_not_let_a_second_server_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Binary::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let identify = |email: &'static str| {
+        client
+            .post(format!("{}/identify", first.url))
+            .json(&json!({ "email": email }))
+            .send()
+    };
+    assert_eq!(identify("first@x.io").await.unwrap().status(), 200);
+    let lock = dir.path().join("LOCK");
+    if lock.exists() {
+        std::fs::remove_file(&lock).unwrap();
+    }
+
+    let (status, stderr) = second_serve(dir.path());
+    assert!(!status.success(), "second server exited with {status}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    assert!(
+        stderr.contains(&dir.path().display().to_string()),
+        "the refusal names the directory: {stderr}"
+    );
+
+    // The first server keeps serving and writing.
+    let health = client
+        .get(format!("{}/healthz", first.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let answer: Value = identify("second@x.io").await.unwrap().json().await.unwrap();
+    assert_eq!(answer["contact"]["primaryContactId"], 2, "{answer}");
 }
 
 #[tokio::test]

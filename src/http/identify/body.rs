@@ -8,13 +8,16 @@
 //!
 //! [`IdentifyRequestBody`] is the same shape for the OpenAPI document. The parser is a serde
 //! visitor rather than a derive of that shape: it refuses a duplicated key, tells each field's
-//! wrong type apart (for the error's code and field) and borrows text from the body.
+//! wrong type apart (for the error's code and field) and borrows text from the body. A field is
+//! classified from its raw JSON text, so any valid JSON number, however large, is a wrong value
+//! for its field rather than a body that is not JSON.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use crate::contact::{Email, Phone, ValidationError};
@@ -29,62 +32,43 @@ enum RawField<'de> {
     Text(Cow<'de, str>),
     /// A non-negative integer literal that fits in `u64`.
     Integer(u64),
-    /// Anything else: boolean, negative or fractional or exponent number, array, object.
+    /// Anything else: boolean, array, object, or a number that is negative, fractional, written
+    /// with an exponent, or too large for `u64`.
     Other,
 }
 
+/// A field is taken as its raw JSON text and classified from that, rather than through
+/// serde_json's number parsing: a valid JSON number too large for an `f64` (`1e400`, a
+/// 400-digit phone number) is an error to that parser, which would make a valid body
+/// `invalid_json` instead of a wrong value for its field.
 impl<'de> Deserialize<'de> for RawField<'de> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(RawFieldVisitor)
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        RawField::classify(raw.get()).map_err(de::Error::custom)
     }
 }
 
-struct RawFieldVisitor;
-
-impl<'de> Visitor<'de> for RawFieldVisitor {
-    type Value = RawField<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<RawField<'de>, E> {
-        Ok(RawField::Null)
-    }
-    fn visit_none<E>(self) -> Result<RawField<'de>, E> {
-        Ok(RawField::Null)
-    }
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<RawField<'de>, D::Error> {
-        d.deserialize_any(RawFieldVisitor)
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<RawField<'de>, E> {
-        Ok(RawField::Text(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<RawField<'de>, E> {
-        Ok(RawField::Text(Cow::Owned(v.to_owned())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<RawField<'de>, E> {
-        Ok(RawField::Text(Cow::Owned(v)))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<RawField<'de>, E> {
-        Ok(RawField::Integer(v))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<RawField<'de>, E> {
-        // serde_json calls visit_i64 only for literals with a minus sign.
-        Ok(RawField::Other)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<RawField<'de>, E> {
-        Ok(RawField::Other)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<RawField<'de>, E> {
-        Ok(RawField::Other)
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawField<'de>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(RawField::Other)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawField<'de>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(RawField::Other)
+impl<'de> RawField<'de> {
+    /// The kind of `text`, one JSON value as serde_json validated it while skipping it (no
+    /// surrounding white space).
+    ///
+    /// # Errors
+    /// Only if `text` is not a valid JSON string where it starts like one, which serde_json's
+    /// validation rules out.
+    fn classify(text: &'de str) -> Result<RawField<'de>, serde_json::Error> {
+        Ok(match text.as_bytes().first() {
+            Some(b'"') => match text.get(1..text.len() - 1) {
+                Some(inner) if !inner.contains('\\') => RawField::Text(Cow::Borrowed(inner)),
+                _ => RawField::Text(Cow::Owned(serde_json::from_str::<String>(text)?)),
+            },
+            Some(b'n') => RawField::Null,
+            // Digits only, at most `u64::MAX`; a fraction, an exponent or more digits fail to
+            // parse. A JSON number never starts with `+`, which `u64::from_str` would accept.
+            Some(b'0'..=b'9') => text
+                .parse::<u64>()
+                .map_or(RawField::Other, RawField::Integer),
+            _ => RawField::Other,
+        })
     }
 }
 
@@ -291,6 +275,11 @@ mod tests {
             r#"{"phoneNumber":-1}"#,
             r#"{"phoneNumber":-0}"#,
             r#"{"phoneNumber":18446744073709551616}"#,
+            r#"{"phoneNumber":1e400}"#,
+            r#"{"phoneNumber":-1e400}"#,
+            r#"{"phoneNumber":1.7976931348623157e309}"#,
+            r#"{"phoneNumber":0.5}"#,
+            r#"{"phoneNumber":1E2}"#,
             r#"{"phoneNumber":true}"#,
             r#"{"phoneNumber":[1]}"#,
             r#"{"phoneNumber":{"n":1}}"#,
@@ -304,6 +293,7 @@ mod tests {
         }
         for body in [
             r#"{"email":1}"#,
+            r#"{"email":1e400}"#,
             r#"{"email":false}"#,
             r#"{"email":["a@b.c"]}"#,
         ] {
@@ -314,6 +304,36 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    /// A valid JSON number of any size is a wrong phone number, not bad JSON: a 400-digit
+    /// integer, with the other field valid and keys after it; the body is still checked whole.
+    #[test]
+    fn huge_numbers_are_wrong_values_not_bad_json() {
+        let digits = "9".repeat(400);
+        for body in [
+            format!(r#"{{"phoneNumber":{digits}}}"#),
+            format!(r#"{{"email":"a@b.c","phoneNumber":{digits},"x":1}}"#),
+            format!(r#"{{"phoneNumber": -{digits} , "x":[1e999]}}"#),
+        ] {
+            let e = err(&body);
+            assert_eq!(
+                (e.code, e.field),
+                ("invalid_phone_number", Some("phoneNumber")),
+                "{body}"
+            );
+        }
+        assert_eq!(ok(r#"{"phoneNumber":0}"#).1.as_deref(), Some("0"));
+        assert_eq!(ok(r#"{"phoneNumber": 7 }"#).1.as_deref(), Some("7"));
+        assert_eq!(
+            ok(r#"{"email":"a@b.c","x":1e400}"#),
+            (Some("a@b.c".into()), None)
+        );
+        assert_eq!(
+            err(&format!(r#"{{"phoneNumber":{digits}"#)).code,
+            "invalid_json"
+        );
+        assert_eq!(err(r#"{"phoneNumber":01}"#).code, "invalid_json");
     }
 
     #[test]

@@ -36,6 +36,11 @@ impl TestApp {
         // As `idrecon serve` does, before the store opens (once per process: idempotent).
         idrecon::metrics::install();
         let (store, _recovery) = open_store(dir, store_options);
+        TestApp::serve(store, dir, http).await
+    }
+
+    /// Serves an already opened `store` (e.g. one over `FaultFs`) whose data directory is `dir`.
+    pub async fn serve(store: Arc<Store>, dir: &Path, http: HttpOptions) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -149,9 +154,9 @@ impl TestApp {
 }
 
 /// Opens (recovers) `dir`, retrying for up to 5 s while its lock is held. A store this test
-/// just dropped can still hold the lock for a moment: the lock is an `flock` on `DIR/LOCK`,
+/// just dropped can still hold the lock for a moment: the lock is an `flock` on the directory,
 /// and a child process that another test of the same binary is spawning at that instant
-/// (`idrecon check`, ...) shares the locked file until its `exec` closes it. Any other error,
+/// (`idrecon check`, ...) shares the locked descriptor until its `exec` closes it. Any other error,
 /// or a lock held past the deadline, fails the test.
 fn open_store(dir: &Path, options: StoreOptions) -> (Arc<Store>, Recovery) {
     let deadline = Instant::now() + Duration::from_secs(5);
