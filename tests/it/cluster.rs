@@ -257,6 +257,34 @@ async fn a_follower_behind_a_purged_log_comes_back_through_a_snapshot() {
         installs >= 1.0,
         "the follower installed a snapshot:\n{metrics}"
     );
+    // Every cluster metric docs/behaviour.md §9 names is exported by a member (the
+    // single-node documents check leaves §9 out).
+    let behaviour = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/behaviour.md"),
+    )
+    .expect("behaviour.md");
+    let named =
+        crate::docs_drift::metric_mentions(&crate::docs_drift::section(&behaviour, "## §9 "));
+    let raft: Vec<&String> = named
+        .iter()
+        .filter(|m| m.starts_with("idrecon_raft_"))
+        .collect();
+    assert!(raft.len() >= 8, "{raft:?}");
+    // The replication lag is the leader's; the rest every member exports.
+    let leader_metrics = client()
+        .get(format!("{}/metrics", cluster.url(leader)))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for metric in raft {
+        assert!(
+            metrics.contains(metric.as_str()) || leader_metrics.contains(metric.as_str()),
+            "{metric} is named in §9 but not exported"
+        );
+    }
     // Local reads on the follower answer from its own replica.
     let primary = acks[0].answer["contact"]["primaryContactId"]
         .as_u64()
