@@ -50,6 +50,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod cluster;
 pub mod contact;
 pub mod event;
 pub mod graph;

@@ -63,6 +63,25 @@ pub const MAX_CONTACTS: &str = "idrecon_max_contacts";
 /// Gauge: 1 once [`CONTACTS`] has reached [`MAX_CONTACTS`] (requests that would add a contact
 /// are answered `507`), else 0; set on every scrape.
 pub const CAPACITY_FULL: &str = "idrecon_capacity_full";
+/// Gauge: the Raft term this cluster member is in (cluster mode, docs/behaviour.md §9).
+pub const RAFT_TERM: &str = "idrecon_raft_term";
+/// Gauge: the id of the leader this member knows, 0 when it knows none.
+pub const RAFT_LEADER: &str = "idrecon_raft_leader_id";
+/// Gauge: 1 for this member's role (`role` label: leader, follower, candidate, learner,
+/// shutdown), 0 for the others.
+pub const RAFT_ROLE: &str = "idrecon_raft_role";
+/// Gauge: index of the last entry in this member's Raft log.
+pub const RAFT_LAST_LOG_INDEX: &str = "idrecon_raft_last_log_index";
+/// Gauge: the highest index this member knows committed.
+pub const RAFT_COMMITTED_INDEX: &str = "idrecon_raft_committed_index";
+/// Gauge: index of the last entry applied to this member's graph.
+pub const RAFT_APPLIED_INDEX: &str = "idrecon_raft_applied_index";
+/// Gauge, on the leader: entries each follower (`follower` label) is behind its log.
+pub const RAFT_REPLICATION_LAG: &str = "idrecon_raft_replication_lag_entries";
+/// Counter: snapshots this member built.
+pub const RAFT_SNAPSHOT_BUILDS: &str = "idrecon_raft_snapshot_builds_total";
+/// Counter: snapshots this member installed from the leader.
+pub const RAFT_SNAPSHOT_INSTALLS: &str = "idrecon_raft_snapshot_installs_total";
 
 /// Buckets of the latency histograms, in seconds: 50 µs to 10 s.
 const LATENCY_BUCKETS: [f64; 17] = [
@@ -144,6 +163,42 @@ fn buckets() -> Result<PrometheusBuilder, BuildError> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    for (name, help) in [
+        (RAFT_TERM, "Raft term of this cluster member."),
+        (RAFT_LEADER, "Id of the leader this member knows (0: none)."),
+        (
+            RAFT_ROLE,
+            "1 for this member's role (label role), 0 for the others.",
+        ),
+        (
+            RAFT_LAST_LOG_INDEX,
+            "Index of the last entry in this member's Raft log.",
+        ),
+        (
+            RAFT_COMMITTED_INDEX,
+            "Highest index this member knows committed.",
+        ),
+        (
+            RAFT_APPLIED_INDEX,
+            "Index of the last entry applied to this member's graph.",
+        ),
+        (
+            RAFT_REPLICATION_LAG,
+            "On the leader: entries a follower (label follower) is behind.",
+        ),
+    ] {
+        describe_gauge!(name, Unit::Count, help);
+    }
+    describe_counter!(
+        RAFT_SNAPSHOT_BUILDS,
+        Unit::Count,
+        "Cluster snapshots this member built."
+    );
+    describe_counter!(
+        RAFT_SNAPSHOT_INSTALLS,
+        Unit::Count,
+        "Cluster snapshots this member installed from the leader."
+    );
     describe_counter!(
         HTTP_REQUESTS,
         Unit::Count,

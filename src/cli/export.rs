@@ -38,9 +38,16 @@ pub(super) fn run(args: ExportArgs) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
     }
-    let graph = store::inspect(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .graph;
+    let graph = if crate::cluster::inspect::is_member_dir(dir) {
+        crate::cluster::inspect::inspect(dir)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("cannot read the cluster member directory {}", dir.display()))?
+            .graph
+    } else {
+        store::inspect(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .graph
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     rows::write_rows(&mut out, args.format, graph.all_contacts())?;

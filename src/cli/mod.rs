@@ -13,12 +13,14 @@
 //! `main.rs` only parses ([`parse`]), starts tracing ([`telemetry::init`]) and calls [`run`].
 
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod export;
 pub mod feed;
 pub mod import;
 pub mod progress;
 pub mod serve;
+pub mod serve_cluster;
 pub mod telemetry;
 
 use std::path::PathBuf;
@@ -103,6 +105,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Send every JSON line of a checkout-events file to a running service's /identify.
     Feed(FeedArgs),
+    /// Show or change the membership of a running cluster (docs/CLUSTER.md).
+    Cluster(cluster::ClusterArgs),
 }
 
 /// `--format`'s parser (import and export): the names of [`RowFormat::ALL`] as clap's possible
@@ -143,6 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Export(args) => export::run(args).map(|()| 0),
         Command::Check(args) => check::run(args),
         Command::Feed(args) => feed::run(args),
+        Command::Cluster(args) => cluster::run(args).map(|()| 0),
     }
 }
 

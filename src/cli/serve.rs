@@ -12,6 +12,7 @@ use clap::Args;
 
 use super::DataDir;
 use super::config::EffectiveConfig;
+use super::serve_cluster::ClusterFlags;
 use super::telemetry::LogArgs;
 use crate::graph::{BlockList, GraphOptions};
 use crate::http::auth::AdminToken;
@@ -119,6 +120,9 @@ pub struct ServeArgs {
     /// not parse are answered 400. Values stored earlier are not rewritten.
     #[arg(long, env = "IDRECON_PHONE_REGION", value_name = "ISO")]
     pub phone_region: Option<PhoneRegion>,
+    /// Cluster mode (docs/behaviour.md §9).
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
     /// Print the effective configuration as TOML (with where each value came from) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -202,6 +206,7 @@ impl ServeArgs {
     /// not resolve, or the refusal, naming the address and both ways out.
     pub fn validate(&self) -> anyhow::Result<Vec<SocketAddr>> {
         self.graph_options()?;
+        self.cluster.options()?;
         let addresses = self.listen.resolve()?;
         let exposed = addresses.iter().any(|a| !a.ip().is_loopback());
         if exposed && self.admin_token.is_none() && !self.insecure_admin {
@@ -237,10 +242,28 @@ pub(super) fn run(
     serve(args, log).map(|()| 0)
 }
 
+/// The HTTP options the flags give.
+fn http_options(args: &ServeArgs, log: &LogArgs) -> HttpOptions {
+    HttpOptions {
+        response_key: args.response_key,
+        max_body_bytes: args.max_body_bytes,
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        max_connections: args.max_connections as usize,
+        log_pii: log.log_pii,
+        admin_token: args.admin_token.clone(),
+        normalizer: Normalizer::new(args.phone_region),
+    }
+}
+
 fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
     let addresses = args.validate()?;
     // Before recovery, so the log writer's and snapshots' metrics count from the start.
     crate::metrics::install();
+    if let Some(cluster) = args.cluster.options()? {
+        let http = http_options(&args, log);
+        return super::serve_cluster::serve_member(args, cluster, http);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -280,16 +303,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovery finished"
     );
-    let http = HttpOptions {
-        response_key: args.response_key,
-        max_body_bytes: args.max_body_bytes,
-        request_timeout: Duration::from_millis(args.request_timeout_ms),
-        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
-        max_connections: args.max_connections as usize,
-        log_pii: log.log_pii,
-        admin_token: args.admin_token,
-        normalizer: Normalizer::new(args.phone_region),
-    };
+    let http = http_options(&args, log);
     let served = runtime.block_on(async {
         let listener = socket
             .listen(LISTEN_BACKLOG)

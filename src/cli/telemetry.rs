@@ -3,8 +3,8 @@
 //!
 //! Logs go to stderr, one line per event, as human-readable text (the default; coloured only
 //! when stderr is a terminal) or as one JSON object per line. Which events are kept follows
-//! `RUST_LOG` (an [`EnvFilter`] directive such as `info,idrecon::http=debug`), `info` when it is
-//! unset or invalid. Request logs are at debug level: every request runs in an `http_request`
+//! `RUST_LOG` (an [`EnvFilter`] directive such as `info,idrecon::http=debug`), [`DEFAULT_FILTER`]
+//! when it is unset or invalid. Request logs are at debug level: every request runs in an `http_request`
 //! span (method, route, request id) whose `request finished` event adds status and latency.
 //!
 //! Emails and phone numbers are personal data: idrecon never logs them unless `--log-pii` is
@@ -15,8 +15,10 @@ use std::io::IsTerminal;
 use clap::Args;
 use tracing_subscriber::EnvFilter;
 
-/// The default filter when `RUST_LOG` is unset or unparsable.
-pub const DEFAULT_FILTER: &str = "info";
+/// The default filter when `RUST_LOG` is unset or unparsable: `info`, except openraft's own
+/// events at `warn` (its `info` level logs every vote and replication step; the cluster's
+/// leader and membership changes are logged by idrecon itself, docs/behaviour.md §9).
+pub const DEFAULT_FILTER: &str = "info,openraft=warn";
 
 /// Shape of a log line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -8,7 +8,7 @@ use super::{IdentityGraph, Node};
 use crate::contact::{ContactId, ContactRow, Email, LinkPrecedence, Phone};
 
 /// The consolidated identity answered by `/identify` (docs/behaviour.md §3 step 5).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// Id of the identity's primary contact.
     pub primary_contact_id: ContactId,

@@ -7,10 +7,12 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::backend::Backend;
 use super::error::{ApiError, ErrorEnvelope};
 use super::json::json_response;
 use super::state::AppState;
 use crate::store::Compaction;
+use std::sync::Arc;
 
 /// The body of `POST /admin/compact`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -54,7 +56,15 @@ pub struct CompactionReport {
     )
 )]
 pub(crate) async fn compact(State(app): State<AppState>) -> Result<Response, ApiError> {
-    let store = app.store.clone();
+    let Backend::Single(store) = &app.backend else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_in_cluster_mode",
+            "cluster members compact by themselves, after every snapshot (--snapshot-every) and \
+             every erasure",
+        ));
+    };
+    let store = Arc::clone(store);
     let result = tokio::task::spawn_blocking(move || store.compact_blocking())
         .await
         .map_err(|_| ApiError::internal())?;

@@ -64,6 +64,12 @@ impl AdminToken {
     pub fn matches(&self, presented: &[u8]) -> bool {
         self.0.as_bytes().ct_eq(presented).into()
     }
+
+    /// The token's text, for a client that presents it (a cluster member to the others);
+    /// never for logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for AdminToken {
@@ -93,7 +99,7 @@ where
     router.layer(middleware::from_fn_with_state(token, require_admin))
 }
 
-async fn require_admin(
+pub(crate) async fn require_admin(
     State(token): State<Option<AdminToken>>,
     request: Request,
     next: Next,
@@ -119,7 +125,7 @@ async fn require_admin(
 }
 
 /// The token of an `Authorization: Bearer <token>` value, or `None` for another scheme.
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     let space = value.iter().position(|&b| b == b' ')?;
     let (scheme, rest) = value.split_at(space);
     if !scheme.eq_ignore_ascii_case(b"bearer") {

@@ -8,6 +8,10 @@
 //! so answering here, without touching the body, refuses such a request without it; hyper then
 //! closes the connection instead of reading the unwanted body.
 //!
+//! The members' internal Raft routes (`/cluster/raft/…`, docs/behaviour.md §9) are exempt: their
+//! messages (snapshot pieces, batches of entries) are larger than any API body and have their
+//! own limit where they are read.
+//!
 //! The length comes from the body's size hint, which hyper sets exactly from the
 //! `Content-Length` it validated. A chunked body has no announced length: the route reading it
 //! enforces the limit as it reads (`/identify`, [`super::identify`]).
@@ -23,6 +27,9 @@ use futures_util::future::Either;
 use tower::{Layer, Service};
 
 use super::error::ApiError;
+
+/// Paths under this prefix are not limited here (module docs).
+pub const EXEMPT_PREFIX: &str = "/cluster/raft/";
 
 /// The layer refusing requests that announce a body larger than `max_body_bytes` (module docs).
 /// Add it inside the router (`Router::layer`), so the refusal is counted under its route.
@@ -72,7 +79,9 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if request.body().size_hint().lower() > self.max_body_bytes {
+        if request.body().size_hint().lower() > self.max_body_bytes
+            && !request.uri().path().starts_with(EXEMPT_PREFIX)
+        {
             Either::Left(ready(Ok(ApiError::payload_too_large().into_response())))
         } else {
             Either::Right(self.inner.call(request))

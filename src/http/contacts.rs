@@ -6,13 +6,14 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::http::Uri;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorEnvelope};
 use super::json::json_response;
-use super::params::{QueryPairs, path_id, query_pairs};
+use super::params::{QueryPairs, consistency, path_id, query_pairs};
 use super::state::AppState;
 use crate::contact::{ContactId, ContactRow};
 use crate::store::Deletion;
@@ -57,10 +58,11 @@ use crate::store::Deletion;
 )]
 pub(crate) async fn get_contact(
     State(app): State<AppState>,
+    uri: Uri,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_id(id, "id")?;
-    match app.store.contact(id).await? {
+    match app.backend.contact(id, consistency(&uri)).await? {
         Some(row) => Ok(json_response(StatusCode::OK, &row)),
         None => Err(ApiError::not_found(format!("contact {id} does not exist"))),
     }
@@ -128,6 +130,7 @@ pub struct ContactPage {
 )]
 pub(crate) async fn list_contacts(
     State(app): State<AppState>,
+    uri: Uri,
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
     let (mut after, mut limit) = (0u64, DEFAULT_PAGE);
@@ -150,7 +153,10 @@ pub(crate) async fn list_contacts(
             _ => {}
         }
     }
-    let mut rows = app.store.contacts_after(after, limit + 1).await?;
+    let mut rows = app
+        .backend
+        .contacts_after(after, limit + 1, consistency(&uri))
+        .await?;
     let next = if rows.len() > limit {
         rows.truncate(limit);
         rows.last().map(|r| r.id)
@@ -212,7 +218,7 @@ pub(crate) async fn delete_contact(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_id(id, "id")?;
-    match app.store.delete_contact(id).await? {
+    match app.backend.delete_contact(id).await? {
         Deletion::Deleted(contact) => {
             Ok(json_response(StatusCode::OK, &DeletedContact { contact }))
         }

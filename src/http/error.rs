@@ -5,7 +5,7 @@
 //! and it depends on nothing else in `http`.
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -23,6 +23,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<&'static str>,
+    /// Headers the answer carries besides `Content-Type` (`Retry-After`, the leader's address).
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -33,7 +35,14 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// The same error, answered with the header `name: value` as well.
+    pub(crate) fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     /// The same error, naming the request field or parameter at fault.
@@ -88,6 +97,7 @@ impl From<ValidationError> for ApiError {
             code: e.code,
             message: e.message,
             field: e.field,
+            headers: Vec::new(),
         }
     }
 }
@@ -181,6 +191,9 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
         response
     }
 }

@@ -16,7 +16,9 @@ use crate::store::StoreError;
 
 /// The body of a healthy `GET /healthz` (docs/behaviour.md §6.9): `{"status": "ok"}`, and
 /// with `--max-contacts` also the contacts held, the limit and whether it is reached:
-/// `{"status": "ok", "contacts": 3, "max_contacts": 3, "capacity": "full"}`.
+/// `{"status": "ok", "contacts": 3, "max_contacts": 3, "capacity": "full"}`; a cluster member
+/// adds its role, the leader it knows and whether it can get a write executed now
+/// (`{"status": "ok", "role": "follower", "leader": 1, "writable": true}`, §9).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"status": "ok", "contacts": 3, "max_contacts": 3, "capacity": "full"}))]
 pub struct Health {
@@ -34,6 +36,15 @@ pub struct Health {
     /// `--max-contacts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<String>,
+    /// A cluster member's role: `leader`, `follower`, `candidate` or `learner`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The leader's member id a cluster member knows (absent while there is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<u64>,
+    /// Whether a write sent to this cluster member would be executed now (a leader is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writable: Option<bool>,
 }
 
 /// `GET /healthz` (docs/behaviour.md §6.9).
@@ -61,19 +72,41 @@ pub struct Health {
     )
 )]
 pub(crate) async fn healthz(State(app): State<AppState>) -> Result<Response, ApiError> {
-    if app.store.healthy() && !app.store.disk_full() {
-        let (contacts, limit) = app.store.capacity();
+    if let Some(node) = app.backend.cluster() {
+        let role = node.role();
+        if role == crate::cluster::Role::Shutdown {
+            return Err(StoreError::Unavailable.into());
+        }
+        let leader = node.leader();
+        return Ok(json_response(
+            StatusCode::OK,
+            &Health {
+                status: "ok".to_owned(),
+                role: Some(role.as_str().to_owned()),
+                writable: Some(leader.is_some()),
+                leader: leader.map(|l| l.id),
+                contacts: None,
+                max_contacts: None,
+                capacity: None,
+            },
+        ));
+    }
+    if app.backend.healthy() && !app.backend.disk_full() {
+        let (contacts, limit) = app.backend.capacity();
         let contacts = contacts as u64;
         Ok(json_response(
             StatusCode::OK,
             &Health {
                 status: "ok".to_owned(),
+                role: None,
+                leader: None,
+                writable: None,
                 contacts: limit.map(|_| contacts),
                 max_contacts: limit,
                 capacity: limit.map(|max| if contacts >= max { "full" } else { "ok" }.to_owned()),
             },
         ))
-    } else if !app.store.healthy() {
+    } else if !app.backend.healthy() {
         Err(StoreError::Unavailable.into())
     } else {
         Err(ApiError::new(
@@ -113,10 +146,10 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 )]
 pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     let (contacts, identities, largest) = app
-        .store
+        .backend
         .with_graph(|g| (g.len(), g.identity_count(), g.largest_identity()));
     metric::set_state_gauges(contacts, identities, largest);
-    metric::set_capacity_gauges(contacts, app.store.capacity().1);
+    metric::set_capacity_gauges(contacts, app.backend.capacity().1);
     let payload = metric::installed()
         .map(PrometheusHandle::render)
         .unwrap_or_default();

@@ -166,7 +166,7 @@ pub(crate) async fn identify(
     }
     let body = read_body(req, app.options.max_body_bytes).await?;
     let request = parse_identify_body(&body, app.normalizer())?;
-    let (identity, outcome) = app.store.identify(&request).await?;
+    let (identity, outcome) = app.backend.identify(&request).await?;
     let primary_id = identity.primary_contact_id;
     let outcome_name = outcome_header(outcome);
     if app.options.log_pii {

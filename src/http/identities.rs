@@ -6,6 +6,7 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::http::Uri;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -14,7 +15,7 @@ use super::answer::IdentifyAnswer;
 use super::answer::{IdentifiedContact, IdentifyResponse};
 use super::error::{ApiError, ErrorEnvelope};
 use super::json::json_response;
-use super::params::{QueryPairs, path_id, query_pairs};
+use super::params::{QueryPairs, consistency, path_id, query_pairs};
 use super::state::AppState;
 use crate::contact::{ContactId, ContactRow, Email, Phone, Timestamp};
 use crate::graph::HistoryEntry;
@@ -66,6 +67,7 @@ use crate::graph::{IdentifyRequest, Lookup};
 )]
 pub(crate) async fn lookup_identity(
     State(app): State<AppState>,
+    uri: Uri,
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
     let (mut email, mut phone): (Option<String>, Option<String>) = (None, None);
@@ -98,7 +100,7 @@ pub(crate) async fn lookup_identity(
         None => None,
     };
     let request = IdentifyRequest::new(email, phone)?;
-    match app.store.lookup(&request).await? {
+    match app.backend.lookup(&request, consistency(&uri)).await? {
         Lookup::Found(_, identity) => Ok(json_response(
             StatusCode::OK,
             &IdentifyAnswer::new(&identity, app.options.response_key),
@@ -164,10 +166,11 @@ pub struct IdentityWithRows {
 )]
 pub(crate) async fn get_identity(
     State(app): State<AppState>,
+    uri: Uri,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_id(id, "contactId")?;
-    let Some((identity, rows)) = app.store.identity(id).await? else {
+    let Some((identity, rows)) = app.backend.identity(id, consistency(&uri)).await? else {
         return Err(ApiError::not_found(format!("contact {id} does not exist")));
     };
     let answer = IdentifyAnswer::new(&identity, app.options.response_key).with_rows(&rows);
@@ -347,10 +350,11 @@ pub struct IdentityHistory {
 )]
 pub(crate) async fn identity_history(
     State(app): State<AppState>,
+    uri: Uri,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_id(id, "contactId")?;
-    let Some(entries) = app.store.history(id).await? else {
+    let Some(entries) = app.backend.history(id, consistency(&uri)).await? else {
         return Err(ApiError::not_found(format!("contact {id} does not exist")));
     };
     Ok(json_response(
@@ -428,7 +432,7 @@ pub(crate) async fn erase_identity(
             "erasure is irreversible: pass erase=true",
         ));
     }
-    match app.store.erase_identity(id).await? {
+    match app.backend.erase_identity(id).await? {
         Some(erasure) => Ok(json_response(
             StatusCode::OK,
             &ErasedIdentity {

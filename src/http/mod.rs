@@ -41,6 +41,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::store::Store;
+use backend::Backend;
 use body_limit::ContentLengthLimitLayer;
 use error::{ApiError, timeout_as_json};
 use route_metrics::RouteMetricsLayer;
@@ -49,9 +50,12 @@ use state::AppState;
 pub mod admin;
 pub mod answer;
 pub mod auth;
+pub mod backend;
 pub mod body_limit;
+mod cluster;
 pub mod contacts;
 pub mod error;
+pub mod forward;
 pub mod health;
 pub mod identify;
 pub mod identities;
@@ -132,6 +136,13 @@ pub type App = SetRequestId<PropagateRequestId<Router>, MakeRequestUuid>;
 /// router never installs one, and `GET /metrics` renders the installed one's handle
 /// ([`crate::metrics::installed`]), or an empty payload without one.
 pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
+    app(Backend::Single(store), options)
+}
+
+/// The service of [`router`] over `backend`: in cluster mode (docs/behaviour.md §9) with the
+/// cluster routes ([`cluster`]) and, inside the per-request layers, the forwarding layer
+/// ([`forward`]) that sends what only the leader executes to the leader.
+pub fn app(backend: Backend, options: HttpOptions) -> App {
     let timeout = options.request_timeout;
     let max_body_bytes = options.max_body_bytes;
     let (routes, openapi) = api_routes(&options).split_for_parts();
@@ -140,8 +151,22 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
         options.response_key,
         options.admin_token.is_some(),
     );
+    let node = backend.cluster().cloned();
+    let forwarder = match &node {
+        Some(node) => match forward::Forwarder::new(Arc::clone(node), options.max_body_bytes) {
+            Ok(forwarder) => Some(forwarder),
+            Err(e) => {
+                // Only a broken system TLS/DNS configuration fails a plain HTTP client; the
+                // member then answers what it executes and 503 for the rest.
+                tracing::error!(error = %e, "cannot build the forwarding client");
+                None
+            }
+        },
+        None => None,
+    };
+    let admin_token = options.admin_token.clone();
     // Ends in a newline like every JSON answer (docs/behaviour.md §6).
-    let state = AppState::new(store, options, Bytes::from(format!("{document}\n")));
+    let state = AppState::new(backend, options, Bytes::from(format!("{document}\n")));
     // The span costs every request an allocation and a wrapped body even when nothing would
     // record it, so the layer is there only when its debug events are enabled at start-up.
     let trace_requests = tracing::enabled!(target: trace::TARGET, tracing::Level::DEBUG);
@@ -168,6 +193,12 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ));
+    let routes = match &node {
+        Some(node) => routes.merge(cluster::routes(Arc::clone(node), admin_token).with_state(())),
+        None => routes,
+    };
+    let forwarding = ServiceBuilder::new()
+        .option_layer(forwarder.map(|f| axum::middleware::from_fn_with_state(f, forward::forward)));
     let router = routes
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -177,6 +208,7 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
                 "method not allowed on this route",
             )
         })
+        .layer(forwarding)
         .layer(per_request)
         .with_state(state);
     ServiceBuilder::new()

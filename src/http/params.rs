@@ -5,6 +5,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 
+use super::backend::Consistency;
 use super::error::ApiError;
 use crate::contact::ContactId;
 
@@ -33,6 +34,16 @@ pub(crate) fn path_id(
             format!("{name} must be a positive integer"),
         )
         .with_field(name)),
+    }
+}
+
+/// How fresh a read of `uri` must be: [`Consistency::Local`] when its query holds
+/// `local=true` (docs/behaviour.md §9; only a cluster member tells the two apart).
+pub(crate) fn consistency(uri: &axum::http::Uri) -> Consistency {
+    if super::forward::asks_local(uri.query()) {
+        Consistency::Local
+    } else {
+        Consistency::Linearizable
     }
 }
 

@@ -37,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
+use super::backend::Backend;
 use super::options::HttpOptions;
 use super::write_stall::WriteStallTimeout;
 use crate::metrics::{HTTP_CONNECTIONS, HTTP_CONNECTIONS_MAX, HTTP_CONNECTIONS_REFUSED};
@@ -119,13 +120,27 @@ pub async fn serve(
     options: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_backend(listener, Backend::Single(store), options, shutdown).await
+}
+
+/// [`serve`] over any [`Backend`]: the single-node store or a cluster member
+/// (docs/behaviour.md §9), with [`super::app`].
+///
+/// # Errors
+/// As [`serve_app`]: none today.
+pub async fn serve_backend(
+    listener: TcpListener,
+    backend: Backend,
+    options: HttpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let limits = ServerLimits {
         idle_timeout: options.idle_timeout,
         max_connections: options.max_connections,
         max_buf_size: read_buffer_bytes(options.max_body_bytes),
         ..ServerLimits::default()
     };
-    serve_app(listener, super::router(store, options), limits, shutdown).await
+    serve_app(listener, super::app(backend, options), limits, shutdown).await
 }
 
 /// Serves `app` (an axum `Router`, or the router inside its layers: [`super::App`]) on every

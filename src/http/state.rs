@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 
+use super::backend::Backend;
 use super::options::HttpOptions;
 use crate::phone_region::Normalizer;
-use crate::store::Store;
 
 /// The router's state: the store, the options and the OpenAPI document, behind one `Arc`.
 /// axum clones the state for each request (the route's service and the `State` extractor),
@@ -16,8 +16,8 @@ pub(crate) struct AppState(Arc<Shared>);
 
 /// The inside of an [`AppState`].
 pub(crate) struct Shared {
-    /// The identity store every handler reads or changes.
-    pub(crate) store: Arc<Store>,
+    /// Where every handler's reads and changes are executed: the store, or a cluster member.
+    pub(crate) backend: Backend,
     /// The router's settings.
     pub(crate) options: HttpOptions,
     /// The serialized OpenAPI document served at `GET /openapi.json`.
@@ -26,9 +26,9 @@ pub(crate) struct Shared {
 
 impl AppState {
     /// A state of these parts.
-    pub(crate) fn new(store: Arc<Store>, options: HttpOptions, openapi: Bytes) -> AppState {
+    pub(crate) fn new(backend: Backend, options: HttpOptions, openapi: Bytes) -> AppState {
         AppState(Arc::new(Shared {
-            store,
+            backend,
             options,
             openapi,
         }))

@@ -199,6 +199,41 @@ impl SnapshotDir {
         writer::write_encoded(&*self.fs, &self.path, lsn, bytes)
     }
 
+    /// A new temp file path in the directory for a snapshot received from elsewhere (a cluster
+    /// member streams one to a lagging follower): named like the writer's temp files, so start-up
+    /// and [`SnapshotDir::prune`] remove it if it is never adopted.
+    pub fn receive_path(&self) -> PathBuf {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.path.join(format!(
+            "received{}.{}-{n}",
+            super::format::TMP_SUFFIX,
+            std::process::id()
+        ))
+    }
+
+    /// Makes the complete snapshot file at `temp` (from [`SnapshotDir::receive_path`], fsynced
+    /// by the caller) the snapshot at `lsn`: verifies every checksum and that its header says
+    /// `lsn`, renames it to [`SnapshotDir::path_for`] `lsn` and fsyncs the directory.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Corrupt`] when the file does not verify or holds another LSN (it is
+    /// left where it is); [`SnapshotError::Io`] when the rename or the fsync fails.
+    pub fn adopt(&self, temp: &Path, lsn: Lsn) -> Result<PathBuf, SnapshotError> {
+        let info = self.verify(temp)?;
+        if info.lsn != lsn {
+            return Err(SnapshotError::Corrupt {
+                file: temp.to_path_buf(),
+                offset: 0,
+                reason: format!("holds LSN {}, expected {lsn}", info.lsn),
+            });
+        }
+        let path = self.path_for(lsn);
+        self.fs.rename(temp, &path).map_err(io_err(&path))?;
+        self.sync()?;
+        Ok(path)
+    }
+
     /// Starts streaming the snapshot at `lsn`, whose next contact id is `next_id`, written at
     /// `pace`: see [`SnapshotWriter`]. Creates the directory durably if needed and a new temp
     /// file named after the LSN, the process and a counter (two writers never share one).

@@ -10,7 +10,7 @@ use super::identify::mark_changed;
 use super::{Store, StoreError};
 
 /// What `DELETE /contacts/{id}` found (docs/behaviour.md §6.6).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Deletion {
     /// The row was deleted; this is it now.
     Deleted(ContactRow),
@@ -21,7 +21,7 @@ pub enum Deletion {
 }
 
 /// What an erasure removed (docs/behaviour.md §6.7).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Erasure {
     /// The primary of the erased identity.
     pub primary_contact_id: ContactId,

@@ -113,6 +113,18 @@ impl Store {
     }
 }
 
+impl Outcome {
+    /// What a request did, from the events `/identify` planned for it (the last one that says
+    /// anything; none is a pure read).
+    pub fn of_events(events: &[Event]) -> Outcome {
+        events
+            .iter()
+            .rev()
+            .find_map(outcome_of)
+            .unwrap_or(Outcome::PureRead)
+    }
+}
+
 /// What an event planned by `/identify` says the request did; `None` for events `plan` never
 /// produces.
 fn outcome_of(event: &Event) -> Option<Outcome> {

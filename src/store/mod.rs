@@ -186,7 +186,7 @@ pub enum StoreError {
 }
 
 /// What an `/identify` request did, for logs and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// Nothing matched: a new primary was recorded (docs/behaviour.md §3.2).
     NewPrimary,

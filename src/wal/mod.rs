@@ -23,6 +23,7 @@
 mod format;
 mod head;
 mod recovery;
+mod reposition;
 mod writer;
 
 use std::fmt;
@@ -506,6 +507,50 @@ impl Wal {
             }
         }
         Ok(next_lsn)
+    }
+
+    /// Makes `lsn` the LSN of the next record (a Raft log's truncation of a conflicting suffix,
+    /// or its jump past a prefix purged behind a snapshot; docs/format.md, "Cluster"): records
+    /// queued before the call are written first; then every record with LSN `>= lsn` is
+    /// dropped (later segments removed, the segment holding `lsn` cut at that record and
+    /// fsynced) and a new segment named `lsn` is started. A jump ahead leaves a gap in the LSNs,
+    /// which recovery accepts only below the LSN it starts after, so the caller must have made
+    /// durable that everything below `lsn` is covered (a Raft log saves its purge point first).
+    ///
+    /// Blocking: waits for the writer thread. The caller must not append meanwhile.
+    ///
+    /// # Errors
+    /// [`WalError::Failed`] if the writer failed before or during it (the log is then failed
+    /// for good), [`WalError::Closed`] after `close`.
+    pub fn reposition(&self, lsn: Lsn) -> Result<(), WalError> {
+        let mut q = self.shared.queue.lock();
+        if q.failed {
+            return Err(WalError::Failed);
+        }
+        if q.closing {
+            return Err(WalError::Closed);
+        }
+        if q.next_lsn == lsn && q.buf.is_empty() {
+            return Ok(());
+        }
+        let target = q.rolls_done + 1;
+        q.reposition = Some(lsn.max(1));
+        q.roll_requested = true;
+        self.shared.work.notify_all();
+        while q.rolls_done < target {
+            if q.failed {
+                return Err(WalError::Failed);
+            }
+            let timed_out = self
+                .shared
+                .rolled
+                .wait_for(&mut q, std::time::Duration::from_millis(100))
+                .timed_out();
+            if timed_out && self.writer.lock().as_ref().is_none_or(|h| h.is_finished()) {
+                return Err(WalError::Failed);
+            }
+        }
+        Ok(())
     }
 
     /// Writes and fsyncs everything queued (in every fsync mode) and stops the writer thread;

@@ -156,6 +156,9 @@ pub(super) struct Queue {
     pub(super) roll_requested: bool,
     /// Rolls completed so far.
     pub(super) rolls_done: u64,
+    /// With `roll_requested`: start the new segment at this LSN instead of the next one,
+    /// dropping every record from it on ([`Wal::reposition`]).
+    pub(super) reposition: Option<Lsn>,
 }
 
 /// Published by the writer through the watch channel.
@@ -206,6 +209,7 @@ impl Wal {
                 failed: false,
                 roll_requested: false,
                 rolls_done: 0,
+                reposition: None,
             }),
             work: Condvar::new(),
             rolled: Condvar::new(),
@@ -233,16 +237,16 @@ impl Wal {
 }
 
 /// The writer thread's state.
-struct Writer {
-    shared: Arc<Shared>,
-    active: ActiveSegment,
+pub(super) struct Writer {
+    pub(super) shared: Arc<Shared>,
+    pub(super) active: ActiveSegment,
     /// [`PREALLOCATE_BYTES`] zero bytes, the source of every preallocation write.
     zeros: Vec<u8>,
     /// The writer's metric handles, fetched once (a `metrics` macro looks its key up in the
     /// registry on every call).
     meters: WriterMetrics,
     /// Bytes written to `active` since its last fsync.
-    dirty: bool,
+    pub(super) dirty: bool,
 }
 
 /// Handles of [`crate::metrics::WAL_BATCH_RECORDS`], [`crate::metrics::WAL_FSYNC_DURATION`]
@@ -341,7 +345,7 @@ impl Writer {
             if let Some(delay) = commit_delay {
                 self.commit_wait(delay, last_batch);
             }
-            let (first_lsn, roll, next_lsn) = {
+            let (first_lsn, roll, next_lsn, reposition) = {
                 let mut q = self.shared.queue.lock();
                 while q.buf.is_empty() && !q.closing && !q.failed && !q.roll_requested {
                     self.shared.work.wait(&mut q);
@@ -354,7 +358,7 @@ impl Writer {
                 std::mem::swap(&mut q.ends, &mut ends);
                 let roll = std::mem::take(&mut q.roll_requested);
                 q.oldest = None;
-                (q.first_lsn, roll, q.next_lsn)
+                (q.first_lsn, roll, q.next_lsn, q.reposition.take())
             };
             let mut result = if ends.is_empty() {
                 Ok(())
@@ -369,7 +373,10 @@ impl Writer {
             batch.clear();
             ends.clear();
             if roll && result.is_ok() {
-                result = self.rotate(next_lsn, true);
+                result = match reposition {
+                    Some(lsn) => self.reposition(lsn),
+                    None => self.rotate(next_lsn, true),
+                };
             }
             if let Err(e) = result {
                 self.fail(e);
@@ -393,7 +400,7 @@ impl Writer {
 
     /// Cuts the preallocated zeros off the active segment (`set_len` to the end of its last
     /// record), so that a closed segment ends with its last record; the caller fsyncs.
-    fn release_preallocation(&mut self) -> Result<(), WalError> {
+    pub(super) fn release_preallocation(&mut self) -> Result<(), WalError> {
         let active = &mut self.active;
         if active.allocated > active.size {
             active
@@ -498,7 +505,7 @@ impl Writer {
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), WalError> {
+    pub(super) fn sync(&mut self) -> Result<(), WalError> {
         let started = Instant::now();
         self.active
             .file

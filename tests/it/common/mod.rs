@@ -2,6 +2,7 @@
 //! and the real binary for CLI tests.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod model;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,170 @@
+//! A member's copy of the identity graph: the Raft state machine's state (docs/behaviour.md
+//! §9).
+//!
+//! Applying an entry runs the single-node rules on the member's own graph: `/identify` plans
+//! with the leader's timestamp and applies the planned events (docs/behaviour.md §3), a
+//! deletion or an erasure applies its one event (§6.6, §6.7). The graph is pure, so members
+//! that applied the same entries hold the same graph. Reads take the shared lock, applying takes
+//! the exclusive one, as in the single-node store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use openraft::{EntryPayload, StoredMembership};
+use parking_lot::RwLock;
+
+use crate::contact::{ContactId, Timestamp};
+use crate::event::Event;
+use crate::graph::{ApplyError, IdentifyRequest, IdentityGraph};
+use crate::store::{Deletion, Erasure, Outcome};
+
+use super::types::{Answer, Command, Entry, LogId, Node, NodeId};
+
+/// The graph with the position of the log it reflects.
+pub struct ReplicaState {
+    /// The identity graph.
+    pub graph: IdentityGraph,
+    /// The last entry applied, `None` before the first.
+    pub applied: Option<LogId>,
+    /// The last membership applied.
+    pub membership: StoredMembership<NodeId, Node>,
+}
+
+/// A member's state machine state, shared by the Raft state machine (which applies entries and
+/// takes snapshots) and the HTTP handlers (which read).
+pub struct Replica {
+    state: RwLock<ReplicaState>,
+    /// The Raft index of the last erasure applied (0: none since start): the erasure task
+    /// snapshots and purges the log past it so the erased values leave this member's files.
+    erased_at: AtomicU64,
+    /// Wakes the erasure task.
+    erasure_applied: tokio::sync::Notify,
+}
+
+impl Replica {
+    /// A replica holding `graph` at `applied` with `membership` (from a snapshot, or empty).
+    pub fn new(
+        graph: IdentityGraph,
+        applied: Option<LogId>,
+        membership: StoredMembership<NodeId, Node>,
+    ) -> Arc<Replica> {
+        Arc::new(Replica {
+            state: RwLock::new(ReplicaState {
+                graph,
+                applied,
+                membership,
+            }),
+            erased_at: AtomicU64::new(0),
+            erasure_applied: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The Raft index of the last erasure applied since start (0: none).
+    pub fn erased_at(&self) -> u64 {
+        self.erased_at.load(Ordering::Acquire)
+    }
+
+    /// Resolves at the next erasure applied after the call started waiting.
+    pub async fn erasure_applied(&self) {
+        self.erasure_applied.notified().await;
+    }
+
+    /// Runs `f` on the state under the shared lock.
+    pub fn read<T>(&self, f: impl FnOnce(&ReplicaState) -> T) -> T {
+        f(&self.state.read())
+    }
+
+    /// Runs `f` on the state under the exclusive lock (snapshot capture and install).
+    pub(super) fn write<T>(&self, f: impl FnOnce(&mut ReplicaState) -> T) -> T {
+        f(&mut self.state.write())
+    }
+
+    /// Applies committed entries in log order under one hold of the exclusive lock and answers
+    /// each (docs/behaviour.md §9).
+    pub fn apply(&self, entries: impl IntoIterator<Item = Entry>) -> Vec<Answer> {
+        let erased_before = self.erased_at();
+        let mut state = self.state.write();
+        let answers = entries
+            .into_iter()
+            .map(|entry| {
+                state.applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => Answer::Nothing,
+                    EntryPayload::Normal(command) => {
+                        let answer = apply_command(&mut state.graph, &command);
+                        if matches!(answer, Answer::Erased(Some(_))) {
+                            self.erased_at
+                                .fetch_max(entry.log_id.index, Ordering::AcqRel);
+                        }
+                        answer
+                    }
+                    EntryPayload::Membership(membership) => {
+                        state.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        Answer::Nothing
+                    }
+                }
+            })
+            .collect();
+        drop(state);
+        if self.erased_at() > erased_before {
+            self.erasure_applied.notify_one();
+        }
+        answers
+    }
+}
+
+/// Applies one command to `graph` and answers it. Deterministic: the answer and the graph
+/// afterwards depend only on the graph before and the command.
+pub fn apply_command(graph: &mut IdentityGraph, command: &Command) -> Answer {
+    match command {
+        Command::Identify { email, phone, at } => {
+            // The leader validated the values; a command without either (only a foreign log
+            // could hold one) changes nothing.
+            let Ok(request) = IdentifyRequest::new(email.clone(), phone.clone()) else {
+                return Answer::Nothing;
+            };
+            match graph.identify(&request, *at) {
+                Ok((identity, events)) => Answer::Identified {
+                    identity,
+                    outcome: Outcome::of_events(&events),
+                },
+                Err(_) => Answer::Full,
+            }
+        }
+        Command::DeleteContact { id, at } => Answer::Deleted(delete(graph, *id, *at)),
+        Command::EraseIdentity { id, at } => Answer::Erased(erase(graph, *id, *at)),
+    }
+}
+
+/// `DELETE /contacts/{id}` on `graph` (docs/behaviour.md §6.6).
+fn delete(graph: &mut IdentityGraph, id: ContactId, at: Timestamp) -> Deletion {
+    match graph.contact(id) {
+        None => Deletion::NotFound,
+        Some(row) if row.deleted_at.is_some() => Deletion::AlreadyDeleted(row),
+        Some(_) => {
+            let at = graph.clock(at);
+            match apply_one(graph, &Event::ContactDeleted { id, at }) {
+                Ok(()) => graph
+                    .contact(id)
+                    .map_or(Deletion::NotFound, Deletion::Deleted),
+                Err(_) => Deletion::NotFound,
+            }
+        }
+    }
+}
+
+/// `DELETE /identities/{id}?erase=true` on `graph` (docs/behaviour.md §6.7).
+fn erase(graph: &mut IdentityGraph, id: ContactId, at: Timestamp) -> Option<Erasure> {
+    let rows = graph.identity_rows(id)?;
+    let primary = graph.find(id).unwrap_or(id);
+    let at = graph.clock(at);
+    apply_one(graph, &Event::IdentityErased { id, at }).ok()?;
+    Some(Erasure {
+        primary_contact_id: primary,
+        contact_ids: rows.iter().map(|r| r.id).collect(),
+    })
+}
+
+fn apply_one(graph: &mut IdentityGraph, event: &Event) -> Result<(), ApplyError> {
+    graph.apply(event)
+}
