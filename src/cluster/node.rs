@@ -7,7 +7,7 @@
 //! - **Reads** are linearizable: before reading its replica the leader confirms, with a
 //!   heartbeat round to a majority (openraft's read index), that it still leads and has applied
 //!   everything committed when the read arrived. Reads that arrive while a confirmation is in
-//!   flight share the next one ([`ReadBarrier`]), so a busy leader sends one round per batch of
+//!   flight share the next one (`ReadBarrier`), so a busy leader sends one round per batch of
 //!   reads, not one per read.
 
 use std::collections::BTreeMap;

@@ -140,7 +140,7 @@ pub fn router(store: Arc<Store>, options: HttpOptions) -> App {
 }
 
 /// The service of [`router`] over `backend`: in cluster mode (docs/behaviour.md §9) with the
-/// cluster routes ([`cluster`]) and, inside the per-request layers, the forwarding layer
+/// cluster routes (module `cluster`) and, inside the per-request layers, the forwarding layer
 /// ([`forward`]) that sends what only the leader executes to the leader.
 pub fn app(backend: Backend, options: HttpOptions) -> App {
     let timeout = options.request_timeout;

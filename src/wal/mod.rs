@@ -20,8 +20,10 @@
 //! - `head.rs`: the head file `wal/HEAD`, naming the newest durably started segment, which
 //!   tells a crash while creating a segment from a segment that lost its header or vanished.
 
+mod commit_delay;
 mod format;
 mod head;
+mod options;
 mod recovery;
 mod reposition;
 mod writer;
@@ -32,17 +34,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 
-pub use format::MAX_PAYLOAD;
-pub use recovery::{RecoveryReport, TornTail, replay_read_only, scan};
-pub use writer::{
+pub use commit_delay::{
     COMMIT_DELAY_ENOUGH, COMMIT_DELAY_MIN_BATCH, COMMIT_SIBLINGS, DEFAULT_COMMIT_DELAY,
-    PREALLOCATE_BYTES, SATURATED_COMMIT_DELAY,
+    SATURATED_COMMIT_DELAY,
 };
+pub use format::MAX_PAYLOAD;
+pub use options::{FsyncMode, ParseFsyncModeError, WalOptions};
+pub use recovery::{RecoveryReport, TornTail, replay_read_only, scan};
+pub use writer::PREALLOCATE_BYTES;
 
 use crate::storage::{RealFs, Storage};
 use format::frame_record;
@@ -52,99 +55,6 @@ use writer::Shared;
 /// Log sequence number: the position of a record in the log. The first record ever written has
 /// LSN 1; 0 means "nothing" (an empty log, or a snapshot taken before any record).
 pub type Lsn = u64;
-
-/// Default [`WalOptions::segment_bytes`]: 64 MiB.
-const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
-
-/// When an appended record counts as durable (docs/behaviour.md §7 `--fsync`, §8).
-///
-/// Its text form (`always`, `batch`, `never`: [`FsyncMode::as_str`], [`fmt::Display`],
-/// [`std::str::FromStr`], serde) is what `--fsync` and the config file accept.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncMode {
-    /// Every record gets its own write and fsync; no fsync is shared between records.
-    Always,
-    /// Group commit (the default): the writer writes everything queued since its last write and
-    /// fsyncs once for all of it.
-    #[default]
-    Batch,
-    /// No fsync: a record is durable once written to the OS (it survives a process crash, not a
-    /// power loss). Segments are still fsynced on rotation and on [`Wal::close`].
-    Never,
-}
-
-impl FsyncMode {
-    /// Every mode, in the order their names are listed: `always`, `batch`, `never`.
-    pub const ALL: [FsyncMode; 3] = [FsyncMode::Always, FsyncMode::Batch, FsyncMode::Never];
-
-    /// The mode's name: `always`, `batch` or `never`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            FsyncMode::Always => "always",
-            FsyncMode::Batch => "batch",
-            FsyncMode::Never => "never",
-        }
-    }
-}
-
-impl fmt::Display for FsyncMode {
-    /// Writes [`FsyncMode::as_str`].
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Text that names no [`FsyncMode`] (the names are exact and lowercase).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid fsync mode `{given}`: expected always, batch or never")]
-pub struct ParseFsyncModeError {
-    /// The text that was given.
-    pub given: String,
-}
-
-impl std::str::FromStr for FsyncMode {
-    type Err = ParseFsyncModeError;
-
-    /// Parses `always`, `batch` or `never`.
-    ///
-    /// # Errors
-    /// [`ParseFsyncModeError`] for any other text, case included (`Batch` is refused).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        FsyncMode::ALL
-            .into_iter()
-            .find(|mode| mode.as_str() == s)
-            .ok_or_else(|| ParseFsyncModeError {
-                given: s.to_owned(),
-            })
-    }
-}
-
-/// Tuning for [`Wal::open`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WalOptions {
-    /// When a record counts as durable. Default [`FsyncMode::Batch`].
-    pub fsync: FsyncMode,
-    /// Segment size in bytes at which the writer rotates: before writing a batch, if the active
-    /// segment is at least this large (and holds at least one record), it is fsynced and a new
-    /// segment is started. A segment may exceed this by one batch. Default 64 MiB.
-    pub segment_bytes: u64,
-    /// Group-commit delay ([`FsyncMode::Batch`] only; `writer.rs`, "Commit delay"): when the
-    /// last batch held at least [`COMMIT_DELAY_MIN_BATCH`] records, the writer waits up to this
-    /// long before taking the next batch, so more records share its fsync. Zero disables it.
-    /// Default [`DEFAULT_COMMIT_DELAY`].
-    pub commit_delay: Duration,
-}
-
-impl Default for WalOptions {
-    fn default() -> Self {
-        WalOptions {
-            fsync: FsyncMode::default(),
-            segment_bytes: DEFAULT_SEGMENT_BYTES,
-            commit_delay: DEFAULT_COMMIT_DELAY,
-        }
-    }
-}
 
 /// Everything that can go wrong in the log.
 #[derive(thiserror::Error, Debug)]
