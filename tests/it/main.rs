@@ -12,6 +12,7 @@ mod config_cli;
 mod crash;
 mod data_files;
 mod docs_drift;
+mod erasure_memory;
 mod erasure_traces;
 mod fault_injection;
 mod feed_cli;
