@@ -196,6 +196,20 @@ pub struct Refusal {
     pub limit: u32,
 }
 
+impl Refusal {
+    /// Overwrites the request's email and phone with zeros before freeing them
+    /// (docs/behaviour.md §6.7): for the copies a refusal record holds in the graph, and the
+    /// ones decoded from the log at start-up.
+    pub fn wipe(self) {
+        if let Some(email) = self.email {
+            email.wipe();
+        }
+        if let Some(phone) = self.phone {
+            phone.wipe();
+        }
+    }
+}
+
 impl Event {
     /// Encodes the event as a log payload (bincode 1, fixed-width little-endian integers).
     ///
@@ -348,6 +362,24 @@ pub enum SnapshotItem<'a> {
 }
 
 impl SnapshotEntry {
+    /// Overwrites the values the entry holds (a row's email and phone, a refusal record's)
+    /// with zeros before freeing them: a snapshot writer's copies of values that may be
+    /// erased later (docs/behaviour.md §6.7).
+    pub fn wipe(self) {
+        match self {
+            SnapshotEntry::Contact(contact) => {
+                if let Some(email) = contact.email {
+                    email.wipe();
+                }
+                if let Some(phone) = contact.phone {
+                    phone.wipe();
+                }
+            }
+            SnapshotEntry::History(HistoryRecord::Refused { refusal, .. }) => refusal.wipe(),
+            SnapshotEntry::History(_) | SnapshotEntry::Clock(_) => {}
+        }
+    }
+
     /// The entry as the snapshot reader would hand it out (its row's values borrowed).
     pub fn as_item(&self) -> SnapshotItem<'_> {
         match self {

@@ -335,6 +335,55 @@ pub struct PathIoError {
     pub source: io::Error,
 }
 
+/// Makes room in `buf` for at least `additional` more bytes without leaving a copy of its
+/// contents in freed memory: when it must grow, the bytes move to a new allocation (at least
+/// twice the old capacity) and the old one is zeroed, spare capacity included, before it is
+/// freed. For buffers that hold values read from the log or a snapshot (docs/behaviour.md
+/// §6.7); `Vec::reserve` would leave the old allocation to the allocator as it was.
+pub fn reserve_scrubbed(buf: &mut Vec<u8>, additional: usize) {
+    let needed = buf.len().saturating_add(additional);
+    if needed <= buf.capacity() {
+        return;
+    }
+    let mut bigger = Vec::with_capacity(needed.max(buf.capacity().saturating_mul(2)));
+    bigger.extend_from_slice(buf);
+    zeroize::Zeroize::zeroize(buf);
+    *buf = bigger;
+}
+
+/// Appends everything `reader` yields to `buf` (like [`Read::read_to_end`]) and returns the
+/// number of bytes read, growing `buf` with [`reserve_scrubbed`] so that no freed allocation
+/// keeps a copy of what was read. Reads at most 1 MiB at a time into zero-filled spare
+/// capacity.
+///
+/// # Errors
+/// The reader's error (other than `Interrupted`, which is retried); `buf` then holds what was
+/// read before it.
+pub fn read_to_end_scrubbed(reader: &mut dyn Read, buf: &mut Vec<u8>) -> io::Result<usize> {
+    const WINDOW: usize = 1 << 20;
+    let start = buf.len();
+    loop {
+        if buf.len() == buf.capacity() {
+            reserve_scrubbed(buf, 64 << 10);
+        }
+        let len = buf.len();
+        let window = (buf.capacity() - len).min(WINDOW);
+        buf.resize(len + window, 0);
+        match reader.read(&mut buf[len..]) {
+            Ok(0) => {
+                buf.truncate(len);
+                return Ok(len - start);
+            }
+            Ok(n) => buf.truncate(len + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(len),
+            Err(e) => {
+                buf.truncate(len);
+                return Err(e);
+            }
+        }
+    }
+}
+
 /// Creates `dir` (and missing parents) and fsyncs it and its parent, so the directory entries
 /// themselves survive a crash: a new data directory, and its `snapshots/`. The grandparent
 /// is fsynced too, best effort: the data directory itself may be new (import creates
@@ -415,6 +464,22 @@ mod tests {
                 .kind(),
             io::ErrorKind::NotFound
         );
+    }
+
+    #[test]
+    fn scrubbed_reads_return_every_byte_across_growths() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut buf = b"prefix".to_vec();
+        let read = read_to_end_scrubbed(&mut io::Cursor::new(&data), &mut buf).unwrap();
+        assert_eq!(read, data.len());
+        assert_eq!(&buf[..6], b"prefix");
+        assert_eq!(&buf[6..], &data[..]);
+        let capacity = buf.capacity();
+        buf.clear();
+        reserve_scrubbed(&mut buf, capacity);
+        assert_eq!(buf.capacity(), capacity, "enough room: no new allocation");
+        reserve_scrubbed(&mut buf, capacity + 1);
+        assert!(buf.capacity() >= 2 * capacity);
     }
 
     #[test]

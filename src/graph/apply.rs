@@ -275,12 +275,12 @@ impl IdentityGraph {
                 if let Some(HistoryRecord::Refused { refusal, .. }) =
                     self.history.get_mut(index as usize)
                 {
-                    if let Some(email) = refusal.email.take() {
-                        email.wipe();
+                    Refusal {
+                        email: refusal.email.take(),
+                        phone: refusal.phone.take(),
+                        ..*refusal
                     }
-                    if let Some(phone) = refusal.phone.take() {
-                        phone.wipe();
-                    }
+                    .wipe();
                 }
             }
         }

@@ -94,7 +94,8 @@ pub fn encode(
 /// chunk holds [`CHUNK_TARGET`] bytes, then the chunk's length, checksum and payload are
 /// appended to the caller's output.
 pub(super) struct ChunkFramer {
-    chunk: Vec<u8>,
+    /// Encoded entries, values included: zeroed when dropped (docs/behaviour.md §6.7).
+    chunk: zeroize::Zeroizing<Vec<u8>>,
     entries: u64,
     chunks: u64,
 }
@@ -102,7 +103,7 @@ pub(super) struct ChunkFramer {
 impl ChunkFramer {
     pub(super) fn new() -> ChunkFramer {
         ChunkFramer {
-            chunk: Vec::with_capacity(CHUNK_TARGET + 1024),
+            chunk: zeroize::Zeroizing::new(Vec::with_capacity(CHUNK_TARGET + 1024)),
             entries: 0,
             chunks: 0,
         }
@@ -114,7 +115,7 @@ impl ChunkFramer {
         entry: &SnapshotEntry,
         out: &mut Vec<u8>,
     ) -> Result<(), SnapshotError> {
-        bincode::serialize_into(&mut self.chunk, entry).map_err(|e| SnapshotError::Io {
+        bincode::serialize_into(&mut *self.chunk, entry).map_err(|e| SnapshotError::Io {
             path: PathBuf::new(),
             source: std::io::Error::other(e.to_string()),
         })?;

@@ -1,10 +1,13 @@
 //! Reading snapshot files: a streaming read that hands each entry to a visitor, verifying
 //! every checksum before the bytes it covers are decoded, and a peek at the header alone.
 //!
-//! A file is read through a 1 MiB buffer, one chunk in memory at a time, so reading a
-//! snapshot never needs a second copy of the state.
+//! A file is read one chunk at a time, straight into one chunk buffer (two reads per chunk of
+//! about 64 KiB), so reading a snapshot never needs a second copy of the state. That buffer
+//! grows without leaving copies behind and is zeroed when dropped: it holds values that may
+//! be erased later (docs/behaviour.md §6.7). No `BufReader`, whose buffer would be freed
+//! as it was.
 
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use super::format::{
@@ -36,8 +39,7 @@ pub(super) fn read<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     path: &Path,
     mut visit: impl FnMut(SnapshotItem<'_>) -> Result<(), E>,
 ) -> Result<SnapshotInfo, SnapshotError> {
-    let file = fs.open_read(path).map_err(io_err(path))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut reader = fs.open_read(path).map_err(io_err(path))?;
     let corrupt = |offset: u64, reason: &str| SnapshotError::Corrupt {
         file: path.to_path_buf(),
         offset,
@@ -74,7 +76,7 @@ pub(super) fn read<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
         return Err(corrupt(0, "header LSN or next id out of range"));
     }
     let (mut offset, mut count, mut chunks) = (HEADER_LEN as u64, 0u64, 0u64);
-    let mut payload = Vec::new();
+    let mut payload = zeroize::Zeroizing::new(Vec::new());
     loop {
         let mut frame = [0u8; 8];
         read_exact_or(
@@ -98,6 +100,8 @@ pub(super) fn read<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
         if len > CHUNK_LIMIT {
             return Err(corrupt(offset, "chunk length out of range"));
         }
+        payload.clear();
+        crate::storage::reserve_scrubbed(&mut payload, len);
         payload.resize(len, 0);
         read_exact_or(
             &mut reader,

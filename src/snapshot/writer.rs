@@ -122,8 +122,9 @@ pub struct SnapshotWriter<'a> {
     file: PieceFile<'a>,
     next_id: ContactId,
     framer: ChunkFramer,
-    /// Framed bytes not yet written; they belong right after the file's written bytes.
-    pending: Vec<u8>,
+    /// Framed bytes not yet written; they belong right after the file's written bytes. Zeroed
+    /// when dropped: they hold values (docs/behaviour.md §6.7).
+    pending: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl<'a> SnapshotWriter<'a> {
@@ -139,7 +140,7 @@ impl<'a> SnapshotWriter<'a> {
             file: PieceFile::create(fs, dir, lsn, HEADER_LEN as u64, pace)?,
             next_id,
             framer: ChunkFramer::new(),
-            pending: Vec::with_capacity(WRITE_PIECE + CHUNK_TARGET + 1024),
+            pending: zeroize::Zeroizing::new(Vec::with_capacity(WRITE_PIECE + CHUNK_TARGET + 1024)),
         })
     }
 

@@ -56,9 +56,17 @@ pub(super) fn apply_record_erasure(
 ) -> Result<bool, ReplayError> {
     match Event::decode_borrowed(payload).map_err(ReplayError::Decode)? {
         EventRef::ContactInserted(row) => graph.apply_insert(row).map(|()| false),
-        EventRef::Other(event) => graph
-            .apply(&event)
-            .map(|()| matches!(event, Event::IdentityErased { .. })),
+        EventRef::Other(event) => {
+            let applied = graph
+                .apply(&event)
+                .map(|()| matches!(event, Event::IdentityErased { .. }));
+            // The graph keeps its own copy of a refusal's values; this decoded one is zeroed
+            // before it is freed, so an erasure leaves no copy behind (docs/behaviour.md §6.7).
+            if let Event::MergeRefused(refusal) = event {
+                refusal.wipe();
+            }
+            applied
+        }
     }
     .map_err(ReplayError::Apply)
 }

@@ -57,6 +57,15 @@ struct CapturedEntries<'a> {
     done: bool,
 }
 
+impl Drop for CapturedEntries<'_> {
+    /// Entries fetched but not written (a write failed) hold copies of values: zeroed too.
+    fn drop(&mut self) {
+        for entry in self.buffer.drain(..) {
+            entry.wipe();
+        }
+    }
+}
+
 impl Iterator for CapturedEntries<'_> {
     type Item = SnapshotEntry;
 
@@ -326,6 +335,9 @@ impl Store {
         };
         for entry in entries {
             writer.push(&entry)?;
+            // Its values are copies made for this snapshot: zeroed before they are freed, so a
+            // later erasure leaves none behind (docs/behaviour.md §6.7).
+            entry.wipe();
         }
         Ok(writer.finish()?)
     }

@@ -295,8 +295,9 @@ fn recover<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     let first_needed = after_lsn.saturating_add(1);
     let mut next_lsn: Option<Lsn> = None;
     // One buffer for every segment: reading a large log into fresh memory per segment cost a
-    // page fault per 4 KiB, which slowed replay.
-    let mut data: Vec<u8> = Vec::new();
+    // page fault per 4 KiB, which slowed replay. It holds every value of the log, so it grows
+    // without leaving copies behind and is zeroed when dropped (docs/behaviour.md §6.7).
+    let mut data = zeroize::Zeroizing::new(Vec::<u8>::new());
     for (i, segment) in segments.iter().enumerate() {
         let path = &segment.path;
         let position = if i + 1 < segments.len() {
@@ -332,7 +333,7 @@ fn recover<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
 
         data.clear();
         fs.open_read(path)
-            .and_then(|mut file| file.read_to_end(&mut data))
+            .and_then(|mut file| crate::storage::read_to_end_scrubbed(&mut *file, &mut data))
             .map_err(io_err(path))?;
         let scanned = scan_segment(path, segment.first_lsn, &data, position)?;
 

@@ -16,6 +16,7 @@ mod crash;
 mod data_files;
 mod disk_space;
 mod docs_drift;
+mod erasure_memory;
 mod erasure_traces;
 mod fault_injection;
 mod feed_cli;
