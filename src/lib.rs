@@ -10,9 +10,10 @@
 //! Dependencies run one way, with no cycle:
 //!
 //! ```text
-//! cli ──► http ──► store ──┬──► graph      memory: union-find forest + email/phone indexes
-//!  │                       ├──► wal        disk: checksummed records, group commit
-//!  │                       └──► snapshot   disk: the whole state at one LSN, atomic rename
+//! cli ──► http ──┬──► store ──┬──► graph      memory: union-find forest + email/phone indexes
+//!  │             │            ├──► wal        disk: checksummed records, group commit
+//!  │             │            └──► snapshot   disk: the whole state at one LSN, atomic rename
+//!  │             └──► cluster ──► graph, wal, snapshot, the store's answer types (openraft)
 //!  └──► rows                               import planning and export of Contact rows
 //!
 //! graph, snapshot, rows ──► contact, event        wal, snapshot ──► storage
@@ -36,6 +37,8 @@
 //!   `FaultFs` for fault-injection tests);
 //! - [`store`]: graph + log + snapshots: locking, durability waits, recovery, and one
 //!   maintenance task for snapshots and compaction;
+//! - [`cluster`]: cluster mode: a Raft group on openraft whose log is a write-ahead log, whose
+//!   state machine is the graph and whose snapshots are snapshot files (docs/behaviour.md §9);
 //! - [`rows`]: CSV / JSON Lines reading, import planning and export of Contact rows;
 //! - [`metrics`]: the names, help texts and buckets of every metric, and the Prometheus recorder.
 //!
