@@ -6,6 +6,7 @@
 mod common;
 
 mod admin;
+mod architecture;
 mod bit_flips;
 mod capacity;
 mod cluster;
