@@ -437,7 +437,7 @@ async fn membership_changes_through_the_cluster_command() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let address = format!("127.0.0.1:{}", free_port());
     let list = format!("{},4={address}", cluster.list);
-    let mut fourth = Command::new(env!("CARGO_BIN_EXE_idrecon"))
+    let fourth = Command::new(env!("CARGO_BIN_EXE_idrecon"))
         .args([
             "serve",
             "--node-id",
@@ -453,6 +453,8 @@ async fn membership_changes_through_the_cluster_command() {
         .stderr(Stdio::null())
         .spawn()
         .expect("fourth member starts");
+    // Killed when the test ends, whether it passes or panics.
+    let _fourth = KillOnDrop(fourth);
     let added = tokio::task::spawn_blocking({
         let (url, address) = (follower_url.clone(), address.clone());
         move || {
@@ -551,8 +553,6 @@ async fn membership_changes_through_the_cluster_command() {
         "{}",
         String::from_utf8_lossy(&unknown.stderr)
     );
-    let _ = fourth.kill();
-    let _ = fourth.wait();
 }
 
 /// The longer run (docs/CLUSTER.md, RELIABILITY.md): `IDRECON_CLUSTER_KILLS` leader kills
@@ -613,4 +613,14 @@ async fn many_leader_kills_lose_no_acknowledged_answer() {
     let exports: Vec<String> = (1..=3).map(|id| cluster.export(id)).collect();
     assert_eq!(exports[0], exports[1]);
     assert_eq!(exports[0], exports[2]);
+}
+
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
