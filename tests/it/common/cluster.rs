@@ -152,10 +152,29 @@ impl Cluster {
             {
                 return leader;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no agreed leader within {limit:?}: {seen:?}"
-            );
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = self
+                    .running()
+                    .into_iter()
+                    .map(|id| {
+                        let log = self.member_log(id);
+                        let tail: Vec<&str> = log
+                            .lines()
+                            .filter(|l| !l.starts_with("  "))
+                            .rev()
+                            .take(15)
+                            .collect();
+                        format!(
+                            "member {id}:\n{}",
+                            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "no agreed leader within {limit:?}: {seen:?}\n{}",
+                    logs.join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
