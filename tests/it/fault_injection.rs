@@ -484,7 +484,7 @@ fn crash_during_erasure_and_compaction_recovers() {
         .build()
         .unwrap();
     let (mut runs, mut fired, mut compacted) = (0, 0, 0);
-    for n in 1..=90u64 {
+    for n in 1..=130u64 {
         for (fsync, snapshot_every, segment_bytes) in layouts() {
             let s = Schedule {
                 fault: Fault::StopAt(n),
