@@ -160,7 +160,7 @@ impl Cluster {
                         let log = self.member_log(id);
                         let tail: Vec<&str> = log
                             .lines()
-                            .filter(|l| !l.starts_with("  "))
+                            .filter(|l| !l.starts_with("  ") || l.contains("left:"))
                             .rev()
                             .take(15)
                             .collect();
