@@ -104,7 +104,9 @@ impl IdentityGraph {
         let root = match link_slot {
             Some(link) if self.bulk => {
                 self.defer_link(slot, link);
-                slot
+                // Deferring settles the pending links once a batch is full, this one included,
+                // so the row may already sit under another root.
+                self.root(slot)
             }
             Some(link) => self.union(slot, link),
             None => slot,
