@@ -55,12 +55,7 @@ pub struct Status {
 fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> ClusterError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
-            ClusterError::NotLeader(forward.leader_id.and_then(|id| {
-                forward.leader_node.map(|node| Leader {
-                    id,
-                    address: node.addr,
-                })
-            }))
+            ClusterError::NotLeader(Leader::of(forward))
         }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             ClusterError::Membership(e.to_string())

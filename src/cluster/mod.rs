@@ -164,6 +164,19 @@ pub struct Leader {
     pub address: String,
 }
 
+impl Leader {
+    /// The leader a refusal from openraft names, when it names one with its address.
+    pub fn of(
+        forward: openraft::error::ForwardToLeader<NodeId, openraft::BasicNode>,
+    ) -> Option<Leader> {
+        let id = forward.leader_id?;
+        forward.leader_node.map(|node| Leader {
+            id,
+            address: node.addr,
+        })
+    }
+}
+
 /// Why a cluster member cannot execute a request.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

@@ -390,7 +390,7 @@ impl Wal {
     /// [`WalError::Failed`] if the writer failed before or during the roll, [`WalError::Closed`]
     /// after `close`.
     pub fn roll_segment(&self) -> Result<Lsn, WalError> {
-        let mut q = self.shared.queue.lock();
+        let q = self.shared.queue.lock();
         if q.failed {
             return Err(WalError::Failed);
         }
@@ -398,6 +398,16 @@ impl Wal {
             return Err(WalError::Closed);
         }
         let next_lsn = q.next_lsn;
+        self.roll_and_wait(q)?;
+        Ok(next_lsn)
+    }
+
+    /// Asks the writer for the segment roll `q` describes (`roll_requested`, and a
+    /// `reposition` when one is set) and waits until it is done.
+    fn roll_and_wait(
+        &self,
+        mut q: parking_lot::MutexGuard<'_, writer::Queue>,
+    ) -> Result<(), WalError> {
         let target = q.rolls_done + 1;
         q.roll_requested = true;
         self.shared.work.notify_all();
@@ -416,7 +426,7 @@ impl Wal {
                 return Err(WalError::Failed);
             }
         }
-        Ok(next_lsn)
+        Ok(())
     }
 
     /// Makes `lsn` the LSN of the next record (a Raft log's truncation of a conflicting suffix,
@@ -443,24 +453,8 @@ impl Wal {
         if q.next_lsn == lsn && q.buf.is_empty() {
             return Ok(());
         }
-        let target = q.rolls_done + 1;
         q.reposition = Some(lsn.max(1));
-        q.roll_requested = true;
-        self.shared.work.notify_all();
-        while q.rolls_done < target {
-            if q.failed {
-                return Err(WalError::Failed);
-            }
-            let timed_out = self
-                .shared
-                .rolled
-                .wait_for(&mut q, std::time::Duration::from_millis(100))
-                .timed_out();
-            if timed_out && self.writer.lock().as_ref().is_none_or(|h| h.is_finished()) {
-                return Err(WalError::Failed);
-            }
-        }
-        Ok(())
+        self.roll_and_wait(q)
     }
 
     /// Writes and fsyncs everything queued (in every fsync mode) and stops the writer thread;
