@@ -259,12 +259,7 @@ impl ClusterNode {
         match self.raft.client_write(command).await {
             Ok(response) => Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(ClusterError::NotLeader(forward.leader_id.and_then(|id| {
-                    forward.leader_node.map(|node| Leader {
-                        id,
-                        address: node.addr,
-                    })
-                })))
+                Err(ClusterError::NotLeader(Leader::of(forward)))
             }
             Err(e) => Err(ClusterError::Unavailable(e.to_string())),
         }
@@ -294,12 +289,7 @@ impl ClusterNode {
                 Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
                     forward,
                 ))) => {
-                    return Err(ClusterError::NotLeader(forward.leader_id.and_then(|id| {
-                        forward.leader_node.map(|node| Leader {
-                            id,
-                            address: node.addr,
-                        })
-                    })));
+                    return Err(ClusterError::NotLeader(Leader::of(forward)));
                 }
                 Err(e) => return Err(ClusterError::Unavailable(e.to_string())),
             }
@@ -308,7 +298,7 @@ impl ClusterNode {
 
     /// `/identify` on the leader (docs/behaviour.md §3, §9): a request that changes nothing is
     /// answered from the replica after a linearizable-read confirmation; one that writes is
-    /// proposed with the leader's time and answered once applied.
+    /// proposed with the leader's time, without a confirmation, and answered once applied.
     ///
     /// # Errors
     /// As [`ClusterNode::write`]; [`ClusterError::Full`] when the graph cannot take another
@@ -317,15 +307,26 @@ impl ClusterNode {
         &self,
         request: &IdentifyRequest,
     ) -> Result<(Identity, Outcome), ClusterError> {
-        self.linearizable().await?;
-        let read = self
-            .replica
-            .read(|state| match state.graph.decide(request, Timestamp::now) {
-                Decision::Read(_, view) => Some(view.to_identity()),
-                Decision::Write(_) => None,
-            });
-        if let Some(identity) = read {
-            return Ok((identity, Outcome::PureRead));
+        let reads = |state: &super::replica::ReplicaState| {
+            matches!(
+                state.graph.decide(request, Timestamp::now),
+                Decision::Read(..)
+            )
+        };
+        // A request that writes needs no read-index round: its entry is decided again when it
+        // is applied, and answered from the committed state. Only a pure read confirms the lead
+        // first, then decides again on the state that confirmation covers.
+        if self.replica.read(reads) {
+            self.linearizable().await?;
+            let read =
+                self.replica
+                    .read(|state| match state.graph.decide(request, Timestamp::now) {
+                        Decision::Read(_, view) => Some(view.to_identity()),
+                        Decision::Write(_) => None,
+                    });
+            if let Some(identity) = read {
+                return Ok((identity, Outcome::PureRead));
+            }
         }
         let command = Command::Identify {
             email: request.email().cloned(),
