@@ -56,7 +56,7 @@ pub(super) fn run(args: CheckArgs) -> anyhow::Result<i32> {
             match item {
                 SnapshotItem::Contact(_) => contacts += 1,
                 SnapshotItem::History(_) => history += 1,
-                SnapshotItem::Clock(_) => {}
+                SnapshotItem::Clock(_) | SnapshotItem::Blocked(_) => {}
             }
             Ok::<(), Infallible>(())
         });

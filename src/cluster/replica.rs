@@ -3,7 +3,8 @@
 //!
 //! Applying an entry runs the single-node rules on the member's own graph: `/identify` plans
 //! with the leader's timestamp and applies the planned events (docs/behaviour.md §3), a
-//! deletion or an erasure applies its one event (§6.6, §6.7). The graph is pure, so members
+//! deletion or an erasure applies its one event (§6.6, §6.7), a split or a block is decided
+//! and applied by the graph (§10). The graph is pure, so members
 //! that applied the same entries hold the same graph. Reads take the shared lock, applying takes
 //! the exclusive one, as in the single-node store.
 
@@ -133,6 +134,24 @@ pub fn apply_command(graph: &mut IdentityGraph, command: &Command) -> Answer {
         }
         Command::DeleteContact { id, at } => Answer::Deleted(delete(graph, *id, *at)),
         Command::EraseIdentity { id, at } => Answer::Erased(erase(graph, *id, *at)),
+        // The graph decides and applies these itself (docs/behaviour.md §10); an error leaves
+        // it unchanged on every member alike.
+        Command::SplitIdentity { id, values, at } => match graph.split(*id, values.clone(), *at) {
+            Ok(split) => Answer::Split(split.map(|(_, report)| report)),
+            Err(_) => Answer::Split(None),
+        },
+        Command::BlockValues {
+            values,
+            retroactive,
+            at,
+        } => match graph.block_values(values.clone(), *retroactive, *at) {
+            Ok((_, report)) => Answer::Blocked(report),
+            Err(_) => Answer::Nothing,
+        },
+        Command::UnblockValues { values } => match graph.unblock_values(values.clone()) {
+            Ok(_) => Answer::Unblocked,
+            Err(_) => Answer::Nothing,
+        },
     }
 }
 

@@ -8,7 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::contact::{ContactId, Email, Phone, Timestamp};
-use crate::graph::Identity;
+use crate::event::BlockedValues;
+use crate::graph::{Identity, SplitReport};
 use crate::store::{Deletion, Erasure, Outcome};
 
 /// A member's id in the Raft group: a positive integer, unique in the cluster.
@@ -68,6 +69,29 @@ pub enum Command {
         /// The leader's wall clock when it proposed the entry.
         at: Timestamp,
     },
+    /// `POST /identities/{id}/split`.
+    SplitIdentity {
+        /// Any contact of the identity to split.
+        id: ContactId,
+        /// The values to block.
+        values: BlockedValues,
+        /// The leader's wall clock when it proposed the entry.
+        at: Timestamp,
+    },
+    /// `POST /admin/blocked-values`.
+    BlockValues {
+        /// The values to block.
+        values: BlockedValues,
+        /// Whether identities already linked through them are split.
+        retroactive: bool,
+        /// The leader's wall clock when it proposed the entry.
+        at: Timestamp,
+    },
+    /// `DELETE /admin/blocked-values`.
+    UnblockValues {
+        /// The values to unblock.
+        values: BlockedValues,
+    },
 }
 
 /// What applying an entry answered, handed back to the request that proposed it.
@@ -89,4 +113,10 @@ pub enum Answer {
     /// The graph cannot take another contact (every member refuses the same entry the same
     /// way, so they stay equal).
     Full,
+    /// [`Command::SplitIdentity`]; `None` for an unknown or erased contact.
+    Split(Option<SplitReport>),
+    /// [`Command::BlockValues`]: what a retroactive block split.
+    Blocked(SplitReport),
+    /// [`Command::UnblockValues`].
+    Unblocked,
 }

@@ -33,6 +33,19 @@ impl IdentityGraph {
             Event::ContactDeleted { id, at } => self.apply_delete(*id, *at),
             Event::IdentityErased { id, at } => self.apply_erase(*id, *at),
             Event::MergeRefused(refusal) => self.apply_refusal(refusal),
+            Event::IdentitySplit { id, values, at } => self.apply_split(*id, values, *at),
+            Event::ValuesBlocked {
+                values,
+                retroactive,
+                at,
+            } => {
+                self.apply_block(values, *retroactive, *at);
+                Ok(())
+            }
+            Event::ValuesUnblocked { values } => {
+                self.apply_unblock(values);
+                Ok(())
+            }
         }
     }
 
@@ -312,7 +325,7 @@ impl IdentityGraph {
 
     /// Indexes `slot` as the carrier of `text` (an email when `email`, else a phone) unless the
     /// index already has a carrier of it; one hash-table probe either way.
-    fn index_if_new(&mut self, text: &str, slot: u32, email: bool) {
+    pub(super) fn index_if_new(&mut self, text: &str, slot: u32, email: bool) {
         let hash = self.hash(text);
         let (nodes, values) = (&self.nodes, &self.values);
         let field = |n: &Node| if email { n.email } else { n.phone };

@@ -78,7 +78,7 @@ impl IdentityGraph {
     /// value at its oldest live carrier; deleted, erased and blocked values left out.
     fn build_index(&self, field: ValueOf) -> ValueIndex {
         let (nodes, values, hasher) = (&self.nodes, &self.values, &self.hasher);
-        let checks_blocked = !self.options.blocked.is_empty();
+        let checks_blocked = self.blocks_any();
         let bytes_of = |s: u32| field(&nodes[s as usize]).map_or(&[][..], |r| values.bytes(r));
         // (slot, value) of every indexable value, in slot order: one sequential pass over the
         // rows, run twice below (hashing again costs less than a buffer of hashes).

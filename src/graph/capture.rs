@@ -4,7 +4,7 @@
 use super::arena::StrRef;
 use super::{ApplyError, IdentityGraph, Links, Node};
 use crate::contact::{ContactId, Timestamp};
-use crate::event::{NewContact, SnapshotEntry, SnapshotItem};
+use crate::event::{BlockedValues, NewContact, SnapshotEntry, SnapshotItem};
 
 /// The state of the graph at the moment a chunked snapshot began: what changed since is kept
 /// here as pre-images (copy-on-write at slot granularity), so the snapshot thread can encode
@@ -21,6 +21,8 @@ pub(super) struct Capture {
     erased: hashbrown::HashSet<u32>,
     /// History records at the start.
     history: usize,
+    /// Run-time blocked values at the start.
+    blocked: BlockedValues,
     clock: Timestamp,
     /// Values erased since the start: wiped at the end of the capture, which may still read
     /// them from pre-images.
@@ -50,6 +52,7 @@ pub struct CaptureCursor {
     /// Smallest slot seen so far of each identity root (at capture time), `u32::MAX` if none.
     first_of_root: Vec<u32>,
     next_record: usize,
+    blocked_written: bool,
     clock_written: bool,
     /// The next contact id at capture time (the snapshot header's `next_id`).
     pub next_id: ContactId,
@@ -90,12 +93,17 @@ impl IdentityGraph {
     }
 
     /// The whole graph as snapshot entries: [`IdentityGraph::snapshot_contacts`] then
-    /// [`IdentityGraph::snapshot_history`] then the clock (docs/behaviour.md §8; history
+    /// [`IdentityGraph::snapshot_history`] then the run-time blocked values (if any) then the
+    /// clock (docs/behaviour.md §8; history
     /// survives snapshots, §6.5).
     pub fn snapshot_entries(&self) -> impl Iterator<Item = SnapshotEntry> + '_ {
         self.snapshot_contacts()
             .map(SnapshotEntry::Contact)
             .chain(self.snapshot_history().cloned().map(SnapshotEntry::History))
+            .chain(
+                (!self.run_time_blocks.is_empty())
+                    .then(|| SnapshotEntry::Blocked(self.run_time_blocks.clone())),
+            )
             .chain(std::iter::once(SnapshotEntry::Clock(self.max_created_at)))
     }
 
@@ -114,6 +122,10 @@ impl IdentityGraph {
             }
             SnapshotItem::Clock(clock) => {
                 self.max_created_at = self.max_created_at.max(clock);
+                Ok(())
+            }
+            SnapshotItem::Blocked(values) => {
+                self.block(&values);
                 Ok(())
             }
         }
@@ -180,6 +192,7 @@ impl IdentityGraph {
             nodes: hashbrown::HashMap::new(),
             erased: self.erased.clone(),
             history: self.history.len(),
+            blocked: self.run_time_blocks.clone(),
             clock: self.max_created_at,
             pending_wipes: Vec::new(),
         }));
@@ -187,6 +200,7 @@ impl IdentityGraph {
             next_slot: 0,
             first_of_root,
             next_record: 0,
+            blocked_written: false,
             clock_written: false,
             next_id: self.next_id,
         }
@@ -263,10 +277,15 @@ impl IdentityGraph {
                 produced += 1;
             }
         }
-        if cursor.next_slot >= capture.slots
-            && cursor.next_record >= capture.history
-            && !cursor.clock_written
-        {
+        let history_done =
+            cursor.next_slot >= capture.slots && cursor.next_record >= capture.history;
+        if history_done && !cursor.blocked_written {
+            if !capture.blocked.is_empty() {
+                out.push(SnapshotEntry::Blocked(capture.blocked.clone()));
+            }
+            cursor.blocked_written = true;
+        }
+        if history_done && !cursor.clock_written {
             out.push(SnapshotEntry::Clock(capture.clock));
             cursor.clock_written = true;
         }

@@ -14,7 +14,7 @@
 
 use super::IdentityGraph;
 use crate::contact::{ContactId, Email, Phone, Timestamp};
-use crate::event::{HistoryRecord, Refusal};
+use crate::event::{BlockedValues, HistoryRecord, Refusal};
 
 /// One entry of `GET /identities/{contactId}/history`, values resolved for display.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +54,18 @@ pub enum HistoryEntry {
     },
     /// The size cap refused a merge (`other` set) or a new secondary.
     Refused(Refusal),
+    /// A split (docs/behaviour.md §10) made `primary` the primary of a part of the identity
+    /// whose primary was `from`. Shown on both sides.
+    Split {
+        /// The identity's primary before the split.
+        from: ContactId,
+        /// The primary of the part split off.
+        primary: ContactId,
+        /// The blocked values whose links were removed.
+        values: BlockedValues,
+        /// When.
+        at: Timestamp,
+    },
 }
 
 impl IdentityGraph {
@@ -61,8 +73,8 @@ impl IdentityGraph {
     /// only an erased contact skipped by a snapshot can be, are not indexed).
     pub(super) fn record(&mut self, record: HistoryRecord) {
         let index = self.history.len() as u32;
-        let mut prev = [0u32; 2];
-        for (k, id) in record.contacts().enumerate().take(2) {
+        let mut prev = [0u32; 4];
+        for (k, id) in record.contacts().enumerate() {
             if let Some(slot) = self.slot_of(id) {
                 let s = slot as usize;
                 if self.history_head.len() <= s {
@@ -93,7 +105,7 @@ impl IdentityGraph {
                 .contacts()
                 .position(|id| self.raw_slot_of(id) == Some(slot))
                 .unwrap_or(0);
-            let previous = prev[k.min(1)];
+            let previous = prev[k.min(3)];
             if previous >= next {
                 break;
             }
@@ -160,6 +172,18 @@ impl IdentityGraph {
                     promoted: *promoted,
                 },
                 HistoryRecord::Refused { refusal, .. } => HistoryEntry::Refused(refusal.clone()),
+                HistoryRecord::Split {
+                    from,
+                    primary,
+                    values,
+                    at,
+                    ..
+                } => HistoryEntry::Split {
+                    from: *from,
+                    primary: *primary,
+                    values: values.clone(),
+                    at: *at,
+                },
             };
             keyed.push(((record.before_id(), 0, index), entry));
         }

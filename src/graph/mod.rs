@@ -56,6 +56,8 @@
 //! - `bulk.rs`: recovery mode, where the indexes are built once at the end;
 //! - `capture.rs`: snapshot entries, and chunked copy-on-write captures of them;
 //! - `history.rs`: history records and `GET /identities/{id}/history` (§6.5);
+//! - `links.rs`: the links of an identity and their reasons (§10);
+//! - `split.rs`: splits and run-time blocked values (§10);
 //! - `view.rs`: answers and rows as readers see them;
 //! - `invariants.rs`: the consistency checks run after every mutation in debug builds;
 //! - [`arena`], [`value_index`], [`blocklist`]: the storage and configuration above.
@@ -66,7 +68,7 @@ use std::sync::Arc;
 use hashbrown::DefaultHashBuilder;
 
 use crate::contact::{ContactId, Email, Phone, Timestamp};
-use crate::event::HistoryRecord;
+use crate::event::{BlockedValues, HistoryRecord};
 
 pub mod arena;
 pub mod blocklist;
@@ -77,7 +79,9 @@ mod bulk;
 mod capture;
 mod history;
 mod invariants;
+mod links;
 mod plan;
+mod split;
 mod union_find;
 mod view;
 
@@ -86,7 +90,9 @@ pub use blocklist::BlockList;
 use capture::Capture;
 pub use capture::{CaptureBuffer, CaptureCursor};
 pub use history::HistoryEntry;
+pub use links::{Link, LinkReason};
 pub use plan::{Decision, IdentifyRequest, Lookup};
+pub use split::SplitReport;
 use value_index::ValueIndex;
 pub use view::{Identity, IdentityParts, IdentityView, stored_text};
 
@@ -204,16 +210,18 @@ pub struct IdentityGraph {
     /// Members of the largest identity (identities only grow; erasure recounts it).
     largest: u32,
     options: GraphOptions,
-    /// Merges, deletions and refusals in the order applied (see [`HistoryRecord`]).
+    /// Merges, deletions, refusals and splits in the order applied (see [`HistoryRecord`]).
     history: Vec<HistoryRecord>,
-    /// For each record of `history`, per contact it names (first, second): the previous record
-    /// naming that contact, as index + 1 (0: none). A chain per contact, no allocation per
-    /// record.
-    history_prev: Vec<[u32; 2]>,
+    /// For each record of `history`, per contact it names (up to four, in the order of
+    /// [`HistoryRecord::contacts`]): the previous record naming that contact, as index + 1 (0:
+    /// none). A chain per contact, no allocation per record.
+    history_prev: Vec<[u32; 4]>,
     /// Per slot: the newest record naming that contact, as index + 1 (0: none); grown lazily.
     history_head: Vec<u32>,
     /// Slots of erased contacts: unknown to every lookup, listing and snapshot.
     erased: hashbrown::HashSet<u32>,
+    /// Values blocked by splits and the admin routes (docs/behaviour.md §10), sorted.
+    run_time_blocks: BlockedValues,
     /// Copy-on-write pre-images while a snapshot is encoded in chunks (see
     /// [`IdentityGraph::begin_capture`]).
     capture: Option<Box<Capture>>,
@@ -250,6 +258,7 @@ impl IdentityGraph {
             history_prev: Vec::new(),
             history_head: Vec::new(),
             erased: hashbrown::HashSet::new(),
+            run_time_blocks: BlockedValues::default(),
             capture: None,
             bulk: false,
             pending_links: Vec::new(),
@@ -282,8 +291,16 @@ impl IdentityGraph {
         &self.options
     }
 
+    /// Whether `value` is blocked for matching: by the configured list or at run time
+    /// (docs/behaviour.md §3.6, §10). Either kind of value is checked against both lists, as
+    /// the configured list does.
     fn blocked(&self, value: &str) -> bool {
-        self.options.blocked.blocks(value)
+        self.options.blocked.blocks(value) || self.blocked_at_run_time(value)
+    }
+
+    /// Whether any value is blocked (the configured list or run-time blocks).
+    fn blocks_any(&self) -> bool {
+        !self.options.blocked.is_empty() || !self.run_time_blocks.is_empty()
     }
 
     /// True when the graph has no contact.

@@ -250,6 +250,29 @@ pub enum HistoryEvent {
         /// The cap in force, in contacts per identity.
         limit: u32,
     },
+    /// A split (docs/behaviour.md §10) made `primaryContactId` the primary of a part of the
+    /// identity whose primary was `fromPrimaryContactId`; shown on both sides.
+    #[serde(rename_all = "camelCase")]
+    Split {
+        /// When.
+        #[schema(value_type = String, format = DateTime)]
+        at: Timestamp,
+        /// The identity's primary before the split.
+        #[schema(value_type = u64)]
+        from_primary_contact_id: ContactId,
+        /// The primary of the part split off.
+        #[schema(value_type = u64)]
+        primary_contact_id: ContactId,
+        /// The blocked emails whose links were removed.
+        #[schema(value_type = Vec<String>)]
+        emails: Vec<Email>,
+        /// The blocked phone numbers whose links were removed.
+        #[schema(value_type = Vec<String>)]
+        phone_numbers: Vec<Phone>,
+        /// The same in words, e.g. "identity 4 split from identity 1: phone 0000000000
+        /// blocked".
+        description: String,
+    },
 }
 
 impl From<HistoryEntry> for HistoryEvent {
@@ -292,6 +315,28 @@ impl From<HistoryEntry> for HistoryEvent {
                 phone_number: refusal.phone,
                 limit: refusal.limit,
             },
+            HistoryEntry::Split {
+                from,
+                primary,
+                values,
+                at,
+            } => {
+                let blocked: Vec<String> = (values.emails.iter())
+                    .map(|e| format!("email {e}"))
+                    .chain(values.phones.iter().map(|p| format!("phone {p}")))
+                    .collect();
+                HistoryEvent::Split {
+                    at,
+                    from_primary_contact_id: from,
+                    primary_contact_id: primary,
+                    description: format!(
+                        "identity {primary} split from identity {from}: {} blocked",
+                        blocked.join(", ")
+                    ),
+                    emails: values.emails,
+                    phone_numbers: values.phones,
+                }
+            }
         }
     }
 }

@@ -170,7 +170,7 @@ pub(super) fn trailer_crc(contacts: u64, chunks: u64) -> u32 {
 /// bulk of a snapshot) by hand, borrowing their values, the other variants through serde.
 pub(super) fn decode_entry<'a>(rest: &mut &'a [u8]) -> Result<SnapshotItem<'a>, bincode::Error> {
     // bincode writes [`SnapshotEntry`]'s variant index as a u32: 0 `Contact`, 1 `History`,
-    // 2 `Clock` (the format only ever appends variants).
+    // 2 `Clock`, 3 `Blocked` (the format only ever appends variants).
     let Some((tag, payload)) = rest.split_first_chunk::<4>() else {
         return Err(Box::new(bincode::ErrorKind::Custom(
             "entry tag truncated".into(),
@@ -181,6 +181,7 @@ pub(super) fn decode_entry<'a>(rest: &mut &'a [u8]) -> Result<SnapshotItem<'a>, 
         0 => decode_row(rest).map(SnapshotItem::Contact),
         1 => decode_owned(rest).map(SnapshotItem::History),
         2 => decode_owned(rest).map(SnapshotItem::Clock),
+        3 => decode_owned(rest).map(SnapshotItem::Blocked),
         other => Err(Box::new(bincode::ErrorKind::InvalidTagEncoding(
             other as usize,
         ))),

@@ -127,7 +127,7 @@ pub(super) fn read<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
             let id = match &entry {
                 SnapshotItem::Contact(contact) => contact.id,
                 SnapshotItem::History(record) => record.contacts().next().unwrap_or(0),
-                SnapshotItem::Clock(_) => 0,
+                SnapshotItem::Clock(_) | SnapshotItem::Blocked(_) => 0,
             };
             visit(entry).map_err(|e| SnapshotError::Rebuild {
                 file: path.to_path_buf(),
@@ -197,7 +197,9 @@ mod tests {
             .into_iter()
             .filter_map(|e| match e {
                 SnapshotEntry::Contact(c) => Some(c),
-                SnapshotEntry::History(_) | SnapshotEntry::Clock(_) => None,
+                SnapshotEntry::History(_) | SnapshotEntry::Clock(_) | SnapshotEntry::Blocked(_) => {
+                    None
+                }
             })
             .collect();
         // A version-1 file: bare NewContact payloads, the same framing.

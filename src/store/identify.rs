@@ -141,7 +141,11 @@ fn outcome_of(event: &Event) -> Option<Outcome> {
             );
             Some(Outcome::Refused)
         }
-        Event::ContactDeleted { .. } | Event::IdentityErased { .. } => None,
+        Event::ContactDeleted { .. }
+        | Event::IdentityErased { .. }
+        | Event::IdentitySplit { .. }
+        | Event::ValuesBlocked { .. }
+        | Event::ValuesUnblocked { .. } => None,
     }
 }
 

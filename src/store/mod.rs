@@ -42,6 +42,7 @@ mod reads;
 mod recovery;
 mod snapshots;
 mod space;
+mod split;
 
 pub use deletion::{Deletion, Erasure};
 pub use import::{
@@ -461,7 +462,25 @@ impl Store {
     fn apply_and_log(&self, state: &mut State, event: &Event) -> Result<Lsn, StoreError> {
         let bytes = event.encode().map_err(|_| StoreError::Unavailable)?;
         state.graph.apply(event)?;
-        match self.wal.append(&bytes) {
+        self.append_encoded(state, &bytes)
+    }
+
+    /// Logs `event`, which the graph has applied already (a split or a block, which the graph
+    /// decides and applies in one step); errors as [`Store::apply_and_log`], except that an
+    /// encoding failure also poisons the state, since memory is already ahead of the log.
+    fn append_applied(&self, state: &mut State, event: &Event) -> Result<Lsn, StoreError> {
+        match event.encode() {
+            Ok(bytes) => self.append_encoded(state, &bytes),
+            Err(_) => {
+                state.lsn = Lsn::MAX;
+                Err(StoreError::Unavailable)
+            }
+        }
+    }
+
+    /// Appends an applied event's bytes to the log (see [`Store::apply_and_log`]).
+    fn append_encoded(&self, state: &mut State, bytes: &[u8]) -> Result<Lsn, StoreError> {
+        match self.wal.append(bytes) {
             Ok(lsn) => {
                 state.lsn = lsn;
                 Ok(lsn)

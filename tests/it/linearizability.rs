@@ -213,6 +213,7 @@ fn kind(planned: &Planned) -> &'static str {
         Planned::Delete { .. } => "delete",
         Planned::Erase { .. } => "erase",
         Planned::Refuse { .. } => "refused",
+        Planned::Repair => "repair",
     }
 }
 
@@ -327,6 +328,10 @@ fn check(records: &[Record], log: &[Event], served: &[Row]) -> Result<Checked, S
                 | Event::ContactDeleted { at: stamp, .. }
                 | Event::IdentityErased { at: stamp, .. } => Some(stamp.0),
                 Event::MergeRefused(r) => Some(r.at.0),
+                Event::IdentitySplit { at: stamp, .. } | Event::ValuesBlocked { at: stamp, .. } => {
+                    Some(stamp.0)
+                }
+                Event::ValuesUnblocked { .. } => None,
             };
             match stamp {
                 Some(t) if t >= clock => {}

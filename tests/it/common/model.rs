@@ -298,6 +298,9 @@ pub enum Planned {
     /// The size cap refused a change (docs/behaviour.md §3.6); the model has no cap, so it never
     /// plans one.
     Refuse { primary: u64, other: Option<u64> },
+    /// A split or a block (docs/behaviour.md §10), which `/identify` never plans;
+    /// `split_model.rs` models them.
+    Repair,
 }
 
 impl Planned {
@@ -321,6 +324,9 @@ impl Planned {
                 primary: r.primary,
                 other: r.other,
             },
+            Event::IdentitySplit { .. }
+            | Event::ValuesBlocked { .. }
+            | Event::ValuesUnblocked { .. } => Planned::Repair,
         }
     }
 }
@@ -448,6 +454,13 @@ impl Model {
                         return Err(format!("refusal names unknown {id}"));
                     }
                 }
+            }
+            Event::IdentitySplit { .. }
+            | Event::ValuesBlocked { .. }
+            | Event::ValuesUnblocked { .. } => {
+                return Err(format!(
+                    "{event:?} is not modelled here (see split_model.rs)"
+                ));
             }
         }
         Ok(())

@@ -18,6 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::contact::{ContactId, Email, Phone, Timestamp};
 
+mod records;
+
+pub use records::{BlockedValues, HistoryRecord, SnapshotEntry, SnapshotItem};
+
 /// A contact row entering the graph, from `/identify` (docs/behaviour.md §3.2 and §3.4), from an
 /// import (docs/behaviour.md §7) or from a snapshot.
 ///
@@ -176,6 +180,36 @@ pub enum Event {
     /// The identity size cap refused a merge or a new secondary (docs/behaviour.md §3.6).
     /// Changes no row or link; recorded for history only (§6.5).
     MergeRefused(Refusal),
+    /// `POST /identities/{id}/split` (docs/behaviour.md §10): `values` are blocked for
+    /// matching from now on, and the identity containing `id` becomes the connected components
+    /// of its members under the links whose reasons involve no blocked value. The partition is
+    /// computed from the graph when the event is applied, so replaying the log recomputes it.
+    IdentitySplit {
+        /// Any contact of the identity to split.
+        id: ContactId,
+        /// The values to block (sorted, no duplicates).
+        values: BlockedValues,
+        /// `updatedAt` of the rows whose link changes.
+        at: Timestamp,
+    },
+    /// `POST /admin/blocked-values` (docs/behaviour.md §10): `values` are blocked for matching;
+    /// with `retroactive`, every identity holding a contact that carries one of them is split
+    /// as by [`Event::IdentitySplit`].
+    ValuesBlocked {
+        /// The values to block (sorted, no duplicates).
+        values: BlockedValues,
+        /// Whether identities already linked through the values are split.
+        retroactive: bool,
+        /// `updatedAt` of the rows whose link changes.
+        at: Timestamp,
+    },
+    /// `DELETE /admin/blocked-values` (docs/behaviour.md §10): the run-time blocks of `values`
+    /// are lifted (a value the configured list blocks stays blocked). Nothing is merged: each
+    /// value is matched at its oldest live carrier from now on.
+    ValuesUnblocked {
+        /// The values to unblock (sorted, no duplicates).
+        values: BlockedValues,
+    },
 }
 
 /// A change the identity size cap refused (`--max-identity-size`), as history shows it.
@@ -258,146 +292,6 @@ impl Event {
             .with_limit(bytes.len() as u64)
             .reject_trailing_bytes()
             .deserialize(bytes)
-    }
-}
-
-/// A history fact that is not an insert, as the graph keeps it in memory and snapshots store
-/// it (ids, not slots): merges, deletions and refusals by the size cap. Inserts need no record:
-/// every row is its own insert record (its values are the request's values, its `createdAt`
-/// the time).
-///
-/// # Order
-/// Each record stores `before_id`, the graph's next contact id when it was applied: it happened
-/// after the insert of every id below `before_id` and before every insert from `before_id` on.
-/// Records among themselves keep the order they were applied in, so the two together give the
-/// log order that `GET /identities/{id}/history` answers in.
-///
-/// Part of the snapshot format (bincode): variants and fields may only be appended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HistoryRecord {
-    /// `loser` (then a primary) was demoted into `winner`'s identity.
-    Merged {
-        /// The primary that stayed primary.
-        winner: ContactId,
-        /// The demoted primary.
-        loser: ContactId,
-        /// When (`None` for merges made by an import, which keep the file's timestamps).
-        at: Option<Timestamp>,
-        /// The contact whose email matched the request (merges made by `/identify`).
-        by_email: Option<ContactId>,
-        /// The contact whose phone matched the request.
-        by_phone: Option<ContactId>,
-        /// Next contact id when applied (see "Order" above).
-        before_id: ContactId,
-    },
-    /// Contact `id` was deleted; `promoted` became primary if `id` was the primary.
-    Deleted {
-        /// The deleted contact.
-        id: ContactId,
-        /// `deletedAt`.
-        at: Timestamp,
-        /// The contact promoted to primary, if the primary was deleted and a live member was
-        /// left.
-        promoted: Option<ContactId>,
-        /// Next contact id when applied.
-        before_id: ContactId,
-    },
-    /// The identity size cap refused a change.
-    Refused {
-        /// What was refused (values wiped if the identity is erased).
-        refusal: Refusal,
-        /// Next contact id when applied.
-        before_id: ContactId,
-    },
-}
-
-impl HistoryRecord {
-    /// The contacts this record concerns, one or two (a record belongs to the history of every
-    /// identity that contains one of them).
-    pub fn contacts(&self) -> impl Iterator<Item = ContactId> {
-        let (a, b) = match self {
-            HistoryRecord::Merged { winner, loser, .. } => (*winner, Some(*loser)),
-            HistoryRecord::Deleted { id, .. } => (*id, None),
-            HistoryRecord::Refused { refusal, .. } => (refusal.primary, refusal.other),
-        };
-        std::iter::once(a).chain(b)
-    }
-
-    /// Next contact id when the record was applied.
-    pub fn before_id(&self) -> ContactId {
-        match self {
-            HistoryRecord::Merged { before_id, .. }
-            | HistoryRecord::Deleted { before_id, .. }
-            | HistoryRecord::Refused { before_id, .. } => *before_id,
-        }
-    }
-}
-
-/// One item of a snapshot: the contacts rebuild the graph, the history records restore
-/// `GET /identities/{id}/history` (docs/behaviour.md §6.5).
-///
-/// Part of the snapshot format (bincode; the variant index is a `u32`: 0 `Contact`,
-/// 1 `History`, 2 `Clock`): variants may only be appended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SnapshotEntry {
-    /// A row, linked to the smallest-id earlier member of its identity.
-    Contact(NewContact),
-    /// A merge, deletion or refusal record.
-    History(HistoryRecord),
-    /// The graph's clock (largest `createdAt` ever recorded), which erased rows no longer
-    /// carry: new rows never get an older `createdAt` (docs/behaviour.md §2).
-    Clock(Timestamp),
-}
-
-/// A [`SnapshotEntry`] as the snapshot reader hands it out: a row borrows its values from the
-/// chunk being read (recovery copies them once, into the graph's arena).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SnapshotItem<'a> {
-    /// As [`SnapshotEntry::Contact`].
-    Contact(NewContactRef<'a>),
-    /// As [`SnapshotEntry::History`].
-    History(HistoryRecord),
-    /// As [`SnapshotEntry::Clock`].
-    Clock(Timestamp),
-}
-
-impl SnapshotEntry {
-    /// Overwrites the values the entry holds (a row's email and phone, a refusal record's)
-    /// with zeros before freeing them: a snapshot writer's copies of values that may be
-    /// erased later (docs/behaviour.md §6.7).
-    pub fn wipe(self) {
-        match self {
-            SnapshotEntry::Contact(contact) => {
-                if let Some(email) = contact.email {
-                    email.wipe();
-                }
-                if let Some(phone) = contact.phone {
-                    phone.wipe();
-                }
-            }
-            SnapshotEntry::History(HistoryRecord::Refused { refusal, .. }) => refusal.wipe(),
-            SnapshotEntry::History(_) | SnapshotEntry::Clock(_) => {}
-        }
-    }
-
-    /// The entry as the snapshot reader would hand it out (its row's values borrowed).
-    pub fn as_item(&self) -> SnapshotItem<'_> {
-        match self {
-            SnapshotEntry::Contact(contact) => SnapshotItem::Contact(contact.as_row()),
-            SnapshotEntry::History(record) => SnapshotItem::History(record.clone()),
-            SnapshotEntry::Clock(clock) => SnapshotItem::Clock(*clock),
-        }
-    }
-}
-
-impl SnapshotItem<'_> {
-    /// The owned entry (tests and tools; recovery uses the borrowed item).
-    pub fn to_entry(&self) -> SnapshotEntry {
-        match self {
-            SnapshotItem::Contact(row) => SnapshotEntry::Contact(row.to_owned_contact()),
-            SnapshotItem::History(record) => SnapshotEntry::History(record.clone()),
-            SnapshotItem::Clock(clock) => SnapshotEntry::Clock(*clock),
-        }
     }
 }
 

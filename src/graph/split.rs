@@ -1,0 +1,314 @@
+//! Splitting identities and blocking values at run time (docs/behaviour.md §10).
+//!
+//! A union-find never splits, so a split rebuilds the links of one identity: its members are
+//! partitioned into the connected components of its links (`links.rs`) whose reasons involve
+//! no blocked value, and each component gets its own root, ring, size and primary (its best
+//! member by `(deleted, createdAt, id)`, as everywhere). Rows of a component whose primary
+//! changed get the split's time as `updatedAt`; no other row changes. O(identity size + its
+//! history records), under the store's write lock.
+//!
+//! Blocked values leave the indexes at once, so they stop matching; lifting a block indexes
+//! the value at its oldest live carrier (what a restart would do) and merges nothing.
+
+use super::links::{Partition, listed};
+use super::{ApplyError, Identity, IdentityGraph};
+use crate::contact::{ContactId, Timestamp};
+use crate::event::{BlockedValues, Event, HistoryRecord};
+
+/// What a split or a retroactive block did (`POST /identities/{id}/split`,
+/// `POST /admin/blocked-values?retroactive=true`; docs/behaviour.md §10).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SplitReport {
+    /// Whether any identity became two or more.
+    pub split: bool,
+    /// Links removed: those whose reason involves a blocked value.
+    pub removed_links: usize,
+    /// The resulting identities, each in the `/identify` shape, primaries in age order: for a
+    /// split, every part of the identity (one when nothing was split); for a retroactive
+    /// block, the parts of every identity it split.
+    pub identities: Vec<Identity>,
+}
+
+impl IdentityGraph {
+    /// The values blocked at run time (by splits and the admin routes), sorted. The configured
+    /// list is [`GraphOptions::blocked`](super::GraphOptions::blocked).
+    pub fn blocked_values(&self) -> &BlockedValues {
+        &self.run_time_blocks
+    }
+
+    /// Whether `value` is blocked at run time.
+    pub(super) fn blocked_at_run_time(&self, value: &str) -> bool {
+        !self.run_time_blocks.is_empty() && listed(&self.run_time_blocks, value)
+    }
+
+    /// Splits the identity containing contact `id` by `values` at wall-clock `now`: decides
+    /// the [`Event::IdentitySplit`], applies it and reports the parts (docs/behaviour.md §10).
+    /// `None` (and nothing changes) for an unknown or erased id.
+    ///
+    /// # Errors
+    /// None in practice: the event is decided on this graph. An [`ApplyError`] would leave the
+    /// graph unchanged.
+    pub fn split(
+        &mut self,
+        id: ContactId,
+        values: BlockedValues,
+        now: Timestamp,
+    ) -> Result<Option<(Event, SplitReport)>, ApplyError> {
+        let Some(slot) = self.slot_of(id) else {
+            return Ok(None);
+        };
+        let values = values.normalized();
+        let members = self.sorted_members(self.root(slot));
+        let removed_links = self.removed_links(&members, &values);
+        let event = Event::IdentitySplit {
+            id,
+            values,
+            at: self.clock(now),
+        };
+        self.apply(&event)?;
+        let report = self.split_report(&[members], removed_links);
+        Ok(Some((event, report)))
+    }
+
+    /// Blocks `values` at wall-clock `now` (`POST /admin/blocked-values`, docs/behaviour.md
+    /// §10): decides the [`Event::ValuesBlocked`], applies it and reports what a retroactive
+    /// block split (nothing without `retroactive`).
+    ///
+    /// # Errors
+    /// As [`IdentityGraph::split`].
+    pub fn block_values(
+        &mut self,
+        values: BlockedValues,
+        retroactive: bool,
+        now: Timestamp,
+    ) -> Result<(Event, SplitReport), ApplyError> {
+        let values = values.normalized();
+        let (mut groups, mut removed_links) = (Vec::new(), 0);
+        if retroactive {
+            for root in self.roots_carrying(&values) {
+                let members = self.sorted_members(root);
+                removed_links += self.removed_links(&members, &values);
+                groups.push(members);
+            }
+        }
+        let event = Event::ValuesBlocked {
+            values,
+            retroactive,
+            at: self.clock(now),
+        };
+        self.apply(&event)?;
+        // Only the identities that became two or more.
+        let reports: Vec<SplitReport> = groups
+            .iter()
+            .map(|members| self.split_report(std::slice::from_ref(members), 0))
+            .filter(|r| r.split)
+            .collect();
+        let report = SplitReport {
+            split: !reports.is_empty(),
+            removed_links,
+            identities: reports.into_iter().flat_map(|r| r.identities).collect(),
+        };
+        Ok((event, report))
+    }
+
+    /// Lifts the run-time blocks of `values` (`DELETE /admin/blocked-values`,
+    /// docs/behaviour.md §10): decides and applies the [`Event::ValuesUnblocked`].
+    ///
+    /// # Errors
+    /// As [`IdentityGraph::split`].
+    pub fn unblock_values(&mut self, values: BlockedValues) -> Result<Event, ApplyError> {
+        let event = Event::ValuesUnblocked {
+            values: values.normalized(),
+        };
+        self.apply(&event)?;
+        Ok(event)
+    }
+
+    /// Links among `members` whose reasons involve a value blocked now or listed in `values`.
+    fn removed_links(&self, members: &[u32], values: &BlockedValues) -> usize {
+        let edges = self.edges(members);
+        edges
+            .iter()
+            .filter(|e| self.edge_blocked(e, values))
+            .count()
+    }
+
+    /// The identities the contacts in `groups` (slots) belong to now, primaries in age order.
+    fn split_report(&self, groups: &[Vec<u32>], removed_links: usize) -> SplitReport {
+        let mut roots: Vec<u32> = groups
+            .iter()
+            .flatten()
+            .map(|&s| self.root(s))
+            .collect::<hashbrown::HashSet<u32>>()
+            .into_iter()
+            .collect();
+        roots.sort_by_key(|&r| {
+            let primary = &self.nodes[self.primary_of_root(r) as usize];
+            (primary.created_at, primary.id)
+        });
+        SplitReport {
+            split: roots.len() > groups.len(),
+            removed_links,
+            identities: roots.iter().map(|&r| self.build_identity(r)).collect(),
+        }
+    }
+
+    /// Roots of the identities with a member carrying one of `values`, in slot order. O(slots).
+    fn roots_carrying(&self, values: &BlockedValues) -> Vec<u32> {
+        let mut roots: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|&s| !self.is_erased(s))
+            .filter(|&s| {
+                let node = &self.nodes[s as usize];
+                [node.email, node.phone]
+                    .into_iter()
+                    .flatten()
+                    .any(|r| listed(values, self.values.get(r)))
+            })
+            .map(|s| self.root(s))
+            .collect();
+        roots.sort_unstable();
+        roots.dedup();
+        roots
+    }
+
+    /// Adds `values` to the run-time blocks; each leaves both indexes (it stops matching).
+    pub(super) fn block(&mut self, values: &BlockedValues) {
+        let blocks = &mut self.run_time_blocks;
+        blocks.emails.extend(values.emails.iter().cloned());
+        blocks.phones.extend(values.phones.iter().cloned());
+        self.run_time_blocks = std::mem::take(&mut self.run_time_blocks).normalized();
+        if self.bulk {
+            return;
+        }
+        let texts = values.emails.iter().map(|e| e.as_str());
+        for text in texts.chain(values.phones.iter().map(|p| p.as_str())) {
+            let hash = self.hash(text);
+            if let Some(slot) = self.lookup_email(text) {
+                self.by_email.remove(hash, slot);
+            }
+            if let Some(slot) = self.lookup_phone(text) {
+                self.by_phone.remove(hash, slot);
+            }
+        }
+    }
+
+    /// [`Event::ValuesBlocked`].
+    pub(super) fn apply_block(&mut self, values: &BlockedValues, retroactive: bool, at: Timestamp) {
+        let roots = if retroactive {
+            self.roots_carrying(values)
+        } else {
+            Vec::new()
+        };
+        self.block(values);
+        for root in roots {
+            self.split_root(root, values, at);
+        }
+    }
+
+    /// [`Event::ValuesUnblocked`]: each value no list blocks any more is indexed at its
+    /// oldest live carrier, as a rebuild would index it. O(slots).
+    pub(super) fn apply_unblock(&mut self, values: &BlockedValues) {
+        let blocks = &mut self.run_time_blocks;
+        blocks.emails.retain(|e| !listed(values, e.as_str()));
+        blocks.phones.retain(|p| !listed(values, p.as_str()));
+        if self.bulk {
+            return;
+        }
+        let mut carriers: Vec<(u32, bool, String)> = Vec::new();
+        for s in 0..self.nodes.len() as u32 {
+            let node = &self.nodes[s as usize];
+            if !node.live() || self.is_erased(s) {
+                continue;
+            }
+            for (value, email) in [(node.email, true), (node.phone, false)] {
+                if let Some(text) = self.text(value)
+                    && listed(values, text)
+                    && !self.blocked(text)
+                {
+                    carriers.push((s, email, text.to_owned()));
+                }
+            }
+        }
+        // Slot order: the first carrier of a value is indexed, later ones find it there.
+        for (slot, email, text) in carriers {
+            self.index_if_new(&text, slot, email);
+        }
+    }
+
+    /// [`Event::IdentitySplit`].
+    pub(super) fn apply_split(
+        &mut self,
+        id: ContactId,
+        values: &BlockedValues,
+        at: Timestamp,
+    ) -> Result<(), ApplyError> {
+        let slot = self.slot_of(id).ok_or(ApplyError::UnknownContact(id))?;
+        self.block(values);
+        let root = self.root_mut(slot);
+        self.split_root(root, values, at);
+        Ok(())
+    }
+
+    /// Re-partitions the identity at `root` into the components of its unblocked links (see
+    /// the module docs); returns the number of parts.
+    fn split_root(&mut self, root: u32, values: &BlockedValues, at: Timestamp) -> usize {
+        let members = self.sorted_members(root);
+        let none = BlockedValues::default();
+        let position = |s: u32| members.binary_search(&s).unwrap_or(0) as u32;
+        let mut parts = Partition::new(members.len());
+        for edge in self.edges(&members) {
+            if !self.edge_blocked(&edge, &none) {
+                parts.union(position(edge.a), position(edge.b));
+            }
+        }
+        // Parts in the order of their first member; each lists its members in slot order.
+        let mut part_of = vec![u32::MAX; members.len()];
+        let mut groups: Vec<Vec<u32>> = Vec::new();
+        for (i, &m) in members.iter().enumerate() {
+            let first = parts.find(i as u32) as usize;
+            if part_of[first] == u32::MAX {
+                part_of[first] = groups.len() as u32;
+                groups.push(Vec::new());
+            }
+            groups[part_of[first] as usize].push(m);
+        }
+        if groups.len() < 2 {
+            return groups.len();
+        }
+        let old_primary = self.primary_of_root(root);
+        let old_size = self.links[root as usize].size;
+        for group in &groups {
+            let primary = group.iter().copied().fold(group[0], |best, m| {
+                if self.is_better(m, best) { m } else { best }
+            });
+            for (k, &m) in group.iter().enumerate() {
+                self.save_links(m);
+                let links = &mut self.links[m as usize];
+                links.parent = primary;
+                links.next = group[(k + 1) % group.len()];
+            }
+            let links = &mut self.links[primary as usize];
+            links.size = group.len() as u32;
+            links.primary = primary;
+            if primary != old_primary {
+                for &m in group {
+                    self.save_node(m);
+                    self.nodes[m as usize].updated_at = at;
+                }
+                self.record(HistoryRecord::Split {
+                    from: self.nodes[old_primary as usize].id,
+                    primary: self.nodes[primary as usize].id,
+                    values: values.clone(),
+                    at,
+                    before_id: self.next_id,
+                });
+            }
+            debug_assert_eq!(self.check_touched_identity(primary), Ok(()));
+        }
+        self.identities += groups.len() - 1;
+        if old_size >= self.largest {
+            self.largest = self.identity_sizes().max().unwrap_or(0) as u32;
+        }
+        groups.len()
+    }
+}
