@@ -26,10 +26,10 @@ pub struct IdentifyAnswer<'a> {
     rows: Option<&'a [ContactRow]>,
 }
 
-/// The `contact` member of an [`IdentifyAnswer`].
+/// The `contact` member of an [`IdentifyAnswer`]: alone, an identity of a split's answer.
 #[derive(Clone, Copy, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct AnswerContact<'a> {
+pub struct AnswerContact<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     primary_contact_id: Option<ContactId>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,6 +58,12 @@ impl<'a> IdentifyAnswer<'a> {
             },
             rows: None,
         }
+    }
+
+    /// The `contact` member alone (docs/behaviour.md §10: a split answers its identities in
+    /// this shape).
+    pub fn contact(self) -> AnswerContact<'a> {
+        self.contact
     }
 
     /// The same answer followed by `"rows": [...]`, every row of the identity

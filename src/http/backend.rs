@@ -14,7 +14,10 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use super::error::ApiError;
 use crate::cluster::{Answer, ClusterError, ClusterNode, Command};
 use crate::contact::{ContactId, ContactRow, Timestamp};
-use crate::graph::{HistoryEntry, IdentifyRequest, Identity, IdentityGraph, Lookup};
+use crate::event::BlockedValues;
+use crate::graph::{
+    HistoryEntry, IdentifyRequest, Identity, IdentityGraph, Link, Lookup, SplitReport,
+};
 use crate::store::{Deletion, Erasure, Outcome, Store, StoreError};
 
 /// The response header naming the leader's `HOST:PORT` on a `421` (docs/behaviour.md §9).
@@ -256,6 +259,102 @@ impl Backend {
                     other => Err(unexpected(&other)),
                 }
             }
+        }
+    }
+
+    /// `POST /identities/{contactId}/split` (docs/behaviour.md §10); `None` for an unknown or
+    /// erased contact.
+    ///
+    /// # Errors
+    /// As [`Backend::identify`].
+    pub async fn split_identity(
+        &self,
+        id: ContactId,
+        values: BlockedValues,
+    ) -> Result<Option<SplitReport>, BackendError> {
+        match self {
+            Backend::Single(store) => Ok(store.split_identity(id, values).await?),
+            Backend::Cluster(node) => {
+                let command = Command::SplitIdentity {
+                    id,
+                    values,
+                    at: Timestamp::now(),
+                };
+                match node.write(command).await? {
+                    Answer::Split(report) => Ok(report),
+                    other => Err(unexpected(&other)),
+                }
+            }
+        }
+    }
+
+    /// `POST /admin/blocked-values` (docs/behaviour.md §10).
+    ///
+    /// # Errors
+    /// As [`Backend::identify`].
+    pub async fn block_values(
+        &self,
+        values: BlockedValues,
+        retroactive: bool,
+    ) -> Result<SplitReport, BackendError> {
+        match self {
+            Backend::Single(store) => Ok(store.block_values(values, retroactive).await?),
+            Backend::Cluster(node) => {
+                let command = Command::BlockValues {
+                    values,
+                    retroactive,
+                    at: Timestamp::now(),
+                };
+                match node.write(command).await? {
+                    Answer::Blocked(report) => Ok(report),
+                    other => Err(unexpected(&other)),
+                }
+            }
+        }
+    }
+
+    /// `DELETE /admin/blocked-values` (docs/behaviour.md §10).
+    ///
+    /// # Errors
+    /// As [`Backend::identify`].
+    pub async fn unblock_values(&self, values: BlockedValues) -> Result<(), BackendError> {
+        match self {
+            Backend::Single(store) => Ok(store.unblock_values(values).await?),
+            Backend::Cluster(node) => match node.write(Command::UnblockValues { values }).await? {
+                Answer::Unblocked => Ok(()),
+                other => Err(unexpected(&other)),
+            },
+        }
+    }
+
+    /// `GET /admin/blocked-values` (docs/behaviour.md §10): the run-time blocked values.
+    ///
+    /// # Errors
+    /// As [`Backend::identify`].
+    pub async fn blocked_values(
+        &self,
+        consistency: Consistency,
+    ) -> Result<BlockedValues, BackendError> {
+        match self {
+            Backend::Single(store) => Ok(store.blocked_values().await?),
+            Backend::Cluster(node) => {
+                Self::read_replica(node, consistency, |g| g.blocked_values().clone()).await
+            }
+        }
+    }
+
+    /// `GET /identities/{contactId}/links` (docs/behaviour.md §10).
+    ///
+    /// # Errors
+    /// As [`Backend::identify`].
+    pub async fn links(
+        &self,
+        id: ContactId,
+        consistency: Consistency,
+    ) -> Result<Option<Vec<Link>>, BackendError> {
+        match self {
+            Backend::Single(store) => Ok(store.links(id).await?),
+            Backend::Cluster(node) => Self::read_replica(node, consistency, |g| g.links(id)).await,
         }
     }
 

@@ -29,7 +29,7 @@ pub const OUTCOME_HEADER: HeaderName = HeaderName::from_static("x-idrecon-outcom
 /// case, quoted or not; RFC 8259 §8.1: JSON exchanged between systems is UTF-8). A body
 /// declared in another charset would otherwise be read as UTF-8 and stored wrongly. The exact
 /// common spelling is checked first, without parsing.
-fn is_json(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return false;
     };
@@ -59,7 +59,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// it (a chunked body, as it arrives; a `Content-Length` above it never gets here, the router's
 /// [`super::body_limit`] layer refuses it before reading), `400 invalid_body` when the body
 /// cannot be read (the connection failed mid-body).
-async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|error| {

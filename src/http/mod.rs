@@ -9,14 +9,14 @@
 //! server                 the connection loop; `serve` runs `router` on a listener
 //!   write_stall          the write-stall timeout of a connection
 //!   mod (router)         routes and layers; the OpenAPI document from the same route list
-//!     identify, contacts, identities, admin, health
+//!     identify, contacts, identities, split, blocked, admin, health
 //!                        one module per resource: its handlers and their
 //!                        `#[utoipa::path]` documentation
 //!     auth               the admin guard and `AdminToken`
 //!     openapi            the document's fixed parts, its adaptation to the options
 //!     trace, route_metrics, body_limit
 //!                        the request span, the per-route metrics, the announced body limit
-//!       answer, params, json, state, options, error
+//!       answer, params, values, json, state, options, error
 //!                        shared leaves
 //! ```
 //!
@@ -51,6 +51,7 @@ pub mod admin;
 pub mod answer;
 pub mod auth;
 pub mod backend;
+pub mod blocked;
 pub mod body_limit;
 mod cluster;
 pub mod contacts;
@@ -65,8 +66,10 @@ pub mod options;
 mod params;
 pub mod route_metrics;
 pub mod server;
+pub mod split;
 mod state;
 pub mod trace;
+pub mod values;
 pub mod write_stall;
 
 pub use answer::IdentifyAnswer;
@@ -86,6 +89,13 @@ fn api_routes(options: &HttpOptions) -> OpenApiRouter<AppState> {
             identities::erase_identity
         ))
         .routes(routes!(identities::identity_history))
+        .routes(routes!(split::identity_links))
+        .routes(routes!(split::split_identity))
+        .routes(routes!(
+            blocked::list_blocked_values,
+            blocked::block_values,
+            blocked::unblock_values
+        ))
         .routes(routes!(contacts::get_contact, contacts::delete_contact))
         .routes(routes!(admin::compact));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

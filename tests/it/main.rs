@@ -41,6 +41,7 @@ mod phone_region;
 mod recovery;
 mod rows;
 mod slow_clients;
+mod split_api;
 mod split_model;
 mod unicode_email;
 mod value_index;

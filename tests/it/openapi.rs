@@ -30,6 +30,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/identities/{contactId}/history"),
     ("delete", "/contacts/{id}"),
     ("post", "/admin/compact"),
+    ("get", "/identities/{contactId}/links"),
+    ("post", "/identities/{contactId}/split"),
+    ("get", "/admin/blocked-values"),
+    ("post", "/admin/blocked-values"),
+    ("delete", "/admin/blocked-values"),
 ];
 
 const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];
@@ -123,11 +128,15 @@ async fn document_lists_exactly_the_routes_the_router_serves() {
             _ => path.replace("{id}", "1").replace("{contactId}", "1"),
         };
         let url = format!("{}{}", app.url, concrete);
+        // The routes that block values take lists of them (docs/behaviour.md §10).
+        let body = if path.ends_with("/split") || *path == "/admin/blocked-values" {
+            json!({"emails": ["doc@brown.edu"]})
+        } else {
+            json!({"email": "doc@brown.edu"})
+        };
         let request = match *method {
-            "post" => app
-                .client
-                .post(&url)
-                .json(&json!({"email": "doc@brown.edu"})),
+            "post" => app.client.post(&url).json(&body),
+            "delete" if *path == "/admin/blocked-values" => app.client.delete(&url).json(&body),
             "delete" => app.client.delete(&url),
             _ => app.client.get(&url),
         };
