@@ -300,6 +300,84 @@ async fn a_follower_behind_a_purged_log_comes_back_through_a_snapshot() {
             .to_string()
             .contains(acks[0].body["email"].as_str().expect("email"))
     );
+
+    // A split sent to a follower is executed by the leader and replicated; a member that
+    // comes back through a snapshot taken after it holds the same split identities and blocks
+    // (docs/behaviour.md §9, §10).
+    let merged = acks
+        .iter()
+        .rev()
+        .find(|a| {
+            a.answer["contact"]["secondaryContactIds"]
+                .as_array()
+                .is_some_and(|s| s.len() >= 2)
+        })
+        .expect("an identity of three contacts");
+    let primary = merged.answer["contact"]["primaryContactId"]
+        .as_u64()
+        .expect("primary");
+    let phone = merged.body["phoneNumber"]
+        .as_str()
+        .expect("phone")
+        .to_owned();
+    let split: Value = client()
+        .post(format!(
+            "{}/identities/{primary}/split",
+            cluster.url(follower)
+        ))
+        .json(&json!({"phoneNumbers": [phone]}))
+        .send()
+        .await
+        .expect("split forwarded")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(split["split"], true, "{split}");
+    assert_eq!(
+        split["identities"].as_array().map(Vec::len),
+        Some(3),
+        "{split}"
+    );
+    let other = (1..=3)
+        .find(|&id| id != leader && id != follower)
+        .expect("a third member");
+    cluster.kill(other);
+    run_writers(&cluster, "after-split", Duration::from_millis(1500)).await;
+    cluster.start(other);
+    cluster.settled(Duration::from_secs(30)).await;
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    for id in 1..=3 {
+        let url = cluster.url(id);
+        let blocked = get_json(&client(), &format!("{url}/admin/blocked-values?local=true"))
+            .await
+            .expect("blocked values");
+        assert_eq!(
+            blocked["runTime"]["phoneNumbers"],
+            json!([phone]),
+            "member {id}"
+        );
+        for part in split["identities"].as_array().expect("parts") {
+            let part_primary = part["primaryContactId"].as_u64().expect("primary");
+            let local = get_json(
+                &client(),
+                &format!("{url}/identities/{part_primary}?local=true"),
+            )
+            .await
+            .expect("local read");
+            // The leader's linearizable answer, which later writes may have grown.
+            let settled = get_json(
+                &client(),
+                &format!("{}/identities/{part_primary}", cluster.url(leader)),
+            )
+            .await
+            .expect("leader read");
+            assert_eq!(local, settled, "member {id}");
+            assert_eq!(
+                local["contact"]["primaryContactId"], part["primaryContactId"],
+                "member {id}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

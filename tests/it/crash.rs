@@ -8,6 +8,11 @@
 //! - the recovered log replays (read-only `idrecon export`) to the same rows the restarted
 //!   server serves.
 //!
+//! A second test kills the process while an admin client splits identities (docs/behaviour.md
+//! §10) under the same load: a split rewrites links, so acknowledged answers are checked for
+//! what no later split may undo (their contacts exist, acknowledged splits' values stay
+//! blocked), and the recovered log must replay to exactly the rows served.
+//!
 //! `IDRECON_CRASH_CYCLES` sets the number of kill cycles (default 5).
 
 use std::collections::{HashMap, HashSet};
@@ -235,6 +240,28 @@ fn verify(rows: &[Value], acks: &[Ack]) {
     }
 }
 
+/// The log on disk replays, read-only (`idrecon export`), to exactly the rows the server serves.
+fn assert_export_matches(dir: &Path, rows: &[Value], cycle: u64) {
+    let export = Command::new(env!("CARGO_BIN_EXE_idrecon"))
+        .args(["export", "--format", "jsonl", "--data-dir"])
+        .arg(dir)
+        .output()
+        .expect("export runs");
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let exported: Vec<Value> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("jsonl"))
+        .collect();
+    assert_eq!(
+        exported, rows,
+        "cycle {cycle}: replayed log differs from served rows"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_no_acknowledged_write() {
     let cycles: u64 = std::env::var("IDRECON_CRASH_CYCLES")
@@ -276,25 +303,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_write() {
         let mut server = start(dir.path());
         let rows = all_rows(&server.url).await;
         verify(&rows, &acks);
-        // The log on disk replays, read-only, to exactly what the server serves.
-        let export = Command::new(env!("CARGO_BIN_EXE_idrecon"))
-            .args(["export", "--format", "jsonl", "--data-dir"])
-            .arg(dir.path())
-            .output()
-            .expect("export runs");
-        assert!(
-            export.status.success(),
-            "{}",
-            String::from_utf8_lossy(&export.stderr)
-        );
-        let exported: Vec<Value> = String::from_utf8_lossy(&export.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("jsonl"))
-            .collect();
-        assert_eq!(
-            exported, rows,
-            "cycle {cycle}: replayed log differs from served rows"
-        );
+        assert_export_matches(dir.path(), &rows, cycle);
         server.child.kill().expect("SIGKILL");
         let _ = server.child.wait();
         eprintln!(
@@ -304,4 +313,126 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_write() {
         );
     }
     assert!(acks_total > 0, "the clients got answers before the kills");
+}
+
+/// Splits the identity of a recent acknowledged answer by one of its phone numbers, over and
+/// over, until the server goes away; returns the phone numbers of the splits acknowledged.
+async fn splitter_loop(url: String, acks: Arc<Mutex<Vec<Ack>>>, deadline: Instant) -> Vec<String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let mut acknowledged = Vec::new();
+    while Instant::now() < deadline {
+        let target = acks
+            .lock()
+            .iter()
+            .rev()
+            .find(|a| !a.secondaries.is_empty() && !a.phones.is_empty())
+            .map(|a| (a.primary, a.phones[a.phones.len() - 1].clone()));
+        let Some((primary, phone)) = target else {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            continue;
+        };
+        let Ok(response) = client
+            .post(format!("{url}/identities/{primary}/split"))
+            .json(&json!({ "phoneNumbers": [phone] }))
+            .send()
+            .await
+        else {
+            return acknowledged; // the server is gone
+        };
+        if response.status() == 200 && response.json::<Value>().await.is_ok() {
+            acknowledged.push(phone);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    acknowledged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_splits_loses_no_acknowledged_write() {
+    let cycles: u64 = std::env::var("IDRECON_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let (mut acks_total, mut splits_total) = (0, 0);
+    for cycle in 0..cycles {
+        let mut server = start(dir.path());
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let run_for = Duration::from_millis(100 + (seed >> 33) % 300);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let clients: Vec<_> = (0..6)
+            .map(|i| {
+                tokio::spawn(client_loop(
+                    server.url.clone(),
+                    seed ^ ((i + 1) * 7919),
+                    cycle,
+                    acks.clone(),
+                    deadline,
+                ))
+            })
+            .collect();
+        let splitter = tokio::spawn(splitter_loop(server.url.clone(), acks.clone(), deadline));
+        tokio::time::sleep(run_for).await;
+        server.child.kill().expect("SIGKILL");
+        let _ = server.child.wait();
+        for client in clients {
+            let _ = client.await;
+        }
+        let split_phones = splitter.await.expect("splitter");
+        let acks = acks.lock().clone();
+        acks_total += acks.len();
+        splits_total += split_phones.len();
+
+        let mut server = start(dir.path());
+        let rows = all_rows(&server.url).await;
+        let ids: HashSet<u64> = rows.iter().filter_map(|r| r["id"].as_u64()).collect();
+        for ack in &acks {
+            for id in std::iter::once(ack.primary).chain(ack.secondaries.iter().copied()) {
+                assert!(
+                    ids.contains(&id),
+                    "acknowledged contact {id} was lost: {ack:?}"
+                );
+            }
+        }
+        let blocked: Value = reqwest::get(format!("{}/admin/blocked-values", server.url))
+            .await
+            .expect("blocked values")
+            .json()
+            .await
+            .expect("json");
+        let blocked: HashSet<&str> = blocked["runTime"]["phoneNumbers"]
+            .as_array()
+            .expect("phone numbers")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for phone in &split_phones {
+            assert!(
+                blocked.contains(phone.as_str()),
+                "acknowledged split by {phone} lost"
+            );
+        }
+        // One primary per identity; every secondary points straight at it.
+        verify(&rows, &[]);
+        assert_export_matches(dir.path(), &rows, cycle);
+        server.child.kill().expect("SIGKILL");
+        let _ = server.child.wait();
+        eprintln!(
+            "cycle {cycle}: {} answers and {} splits acknowledged, verified against {} rows",
+            acks.len(),
+            split_phones.len(),
+            rows.len()
+        );
+    }
+    assert!(
+        acks_total > 0 && splits_total > 0,
+        "answers {acks_total}, splits {splits_total}"
+    );
 }
