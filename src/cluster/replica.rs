@@ -149,7 +149,7 @@ pub fn apply_command(graph: &mut IdentityGraph, command: &Command) -> Answer {
             Err(_) => Answer::Nothing,
         },
         Command::UnblockValues { values } => match graph.unblock_values(values.clone()) {
-            Ok(_) => Answer::Unblocked,
+            Ok((_, lifted)) => Answer::Unblocked(lifted),
             Err(_) => Answer::Nothing,
         },
     }

@@ -117,6 +117,6 @@ pub enum Answer {
     Split(Option<SplitReport>),
     /// [`Command::BlockValues`]: what a retroactive block split.
     Blocked(SplitReport),
-    /// [`Command::UnblockValues`].
-    Unblocked,
+    /// [`Command::UnblockValues`]: the values whose run-time blocks were lifted.
+    Unblocked(BlockedValues),
 }

@@ -112,16 +112,31 @@ impl IdentityGraph {
     }
 
     /// Lifts the run-time blocks of `values` (`DELETE /admin/blocked-values`,
-    /// docs/behaviour.md §10): decides and applies the [`Event::ValuesUnblocked`].
+    /// docs/behaviour.md §10): decides and applies the [`Event::ValuesUnblocked`], and
+    /// returns it with the values whose run-time blocks it lifted (those of `values` that were
+    /// blocked at run time).
     ///
     /// # Errors
     /// As [`IdentityGraph::split`].
-    pub fn unblock_values(&mut self, values: BlockedValues) -> Result<Event, ApplyError> {
-        let event = Event::ValuesUnblocked {
-            values: values.normalized(),
+    pub fn unblock_values(
+        &mut self,
+        values: BlockedValues,
+    ) -> Result<(Event, BlockedValues), ApplyError> {
+        let values = values.normalized();
+        let blocks = &self.run_time_blocks;
+        let lifted = BlockedValues {
+            emails: (values.emails.iter())
+                .filter(|e| listed(blocks, e.as_str()))
+                .cloned()
+                .collect(),
+            phones: (values.phones.iter())
+                .filter(|p| listed(blocks, p.as_str()))
+                .cloned()
+                .collect(),
         };
+        let event = Event::ValuesUnblocked { values };
         self.apply(&event)?;
-        Ok(event)
+        Ok((event, lifted))
     }
 
     /// Links among `members` whose reasons involve a value blocked now or listed in `values`.

@@ -313,15 +313,19 @@ impl Backend {
         }
     }
 
-    /// `DELETE /admin/blocked-values` (docs/behaviour.md §10).
+    /// `DELETE /admin/blocked-values` (docs/behaviour.md §10): the values whose run-time blocks
+    /// were lifted.
     ///
     /// # Errors
     /// As [`Backend::identify`].
-    pub async fn unblock_values(&self, values: BlockedValues) -> Result<(), BackendError> {
+    pub async fn unblock_values(
+        &self,
+        values: BlockedValues,
+    ) -> Result<BlockedValues, BackendError> {
         match self {
             Backend::Single(store) => Ok(store.unblock_values(values).await?),
             Backend::Cluster(node) => match node.write(Command::UnblockValues { values }).await? {
-                Answer::Unblocked => Ok(()),
+                Answer::Unblocked(lifted) => Ok(lifted),
                 other => Err(unexpected(&other)),
             },
         }

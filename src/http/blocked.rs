@@ -134,12 +134,6 @@ pub(crate) async fn block_values(
     let values = read_values(&app, req).await?;
     let blocked = ValuesList::from(&values);
     let report = app.backend.block_values(values, retroactive).await?;
-    tracing::info!(
-        values = blocked.emails.len() + blocked.phone_numbers.len(),
-        retroactive,
-        split_into = report.identities.len(),
-        "values blocked"
-    );
     Ok(json_response(
         StatusCode::OK,
         &SplitAnswerRef::new(&report, blocked, &app),
@@ -150,8 +144,8 @@ pub(crate) async fn block_values(
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Unblocked {
-    /// The values whose run-time blocks were lifted (a value the configured list blocks stays
-    /// blocked).
+    /// The values of the request whose run-time blocks were lifted; values that were not
+    /// blocked at run time are left out (a value the configured list blocks stays blocked).
     pub unblocked: ValuesList,
 }
 
@@ -194,7 +188,11 @@ pub(crate) async fn unblock_values(
     req: Request,
 ) -> Result<Response, ApiError> {
     let values = read_values(&app, req).await?;
-    let unblocked = ValuesList::from(&values);
-    app.backend.unblock_values(values).await?;
-    Ok(json_response(StatusCode::OK, &Unblocked { unblocked }))
+    let lifted = app.backend.unblock_values(values).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &Unblocked {
+            unblocked: ValuesList::from(&lifted),
+        },
+    ))
 }

@@ -124,12 +124,6 @@ pub(crate) async fn split_identity(
     let Some(report) = app.backend.split_identity(id, values).await? else {
         return Err(ApiError::not_found(format!("contact {id} does not exist")));
     };
-    tracing::info!(
-        contact_id = id,
-        parts = report.identities.len(),
-        removed_links = report.removed_links,
-        "identity split"
-    );
     Ok(json_response(
         StatusCode::OK,
         &SplitAnswerRef::new(&report, blocked, &app),

@@ -1,6 +1,8 @@
 //! Splits and run-time blocked values (docs/behaviour.md §10): admin writes, each one event in
 //! the log, decided and applied by the graph under the write lock and answered once durable.
 
+use std::time::Instant;
+
 use crate::contact::{ContactId, Timestamp};
 use crate::event::{BlockedValues, Event};
 use crate::graph::{Link, SplitReport};
@@ -24,6 +26,7 @@ impl Store {
         let now = Timestamp::now();
         let (report, lsn) = {
             let mut state = self.state.write();
+            let locked = Instant::now();
             if state.lsn == Lsn::MAX {
                 return Err(StoreError::Unavailable);
             }
@@ -31,6 +34,7 @@ impl Store {
                 None => (None, state.lsn),
                 Some((event, report)) => {
                     self.log_applied(&mut state, &event, &report)?;
+                    log_split("identity split", &report, locked);
                     (Some(report), state.lsn)
                 }
             }
@@ -56,8 +60,10 @@ impl Store {
             if state.lsn == Lsn::MAX {
                 return Err(StoreError::Unavailable);
             }
+            let locked = Instant::now();
             let (event, report) = state.graph.block_values(values, retroactive, now)?;
             self.log_applied(&mut state, &event, &report)?;
+            log_split("values blocked", &report, locked);
             (report, state.lsn)
         };
         self.durable(lsn).await?;
@@ -65,22 +71,24 @@ impl Store {
     }
 
     /// `DELETE /admin/blocked-values` (docs/behaviour.md §10): lifts the run-time blocks of
-    /// `values` as one [`Event::ValuesUnblocked`]; merges nothing.
+    /// `values` as one [`Event::ValuesUnblocked`]; merges nothing. Returns the values whose
+    /// run-time blocks were lifted.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the log has failed.
-    pub async fn unblock_values(&self, values: BlockedValues) -> Result<(), StoreError> {
-        let lsn = {
+    pub async fn unblock_values(&self, values: BlockedValues) -> Result<BlockedValues, StoreError> {
+        let (lifted, lsn) = {
             let mut state = self.state.write();
             if state.lsn == Lsn::MAX {
                 return Err(StoreError::Unavailable);
             }
-            let event = state.graph.unblock_values(values)?;
+            let (event, lifted) = state.graph.unblock_values(values)?;
             self.append_applied(&mut state, &event)?;
             self.note_applied(1);
-            state.lsn
+            (lifted, state.lsn)
         };
-        self.durable(lsn).await
+        self.durable(lsn).await?;
+        Ok(lifted)
     }
 
     /// The values blocked at run time (`GET /admin/blocked-values`), once durable.
@@ -126,4 +134,15 @@ impl Store {
         self.note_applied(1);
         Ok(())
     }
+}
+
+/// Logs what a split or a block did and how long it held the write lock (every other request
+/// waits that long): operators watch it, and `benches/split.sh` reads it.
+fn log_split(what: &'static str, report: &SplitReport, locked: Instant) {
+    tracing::info!(
+        identities = report.identities.len(),
+        removed_links = report.removed_links,
+        lock_held_us = locked.elapsed().as_micros() as u64,
+        "{what}"
+    );
 }

@@ -295,11 +295,15 @@ async fn blocks_split_retroactively_only_when_asked_and_unblocking_merges_nothin
         &app,
         Method::DELETE,
         "/admin/blocked-values",
-        r#"{"phoneNumbers": ["333"]}"#,
+        r#"{"phoneNumbers": ["333", "444"]}"#,
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["unblocked"]["phoneNumbers"], json!(["333"]));
+    assert_eq!(
+        body["unblocked"]["phoneNumbers"],
+        json!(["333"]),
+        "444 was never blocked"
+    );
     assert_eq!(app.all_rows().await, rows);
     let answer = identify(&app, None, Some("333")).await;
     assert_eq!(summary(&answer).0, 3);
