@@ -102,8 +102,7 @@ impl IdentityGraph {
             size: 1,
             primary: slot,
         });
-        self.identities += 1;
-        self.largest = self.largest.max(1);
+        self.sizes.add(1);
         // One probe per value: index it unless a carrier exists. A value another identity
         // already carries stays indexed at its first carrier; that only happens when the value
         // was blocked when one of the rows was written and is allowed now (configuration
@@ -299,15 +298,7 @@ impl IdentityGraph {
                 }
             }
         }
-        self.identities -= 1;
-        if self.links[root as usize].size >= self.largest {
-            // Rare (erasures are): recount the largest identity left, O(n).
-            self.largest = (0..self.links.len() as u32)
-                .filter(|&s| self.links[s as usize].parent == s && !self.is_erased(s))
-                .map(|s| self.links[s as usize].size)
-                .max()
-                .unwrap_or(0);
-        }
+        self.sizes.remove(self.links[root as usize].size);
         Ok(())
     }
 

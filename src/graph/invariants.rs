@@ -1,6 +1,7 @@
 //! The graph's invariants, checked after every mutation in debug builds and in full by
 //! [`IdentityGraph::check_invariants`].
 
+use super::sizes::IdentitySizes;
 use super::value_index::ValueIndex;
 use super::{IdentityGraph, ValueOf};
 
@@ -91,7 +92,7 @@ impl IdentityGraph {
 
     /// Checks every invariant of the whole graph in O(n): ids strictly increasing, every
     /// identity consistent (see `check_identity`: exactly one primary, the oldest live member),
-    /// indexes point at live carriers of their value, identity count and largest identity size
+    /// indexes point at live carriers of their value, the count of identities of each size
     /// right.
     ///
     /// # Errors
@@ -100,7 +101,7 @@ impl IdentityGraph {
         if self.nodes.windows(2).any(|w| w[0].id >= w[1].id) {
             return Err("ids are not strictly increasing".into());
         }
-        let (mut roots, mut largest) = (0, 0);
+        let mut sizes = IdentitySizes::default();
         for s in 0..self.nodes.len() as u32 {
             if self.links[s as usize].parent == s {
                 if self.is_erased(s) {
@@ -112,21 +113,18 @@ impl IdentityGraph {
                     }
                     continue;
                 }
-                roots += 1;
-                largest = largest.max(self.links[s as usize].size);
+                sizes.add(self.links[s as usize].size);
                 self.check_identity(s)?;
             }
         }
-        if largest != self.largest {
+        if sizes != self.sizes {
             return Err(format!(
-                "largest identity has {largest} members but the graph says {}",
-                self.largest
-            ));
-        }
-        if roots != self.identities {
-            return Err(format!(
-                "{roots} roots but identity count is {}",
-                self.identities
+                "{} roots, the largest of {} members, but the graph counts {} identities, the \
+                 largest of {} (or other sizes differ)",
+                sizes.identities(),
+                sizes.largest(),
+                self.sizes.identities(),
+                self.sizes.largest()
             ));
         }
         let indexes: [(&str, &ValueIndex, ValueOf); 2] = [

@@ -58,6 +58,7 @@
 //! - `history.rs`: history records and `GET /identities/{id}/history` (§6.5);
 //! - `links.rs`: the links of an identity and their reasons (§10);
 //! - `split.rs`: splits and run-time blocked values (§10);
+//! - `sizes.rs`: the number of identities of each size (the count and the largest);
 //! - `view.rs`: answers and rows as readers see them;
 //! - `invariants.rs`: the consistency checks run after every mutation in debug builds;
 //! - [`arena`], [`value_index`], [`blocklist`]: the storage and configuration above.
@@ -81,6 +82,7 @@ mod history;
 mod invariants;
 mod links;
 mod plan;
+mod sizes;
 mod split;
 mod union_find;
 mod view;
@@ -92,6 +94,7 @@ pub use capture::{CaptureBuffer, CaptureCursor};
 pub use history::HistoryEntry;
 pub use links::{Link, LinkReason};
 pub use plan::{Decision, IdentifyRequest, Lookup};
+use sizes::IdentitySizes;
 pub use split::SplitReport;
 use value_index::ValueIndex;
 pub use view::{Identity, IdentityParts, IdentityView, stored_text};
@@ -206,9 +209,8 @@ pub struct IdentityGraph {
     hasher: DefaultHashBuilder,
     next_id: ContactId,
     max_created_at: Timestamp,
-    identities: usize,
-    /// Members of the largest identity (identities only grow; erasure recounts it).
-    largest: u32,
+    /// Identities by size: their number and the largest, kept exact by every change.
+    sizes: IdentitySizes,
     options: GraphOptions,
     /// Merges, deletions, refusals and splits in the order applied (see [`HistoryRecord`]).
     history: Vec<HistoryRecord>,
@@ -270,8 +272,7 @@ impl IdentityGraph {
             hasher: DefaultHashBuilder::default(),
             next_id: 1,
             max_created_at: Timestamp(i64::MIN),
-            identities: 0,
-            largest: 0,
+            sizes: IdentitySizes::default(),
         }
     }
 
@@ -310,14 +311,14 @@ impl IdentityGraph {
 
     /// Number of identities (union-find roots).
     pub fn identity_count(&self) -> usize {
-        self.identities
+        self.sizes.identities()
     }
 
     /// Number of contacts (deleted ones included) in the largest identity; 0 for an empty
-    /// graph. O(1): maintained by every insert and union (identities never shrink; an erasure
-    /// of the largest recounts, O(n)).
+    /// graph. O(1) for a graph whose identities are all below 64 contacts, else O(log of the
+    /// number of distinct larger sizes): kept by every insert, union, split and erasure.
     pub fn largest_identity(&self) -> usize {
-        self.largest as usize
+        self.sizes.largest() as usize
     }
 
     /// The size (contacts, deleted ones included) of every identity, in no particular order.

@@ -320,9 +320,9 @@ impl IdentityGraph {
             }
             debug_assert_eq!(self.check_touched_identity(primary), Ok(()));
         }
-        self.identities += groups.len() - 1;
-        if old_size >= self.largest {
-            self.largest = self.identity_sizes().max().unwrap_or(0) as u32;
+        self.sizes.remove(old_size);
+        for group in &groups {
+            self.sizes.add(group.len() as u32);
         }
         groups.len()
     }

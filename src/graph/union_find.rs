@@ -70,11 +70,16 @@ impl IdentityGraph {
         self.links[big as usize].next = self.links[small as usize].next;
         self.links[small as usize].next = next_big;
         self.links[small as usize].parent = big;
+        let parts = (
+            self.links[big as usize].size,
+            self.links[small as usize].size,
+        );
         let root = &mut self.links[big as usize];
         root.size = size;
         root.primary = primary;
-        self.identities -= 1;
-        self.largest = self.largest.max(size);
+        self.sizes.remove(parts.0);
+        self.sizes.remove(parts.1);
+        self.sizes.add(size);
         big
     }
 
