@@ -137,7 +137,7 @@ pub fn apply_command(graph: &mut IdentityGraph, command: &Command) -> Answer {
         // The graph decides and applies these itself (docs/behaviour.md §10); an error leaves
         // it unchanged on every member alike.
         Command::SplitIdentity { id, values, at } => match graph.split(*id, values.clone(), *at) {
-            Ok(split) => Answer::Split(split.map(|(_, report)| report)),
+            Ok(split) => Answer::Split(split.map(|(_, outcome)| graph.split_report(&outcome))),
             Err(_) => Answer::Split(None),
         },
         Command::BlockValues {
@@ -145,7 +145,7 @@ pub fn apply_command(graph: &mut IdentityGraph, command: &Command) -> Answer {
             retroactive,
             at,
         } => match graph.block_values(values.clone(), *retroactive, *at) {
-            Ok((_, report)) => Answer::Blocked(report),
+            Ok((_, outcome)) => Answer::Blocked(graph.split_report(&outcome)),
             Err(_) => Answer::Nothing,
         },
         Command::UnblockValues { values } => match graph.unblock_values(values.clone()) {

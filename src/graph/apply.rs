@@ -33,7 +33,9 @@ impl IdentityGraph {
             Event::ContactDeleted { id, at } => self.apply_delete(*id, *at),
             Event::IdentityErased { id, at } => self.apply_erase(*id, *at),
             Event::MergeRefused(refusal) => self.apply_refusal(refusal),
-            Event::IdentitySplit { id, values, at } => self.apply_split(*id, values, *at),
+            Event::IdentitySplit { id, values, at } => {
+                self.apply_split(*id, values, *at).map(|_removed| ())
+            }
             Event::ValuesBlocked {
                 values,
                 retroactive,

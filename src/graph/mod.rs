@@ -95,7 +95,7 @@ pub use history::HistoryEntry;
 pub use links::{Link, LinkReason};
 pub use plan::{Decision, IdentifyRequest, Lookup};
 use sizes::IdentitySizes;
-pub use split::SplitReport;
+pub use split::{SplitOutcome, SplitReport};
 use value_index::ValueIndex;
 pub use view::{Identity, IdentityParts, IdentityView, stored_text};
 

@@ -11,9 +11,21 @@
 //! the value at its oldest live carrier (what a restart would do) and merges nothing.
 
 use super::links::{Partition, listed};
-use super::{ApplyError, Identity, IdentityGraph};
+use super::{ApplyError, Identity, IdentityGraph, IdentityKey};
 use crate::contact::{ContactId, Timestamp};
 use crate::event::{BlockedValues, Event, HistoryRecord};
+
+/// What a split or a block changed ([`IdentityGraph::split`], [`IdentityGraph::block_values`]):
+/// the members (slots) of each identity it re-partitioned, and the links it removed. Valid
+/// until the graph changes again; [`IdentityGraph::split_report`] turns it into the answer.
+#[derive(Clone, Debug, Default)]
+pub struct SplitOutcome {
+    groups: Vec<Vec<u32>>,
+    removed_links: usize,
+    /// Whether the answer lists every part (a split) or only identities that became two or
+    /// more (a block).
+    every_part: bool,
+}
 
 /// What a split or a retroactive block did (`POST /identities/{id}/split`,
 /// `POST /admin/blocked-values?retroactive=true`; docs/behaviour.md §10).
@@ -29,6 +41,13 @@ pub struct SplitReport {
     pub identities: Vec<Identity>,
 }
 
+impl SplitOutcome {
+    /// Links removed: those whose reason involves a blocked value.
+    pub fn removed_links(&self) -> usize {
+        self.removed_links
+    }
+}
+
 impl IdentityGraph {
     /// The values blocked at run time (by splits and the admin routes), sorted. The configured
     /// list is [`GraphOptions::blocked`](super::GraphOptions::blocked).
@@ -42,8 +61,10 @@ impl IdentityGraph {
     }
 
     /// Splits the identity containing contact `id` by `values` at wall-clock `now`: decides
-    /// the [`Event::IdentitySplit`], applies it and reports the parts (docs/behaviour.md §10).
-    /// `None` (and nothing changes) for an unknown or erased id.
+    /// the [`Event::IdentitySplit`] and applies it (docs/behaviour.md §10). Returns the event
+    /// and what it changed, which [`IdentityGraph::split_report`] turns into the answer (the
+    /// store builds it under the shared lock, after the exclusive hold). `None` (and nothing
+    /// changes) for an unknown or erased id. O(identity size + its history records).
     ///
     /// # Errors
     /// None in practice: the event is decided on this graph. An [`ApplyError`] would leave the
@@ -53,26 +74,29 @@ impl IdentityGraph {
         id: ContactId,
         values: BlockedValues,
         now: Timestamp,
-    ) -> Result<Option<(Event, SplitReport)>, ApplyError> {
+    ) -> Result<Option<(Event, SplitOutcome)>, ApplyError> {
         let Some(slot) = self.slot_of(id) else {
             return Ok(None);
         };
         let values = values.normalized();
         let members = self.sorted_members(self.root(slot));
-        let removed_links = self.removed_links(&members, &values);
-        let event = Event::IdentitySplit {
-            id,
-            values,
-            at: self.clock(now),
+        let at = self.clock(now);
+        // What `apply` does with the event (it dispatches to `apply_split` after settling),
+        // called directly to learn how many links went.
+        self.settle_links();
+        let removed_links = self.apply_split(id, &values, at)?;
+        let outcome = SplitOutcome {
+            groups: vec![members],
+            removed_links,
+            every_part: true,
         };
-        self.apply(&event)?;
-        let report = self.split_report(&[members], removed_links);
-        Ok(Some((event, report)))
+        Ok(Some((Event::IdentitySplit { id, values, at }, outcome)))
     }
 
     /// Blocks `values` at wall-clock `now` (`POST /admin/blocked-values`, docs/behaviour.md
-    /// §10): decides the [`Event::ValuesBlocked`], applies it and reports what a retroactive
-    /// block split (nothing without `retroactive`).
+    /// §10): decides the [`Event::ValuesBlocked`] and applies it. Returns the event and what a
+    /// retroactive block split (nothing without `retroactive`), as [`IdentityGraph::split`]
+    /// does. O(slots) with `retroactive` (finding the identities that carry the values).
     ///
     /// # Errors
     /// As [`IdentityGraph::split`].
@@ -81,34 +105,70 @@ impl IdentityGraph {
         values: BlockedValues,
         retroactive: bool,
         now: Timestamp,
-    ) -> Result<(Event, SplitReport), ApplyError> {
+    ) -> Result<(Event, SplitOutcome), ApplyError> {
         let values = values.normalized();
-        let (mut groups, mut removed_links) = (Vec::new(), 0);
-        if retroactive {
-            for root in self.roots_carrying(&values) {
-                let members = self.sorted_members(root);
-                removed_links += self.removed_links(&members, &values);
-                groups.push(members);
-            }
-        }
+        let groups: Vec<Vec<u32>> = if retroactive {
+            (self.roots_carrying(&values).into_iter())
+                .map(|root| self.sorted_members(root))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let at = self.clock(now);
+        // As in `split`: what `apply` does with the event.
+        self.settle_links();
+        let removed_links = self.apply_block(&values, retroactive, at);
+        let outcome = SplitOutcome {
+            groups,
+            removed_links,
+            every_part: false,
+        };
         let event = Event::ValuesBlocked {
             values,
             retroactive,
-            at: self.clock(now),
+            at,
         };
-        self.apply(&event)?;
-        // Only the identities that became two or more.
-        let reports: Vec<SplitReport> = groups
-            .iter()
-            .map(|members| self.split_report(std::slice::from_ref(members), 0))
-            .filter(|r| r.split)
+        Ok((event, outcome))
+    }
+
+    /// The answer to a split or a block from what it changed: for a split every part of the
+    /// identity, for a block the parts of every identity it split, primaries in age order.
+    /// Call it before the graph changes again. O(contacts of the identities concerned).
+    pub fn split_report(&self, outcome: &SplitOutcome) -> SplitReport {
+        let roots_of = |members: &[u32]| {
+            let mut roots: Vec<u32> = members.iter().map(|&s| self.root(s)).collect();
+            roots.sort_unstable();
+            roots.dedup();
+            roots
+        };
+        let mut roots: Vec<u32> = Vec::new();
+        for members in &outcome.groups {
+            let parts = roots_of(members);
+            if outcome.every_part || parts.len() > 1 {
+                roots.extend(parts);
+            }
+        }
+        let split = outcome.groups.iter().any(|m| roots_of(m).len() > 1);
+        roots.sort_by_key(|&r| {
+            let primary = &self.nodes[self.primary_of_root(r) as usize];
+            (primary.created_at, primary.id)
+        });
+        SplitReport {
+            split,
+            removed_links: outcome.removed_links,
+            identities: roots.iter().map(|&r| self.build_identity(r)).collect(),
+        }
+    }
+
+    /// The keys of the identities a split or a block left its contacts in (the store marks
+    /// them changed). O(contacts of the identities concerned).
+    pub fn split_keys(&self, outcome: &SplitOutcome) -> Vec<IdentityKey> {
+        let mut roots: Vec<u32> = (outcome.groups.iter().flatten())
+            .map(|&s| self.root(s))
             .collect();
-        let report = SplitReport {
-            split: !reports.is_empty(),
-            removed_links,
-            identities: reports.into_iter().flat_map(|r| r.identities).collect(),
-        };
-        Ok((event, report))
+        roots.sort_unstable();
+        roots.dedup();
+        roots.into_iter().map(IdentityKey).collect()
     }
 
     /// Lifts the run-time blocks of `values` (`DELETE /admin/blocked-values`,
@@ -137,35 +197,6 @@ impl IdentityGraph {
         let event = Event::ValuesUnblocked { values };
         self.apply(&event)?;
         Ok((event, lifted))
-    }
-
-    /// Links among `members` whose reasons involve a value blocked now or listed in `values`.
-    fn removed_links(&self, members: &[u32], values: &BlockedValues) -> usize {
-        let edges = self.edges(members);
-        edges
-            .iter()
-            .filter(|e| self.edge_blocked(e, values))
-            .count()
-    }
-
-    /// The identities the contacts in `groups` (slots) belong to now, primaries in age order.
-    fn split_report(&self, groups: &[Vec<u32>], removed_links: usize) -> SplitReport {
-        let mut roots: Vec<u32> = groups
-            .iter()
-            .flatten()
-            .map(|&s| self.root(s))
-            .collect::<hashbrown::HashSet<u32>>()
-            .into_iter()
-            .collect();
-        roots.sort_by_key(|&r| {
-            let primary = &self.nodes[self.primary_of_root(r) as usize];
-            (primary.created_at, primary.id)
-        });
-        SplitReport {
-            split: roots.len() > groups.len(),
-            removed_links,
-            identities: roots.iter().map(|&r| self.build_identity(r)).collect(),
-        }
     }
 
     /// Roots of the identities with a member carrying one of `values`, in slot order. O(slots).
@@ -207,17 +238,23 @@ impl IdentityGraph {
         }
     }
 
-    /// [`Event::ValuesBlocked`].
-    pub(super) fn apply_block(&mut self, values: &BlockedValues, retroactive: bool, at: Timestamp) {
+    /// [`Event::ValuesBlocked`]; returns the number of links removed.
+    pub(super) fn apply_block(
+        &mut self,
+        values: &BlockedValues,
+        retroactive: bool,
+        at: Timestamp,
+    ) -> usize {
         let roots = if retroactive {
             self.roots_carrying(values)
         } else {
             Vec::new()
         };
         self.block(values);
-        for root in roots {
-            self.split_root(root, values, at);
-        }
+        roots
+            .into_iter()
+            .map(|root| self.split_root(root, values, at))
+            .sum()
     }
 
     /// [`Event::ValuesUnblocked`]: each value no list blocks any more is indexed at its
@@ -250,29 +287,31 @@ impl IdentityGraph {
         }
     }
 
-    /// [`Event::IdentitySplit`].
+    /// [`Event::IdentitySplit`]; returns the number of links removed.
     pub(super) fn apply_split(
         &mut self,
         id: ContactId,
         values: &BlockedValues,
         at: Timestamp,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<usize, ApplyError> {
         let slot = self.slot_of(id).ok_or(ApplyError::UnknownContact(id))?;
         self.block(values);
         let root = self.root_mut(slot);
-        self.split_root(root, values, at);
-        Ok(())
+        Ok(self.split_root(root, values, at))
     }
 
     /// Re-partitions the identity at `root` into the components of its unblocked links (see
-    /// the module docs); returns the number of parts.
+    /// the module docs); returns the number of links removed (those with a blocked reason).
     fn split_root(&mut self, root: u32, values: &BlockedValues, at: Timestamp) -> usize {
         let members = self.sorted_members(root);
         let none = BlockedValues::default();
         let position = |s: u32| members.binary_search(&s).unwrap_or(0) as u32;
         let mut parts = Partition::new(members.len());
+        let mut removed = 0;
         for edge in self.edges(&members) {
-            if !self.edge_blocked(&edge, &none) {
+            if self.edge_blocked(&edge, &none) {
+                removed += 1;
+            } else {
                 parts.union(position(edge.a), position(edge.b));
             }
         }
@@ -288,7 +327,7 @@ impl IdentityGraph {
             groups[part_of[first] as usize].push(m);
         }
         if groups.len() < 2 {
-            return groups.len();
+            return removed;
         }
         let old_primary = self.primary_of_root(root);
         let old_size = self.links[root as usize].size;
@@ -324,6 +363,6 @@ impl IdentityGraph {
         for group in &groups {
             self.sizes.add(group.len() as u32);
         }
-        groups.len()
+        removed
     }
 }

@@ -3,9 +3,11 @@
 
 use std::time::Instant;
 
+use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
+
 use crate::contact::{ContactId, Timestamp};
 use crate::event::{BlockedValues, Event};
-use crate::graph::{Link, SplitReport};
+use crate::graph::{Link, SplitOutcome, SplitReport};
 use crate::wal::Lsn;
 
 use super::identify::mark_changed;
@@ -32,9 +34,9 @@ impl Store {
             }
             match state.graph.split(id, values, now)? {
                 None => (None, state.lsn),
-                Some((event, report)) => {
-                    self.log_applied(&mut state, &event, &report)?;
-                    log_split("identity split", &report, locked);
+                Some((event, outcome)) => {
+                    let state = self.log_applied(state, &event, &outcome, locked)?;
+                    let report = state.graph.split_report(&outcome);
                     (Some(report), state.lsn)
                 }
             }
@@ -57,14 +59,13 @@ impl Store {
         let now = Timestamp::now();
         let (report, lsn) = {
             let mut state = self.state.write();
+            let locked = Instant::now();
             if state.lsn == Lsn::MAX {
                 return Err(StoreError::Unavailable);
             }
-            let locked = Instant::now();
-            let (event, report) = state.graph.block_values(values, retroactive, now)?;
-            self.log_applied(&mut state, &event, &report)?;
-            log_split("values blocked", &report, locked);
-            (report, state.lsn)
+            let (event, outcome) = state.graph.block_values(values, retroactive, now)?;
+            let state = self.log_applied(state, &event, &outcome, locked)?;
+            (state.graph.split_report(&outcome), state.lsn)
         };
         self.durable(lsn).await?;
         Ok(report)
@@ -118,31 +119,30 @@ impl Store {
         Ok(links)
     }
 
-    /// Logs `event`, already applied, and marks every identity of `report` changed at its LSN.
-    fn log_applied(
+    /// Logs `event`, already applied, marks every identity of `outcome` changed at its LSN,
+    /// and logs the exclusive hold since `locked`. Returns the lock downgraded to shared: the
+    /// answer (one identity per part, up to the identity's size) is built while readers go on.
+    fn log_applied<'a>(
         &self,
-        state: &mut State,
+        mut state: RwLockWriteGuard<'a, State>,
         event: &Event,
-        report: &SplitReport,
-    ) -> Result<(), StoreError> {
-        self.append_applied(state, event)?;
-        for identity in &report.identities {
-            if let Some(key) = state.graph.identity_key_of(identity.primary_contact_id) {
-                mark_changed(&self.wal, state, key);
-            }
+        outcome: &SplitOutcome,
+        locked: Instant,
+    ) -> Result<RwLockReadGuard<'a, State>, StoreError> {
+        self.append_applied(&mut state, event)?;
+        for key in state.graph.split_keys(outcome) {
+            mark_changed(&self.wal, &mut state, key);
         }
         self.note_applied(1);
-        Ok(())
+        tracing::info!(
+            removed_links = outcome.removed_links(),
+            lock_held_us = locked.elapsed().as_micros() as u64,
+            "{}",
+            match event {
+                Event::IdentitySplit { .. } => "identity split",
+                _ => "values blocked",
+            }
+        );
+        Ok(RwLockWriteGuard::downgrade(state))
     }
-}
-
-/// Logs what a split or a block did and how long it held the write lock (every other request
-/// waits that long): operators watch it, and `benches/split.sh` reads it.
-fn log_split(what: &'static str, report: &SplitReport, locked: Instant) {
-    tracing::info!(
-        identities = report.identities.len(),
-        removed_links = report.removed_links,
-        lock_held_us = locked.elapsed().as_micros() as u64,
-        "{what}"
-    );
 }

@@ -414,10 +414,11 @@ fn run_case(pool: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                         .collect()
                 };
                 let values = &values;
-                let (event, report) = graph
+                let (event, outcome) = graph
                     .split(id, blocked_values(values), Timestamp(now))
                     .map_err(fail)?
                     .ok_or_else(|| fail(format!("step {step}: split of known {id} refused")))?;
+                let report = graph.split_report(&outcome);
                 let Event::IdentitySplit { at, .. } = &event else {
                     return Err(fail("split decided another event"));
                 };
@@ -453,15 +454,37 @@ fn run_case(pool: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                 } else {
                     Vec::new()
                 };
-                let (event, _) = graph
+                let (event, outcome) = graph
                     .block_values(blocked_values(values), *retroactive, Timestamp(now))
                     .map_err(fail)?;
                 let Event::ValuesBlocked { at, .. } = &event else {
                     return Err(fail("block decided another event"));
                 };
                 m.model.blocked.extend(texts);
-                for primary in affected {
-                    m.split(primary, at.0);
+                let mut parts_after = 0;
+                for primary in &affected {
+                    let members: Vec<u64> = (m.model.rows.iter())
+                        .filter(|r| Model::identity(r) == *primary)
+                        .map(|r| r.id)
+                        .collect();
+                    m.split(*primary, at.0);
+                    let mut parts: Vec<u64> = members
+                        .iter()
+                        .map(|&id| Model::identity(m.model.get(id)))
+                        .collect();
+                    parts.sort_unstable();
+                    parts.dedup();
+                    if parts.len() > 1 {
+                        parts_after += parts.len();
+                    }
+                }
+                // The answer lists the parts of exactly the identities the block split.
+                let report = graph.split_report(&outcome);
+                prop_assert_eq!(report.identities.len(), parts_after, "step {}", step);
+                prop_assert_eq!(report.split, parts_after > 0, "step {}", step);
+                for identity in &report.identities {
+                    let expected = m.model.answer(identity.primary_contact_id);
+                    prop_assert_eq!(answer_of(identity), expected, "step {}", step);
                 }
                 if *retroactive {
                     RETROACTIVE.fetch_add(1, Ordering::Relaxed);
