@@ -3,6 +3,8 @@
 //! (docs/behaviour.md §3.6, §10). Part of the snapshot format (bincode): variants and fields
 //! may only be appended.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::{NewContact, NewContactRef, Refusal};
@@ -97,8 +99,9 @@ pub enum HistoryRecord {
         /// The primary of the part split off.
         primary: ContactId,
         /// The values whose blocking removed the links (the split's own values, or the
-        /// retroactive block's).
-        values: BlockedValues,
+        /// retroactive block's); shared by the records of one split, which has one per part
+        /// (encoded as the values themselves).
+        values: Arc<BlockedValues>,
         /// When.
         at: Timestamp,
         /// Next contact id when applied.

@@ -181,7 +181,7 @@ impl IdentityGraph {
                 } => HistoryEntry::Split {
                     from: *from,
                     primary: *primary,
-                    values: values.clone(),
+                    values: BlockedValues::clone(values),
                     at: *at,
                 },
             };

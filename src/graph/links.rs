@@ -70,6 +70,8 @@ pub(super) struct Edge {
     pub(super) a: u32,
     pub(super) b: u32,
     pub(super) kind: EdgeKind,
+    /// Whether a value of the reason is blocked now (a split removes the link).
+    pub(super) blocked: bool,
 }
 
 /// Union-find over the positions `0..n` of an identity's members (union by smaller position,
@@ -110,7 +112,8 @@ impl IdentityGraph {
     }
 
     /// Every link among `members` (sorted slots of one identity), as the module docs define
-    /// them. O(members + their history records).
+    /// them, each with whether a block removes it now. O(members + their history records):
+    /// whether a shared value is blocked is decided once per distinct value.
     pub(super) fn edges(&self, members: &[u32]) -> Vec<Edge> {
         let mut edges = Vec::new();
         let fields: [(super::ValueOf, EdgeKind); 2] = [
@@ -118,15 +121,19 @@ impl IdentityGraph {
             (|n| n.phone, EdgeKind::Phone),
         ];
         for (field, kind) in fields {
-            let mut first: hashbrown::HashMap<&[u8], u32> = hashbrown::HashMap::new();
+            // Per distinct value: its first carrier and whether it is blocked.
+            let mut first: hashbrown::HashMap<&[u8], (u32, bool)> = hashbrown::HashMap::new();
             for &m in members {
                 if let Some(value) = field(&self.nodes[m as usize]) {
-                    let carrier = *first.entry(self.values.bytes(value)).or_insert(m);
+                    let (carrier, blocked) = *first
+                        .entry(self.values.bytes(value))
+                        .or_insert_with(|| (m, self.blocked(self.values.get(value))));
                     if carrier != m {
                         edges.push(Edge {
                             a: carrier,
                             b: m,
                             kind,
+                            blocked,
                         });
                     }
                 }
@@ -148,10 +155,16 @@ impl IdentityGraph {
             }) = self.history.get(index as usize)
                 && let (Some(a), Some(b)) = (member(*by_email), member(*by_phone))
             {
+                let (email, phone) = (self.nodes[a as usize].email, self.nodes[b as usize].phone);
+                let blocked = [email, phone]
+                    .into_iter()
+                    .flatten()
+                    .any(|r| self.blocked(self.values.get(r)));
                 edges.push(Edge {
                     a,
                     b,
                     kind: EdgeKind::Request(*at),
+                    blocked,
                 });
             }
         }
@@ -167,27 +180,11 @@ impl IdentityGraph {
                     a: members[0],
                     b: m,
                     kind: EdgeKind::Imported,
+                    blocked: false,
                 });
             }
         }
         edges
-    }
-
-    /// Whether `edge`'s reason involves a value that is blocked now or listed in `extra`.
-    pub(super) fn edge_blocked(&self, edge: &Edge, extra: &BlockedValues) -> bool {
-        let blocked = |value: Option<super::StrRef>| {
-            value.is_some_and(|r| {
-                let text = self.values.get(r);
-                self.blocked(text) || listed(extra, text)
-            })
-        };
-        let (a, b) = (&self.nodes[edge.a as usize], &self.nodes[edge.b as usize]);
-        match edge.kind {
-            EdgeKind::Email => blocked(a.email),
-            EdgeKind::Phone => blocked(a.phone),
-            EdgeKind::Request(_) => blocked(a.email) || blocked(b.phone),
-            EdgeKind::Imported => false,
-        }
     }
 
     /// `GET /identities/{contactId}/links` (docs/behaviour.md §10): every link of the identity
@@ -197,7 +194,6 @@ impl IdentityGraph {
     pub fn links(&self, id: ContactId) -> Option<Vec<Link>> {
         let root = self.root(self.slot_of(id)?);
         let members = self.sorted_members(root);
-        let none = BlockedValues::default();
         let links = self
             .edges(&members)
             .iter()
@@ -224,7 +220,7 @@ impl IdentityGraph {
                     contacts: (a.id, b.id),
                     reason: reason.unwrap_or(LinkReason::Imported),
                     at,
-                    blocked: self.edge_blocked(edge, &none),
+                    blocked: edge.blocked,
                 }
             })
             .collect();

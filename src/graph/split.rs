@@ -11,7 +11,7 @@
 //! the value at its oldest live carrier (what a restart would do) and merges nothing.
 
 use super::links::{Partition, listed};
-use super::{ApplyError, Identity, IdentityGraph, IdentityKey};
+use super::{ApplyError, Identity, IdentityGraph};
 use crate::contact::{ContactId, Timestamp};
 use crate::event::{BlockedValues, Event, HistoryRecord};
 
@@ -160,17 +160,6 @@ impl IdentityGraph {
         }
     }
 
-    /// The keys of the identities a split or a block left its contacts in (the store marks
-    /// them changed). O(contacts of the identities concerned).
-    pub fn split_keys(&self, outcome: &SplitOutcome) -> Vec<IdentityKey> {
-        let mut roots: Vec<u32> = (outcome.groups.iter().flatten())
-            .map(|&s| self.root(s))
-            .collect();
-        roots.sort_unstable();
-        roots.dedup();
-        roots.into_iter().map(IdentityKey).collect()
-    }
-
     /// Lifts the run-time blocks of `values` (`DELETE /admin/blocked-values`,
     /// docs/behaviour.md §10): decides and applies the [`Event::ValuesUnblocked`], and
     /// returns it with the values whose run-time blocks it lifted (those of `values` that were
@@ -304,12 +293,11 @@ impl IdentityGraph {
     /// the module docs); returns the number of links removed (those with a blocked reason).
     fn split_root(&mut self, root: u32, values: &BlockedValues, at: Timestamp) -> usize {
         let members = self.sorted_members(root);
-        let none = BlockedValues::default();
         let position = |s: u32| members.binary_search(&s).unwrap_or(0) as u32;
         let mut parts = Partition::new(members.len());
         let mut removed = 0;
         for edge in self.edges(&members) {
-            if self.edge_blocked(&edge, &none) {
+            if edge.blocked {
                 removed += 1;
             } else {
                 parts.union(position(edge.a), position(edge.b));
@@ -330,6 +318,7 @@ impl IdentityGraph {
             return removed;
         }
         let old_primary = self.primary_of_root(root);
+        let values = std::sync::Arc::new(values.clone());
         let old_size = self.links[root as usize].size;
         for group in &groups {
             let primary = group.iter().copied().fold(group[0], |best, m| {
@@ -352,7 +341,7 @@ impl IdentityGraph {
                 self.record(HistoryRecord::Split {
                     from: self.nodes[old_primary as usize].id,
                     primary: self.nodes[primary as usize].id,
-                    values: values.clone(),
+                    values: std::sync::Arc::clone(&values),
                     at,
                     before_id: self.next_id,
                 });

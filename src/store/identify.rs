@@ -156,7 +156,8 @@ pub(super) fn changed_at(wal: &Wal, state: &State, key: IdentityKey) -> Lsn {
     if wal.durable_lsn() >= state.lsn {
         return 0;
     }
-    state.changed.get(&key).copied().unwrap_or(0)
+    let own = state.changed.get(&key).copied().unwrap_or(0);
+    own.max(state.changed_everywhere)
 }
 
 /// Remembers that the identity `key` was last changed at the state's LSN (pure reads of it wait

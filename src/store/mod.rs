@@ -224,6 +224,10 @@ struct State {
     /// Keys of identities merged away are never looked up again; entries already durable are
     /// pruned.
     changed: hashbrown::HashMap<IdentityKey, Lsn>,
+    /// LSN of the last event that changed many identities at once (a split or a block,
+    /// docs/behaviour.md §10): every pure read waits for it, which costs one group commit
+    /// after such a rare event instead of a `changed` entry per identity it touched.
+    changed_everywhere: Lsn,
 }
 
 /// The durable identity store. Shared as `Arc<Store>` by the HTTP handlers.
@@ -393,6 +397,7 @@ impl Store {
                 graph,
                 lsn,
                 changed: hashbrown::HashMap::new(),
+                changed_everywhere: 0,
             }),
             wal,
             dir: dir.to_path_buf(),

@@ -10,7 +10,6 @@ use crate::event::{BlockedValues, Event};
 use crate::graph::{Link, SplitOutcome, SplitReport};
 use crate::wal::Lsn;
 
-use super::identify::mark_changed;
 use super::{State, Store, StoreError};
 
 impl Store {
@@ -119,8 +118,9 @@ impl Store {
         Ok(links)
     }
 
-    /// Logs `event`, already applied, marks every identity of `outcome` changed at its LSN,
-    /// and logs the exclusive hold since `locked`. Returns the lock downgraded to shared: the
+    /// Logs `event`, already applied, makes every pure read wait for its LSN (it may have
+    /// changed up to one identity per contact of those it split), and logs the exclusive hold
+    /// since `locked`. Returns the lock downgraded to shared: the
     /// answer (one identity per part, up to the identity's size) is built while readers go on.
     fn log_applied<'a>(
         &self,
@@ -129,10 +129,7 @@ impl Store {
         outcome: &SplitOutcome,
         locked: Instant,
     ) -> Result<RwLockReadGuard<'a, State>, StoreError> {
-        self.append_applied(&mut state, event)?;
-        for key in state.graph.split_keys(outcome) {
-            mark_changed(&self.wal, &mut state, key);
-        }
+        state.changed_everywhere = self.append_applied(&mut state, event)?;
         self.note_applied(1);
         tracing::info!(
             removed_links = outcome.removed_links(),
