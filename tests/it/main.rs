@@ -11,6 +11,7 @@ mod bit_flips;
 mod capacity;
 mod cluster;
 mod cluster_linearizability;
+mod cluster_membership;
 mod cluster_storage;
 mod config_cli;
 mod crash;
