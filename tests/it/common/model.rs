@@ -5,7 +5,7 @@
 //! The model is a `Vec` of rows with exactly the columns of the `Contact` table, changed the way
 //! docs/behaviour.md §3 describes it in prose: scan everything, collect identities through
 //! `linkedId`, demote, re-point, insert. It is quadratic on purpose and shares no code with
-//! `src/graph/` (union-find, indexes, rings); only the plain event type of `src/event.rs` is read,
+//! `src/graph/` (union-find, indexes, rings); only the plain event type of `src/event/` is read,
 //! to apply logged events.
 #![allow(dead_code)]
 
