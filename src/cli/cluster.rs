@@ -1,6 +1,7 @@
 //! `idrecon cluster status|add|remove --url URL` (docs/behaviour.md §9, docs/CLUSTER.md): the
 //! membership routes of a running cluster, from the command line. Any member's URL works: a
-//! follower forwards membership changes to the leader.
+//! follower forwards membership changes to the leader. `idrecon cluster seed` works on files
+//! instead: it seeds a new member's directory from a single-node one.
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -55,6 +56,17 @@ pub enum ClusterAction {
         #[arg(long)]
         id: u64,
     },
+    /// Seed a new member's data directory with a single-node data directory's contacts
+    /// (read-only), to move a single-node service into a cluster: seed every member's
+    /// directory from the same stopped single node, then start the members. Needs no --url.
+    Seed {
+        /// The single-node data directory to copy the contacts of (read, not changed).
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// The new member's data directory (created; must not hold anything yet).
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+    },
 }
 
 /// Runs `idrecon cluster …`; prints the member's answer as JSON.
@@ -106,6 +118,7 @@ pub(super) fn run(args: ClusterArgs) -> anyhow::Result<()> {
                     added
                 }
             }
+            ClusterAction::Seed { from, data_dir } => seed(&from, &data_dir)?,
             ClusterAction::Remove { id } => {
                 send(
                     &client,
@@ -152,4 +165,32 @@ async fn send(
         bail!("{url} answered {status}: {answer}");
     }
     Ok(answer)
+}
+
+/// `idrecon cluster seed`: reads the single-node directory `from` read-only (as `export` does)
+/// and writes its graph as the seed snapshot of the new member directory `data_dir`; answers
+/// what it wrote.
+///
+/// # Errors
+/// `from` is missing, is a cluster member's directory or cannot be recovered; `data_dir` holds
+/// anything already or cannot be written.
+fn seed(from: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result<Value> {
+    if !from.is_dir() {
+        bail!("{} is not a data directory", from.display());
+    }
+    if crate::cluster::inspect::is_member_dir(from) {
+        bail!(
+            "{} is a cluster member's directory: seed from a single-node one",
+            from.display()
+        );
+    }
+    let graph = crate::store::inspect(from)
+        .with_context(|| format!("cannot read {}", from.display()))?
+        .graph;
+    let snapshot = crate::cluster::seed::seed(&graph, data_dir)?;
+    Ok(json!({
+        "contacts": graph.len(),
+        "identities": graph.identity_count(),
+        "snapshot": snapshot.display().to_string(),
+    }))
 }

@@ -29,6 +29,7 @@ pub mod network;
 pub mod node;
 pub mod raft_state;
 pub mod replica;
+pub mod seed;
 pub mod state_machine;
 pub mod types;
 mod watch;

@@ -53,7 +53,7 @@ fn storage_error(
 }
 
 /// The sidecar of the snapshot at `snapshot`: the same name with `.raft` for `.snap`.
-fn sidecar_of(snapshot: &Path) -> PathBuf {
+pub(super) fn sidecar_of(snapshot: &Path) -> PathBuf {
     snapshot.with_extension("raft")
 }
 
@@ -64,7 +64,7 @@ fn lsn_of(last: Option<LogId>) -> Lsn {
 
 /// Writes `meta` as the sidecar at `path`, durably (temp, fsync, rename; the caller fsyncs the
 /// directory with the snapshot's rename).
-fn write_sidecar(path: &Path, meta: &SnapshotMeta<NodeId, Node>) -> std::io::Result<()> {
+pub(super) fn write_sidecar(path: &Path, meta: &SnapshotMeta<NodeId, Node>) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("raft.tmp");
     let mut file = std::fs::File::create(&tmp)?;

@@ -155,3 +155,107 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A single-node service moves into a cluster (docs/CLUSTER.md): its stopped data directory
+/// seeds every member's new directory, the members form the cluster, answer the old identities
+/// from any member, take new writes on top of them, and export identical rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_node_directory_moves_into_a_cluster() {
+    let single = tempfile::tempdir().expect("tempdir");
+    let app = crate::common::TestApp::spawn(single.path()).await;
+    for (email, phone) in [
+        ("ann@example.com", "5550100"),
+        ("bob@example.com", "5550100"),
+        ("carl@example.com", "777"),
+        ("carl@example.com", "5550100"),
+    ] {
+        let (status, _) = app
+            .identify(&serde_json::json!({"email": email, "phoneNumber": phone}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    app.stop().await;
+    let single_dir = single.path().to_str().expect("utf-8 path").to_owned();
+    let export = |dir: &str| {
+        let out = crate::common::idrecon(&["export", "--data-dir", dir]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let before = export(&single_dir);
+
+    let mut cluster = Cluster::new(&[]);
+    for member in &cluster.members {
+        let dir = member.dir.to_str().expect("utf-8 path");
+        let args = ["cluster", "seed", "--from", &single_dir, "--data-dir", dir];
+        let seeded = crate::common::idrecon(&args);
+        assert!(
+            seeded.status.success(),
+            "{}",
+            String::from_utf8_lossy(&seeded.stderr)
+        );
+        let report: Value = serde_json::from_slice(&seeded.stdout).expect("JSON report");
+        assert_eq!(report["contacts"], 3, "{report}");
+        // A member directory is never seeded twice.
+        let again = crate::common::idrecon(&args);
+        assert!(!again.status.success());
+        assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    }
+    cluster.start_all();
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let identity = get_json(
+        &client(),
+        &format!(
+            "{}/identities?email=carl@example.com",
+            cluster.url(follower)
+        ),
+    )
+    .await
+    .expect("the old identity, read on a follower");
+    assert_eq!(identity["contact"]["primaryContactId"], 1, "{identity}");
+    let answer: Value = client()
+        .post(format!("{}/identify", cluster.url(follower)))
+        .json(&serde_json::json!({"email": "dora@example.com", "phoneNumber": "777"}))
+        .send()
+        .await
+        .expect("a write through a follower")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["contact"]["primaryContactId"], 1, "{answer}");
+    assert_eq!(
+        answer["contact"]["secondaryContactIds"],
+        serde_json::json!([2, 3, 4])
+    );
+    // Killed and restarted, the members come back from the seed and their logs.
+    cluster.settled(Duration::from_secs(20)).await;
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    cluster.start_all();
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let identity = get_json(
+        &client(),
+        &format!("{}/identities?email=dora@example.com", cluster.url(leader)),
+    )
+    .await
+    .expect("the identity after a restart");
+    assert_eq!(identity, answer);
+    cluster.settled(Duration::from_secs(20)).await;
+    for id in 1..=3 {
+        cluster.stop(id);
+    }
+    let exports: Vec<String> = (1..=3).map(|id| cluster.export(id)).collect();
+    assert_eq!(exports[0], exports[1]);
+    assert_eq!(exports[0], exports[2]);
+    assert!(
+        exports[0].starts_with(&before),
+        "the seeded rows come first, unchanged:\n{before}\n{}",
+        exports[0]
+    );
+    assert_eq!(exports[0].lines().count(), 5, "a header and four rows");
+}
