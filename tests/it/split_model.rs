@@ -12,7 +12,8 @@
 //! Random histories over small pools of values mix `/identify` requests, deletions, erasures,
 //! deleted rows linked as an import would, splits (of any row's identity by one to three pool
 //! values) and blocks (retroactive or not). After every step every row must agree with the
-//! model, every request's answer too, and the graph's invariants must hold. At the end the
+//! model, every request's answer too, and the graph's invariants must hold. A chunked snapshot
+//! capture runs across the steps and must equal a snapshot taken when it began. At the end the
 //! graph is rebuilt from its snapshot and from its log of events, and both must equal it and
 //! answer further requests alike.
 
@@ -63,8 +64,16 @@ fn op(pool: usize) -> impl Strategy<Value = Op> {
     ]
 }
 
-fn case() -> impl Strategy<Value = (usize, Vec<Op>)> {
-    (3usize..=10).prop_flat_map(|pool| (Just(pool), proptest::collection::vec(op(pool), 30..=90)))
+/// A pool size, the history, and where a chunked snapshot capture begins (it then advances a
+/// few entries per step while splits and blocks change the graph).
+fn case() -> impl Strategy<Value = (usize, Vec<Op>, Index)> {
+    (3usize..=10).prop_flat_map(|pool| {
+        (
+            Just(pool),
+            proptest::collection::vec(op(pool), 30..=90),
+            any::<Index>(),
+        )
+    })
 }
 
 fn email_text(i: usize) -> String {
@@ -313,12 +322,22 @@ static PARTS: AtomicUsize = AtomicUsize::new(0);
 static RETROACTIVE: AtomicUsize = AtomicUsize::new(0);
 static SEPARATED: AtomicUsize = AtomicUsize::new(0);
 
-fn run_case(pool: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+fn run_case(pool: usize, ops: &[Op], capture_at: &Index) -> Result<(), TestCaseError> {
+    let capture_at = capture_at.index(ops.len());
+    // (cursor, entries so far, the entries a snapshot at the capture's start has)
+    let mut capture = None;
     let mut m = SplitModel::default();
     let mut graph = IdentityGraph::new();
     let mut log: Vec<Event> = Vec::new();
     let mut now = BASE_MS;
     for (step, op) in ops.iter().enumerate() {
+        if step == capture_at {
+            let expected: Vec<_> = graph.snapshot_entries().collect();
+            capture = Some((graph.begin_capture(), Vec::new(), expected));
+        }
+        if let Some((cursor, got, _)) = &mut capture {
+            graph.capture_chunk(cursor, 3, got);
+        }
         now += 1;
         match op {
             Op::Identify(e, p) => {
@@ -504,6 +523,15 @@ fn run_case(pool: usize, ops: &[Op]) -> Result<(), TestCaseError> {
             .check_invariants()
             .map_err(|e| fail(format!("step {step}: {e}")))?;
     }
+    // The chunked capture, interleaved with every change since it began, equals a snapshot
+    // taken when it began.
+    let (mut cursor, mut got, expected) = capture.ok_or_else(|| fail("capture never began"))?;
+    while !graph.capture_chunk(&mut cursor, 3, &mut got) {}
+    graph.end_capture();
+    prop_assert!(
+        got == expected,
+        "chunked capture differs from the snapshot at its start"
+    );
     // Snapshot, then log replay: the same graph, and the same answers from here on.
     let mut from_snapshot = IdentityGraph::new();
     from_snapshot.begin_bulk_load();
@@ -546,7 +574,9 @@ fn splits_match_a_model_that_recomputes_identities_from_link_reasons() {
     };
     let mut runner = TestRunner::new(config);
     runner
-        .run(&case(), |(pool, ops)| run_case(pool, &ops))
+        .run(&case(), |(pool, ops, capture_at)| {
+            run_case(pool, &ops, &capture_at)
+        })
         .unwrap();
     let (splits, parts) = (
         SPLITS.load(Ordering::Relaxed),
