@@ -31,12 +31,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-data/bench/split}
 PORT=3112
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
-if [ -z "${TARGET_BIN:-}" ]; then
-  cargo build --release --quiet --bin idrecon
-fi
-BIN=${TARGET_BIN:-$TARGET_DIR/release/idrecon}
+# shellcheck source=benches/support/unrelated.sh
+. benches/support/unrelated.sh
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
@@ -65,21 +61,8 @@ RUST_LOG=warn,idrecon::store=info taskset -c 0 "$BIN" serve --data-dir "$OUT/dat
   --listen "127.0.0.1:$PORT" --snapshot-every 0 --max-identity-size 0 > "$OUT/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 600); do
-  curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break
-  sleep 0.1
-done
+wait_ready
 echo "$IDENTITIES junk identities of $SIZE contacts; $UNRELATED unrelated customers"
-
-unrelated_p99() { # -> "rps p99_ms errors" of the unrelated load over SECONDS_PER_RUN
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --timeout 10s --latency \
-    -s benches/wrk-jsonl.lua "http://127.0.0.1:$PORT" -- "$OUT/unrelated.jsonl" "$PAUSE_MS" |
-    tee -a "$OUT/wrk.log" | awk '
-      function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
-      /Requests\/sec/ {rps=$2} /^ +99%/ {p99=ms($2)}
-      /Non-2xx/ {err+=$NF} /Socket errors/ {err+=1}
-      END {printf "%s %.3f %d\n", rps, p99, err}'
-}
 
 read -r a_rps a_p99 a_err < <(unrelated_p99)
 echo "phase A (unrelated alone): ${a_rps} req/s, p99 ${a_p99} ms, errors ${a_err}"

@@ -141,14 +141,14 @@ impl IdentityGraph {
             roots.dedup();
             roots
         };
-        let mut roots: Vec<u32> = Vec::new();
+        let (mut roots, mut split) = (Vec::new(), false);
         for members in &outcome.groups {
             let parts = roots_of(members);
+            split |= parts.len() > 1;
             if outcome.every_part || parts.len() > 1 {
                 roots.extend(parts);
             }
         }
-        let split = outcome.groups.iter().any(|m| roots_of(m).len() > 1);
         roots.sort_by_key(|&r| {
             let primary = &self.nodes[self.primary_of_root(r) as usize];
             (primary.created_at, primary.id)

@@ -29,7 +29,7 @@ pub const OUTCOME_HEADER: HeaderName = HeaderName::from_static("x-idrecon-outcom
 /// case, quoted or not; RFC 8259 §8.1: JSON exchanged between systems is UTF-8). A body
 /// declared in another charset would otherwise be read as UTF-8 and stored wrongly. The exact
 /// common spelling is checked first, without parsing.
-pub(crate) fn is_json(headers: &HeaderMap) -> bool {
+fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return false;
     };
@@ -55,11 +55,24 @@ pub(crate) fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The whole body of `req`, declared JSON in UTF-8 ([`is_json`]), at most `limit` bytes: as
+/// [`read_body`], after `415 unsupported_media_type` for any other `Content-Type`.
+pub(crate) async fn read_json_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    if !is_json(req.headers()) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json in UTF-8",
+        ));
+    }
+    read_body(req, limit).await
+}
+
 /// The whole body of `req`, at most `limit` bytes (docs/behaviour.md §4): `413 payload_too_large` past
 /// it (a chunked body, as it arrives; a `Content-Length` above it never gets here, the router's
 /// [`super::body_limit`] layer refuses it before reading), `400 invalid_body` when the body
 /// cannot be read (the connection failed mid-body).
-pub(crate) async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|error| {
@@ -156,15 +169,8 @@ pub(crate) async fn identify(
     req: Request,
 ) -> Result<Response, ApiError> {
     // The request is taken whole so its headers are read in place (the `HeaderMap` extractor
-    // clones them); the body is read under the body limit by `read_body`.
-    if !is_json(req.headers()) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Content-Type must be application/json in UTF-8",
-        ));
-    }
-    let body = read_body(req, app.options.max_body_bytes).await?;
+    // clones them); the body is read under the body limit.
+    let body = read_json_body(req, app.options.max_body_bytes).await?;
     let request = parse_identify_body(&body, app.normalizer())?;
     let (identity, outcome) = app.backend.identify(&request).await?;
     let primary_id = identity.primary_contact_id;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use super::identify::{PhoneNumberInput, is_json, read_body};
+use super::identify::{PhoneNumberInput, read_json_body};
 use super::state::AppState;
 use crate::contact::ValidationError;
 use crate::event::BlockedValues;
@@ -54,14 +54,7 @@ impl From<&BlockedValues> for ValuesList {
 /// included); `400 invalid_email` / `invalid_phone_number` (with `field`) for a value
 /// `/identify` would refuse or an empty one; `400 missing_values` when both lists are empty.
 pub(crate) async fn read_values(app: &AppState, req: Request) -> Result<BlockedValues, ApiError> {
-    if !is_json(req.headers()) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Content-Type must be application/json in UTF-8",
-        ));
-    }
-    let bytes = read_body(req, app.options.max_body_bytes).await?;
+    let bytes = read_json_body(req, app.options.max_body_bytes).await?;
     let body: ValuesBody = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

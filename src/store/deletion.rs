@@ -4,7 +4,6 @@
 use crate::contact::{ContactId, ContactRow, Timestamp};
 use crate::event::Event;
 use crate::graph::ApplyError;
-use crate::wal::Lsn;
 
 use super::identify::mark_changed;
 use super::{Store, StoreError};
@@ -38,10 +37,7 @@ impl Store {
     pub async fn delete_contact(&self, id: ContactId) -> Result<Deletion, StoreError> {
         let now = Timestamp::now();
         let (deletion, lsn) = {
-            let mut state = self.state.write();
-            if state.lsn == Lsn::MAX {
-                return Err(StoreError::Unavailable);
-            }
+            let mut state = self.write_state()?;
             match state.graph.contact(id) {
                 None => (Deletion::NotFound, state.lsn),
                 Some(row) if row.deleted_at.is_some() => (Deletion::AlreadyDeleted(row), state.lsn),
@@ -81,10 +77,7 @@ impl Store {
         // rare admin route only.
         self.mark_erasure()?;
         let (erasure, lsn) = {
-            let mut state = self.state.write();
-            if state.lsn == Lsn::MAX {
-                return Err(StoreError::Unavailable);
-            }
+            let mut state = self.write_state()?;
             let found = state.graph.identity_rows(id);
             if found.is_none() {
                 // Nothing to erase: settled, the marker need not wait for it.

@@ -497,6 +497,19 @@ impl Store {
         }
     }
 
+    /// The exclusive lock on the state, for an admin write (deletion, erasure, split, block).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the log has failed (the state's LSN is poisoned, see
+    /// [`Store::apply_and_log`]): nothing may be written or answered any more.
+    fn write_state(&self) -> Result<parking_lot::RwLockWriteGuard<'_, State>, StoreError> {
+        let state = self.state.write();
+        if state.lsn == Lsn::MAX {
+            return Err(StoreError::Unavailable);
+        }
+        Ok(state)
+    }
+
     /// Counts `applied` events towards the next snapshot and queues one on the maintenance
     /// task once `--snapshot-every` is reached (unless one is queued already).
     fn note_applied(&self, applied: u64) {

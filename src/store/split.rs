@@ -8,7 +8,6 @@ use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
 use crate::contact::{ContactId, Timestamp};
 use crate::event::{BlockedValues, Event};
 use crate::graph::{Link, SplitOutcome, SplitReport};
-use crate::wal::Lsn;
 
 use super::{State, Store, StoreError};
 
@@ -26,11 +25,8 @@ impl Store {
     ) -> Result<Option<SplitReport>, StoreError> {
         let now = Timestamp::now();
         let (report, lsn) = {
-            let mut state = self.state.write();
+            let mut state = self.write_state()?;
             let locked = Instant::now();
-            if state.lsn == Lsn::MAX {
-                return Err(StoreError::Unavailable);
-            }
             match state.graph.split(id, values, now)? {
                 None => (None, state.lsn),
                 Some((event, outcome)) => {
@@ -57,11 +53,8 @@ impl Store {
     ) -> Result<SplitReport, StoreError> {
         let now = Timestamp::now();
         let (report, lsn) = {
-            let mut state = self.state.write();
+            let mut state = self.write_state()?;
             let locked = Instant::now();
-            if state.lsn == Lsn::MAX {
-                return Err(StoreError::Unavailable);
-            }
             let (event, outcome) = state.graph.block_values(values, retroactive, now)?;
             let state = self.log_applied(state, &event, &outcome, locked)?;
             (state.graph.split_report(&outcome), state.lsn)
@@ -78,10 +71,7 @@ impl Store {
     /// [`StoreError::Unavailable`] when the log has failed.
     pub async fn unblock_values(&self, values: BlockedValues) -> Result<BlockedValues, StoreError> {
         let (lifted, lsn) = {
-            let mut state = self.state.write();
-            if state.lsn == Lsn::MAX {
-                return Err(StoreError::Unavailable);
-            }
+            let mut state = self.write_state()?;
             let (event, lifted) = state.graph.unblock_values(values)?;
             self.append_applied(&mut state, &event)?;
             self.note_applied(1);

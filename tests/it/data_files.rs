@@ -7,14 +7,14 @@
 
 use std::collections::HashSet;
 
-use idrecon::contact::{ContactRow, Email, LinkPrecedence, Phone, Timestamp};
+use idrecon::contact::{ContactRow, Email, Phone, Timestamp};
 use idrecon::event::Event;
-use idrecon::graph::{IdentifyRequest, Identity, IdentityGraph};
+use idrecon::graph::{IdentifyRequest, IdentityGraph};
 use idrecon::rows::{RowFormat, plan_import, read_rows};
 use serde_json::Value;
 
 use crate::common::data_file;
-use crate::common::model::{Answer, Model, Row};
+use crate::common::model::{Answer, Model, Row, answer_of, row_of};
 
 /// `2023-04-01T00:00:00Z` in ms: the clock of the replays, one ms per request from here.
 const BASE_MS: i64 = 1_680_307_200_000;
@@ -51,23 +51,6 @@ fn texts<'a>(
     )
 }
 
-fn answer_of(identity: &Identity) -> Answer {
-    Answer {
-        primary: identity.primary_contact_id,
-        emails: identity
-            .emails
-            .iter()
-            .map(|e| e.as_str().to_owned())
-            .collect(),
-        phones: identity
-            .phone_numbers
-            .iter()
-            .map(|p| p.as_str().to_owned())
-            .collect(),
-        secondaries: identity.secondary_contact_ids.clone(),
-    }
-}
-
 /// An answer body of `spec-expected.jsonl` (default response key) as an [`Answer`].
 fn answer_of_json(body: &Value) -> Answer {
     let contact = &body["contact"];
@@ -88,19 +71,6 @@ fn answer_of_json(body: &Value) -> Answer {
             .iter()
             .map(|v| v.as_u64().unwrap())
             .collect(),
-    }
-}
-
-fn row_of(r: ContactRow) -> Row {
-    Row {
-        id: r.id,
-        email: r.email.map(|e| e.as_str().to_owned()),
-        phone: r.phone_number.map(|p| p.as_str().to_owned()),
-        linked_id: r.linked_id,
-        primary: r.link_precedence == LinkPrecedence::Primary,
-        created_at: r.created_at.0,
-        updated_at: r.updated_at.0,
-        deleted_at: r.deleted_at.map(|t| t.0),
     }
 }
 

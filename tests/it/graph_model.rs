@@ -22,17 +22,17 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use idrecon::contact::{ContactRow, Email, LinkPrecedence, Phone, Timestamp};
+use idrecon::contact::{Email, Phone, Timestamp};
 use std::sync::Arc;
 
 use idrecon::event::{Event, NewContact};
 use idrecon::graph::BlockList;
-use idrecon::graph::{GraphOptions, IdentifyRequest, Identity, IdentityGraph};
+use idrecon::graph::{GraphOptions, IdentifyRequest, IdentityGraph};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-use crate::common::model::{Answer, Model, Row};
+use crate::common::model::{Answer, Model, Row, answer_of, row_of};
 
 // ----- generated cases --------------------------------------------------------------------------
 
@@ -138,19 +138,6 @@ fn phone_text(i: usize) -> String {
 
 // ----- comparing --------------------------------------------------------------------------------
 
-fn row_of(r: ContactRow) -> Row {
-    Row {
-        id: r.id,
-        email: r.email.map(|e| e.as_str().to_owned()),
-        phone: r.phone_number.map(|p| p.as_str().to_owned()),
-        linked_id: r.linked_id,
-        primary: r.link_precedence == LinkPrecedence::Primary,
-        created_at: r.created_at.0,
-        updated_at: r.updated_at.0,
-        deleted_at: r.deleted_at.map(|t| t.0),
-    }
-}
-
 fn rows_of(graph: &IdentityGraph) -> Vec<Row> {
     graph.all_contacts().map(row_of).collect()
 }
@@ -170,23 +157,6 @@ fn check_find(graph: &IdentityGraph, rows: &[Row], ctx: &str) -> Result<(), Test
     let beyond = rows.last().map_or(1, |r| r.id + 1);
     prop_assert_eq!(graph.find(beyond), None, "{}: find({})", ctx, beyond);
     Ok(())
-}
-
-fn answer_of(identity: &Identity) -> Answer {
-    Answer {
-        primary: identity.primary_contact_id,
-        emails: identity
-            .emails
-            .iter()
-            .map(|e| e.as_str().to_owned())
-            .collect(),
-        phones: identity
-            .phone_numbers
-            .iter()
-            .map(|p| p.as_str().to_owned())
-            .collect(),
-        secondaries: identity.secondary_contact_ids.clone(),
-    }
 }
 
 fn fail(what: impl std::fmt::Display) -> TestCaseError {

@@ -9,7 +9,9 @@
 //! to apply logged events.
 #![allow(dead_code)]
 
+use idrecon::contact::{ContactRow, LinkPrecedence};
 use idrecon::event::Event;
+use idrecon::graph::Identity;
 
 /// One row of the `Contact` table, plain values only.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +33,34 @@ pub struct Answer {
     pub emails: Vec<String>,
     pub phones: Vec<String>,
     pub secondaries: Vec<u64>,
+}
+
+/// A row the graph serves, as a model row.
+pub fn row_of(r: ContactRow) -> Row {
+    Row {
+        id: r.id,
+        email: r.email.map(|e| e.as_str().to_owned()),
+        phone: r.phone_number.map(|p| p.as_str().to_owned()),
+        linked_id: r.linked_id,
+        primary: r.link_precedence == LinkPrecedence::Primary,
+        created_at: r.created_at.0,
+        updated_at: r.updated_at.0,
+        deleted_at: r.deleted_at.map(|t| t.0),
+    }
+}
+
+/// An identity the graph answers, as a model answer.
+pub fn answer_of(identity: &Identity) -> Answer {
+    Answer {
+        primary: identity.primary_contact_id,
+        emails: (identity.emails.iter())
+            .map(|e| e.as_str().to_owned())
+            .collect(),
+        phones: (identity.phone_numbers.iter())
+            .map(|p| p.as_str().to_owned())
+            .collect(),
+        secondaries: identity.secondary_contact_ids.clone(),
+    }
 }
 
 #[derive(Clone, Debug, Default)]
