@@ -197,14 +197,3 @@ impl IntoResponse for ApiError {
         response
     }
 }
-
-/// `response` itself, unless it is the empty `408` of tower-http's `TimeoutLayer` (the request
-/// took longer than the request timeout): that becomes the JSON `408 request_timeout` error.
-/// No handler answers `408` itself, so every `408` is the timeout's.
-pub(crate) fn timeout_as_json(response: Response) -> Response {
-    if response.status() == StatusCode::REQUEST_TIMEOUT {
-        ApiError::request_timeout().into_response()
-    } else {
-        response
-    }
-}
