@@ -10,6 +10,7 @@
 //!   membership  status, adding a learner, promoting it, removing a member
 //!   watch       metrics and log lines that follow openraft's state
 //!   erasure     after an erasure, snapshot and purge the log so the values leave the files
+//!   proposals   the /identify commands of concurrent requests proposed as one entry
 //! types       what an entry carries (the request and the leader's time) and its answer
 //! ```
 //!
@@ -27,6 +28,7 @@ pub mod log_store;
 mod membership;
 pub mod network;
 pub mod node;
+mod proposals;
 pub mod raft_state;
 pub mod replica;
 pub mod seed;
@@ -179,7 +181,7 @@ impl Leader {
 }
 
 /// Why a cluster member cannot execute a request.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ClusterError {
     /// This member does not lead; the leader it knows, if any.
     #[error("this member is not the leader")]

@@ -3,7 +3,8 @@
 //!
 //! - **Writes** (`/identify` when it changes something, deletions, erasures) are proposed with
 //!   [`Raft::client_write`], which returns once the entry is committed on a majority and
-//!   applied here; the answer is what applying it answered.
+//!   applied here; the answer is what applying it answered. The `/identify` writes of
+//!   concurrent requests share entries ([`super::proposals`]).
 //! - **Reads** are linearizable: before reading its replica the leader confirms, with a
 //!   heartbeat round to a majority (openraft's read index), that it still leads and has applied
 //!   everything committed when the read arrived. Reads that arrive while a confirmation is in
@@ -20,6 +21,7 @@ use openraft::{BasicNode, ServerState};
 
 use super::log_store::LogStore;
 use super::network::Network;
+use super::proposals::Proposer;
 use super::replica::Replica;
 use super::state_machine::StateMachine;
 use super::types::{Answer, Command, NodeId, Raft};
@@ -78,6 +80,8 @@ pub struct ClusterNode {
     log: LogStore,
     options: ClusterOptions,
     reads: ReadBarrier,
+    /// Batches the `/identify` commands of concurrent requests ([`super::proposals`]).
+    proposals: Proposer,
     /// Set once [`ClusterNode::shutdown`] starts; the member's own tasks stop at it.
     stopping: tokio::sync::watch::Sender<bool>,
     /// Held for the member's lifetime: the data directory's lock.
@@ -140,6 +144,7 @@ impl ClusterNode {
         )
         .await
         .map_err(|e| fail("cannot start Raft", &e))?;
+        let proposals = Proposer::start(raft.clone());
         let node = Arc::new(ClusterNode {
             id: options.node_id,
             raft,
@@ -147,6 +152,7 @@ impl ClusterNode {
             log,
             options,
             reads: ReadBarrier::default(),
+            proposals,
             stopping: tokio::sync::watch::Sender::new(false),
             _lock: lock,
         });
@@ -256,13 +262,7 @@ impl ClusterNode {
     /// [`ClusterError::Unavailable`] when the entry cannot be committed (no quorum, shutting
     /// down).
     pub async fn write(&self, command: Command) -> Result<Answer, ClusterError> {
-        match self.raft.client_write(command).await {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(ClusterError::NotLeader(Leader::of(forward)))
-            }
-            Err(e) => Err(ClusterError::Unavailable(e.to_string())),
-        }
+        write(&self.raft, command).await
     }
 
     /// Returns once this member has confirmed it leads and has applied every entry committed
@@ -333,7 +333,7 @@ impl ClusterNode {
             phone: request.phone().cloned(),
             at: Timestamp::now(),
         };
-        match self.write(command).await? {
+        match self.proposals.propose(command).await? {
             Answer::Identified { identity, outcome } => Ok((identity, outcome)),
             Answer::Full => Err(ClusterError::Full),
             other => Err(ClusterError::Unavailable(format!(
@@ -352,5 +352,20 @@ impl ClusterNode {
         self.log
             .close()
             .map_err(|e| ClusterError::Unavailable(e.to_string()))
+    }
+}
+
+/// [`ClusterNode::write`] on `raft`: proposes `command`, waits until it is committed and applied
+/// here, and returns what applying it answered.
+///
+/// # Errors
+/// As [`ClusterNode::write`].
+pub(super) async fn write(raft: &Raft, command: Command) -> Result<Answer, ClusterError> {
+    match raft.client_write(command).await {
+        Ok(response) => Ok(response.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            Err(ClusterError::NotLeader(Leader::of(forward)))
+        }
+        Err(e) => Err(ClusterError::Unavailable(e.to_string())),
     }
 }

@@ -93,7 +93,7 @@ impl Replica {
                     EntryPayload::Blank => Answer::Nothing,
                     EntryPayload::Normal(command) => {
                         let answer = apply_command(&mut state.graph, &command);
-                        if matches!(answer, Answer::Erased(Some(_))) {
+                        if erases(&answer) {
                             self.erased_at
                                 .fetch_max(entry.log_id.index, Ordering::AcqRel);
                         }
@@ -152,6 +152,21 @@ pub fn apply_command(graph: &mut IdentityGraph, command: &Command) -> Answer {
             Ok((_, lifted)) => Answer::Unblocked(lifted),
             Err(_) => Answer::Nothing,
         },
+        Command::Batch(commands) => Answer::Batch(
+            commands
+                .iter()
+                .map(|command| apply_command(graph, command))
+                .collect(),
+        ),
+    }
+}
+
+/// Whether `answer` reports an erasure (in a batch too).
+fn erases(answer: &Answer) -> bool {
+    match answer {
+        Answer::Erased(Some(_)) => true,
+        Answer::Batch(answers) => answers.iter().any(erases),
+        _ => false,
     }
 }
 
@@ -186,4 +201,65 @@ fn erase(graph: &mut IdentityGraph, id: ContactId, at: Timestamp) -> Option<Eras
 
 fn apply_one(graph: &mut IdentityGraph, event: &Event) -> Result<(), ApplyError> {
     graph.apply(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contact::{Email, Phone, Timestamp};
+    use crate::graph::GraphOptions;
+
+    fn identify(email: &str, phone: &str, at: i64) -> Command {
+        Command::Identify {
+            email: Email::parse(email).expect("a valid email"),
+            phone: Phone::parse(phone).expect("a valid phone"),
+            at: Timestamp(at),
+        }
+    }
+
+    /// A batch is applied exactly as its commands would be as separate entries: the same
+    /// answers, in order, and the same graph afterwards (proposal batching relies on it).
+    #[test]
+    fn a_batch_applies_as_its_commands_one_by_one() {
+        let commands = vec![
+            identify("ann@example.com", "", 1_000),
+            identify("", "+441234567890", 1_001),
+            identify("ann@example.com", "+441234567890", 1_002),
+            identify("bob@example.com", "+441234567890", 1_003),
+            identify("ann@example.com", "", 1_004),
+        ];
+        let mut one_by_one = IdentityGraph::with_options(GraphOptions::default());
+        let answers: Vec<Answer> = commands
+            .iter()
+            .map(|command| apply_command(&mut one_by_one, command))
+            .collect();
+        let mut batched = IdentityGraph::with_options(GraphOptions::default());
+        let batch = apply_command(&mut batched, &Command::Batch(commands));
+        assert_eq!(batch, Answer::Batch(answers.clone()));
+        // The third request merged the first two identities, the fourth added a secondary.
+        assert!(matches!(
+            answers[2],
+            Answer::Identified {
+                outcome: Outcome::Merge,
+                ..
+            }
+        ));
+        assert_eq!(batched.len(), one_by_one.len());
+        assert_eq!(
+            batched.contacts_after(0, 100),
+            one_by_one.contacts_after(0, 100)
+        );
+        assert_eq!(batched.len(), 3);
+    }
+
+    #[test]
+    fn an_erasure_inside_a_batch_is_seen() {
+        let erased = Answer::Erased(Some(Erasure {
+            primary_contact_id: 1,
+            contact_ids: vec![1],
+        }));
+        assert!(erases(&Answer::Batch(vec![Answer::Nothing, erased])));
+        assert!(!erases(&Answer::Batch(vec![Answer::Nothing])));
+        assert!(!erases(&Answer::Erased(None)));
+    }
 }

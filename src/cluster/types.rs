@@ -92,6 +92,10 @@ pub enum Command {
         /// The values to unblock.
         values: BlockedValues,
     },
+    /// Several `/identify` commands of concurrent requests proposed as one entry (proposal
+    /// batching, `proposals.rs`), applied in order as if each were its own entry; answered by
+    /// [`Answer::Batch`] in the same order.
+    Batch(Vec<Command>),
 }
 
 /// What applying an entry answered, handed back to the request that proposed it.
@@ -119,4 +123,6 @@ pub enum Answer {
     Blocked(SplitReport),
     /// [`Command::UnblockValues`]: the values whose run-time blocks were lifted.
     Unblocked(BlockedValues),
+    /// [`Command::Batch`]: one answer per command, in order.
+    Batch(Vec<Answer>),
 }

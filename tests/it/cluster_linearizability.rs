@@ -119,12 +119,21 @@ fn read_log(dir: &std::path::Path) -> Vec<Logged> {
     let mut logged = Vec::new();
     idrecon::wal::replay_read_only(&dir.join("raft").join("log"), 0, |_, payload| {
         let entry: Entry = bincode::deserialize(payload).map_err(|e| e.to_string())?;
-        if let EntryPayload::Normal(Command::Identify { email, phone, at }) = entry.payload {
-            logged.push(Logged {
-                email: email.map(|e| e.as_str().to_owned()),
-                phone: phone.map(|p| p.as_str().to_owned()),
-                at: at.0,
-            });
+        if let EntryPayload::Normal(command) = entry.payload {
+            // A batch's commands are applied in order, each as its own entry would be.
+            let commands = match command {
+                Command::Batch(commands) => commands,
+                command => vec![command],
+            };
+            for command in commands {
+                if let Command::Identify { email, phone, at } = command {
+                    logged.push(Logged {
+                        email: email.map(|e| e.as_str().to_owned()),
+                        phone: phone.map(|p| p.as_str().to_owned()),
+                        at: at.0,
+                    });
+                }
+            }
         }
         Ok::<(), String>(())
     })
