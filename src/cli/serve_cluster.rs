@@ -139,9 +139,10 @@ fn listen_address(args: &ServeArgs, own: &str) -> anyhow::Result<SocketAddr> {
 /// openraft refusing to start, or a failed server or log close.
 pub(super) fn serve_member(
     args: ServeArgs,
-    options: ClusterOptions,
+    mut options: ClusterOptions,
     http: HttpOptions,
 ) -> anyhow::Result<()> {
+    options.max_contacts = args.max_contacts;
     let own = options
         .members
         .get(&options.node_id)

@@ -137,6 +137,9 @@ pub struct ClusterOptions {
     pub heartbeat_ms: u64,
     /// Election timeout range, in milliseconds.
     pub election_timeout_ms: (u64, u64),
+    /// Most contacts the leader lets the graph hold (`--max-contacts`, docs/behaviour.md
+    /// §3.6); `None` for no limit.
+    pub max_contacts: Option<u64>,
 }
 
 impl ClusterOptions {
@@ -154,6 +157,7 @@ impl ClusterOptions {
             log_kept_after_snapshot: 1_000,
             heartbeat_ms: 50,
             election_timeout_ms: (150, 300),
+            max_contacts: None,
         }
     }
 }
@@ -192,6 +196,12 @@ pub enum ClusterError {
     /// The graph cannot take another contact.
     #[error("no contact id or slot is left for a new contact")]
     Full,
+    /// The request would add a contact past `--max-contacts` (docs/behaviour.md §3.6).
+    #[error("the cluster holds its maximum of {limit} contacts")]
+    CapacityExceeded {
+        /// The limit.
+        limit: u64,
+    },
     /// A membership change that cannot be made as asked (an unknown member, removing a voter
     /// through the learner path, a change while another is in progress).
     #[error("membership change refused: {0}")]

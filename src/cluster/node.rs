@@ -27,6 +27,7 @@ use super::state_machine::StateMachine;
 use super::types::{Answer, Command, NodeId, Raft};
 use super::{ClusterError, ClusterOptions, Leader};
 use crate::contact::Timestamp;
+use crate::event::Event;
 use crate::graph::{Decision, GraphOptions, IdentifyRequest, Identity};
 use crate::snapshot::SnapshotDir;
 use crate::store::Outcome;
@@ -302,21 +303,41 @@ impl ClusterNode {
     ///
     /// # Errors
     /// As [`ClusterNode::write`]; [`ClusterError::Full`] when the graph cannot take another
-    /// contact.
+    /// contact; [`ClusterError::CapacityExceeded`] when the request would add a contact past
+    /// [`ClusterOptions::max_contacts`](super::ClusterOptions::max_contacts).
     pub async fn identify(
         &self,
         request: &IdentifyRequest,
     ) -> Result<(Identity, Outcome), ClusterError> {
-        let reads = |state: &super::replica::ReplicaState| {
-            matches!(
-                state.graph.decide(request, Timestamp::now),
-                Decision::Read(..)
-            )
+        // What the request would do on the replica as it is: read, or add how many contacts
+        // to how many held.
+        let decide = |state: &super::replica::ReplicaState| match state
+            .graph
+            .decide(request, Timestamp::now)
+        {
+            Decision::Read(..) => None,
+            Decision::Write(events) => Some((
+                events
+                    .iter()
+                    .filter(|e| matches!(e, Event::ContactInserted(_)))
+                    .count() as u64,
+                state.graph.len() as u64,
+            )),
         };
+        let decided = self.replica.read(decide);
+        // The contact limit is the leader's check before it proposes (docs/behaviour.md §3.6):
+        // entries are applied on every member whatever their limit, so replicas stay equal,
+        // and requests already proposed when the limit is reached may pass it by their number.
+        if let (Some((added, held)), Some(limit)) = (decided, self.options.max_contacts)
+            && added > 0
+            && held + added > limit
+        {
+            return Err(ClusterError::CapacityExceeded { limit });
+        }
         // A request that writes needs no read-index round: its entry is decided again when it
         // is applied, and answered from the committed state. Only a pure read confirms the lead
         // first, then decides again on the state that confirmation covers.
-        if self.replica.read(reads) {
+        if decided.is_none() {
             self.linearizable().await?;
             let read =
                 self.replica

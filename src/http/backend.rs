@@ -76,6 +76,9 @@ impl From<BackendError> for ApiError {
             BackendError::Cluster(ClusterError::Full) => {
                 StoreError::Apply(crate::graph::ApplyError::Full).into()
             }
+            BackendError::Cluster(ClusterError::CapacityExceeded { limit }) => {
+                StoreError::CapacityExceeded { limit }.into()
+            }
         }
     }
 }
@@ -371,13 +374,15 @@ impl Backend {
         }
     }
 
-    /// The contacts held and the `--max-contacts` limit (docs/behaviour.md §3.6). A cluster
-    /// member reports its replica's contacts and no limit: the limit is a single-node setting
-    /// (docs/CLUSTER.md, limits).
+    /// The contacts held and the `--max-contacts` limit (docs/behaviour.md §3.6); a cluster
+    /// member reports its replica's contacts and its own limit (the leader's applies).
     pub fn capacity(&self) -> (usize, Option<u64>) {
         match self {
             Backend::Single(store) => store.capacity(),
-            Backend::Cluster(node) => (node.replica().read(|state| state.graph.len()), None),
+            Backend::Cluster(node) => (
+                node.replica().read(|state| state.graph.len()),
+                node.options().max_contacts,
+            ),
         }
     }
 

@@ -47,6 +47,24 @@ pub struct Health {
     pub writable: Option<bool>,
 }
 
+impl Health {
+    /// `ok`, with the contacts held, the limit and whether it is reached when `--max-contacts`
+    /// is set (docs/behaviour.md §3.6, §6.9); no cluster fields.
+    fn of_capacity(app: &AppState) -> Health {
+        let (contacts, limit) = app.backend.capacity();
+        let contacts = contacts as u64;
+        Health {
+            status: "ok".to_owned(),
+            role: None,
+            leader: None,
+            writable: None,
+            contacts: limit.map(|_| contacts),
+            max_contacts: limit,
+            capacity: limit.map(|max| if contacts >= max { "full" } else { "ok" }.to_owned()),
+        }
+    }
+}
+
 /// `GET /healthz` (docs/behaviour.md §6.9).
 #[utoipa::path(
     get,
@@ -81,31 +99,15 @@ pub(crate) async fn healthz(State(app): State<AppState>) -> Result<Response, Api
         return Ok(json_response(
             StatusCode::OK,
             &Health {
-                status: "ok".to_owned(),
                 role: Some(role.as_str().to_owned()),
                 writable: Some(leader.is_some()),
                 leader: leader.map(|l| l.id),
-                contacts: None,
-                max_contacts: None,
-                capacity: None,
+                ..Health::of_capacity(&app)
             },
         ));
     }
     if app.backend.healthy() && !app.backend.disk_full() {
-        let (contacts, limit) = app.backend.capacity();
-        let contacts = contacts as u64;
-        Ok(json_response(
-            StatusCode::OK,
-            &Health {
-                status: "ok".to_owned(),
-                role: None,
-                leader: None,
-                writable: None,
-                contacts: limit.map(|_| contacts),
-                max_contacts: limit,
-                capacity: limit.map(|max| if contacts >= max { "full" } else { "ok" }.to_owned()),
-            },
-        ))
+        Ok(json_response(StatusCode::OK, &Health::of_capacity(&app)))
     } else if !app.backend.healthy() {
         Err(StoreError::Unavailable.into())
     } else {

@@ -10,6 +10,7 @@ mod architecture;
 mod bit_flips;
 mod capacity;
 mod cluster;
+mod cluster_limits;
 mod cluster_linearizability;
 mod cluster_membership;
 mod cluster_storage;
