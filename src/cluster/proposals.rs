@@ -1,5 +1,5 @@
 //! Proposal batching: the `/identify` commands of concurrent requests reach Raft as one entry
-//! (docs/behaviour.md §9; docs/CLUSTER.md, "Performance").
+//! (docs/behaviour.md §9; docs/CLUSTER.md, "Limits").
 //!
 //! Every Raft entry costs the leader a pass through openraft's core, a log append, a flush
 //! callback and a commit step, and each commit step sends the followers a message. With one
