@@ -28,6 +28,14 @@ pub const VOTE_PATH: &str = "/cluster/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/cluster/raft/snapshot";
 /// The content type of every Raft message body.
 pub const BINCODE: &str = "application/octet-stream";
+/// Largest body of an internal message a member accepts: a snapshot piece (1 MiB) or an
+/// append of at most [`MAX_PAYLOAD_ENTRIES`] entries, with room for their encoding.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Most entries in one append message (openraft's `max_payload_entries`). An entry holds at
+/// most [`super::proposals::MAX_BATCH`] `/identify` commands or one request body, so this many
+/// fit in [`MAX_MESSAGE_BYTES`] whatever they hold (a test checks the bound); openraft's
+/// default of 300 would not.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
 
 /// Makes the connections openraft uses to reach the other members.
 #[derive(Clone)]

@@ -130,6 +130,7 @@ impl ClusterNode {
             max_in_snapshot_log_to_keep: options.log_kept_after_snapshot,
             snapshot_max_chunk_size: super::SNAPSHOT_PIECE_BYTES,
             install_snapshot_timeout: 2_000,
+            max_payload_entries: super::network::MAX_PAYLOAD_ENTRIES,
             ..Default::default()
         }
         .validate()

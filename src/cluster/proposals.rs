@@ -24,9 +24,10 @@ use super::types::{Answer, Command, Raft};
 /// Proposals in flight at once. Two let one batch fill while the previous one is appended and
 /// replicated.
 pub const IN_FLIGHT: usize = 2;
-/// Most commands in one entry: bounds an entry's size (about 100 bytes per command) and the
-/// work one apply does under the replica's lock.
-pub const MAX_BATCH: usize = 512;
+/// Most commands in one entry: bounds an entry's size (at most about 1 KiB per command) and
+/// the work one apply does under the replica's lock; with
+/// [`super::network::MAX_PAYLOAD_ENTRIES`] it bounds an append message.
+pub const MAX_BATCH: usize = 128;
 
 /// One request waiting to be proposed.
 struct Proposal {
@@ -118,5 +119,45 @@ async fn propose(raft: &Raft, mut batch: Vec<Proposal>) {
                 let _ = sender.send(Err(error.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::network::{MAX_MESSAGE_BYTES, MAX_PAYLOAD_ENTRIES};
+    use crate::cluster::types::Entry;
+    use crate::contact::{Email, MAX_EMAIL_BYTES, MAX_PHONE_CHARS, Phone, Timestamp};
+
+    /// The fullest append message a leader can send fits in what a member accepts: the most
+    /// entries per message, each a batch of the most commands, each with the longest email and
+    /// phone number, and four bytes per character in case they are not ASCII.
+    #[test]
+    fn the_largest_append_fits_in_a_message() {
+        let email = format!(
+            "{}@{}.{}.example.com",
+            "a".repeat(64),
+            "b".repeat(63),
+            "c".repeat(63)
+        );
+        let email = &email[..email.len().min(MAX_EMAIL_BYTES)];
+        let command = Command::Identify {
+            email: Email::parse(email).expect("a valid email"),
+            phone: Phone::parse(&"9".repeat(MAX_PHONE_CHARS)).expect("a valid phone"),
+            at: Timestamp(i64::MAX),
+        };
+        let entry = Entry {
+            log_id: openraft::LogId::new(
+                openraft::CommittedLeaderId::new(u64::MAX, u64::MAX),
+                u64::MAX,
+            ),
+            payload: openraft::EntryPayload::Normal(Command::Batch(vec![command; MAX_BATCH])),
+        };
+        let bytes = bincode::serialized_size(&entry).expect("an encodable entry") as usize;
+        let worst = bytes * 4 * MAX_PAYLOAD_ENTRIES as usize;
+        assert!(
+            worst <= MAX_MESSAGE_BYTES,
+            "{MAX_PAYLOAD_ENTRIES} entries of {bytes} bytes (x4) = {worst} > {MAX_MESSAGE_BYTES}"
+        );
     }
 }

@@ -29,12 +29,8 @@ use super::auth::{AdminToken, bearer_token};
 use super::backend::BackendError;
 use super::error::ApiError;
 use super::json::json_response;
-use crate::cluster::network::{APPEND_PATH, BINCODE, SNAPSHOT_PATH, VOTE_PATH};
+use crate::cluster::network::{APPEND_PATH, BINCODE, MAX_MESSAGE_BYTES, SNAPSHOT_PATH, VOTE_PATH};
 use crate::cluster::{ClusterNode, NodeId};
-
-/// Largest body of an internal message: a snapshot piece (1 MiB) or a batch of entries, with
-/// room for their encoding.
-pub const MAX_RAFT_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The cluster routes for `node`; the membership routes behind `admin_token`.
 pub(crate) fn routes(node: Arc<ClusterNode>, admin_token: Option<AdminToken>) -> Router {
@@ -42,7 +38,7 @@ pub(crate) fn routes(node: Arc<ClusterNode>, admin_token: Option<AdminToken>) ->
         .route(APPEND_PATH, post(append))
         .route(VOTE_PATH, post(vote))
         .route(SNAPSHOT_PATH, post(snapshot))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_RAFT_MESSAGE_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .with_state(Arc::clone(&node));
     let admin = Router::new()
         .route("/cluster/status", get(status))
