@@ -2,6 +2,7 @@
 //! and `/identify` all go through [`IdentityGraph::apply`]).
 
 use super::arena::{Arena, ArenaError};
+use super::split::SplitOutcome;
 use super::{ApplyError, IdentityGraph, Links, MAX_SLOTS, NOT_DELETED, Node, ValueOf};
 use crate::contact::{ContactId, Timestamp};
 use crate::event::{Event, HistoryRecord, NewContactRef, Refusal};
@@ -15,6 +16,20 @@ impl IdentityGraph {
     /// ids, a merge of non-primaries or in the wrong age order, a value conflict), which only
     /// a damaged log, snapshot or import plan can produce.
     pub fn apply(&mut self, event: &Event) -> Result<(), ApplyError> {
+        self.apply_into(event, &mut SplitOutcome::default())
+    }
+
+    /// [`IdentityGraph::apply`], adding what a split or a block changed to `outcome` (nothing
+    /// for every other event): the one dispatch, so the graph's own splits and blocks apply
+    /// their events exactly as replay does.
+    ///
+    /// # Errors
+    /// As [`IdentityGraph::apply`].
+    pub(super) fn apply_into(
+        &mut self,
+        event: &Event,
+        outcome: &mut SplitOutcome,
+    ) -> Result<(), ApplyError> {
         if !matches!(event, Event::ContactInserted(_)) {
             self.settle_links();
         }
@@ -33,15 +48,13 @@ impl IdentityGraph {
             Event::ContactDeleted { id, at } => self.apply_delete(*id, *at),
             Event::IdentityErased { id, at } => self.apply_erase(*id, *at),
             Event::MergeRefused(refusal) => self.apply_refusal(refusal),
-            Event::IdentitySplit { id, values, at } => {
-                self.apply_split(*id, values, *at).map(|_removed| ())
-            }
+            Event::IdentitySplit { id, values, at } => self.apply_split(*id, values, *at, outcome),
             Event::ValuesBlocked {
                 values,
                 retroactive,
                 at,
             } => {
-                self.apply_block(values, *retroactive, *at);
+                self.apply_block(values, *retroactive, *at, outcome);
                 Ok(())
             }
             Event::ValuesUnblocked { values } => {

@@ -75,22 +75,20 @@ impl IdentityGraph {
         values: BlockedValues,
         now: Timestamp,
     ) -> Result<Option<(Event, SplitOutcome)>, ApplyError> {
-        let Some(slot) = self.slot_of(id) else {
+        if self.slot_of(id).is_none() {
             return Ok(None);
+        }
+        let event = Event::IdentitySplit {
+            id,
+            values: values.normalized(),
+            at: self.clock(now),
         };
-        let values = values.normalized();
-        let members = self.sorted_members(self.root(slot));
-        let at = self.clock(now);
-        // What `apply` does with the event (it dispatches to `apply_split` after settling),
-        // called directly to learn how many links went.
-        self.settle_links();
-        let removed_links = self.apply_split(id, &values, at)?;
-        let outcome = SplitOutcome {
-            groups: vec![members],
-            removed_links,
+        let mut outcome = SplitOutcome {
             every_part: true,
+            ..SplitOutcome::default()
         };
-        Ok(Some((Event::IdentitySplit { id, values, at }, outcome)))
+        self.apply_into(&event, &mut outcome)?;
+        Ok(Some((event, outcome)))
     }
 
     /// Blocks `values` at wall-clock `now` (`POST /admin/blocked-values`, docs/behaviour.md
@@ -106,28 +104,13 @@ impl IdentityGraph {
         retroactive: bool,
         now: Timestamp,
     ) -> Result<(Event, SplitOutcome), ApplyError> {
-        let values = values.normalized();
-        let groups: Vec<Vec<u32>> = if retroactive {
-            (self.roots_carrying(&values).into_iter())
-                .map(|root| self.sorted_members(root))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let at = self.clock(now);
-        // As in `split`: what `apply` does with the event.
-        self.settle_links();
-        let removed_links = self.apply_block(&values, retroactive, at);
-        let outcome = SplitOutcome {
-            groups,
-            removed_links,
-            every_part: false,
-        };
         let event = Event::ValuesBlocked {
-            values,
+            values: values.normalized(),
             retroactive,
-            at,
+            at: self.clock(now),
         };
+        let mut outcome = SplitOutcome::default();
+        self.apply_into(&event, &mut outcome)?;
         Ok((event, outcome))
     }
 
@@ -227,23 +210,23 @@ impl IdentityGraph {
         }
     }
 
-    /// [`Event::ValuesBlocked`]; returns the number of links removed.
+    /// [`Event::ValuesBlocked`]; adds what a retroactive block re-partitioned to `outcome`.
     pub(super) fn apply_block(
         &mut self,
         values: &BlockedValues,
         retroactive: bool,
         at: Timestamp,
-    ) -> usize {
+        outcome: &mut SplitOutcome,
+    ) {
         let roots = if retroactive {
             self.roots_carrying(values)
         } else {
             Vec::new()
         };
         self.block(values);
-        roots
-            .into_iter()
-            .map(|root| self.split_root(root, values, at))
-            .sum()
+        for root in roots {
+            self.split_root(root, values, at, outcome);
+        }
     }
 
     /// [`Event::ValuesUnblocked`]: each value no list blocks any more is indexed at its
@@ -276,22 +259,31 @@ impl IdentityGraph {
         }
     }
 
-    /// [`Event::IdentitySplit`]; returns the number of links removed.
+    /// [`Event::IdentitySplit`]; adds what it re-partitioned to `outcome`.
     pub(super) fn apply_split(
         &mut self,
         id: ContactId,
         values: &BlockedValues,
         at: Timestamp,
-    ) -> Result<usize, ApplyError> {
+        outcome: &mut SplitOutcome,
+    ) -> Result<(), ApplyError> {
         let slot = self.slot_of(id).ok_or(ApplyError::UnknownContact(id))?;
         self.block(values);
         let root = self.root_mut(slot);
-        Ok(self.split_root(root, values, at))
+        self.split_root(root, values, at, outcome);
+        Ok(())
     }
 
     /// Re-partitions the identity at `root` into the components of its unblocked links (see
-    /// the module docs); returns the number of links removed (those with a blocked reason).
-    fn split_root(&mut self, root: u32, values: &BlockedValues, at: Timestamp) -> usize {
+    /// the module docs); adds its members (as they were) and the links removed (those with a
+    /// blocked reason) to `outcome`.
+    fn split_root(
+        &mut self,
+        root: u32,
+        values: &BlockedValues,
+        at: Timestamp,
+        outcome: &mut SplitOutcome,
+    ) {
         let members = self.sorted_members(root);
         let position = |s: u32| members.binary_search(&s).unwrap_or(0) as u32;
         let mut parts = Partition::new(members.len());
@@ -314,8 +306,10 @@ impl IdentityGraph {
             }
             groups[part_of[first] as usize].push(m);
         }
+        outcome.removed_links += removed;
         if groups.len() < 2 {
-            return removed;
+            outcome.groups.push(members);
+            return;
         }
         let old_primary = self.primary_of_root(root);
         let values = std::sync::Arc::new(values.clone());
@@ -352,6 +346,6 @@ impl IdentityGraph {
         for group in &groups {
             self.sizes.add(group.len() as u32);
         }
-        removed
+        outcome.groups.push(members);
     }
 }
