@@ -150,22 +150,22 @@ async fn members_elect_forward_and_lose_nothing_when_killed() {
     let new_leader = cluster.leader(Duration::from_secs(10)).await;
     let elected_in = killed_at.elapsed();
     assert_ne!(new_leader, leader);
-    // The promise is 2 s with the default timeouts (measured over many kills by the longer run
-    // below, on a release build); this debug build shares two cores with other tests, so the
-    // bound here has a second of slack.
-    assert!(
-        elected_in < Duration::from_secs(3),
-        "a new leader took {elected_in:?}"
-    );
-    let acked_at_kill = acks.lock().expect("acks").len();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while acks.lock().expect("acks").len() <= acked_at_kill {
+    // The new leader serves once a write is acknowledged after its election (the writers retry
+    // every 10 ms); docs/behaviour.md §9 promises both within 2 s of the kill.
+    let acked_at_election = acks.lock().expect("acks").len();
+    while acks.lock().expect("acks").len() <= acked_at_election {
         assert!(
-            Instant::now() < deadline,
-            "no write acknowledged after the kill"
+            killed_at.elapsed() < Duration::from_secs(2),
+            "no write acknowledged 2 s after the kill (elected after {elected_in:?})"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let served_in = killed_at.elapsed();
+    assert!(
+        served_in < Duration::from_secs(2),
+        "the new leader served after {served_in:?} (elected after {elected_in:?})"
+    );
+    eprintln!("leader killed: elected after {elected_in:?}, serving after {served_in:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for task in tasks {
