@@ -410,8 +410,10 @@ pub fn create_dir_durably(fs: &dyn Storage, dir: &Path) -> Result<(), PathIoErro
 
 #[cfg(any(test, feature = "fault-injection"))]
 mod fault;
+mod space;
 #[cfg(any(test, feature = "fault-injection"))]
 pub use fault::{Effect, FaultFs, OpKind};
+pub use space::DiskSpace;
 
 #[cfg(test)]
 mod tests {

@@ -59,6 +59,13 @@ pub struct ServeArgs {
     #[arg(long, env = "IDRECON_COMMIT_DELAY_US", default_value_t = 800,
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub commit_delay_us: u64,
+    /// `/healthz` answers 503 `disk_full` while the data directory's file system has fewer
+    /// bytes available than this (docs/behaviour.md §6.9); at least, and by default, one
+    /// preallocation step of the log (1 MiB). Raise it to be warned while there is time to act.
+    #[arg(long, env = "IDRECON_DISK_FULL_BELOW_BYTES",
+          default_value_t = crate::store::DISK_FULL_BELOW_BYTES,
+          value_parser = clap::value_parser!(u64).range(crate::store::DISK_FULL_BELOW_BYTES..))]
+    pub disk_full_below_bytes: u64,
     /// Largest request body accepted, in bytes (413 above).
     #[arg(long, env = "IDRECON_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
@@ -276,6 +283,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         commit_delay: Duration::from_micros(args.commit_delay_us),
         graph: args.graph_options()?,
         max_contacts: args.max_contacts,
+        disk_full_below_bytes: args.disk_full_below_bytes,
     };
     if !options.graph.blocked.is_empty() || options.graph.max_identity_size.is_some() {
         tracing::info!(

@@ -143,6 +143,7 @@ pub(super) fn serve_member(
     http: HttpOptions,
 ) -> anyhow::Result<()> {
     options.max_contacts = args.max_contacts;
+    options.disk_full_below_bytes = args.disk_full_below_bytes;
     let own = options
         .members
         .get(&options.node_id)

@@ -142,6 +142,9 @@ pub struct ClusterOptions {
     /// Most contacts the leader lets the graph hold (`--max-contacts`, docs/behaviour.md
     /// §3.6); `None` for no limit.
     pub max_contacts: Option<u64>,
+    /// `/healthz` answers `503 disk_full` while the member's data directory has fewer bytes
+    /// available than this (`--disk-full-below-bytes`, docs/behaviour.md §6.9).
+    pub disk_full_below_bytes: u64,
 }
 
 impl ClusterOptions {
@@ -168,6 +171,7 @@ impl ClusterOptions {
             heartbeat_ms: 50,
             election_timeout_ms: (100, 200),
             max_contacts: None,
+            disk_full_below_bytes: crate::store::DISK_FULL_BELOW_BYTES,
         }
     }
 }

@@ -30,6 +30,7 @@ use crate::contact::Timestamp;
 use crate::event::Event;
 use crate::graph::{Decision, GraphOptions, IdentifyRequest, Identity};
 use crate::snapshot::SnapshotDir;
+use crate::storage::DiskSpace;
 use crate::store::Outcome;
 use crate::wal::WalOptions;
 
@@ -85,6 +86,8 @@ pub struct ClusterNode {
     proposals: Proposer,
     /// Set once [`ClusterNode::shutdown`] starts; the member's own tasks stop at it.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// The free-space reading of the data directory, for `/healthz`.
+    disk_space: DiskSpace,
     /// Held for the member's lifetime: the data directory's lock.
     _lock: Box<dyn Send + Sync>,
 }
@@ -147,6 +150,11 @@ impl ClusterNode {
         .await
         .map_err(|e| fail("cannot start Raft", &e))?;
         let proposals = Proposer::start(raft.clone());
+        let disk_space = DiskSpace::new(
+            Arc::new(crate::storage::RealFs),
+            dir.to_path_buf(),
+            options.disk_full_below_bytes,
+        );
         let node = Arc::new(ClusterNode {
             id: options.node_id,
             raft,
@@ -156,6 +164,7 @@ impl ClusterNode {
             reads: ReadBarrier::default(),
             proposals,
             stopping: tokio::sync::watch::Sender::new(false),
+            disk_space,
             _lock: lock,
         });
         if !node.options.join {
@@ -220,6 +229,14 @@ impl ClusterNode {
     pub async fn stopped(&self) {
         let mut stopping = self.stopping.subscribe();
         let _ = stopping.wait_for(|stopping| *stopping).await;
+    }
+
+    /// True while the member's data directory has fewer bytes available than
+    /// [`ClusterOptions::disk_full_below_bytes`] (docs/behaviour.md §6.9, `disk_full`), from a
+    /// reading at most a second old. Nothing is refused because of it: a log write that does
+    /// not fit fails the member's log, which stops the member (§8).
+    pub fn disk_full(&self) -> bool {
+        self.disk_space.low()
     }
 
     /// The options the member was started with.

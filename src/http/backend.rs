@@ -386,12 +386,12 @@ impl Backend {
         }
     }
 
-    /// Whether the data directory's file system is nearly full (docs/behaviour.md §6.9). A
-    /// cluster member does not check (a full disk fails its log, which stops the member).
+    /// Whether the data directory's file system is nearly full (docs/behaviour.md §6.9), on a
+    /// single node and on a cluster member alike.
     pub fn disk_full(&self) -> bool {
         match self {
             Backend::Single(store) => store.disk_full(),
-            Backend::Cluster(_) => false,
+            Backend::Cluster(node) => node.disk_full(),
         }
     }
 

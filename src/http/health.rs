@@ -74,8 +74,8 @@ impl Health {
     summary = "Liveness and write health",
     description = "200 once recovery has finished; 503 `unavailable` once the log can no longer \
         acknowledge writes (a restart recovers from what is on disk); 503 `disk_full` while the \
-        data directory's file system has less than 1 MiB available (200 again once space is \
-        freed). With `--max-contacts`, the body also has `contacts`, `max_contacts` and \
+        data directory's file system has less than `--disk-full-below-bytes` (default 1 MiB) \
+        available, on a single node and on a cluster member (200 again once space is freed). With `--max-contacts`, the body also has `contacts`, `max_contacts` and \
         `capacity` (`ok` or `full`: new contacts are refused with 507 while reads go on).",
     responses(
         (status = 200, description = "Serving and able to acknowledge writes.", body = Health),
@@ -95,6 +95,9 @@ pub(crate) async fn healthz(State(app): State<AppState>) -> Result<Response, Api
         if role == crate::cluster::Role::Shutdown {
             return Err(StoreError::Unavailable.into());
         }
+        if node.disk_full() {
+            return Err(disk_full());
+        }
         let leader = node.leader();
         return Ok(json_response(
             StatusCode::OK,
@@ -111,12 +114,18 @@ pub(crate) async fn healthz(State(app): State<AppState>) -> Result<Response, Api
     } else if !app.backend.healthy() {
         Err(StoreError::Unavailable.into())
     } else {
-        Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "disk_full",
-            "the data directory's file system has less than 1 MiB free; writes would fail",
-        ))
+        Err(disk_full())
     }
+}
+
+/// `503 disk_full`: the data directory's file system has less than `--disk-full-below-bytes` free.
+fn disk_full() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "disk_full",
+        "the data directory's file system has less free space than --disk-full-below-bytes; \
+         writes may fail",
+    )
 }
 
 /// Content type of the Prometheus text exposition format, version 0.0.4.

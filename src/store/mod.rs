@@ -54,7 +54,6 @@ pub use space::DISK_FULL_BELOW_BYTES;
 
 use maintenance::Maintenance;
 use recovery::{Loaded, apply_record_erasure, load_snapshot, set_aside};
-use space::DiskSpace;
 
 /// How many snapshots are kept. The log is kept from the oldest of them on, so a damaged
 /// newest snapshot can fall back to the older one plus the log.
@@ -106,6 +105,10 @@ pub struct StoreOptions {
     /// take it past this many is refused with [`StoreError::CapacityExceeded`] and logs
     /// nothing. `None` (the default): no limit.
     pub max_contacts: Option<u64>,
+    /// `/healthz` answers `503 disk_full` while the data directory's file system has fewer
+    /// bytes available than this (`serve --disk-full-below-bytes`, docs/behaviour.md §6.9). Default
+    /// [`DISK_FULL_BELOW_BYTES`].
+    pub disk_full_below_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -121,6 +124,7 @@ impl Default for StoreOptions {
                 ..GraphOptions::default()
             },
             max_contacts: None,
+            disk_full_below_bytes: DISK_FULL_BELOW_BYTES,
         }
     }
 }
@@ -252,7 +256,7 @@ pub struct Store {
     /// `FaultFs`).
     snapshots: SnapshotDir,
     /// The free-space reading of the data directory's file system, for `/healthz`.
-    disk_space: DiskSpace,
+    disk_space: crate::storage::DiskSpace,
     /// Held for the store's lifetime: the exclusive lock of the data directory itself (and of
     /// `DIR/LOCK`, [`Storage::lock_dir`]).
     _lock: Box<dyn Send + Sync>,
@@ -392,6 +396,7 @@ impl Store {
         // Recovery succeeded from an older snapshot: set the damaged newer ones aside.
         set_aside(&snapshots, &skipped_paths)?;
         let lsn = report.last_lsn.max(snapshot_lsn);
+        let disk_full_below_bytes = options.disk_full_below_bytes;
         let store = Arc::new_cyclic(|weak| Store {
             state: RwLock::new(State {
                 graph,
@@ -408,7 +413,11 @@ impl Store {
             maintenance: Maintenance::start(weak.clone()),
             options,
             snapshots,
-            disk_space: DiskSpace::new(Arc::clone(&storage), dir.to_path_buf()),
+            disk_space: crate::storage::DiskSpace::new(
+                Arc::clone(&storage),
+                dir.to_path_buf(),
+                disk_full_below_bytes,
+            ),
             _lock: lock,
             storage,
             erasure_marker: Mutex::new(ErasureMarker {

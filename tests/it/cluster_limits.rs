@@ -84,3 +84,50 @@ async fn a_cluster_refuses_new_contacts_past_its_limit() {
     assert!(!export.contains("cid@example.com"), "{export}");
     assert_eq!(export, cluster.export(follower));
 }
+
+/// `/healthz` on a cluster member whose data directory is short of space (docs/behaviour.md
+/// §6.9, §9): `503 disk_full` on every member, with a threshold no file system reaches, while
+/// the cluster still acknowledges writes that fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_report_a_full_disk_and_keep_serving() {
+    let threshold = u64::MAX.to_string();
+    let mut cluster = Cluster::new(&["--disk-full-below-bytes", &threshold]);
+    cluster.start_all();
+    let client = client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let health = |id: u64| {
+        let client = client.clone();
+        let url = format!("{}/healthz", cluster.url(id));
+        async move {
+            let response = client.get(url).send().await.ok()?;
+            let status = response.status().as_u16();
+            Some((status, response.json::<Value>().await.ok()?))
+        }
+    };
+    // A write through member 1, retried while the cluster forms.
+    loop {
+        let sent = client
+            .post(format!("{}/identify", cluster.url(1)))
+            .json(&json!({"email": "ann@example.com"}))
+            .send()
+            .await;
+        if let Ok(response) = sent
+            && response.status() == 200
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in 1..=3 {
+        let (status, body) = health(id).await.expect("member answers");
+        assert_eq!(status, 503, "member {id}: {body}");
+        assert_eq!(body["error"]["code"], "disk_full", "member {id}: {body}");
+    }
+    for id in 1..=3 {
+        cluster.stop(id);
+    }
+}
