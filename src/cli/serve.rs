@@ -284,6 +284,7 @@ fn serve(args: ServeArgs, log: &LogArgs) -> anyhow::Result<()> {
         graph: args.graph_options()?,
         max_contacts: args.max_contacts,
         disk_full_below_bytes: args.disk_full_below_bytes,
+        ..StoreOptions::default()
     };
     if !options.graph.blocked.is_empty() || options.graph.max_identity_size.is_some() {
         tracing::info!(

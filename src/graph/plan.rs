@@ -116,14 +116,31 @@ impl IdentityGraph {
         request: &IdentifyRequest,
         now: impl FnOnce() -> Timestamp,
     ) -> Decision<'_> {
+        self.decide_within(request, now, usize::MAX)
+            .unwrap_or_else(|key| Decision::Read(key, self.identity_view(key.0)))
+    }
+
+    /// [`IdentityGraph::decide`], except that a pure read of an identity with more than
+    /// `max_members` contacts (deleted ones included) is `Err` with the identity's key and its
+    /// answer is not built: building it takes time in proportion to the identity's size, which
+    /// the caller may first want to take a turn for (docs/behaviour.md §3.6).
+    pub fn decide_within(
+        &self,
+        request: &IdentifyRequest,
+        now: impl FnOnce() -> Timestamp,
+        max_members: usize,
+    ) -> Result<Decision<'_>, IdentityKey> {
         let matches = self.matches(request);
         let events = self.plan_matched(request, now, &matches);
         match matches.by_email.or(matches.by_phone) {
             Some(slot) if events.is_empty() => {
                 let root = self.root(slot);
-                Decision::Read(IdentityKey(root), self.identity_view(root))
+                if self.links[root as usize].size as usize > max_members {
+                    return Err(IdentityKey(root));
+                }
+                Ok(Decision::Read(IdentityKey(root), self.identity_view(root)))
             }
-            _ => Decision::Write(events),
+            _ => Ok(Decision::Write(events)),
         }
     }
 

@@ -290,5 +290,19 @@ mod tests {
         assert_eq!(view.to_identity(), answer);
         assert_eq!(view.emails().count(), 6);
         assert_eq!(view.secondary_contact_ids().count(), 44);
+        // Bounded: a pure read of these 45 contacts is deferred under 45 and answered at 45;
+        // a write is decided whatever the identity's size.
+        let read = req(&email(5), &phone(0));
+        let deferred = g.decide_within(&read, || Timestamp(100), 44);
+        assert!(matches!(deferred, Err(key) if Some(key) == g.identity_key_of(1)));
+        let Ok(Decision::Read(_, view)) = g.decide_within(&read, || Timestamp(100), 45) else {
+            panic!("45 members are within 45");
+        };
+        assert_eq!(view.to_identity(), answer);
+        let write = req(&email(99), &phone(0));
+        assert!(matches!(
+            g.decide_within(&write, || Timestamp(100), 1),
+            Ok(Decision::Write(events)) if events.len() == 1
+        ));
     }
 }

@@ -18,7 +18,7 @@ use crate::event::BlockedValues;
 use crate::graph::{
     HistoryEntry, IdentifyRequest, Identity, IdentityGraph, Link, Lookup, SplitReport,
 };
-use crate::store::{Deletion, Erasure, Outcome, Store, StoreError};
+use crate::store::{Deletion, Erasure, Outcome, ReadTurn, Store, StoreError};
 
 /// The response header naming the leader's `HOST:PORT` on a `421` (docs/behaviour.md §9).
 pub const LEADER_HEADER: &str = "x-idrecon-leader";
@@ -106,17 +106,21 @@ pub(crate) fn unavailable(message: &'static str) -> ApiError {
 
 impl Backend {
     /// `POST /identify` (docs/behaviour.md §3): the identity and what the request did, once
-    /// durable (single node) or committed on a majority and applied (cluster).
+    /// durable (single node) or committed on a majority and applied (cluster), with the
+    /// [`ReadTurn`] to keep until the answer is rendered (a cluster member takes none).
     ///
     /// # Errors
     /// [`BackendError`] as [`Store::identify`] and [`ClusterNode::identify`] return them.
     pub async fn identify(
         &self,
         request: &IdentifyRequest,
-    ) -> Result<(Identity, Outcome), BackendError> {
+    ) -> Result<(Identity, Outcome, ReadTurn), BackendError> {
         match self {
             Backend::Single(store) => Ok(store.identify(request).await?),
-            Backend::Cluster(node) => Ok(node.identify(request).await?),
+            Backend::Cluster(node) => {
+                let (identity, outcome) = node.identify(request).await?;
+                Ok((identity, outcome, ReadTurn::none()))
+            }
         }
     }
 

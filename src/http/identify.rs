@@ -172,7 +172,8 @@ pub(crate) async fn identify(
     // clones them); the body is read under the body limit.
     let body = read_json_body(req, app.options.max_body_bytes).await?;
     let request = parse_identify_body(&body, app.normalizer())?;
-    let (identity, outcome) = app.backend.identify(&request).await?;
+    // The turn of a large read is kept until its answer is rendered.
+    let (identity, outcome, turn) = app.backend.identify(&request).await?;
     let primary_id = identity.primary_contact_id;
     let outcome_name = outcome_header(outcome);
     if app.options.log_pii {
@@ -186,9 +187,15 @@ pub(crate) async fn identify(
     } else {
         tracing::debug!(outcome = outcome_name, primary_id, "identify decision");
     }
+    // A large answer is rendered in a slice of its own, after the requests that arrived while
+    // it was copied out (docs/behaviour.md §3.6).
+    if turn.is_held() {
+        tokio::task::yield_now().await;
+    }
     // Rendered here, after the store released its locks, from the identity it copied out.
     let answer = IdentifyAnswer::new(&identity, app.options.response_key);
     let json = serde_json::to_vec(&answer).map_err(|_| ApiError::internal())?;
+    drop(turn);
     let mut response = json_bytes_response(StatusCode::OK, json);
     metrics::counter!(metric::IDENTIFY_OUTCOMES, "outcome" => outcome_label(outcome)).increment(1);
     response

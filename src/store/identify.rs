@@ -10,6 +10,8 @@
 //! A pure read waits only for its own identity's last change, not for every write in flight:
 //! [`State::changed`] remembers, per identity recently changed, the LSN of that change.
 
+use std::sync::Arc;
+
 use crate::contact::Timestamp;
 use crate::event::Event;
 use crate::graph::{ApplyError, Decision, IdentifyRequest, Identity, IdentityKey};
@@ -20,10 +22,45 @@ use super::{Outcome, State, Store, StoreError};
 /// Prune [`State::changed`] of durable entries when it holds more than this many.
 const CHANGED_PRUNE_AT: usize = 1 << 16;
 
+/// A pure read of an identity with more contacts than this waits for a turn
+/// ([`Store::large_reads`]) before its answer is copied out (docs/behaviour.md §3.6).
+pub const LARGE_READ_MEMBERS: usize = 64;
+
+/// The default of [`StoreOptions::large_read_turns`](super::StoreOptions::large_read_turns):
+/// one fewer than the cores (at least one), so that one core always stays free for every
+/// other request.
+pub(super) fn large_read_turns() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
+/// A large read's turn ([`LARGE_READ_MEMBERS`]), returned with its answer: the caller keeps it
+/// until the answer is rendered, so that rendering counts against the turn as copying did.
+/// Empty for every other answer.
+pub struct ReadTurn {
+    /// Given back when dropped.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl ReadTurn {
+    /// No turn: the answer was small, or came from a path that takes none (a cluster member).
+    pub fn none() -> ReadTurn {
+        ReadTurn { permit: None }
+    }
+
+    /// Whether this is a large read's turn.
+    pub fn is_held(&self) -> bool {
+        self.permit.is_some()
+    }
+}
+
 impl Store {
-    /// Answers `/identify` (docs/behaviour.md §3): the consolidated identity and what the
-    /// request did. The identity is copied out under the lock it was read under and rendered by
-    /// the caller after the lock is released.
+    /// Answers `/identify` (docs/behaviour.md §3): the consolidated identity, what the request
+    /// did, and the [`ReadTurn`] to keep while rendering. The identity is copied out under the
+    /// lock it was read under and rendered by the caller after the lock is released. A pure
+    /// read of an identity over [`LARGE_READ_MEMBERS`] contacts first waits (in arrival order)
+    /// for one of [`StoreOptions::large_read_turns`](super::StoreOptions::large_read_turns)
+    /// turns, so that however many clients ask for large identities, their copying and
+    /// rendering leave a core to everyone else (§3.6).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the log has failed (before or while waiting);
@@ -33,38 +70,65 @@ impl Store {
     pub async fn identify(
         &self,
         request: &IdentifyRequest,
-    ) -> Result<(Identity, Outcome), StoreError> {
+    ) -> Result<(Identity, Outcome, ReadTurn), StoreError> {
         /// What the shared lock's decision leaves once the lock is released.
         enum Decided {
             Read { answer: Identity, changed_at: Lsn },
             Write { events: Vec<Event>, planned_at: Lsn },
         }
-        let decided = {
-            let state = self.state.read();
-            if state.lsn == Lsn::MAX {
-                return Err(StoreError::Unavailable);
+        // A turn to read a large identity, taken only once a request turns out to be one.
+        let mut turn = None;
+        let decided = loop {
+            {
+                let state = self.state.read();
+                if state.lsn == Lsn::MAX {
+                    return Err(StoreError::Unavailable);
+                }
+                let max_members = match turn {
+                    Some(_) => usize::MAX,
+                    None => LARGE_READ_MEMBERS,
+                };
+                // The clock is read only if the request writes (a pure read stamps nothing).
+                match state
+                    .graph
+                    .decide_within(request, Timestamp::now, max_members)
+                {
+                    Ok(Decision::Read(key, identity)) => {
+                        break Decided::Read {
+                            answer: identity.to_identity(),
+                            // Everything a pure read reveals was last changed at `changed_at`
+                            // (older changes to the identity are durable or have smaller LSNs).
+                            changed_at: changed_at(&self.wal, &state, key),
+                        };
+                    }
+                    Ok(Decision::Write(events)) => {
+                        break Decided::Write {
+                            events,
+                            planned_at: state.lsn,
+                        };
+                    }
+                    Err(_) => {}
+                }
             }
-            // The clock is read only if the request writes (a pure read stamps nothing).
-            match state.graph.decide(request, Timestamp::now) {
-                Decision::Read(key, identity) => Decided::Read {
-                    answer: identity.to_identity(),
-                    // Everything a pure read reveals was last changed at `changed_at` (older
-                    // changes to the identity are durable or have smaller LSNs).
-                    changed_at: changed_at(&self.wal, &state, key),
-                },
-                Decision::Write(events) => Decided::Write {
-                    events,
-                    planned_at: state.lsn,
-                },
-            }
+            // Decided again with the turn: the identity may have changed while waiting.
+            turn = Some(
+                Arc::clone(&self.large_reads)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| StoreError::Unavailable)?,
+            );
+            // A turn given back wakes the next waiter ahead of every other task of its thread;
+            // yielding lets the runtime first take up the requests that arrived meanwhile.
+            tokio::task::yield_now().await;
         };
         let (planned, planned_at) = match decided {
             Decided::Read { answer, changed_at } => {
                 self.durable(changed_at).await?;
-                return Ok((answer, Outcome::PureRead));
+                return Ok((answer, Outcome::PureRead, ReadTurn { permit: turn }));
             }
             Decided::Write { events, planned_at } => (events, planned_at),
         };
+        drop(turn);
         if self.wal.is_failed() {
             return Err(StoreError::Unavailable);
         }
@@ -109,7 +173,7 @@ impl Store {
             self.note_applied(applied);
         }
         self.durable(lsn).await?;
-        Ok((identity, outcome))
+        Ok((identity, outcome, ReadTurn::none()))
     }
 }
 

@@ -45,6 +45,7 @@ mod space;
 mod split;
 
 pub use deletion::{Deletion, Erasure};
+pub use identify::{LARGE_READ_MEMBERS, ReadTurn};
 pub use import::{
     IMPORT_MARKER, ImportReport, ImportTarget, check_import_target, import, is_interrupted_import,
 };
@@ -109,6 +110,10 @@ pub struct StoreOptions {
     /// bytes available than this (`serve --disk-full-below-bytes`, docs/behaviour.md §6.9). Default
     /// [`DISK_FULL_BELOW_BYTES`].
     pub disk_full_below_bytes: u64,
+    /// How many pure reads of identities over [`LARGE_READ_MEMBERS`] contacts are copied out
+    /// and rendered at once (docs/behaviour.md §3.6); 0 counts as 1. Default: one fewer than
+    /// the cores, at least one.
+    pub large_read_turns: usize,
 }
 
 impl Default for StoreOptions {
@@ -125,6 +130,7 @@ impl Default for StoreOptions {
             },
             max_contacts: None,
             disk_full_below_bytes: DISK_FULL_BELOW_BYTES,
+            large_read_turns: identify::large_read_turns(),
         }
     }
 }
@@ -257,6 +263,8 @@ pub struct Store {
     snapshots: SnapshotDir,
     /// The free-space reading of the data directory's file system, for `/healthz`.
     disk_space: crate::storage::DiskSpace,
+    /// Turns of pure reads of large identities ([`StoreOptions::large_read_turns`] permits).
+    large_reads: Arc<tokio::sync::Semaphore>,
     /// Held for the store's lifetime: the exclusive lock of the data directory itself (and of
     /// `DIR/LOCK`, [`Storage::lock_dir`]).
     _lock: Box<dyn Send + Sync>,
@@ -397,6 +405,7 @@ impl Store {
         set_aside(&snapshots, &skipped_paths)?;
         let lsn = report.last_lsn.max(snapshot_lsn);
         let disk_full_below_bytes = options.disk_full_below_bytes;
+        let large_read_turns = options.large_read_turns;
         let store = Arc::new_cyclic(|weak| Store {
             state: RwLock::new(State {
                 graph,
@@ -418,6 +427,7 @@ impl Store {
                 dir.to_path_buf(),
                 disk_full_below_bytes,
             ),
+            large_reads: Arc::new(tokio::sync::Semaphore::new(large_read_turns.max(1))),
             _lock: lock,
             storage,
             erasure_marker: Mutex::new(ErasureMarker {

@@ -186,7 +186,7 @@ async fn run(s: Schedule) -> bool {
                 for _ in 0..REQUESTS {
                     let req = request(&mut rng);
                     match store.identify(&req).await {
-                        Ok((identity, _)) => acks.push(identity),
+                        Ok((identity, _, _)) => acks.push(identity),
                         Err(StoreError::Unavailable) => {
                             // (c) a 503 means /healthz is 503 too, for good.
                             assert!(!store.healthy(), "{s:?}: 503 while healthy");
@@ -509,12 +509,12 @@ fn crash_during_erasure_and_compaction_recovers() {
                 )
                 .unwrap();
                 let target_id = match store.identify(&target).await {
-                    Ok((identity, _)) => Some(identity.primary_contact_id),
+                    Ok((identity, _, _)) => Some(identity.primary_contact_id),
                     Err(_) => None,
                 };
                 let mut rng = s.seed ^ 0x5EED;
                 for _ in 0..12 {
-                    if let Ok((identity, _)) = store.identify(&request(&mut rng)).await {
+                    if let Ok((identity, _, _)) = store.identify(&request(&mut rng)).await {
                         acks.push(identity);
                     }
                 }
@@ -523,7 +523,7 @@ fn crash_during_erasure_and_compaction_recovers() {
                     None => false,
                 };
                 for _ in 0..6 {
-                    if let Ok((identity, _)) = store.identify(&request(&mut rng)).await {
+                    if let Ok((identity, _, _)) = store.identify(&request(&mut rng)).await {
                         acks.push(identity);
                     }
                 }

@@ -34,6 +34,7 @@ mod http_input;
 mod identities_api;
 mod identity_cap;
 mod import_cli;
+mod large_reads;
 mod leftovers;
 mod linearizability;
 mod logs;
