@@ -95,8 +95,8 @@ pub struct ClusterNode {
 impl ClusterNode {
     /// Opens member `options.node_id`'s data directory `dir` (its Raft log, its snapshots),
     /// starts openraft, and, on a new member whose log is empty, forms the cluster with every
-    /// member of `options.members` (docs/behaviour.md §9: members started with the same list
-    /// form the cluster by themselves; initializing several with the same list is safe).
+    /// member of `options.members` in the background ([`ClusterNode::form_later`]; docs/
+    /// behaviour.md §9: members started with the same list form the cluster by themselves).
     ///
     /// # Errors
     /// [`ClusterError::Unavailable`] naming what failed: the directory is locked or unreadable,
@@ -168,11 +168,39 @@ impl ClusterNode {
             _lock: lock,
         });
         if !node.options.join {
-            node.form().await?;
+            node.form_later();
         }
         super::watch::spawn(Arc::clone(&node));
         super::erasure::spawn(Arc::clone(&node));
         Ok(node)
+    }
+
+    /// Forms the cluster in the background, after a wait that grows with the member's rank in
+    /// the list: twice the longest election timeout per member listed before it. Several
+    /// members forming the same cluster is safe, but one that forms it after a leader was
+    /// elected stands for election at once and deposes that leader (about 0.3 s without one,
+    /// seen when a member started late); waiting lets the first member's election and
+    /// appends reach the others first, so they find their log no longer empty and do nothing,
+    /// while a cluster whose first members are down still forms.
+    fn form_later(self: &Arc<Self>) {
+        let rank = self
+            .options
+            .members
+            .keys()
+            .position(|id| *id == self.id)
+            .unwrap_or(0);
+        let wait =
+            std::time::Duration::from_millis(self.options.election_timeout_ms.1 * 2 * rank as u64);
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = node.stopped() => return,
+            }
+            if let Err(error) = node.form().await {
+                tracing::error!(%error, "cannot form the cluster");
+            }
+        });
     }
 
     /// Initializes the cluster with every listed member if this member's log is empty.

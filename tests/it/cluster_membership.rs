@@ -259,3 +259,34 @@ async fn a_single_node_directory_moves_into_a_cluster() {
     );
     assert_eq!(exports[0].lines().count(), 5, "a header and four rows");
 }
+
+/// A member started after the others formed the cluster (same list, empty data directory) joins
+/// the leader it finds instead of forming the cluster again, which would depose that leader
+/// (docs/behaviour.md §9): the term and the leader stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_started_late_does_not_depose_the_leader() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.start(1);
+    cluster.start(2);
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let client = client();
+    let urls: Vec<String> = (1..=3).map(|id| cluster.url(id)).collect();
+    let term = |id: u64| {
+        let client = client.clone();
+        let url = format!("{}/cluster/status", urls[(id - 1) as usize]);
+        async move { get_json(&client, &url).await.expect("status")["term"].as_u64() }
+    };
+    let formed_in = term(leader).await.expect("a term");
+    cluster.start(3);
+    cluster.settled(Duration::from_secs(20)).await;
+    // Past the late member's own wait to form the cluster (two longest election timeouts per
+    // member listed before it).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(cluster.leader(Duration::from_secs(20)).await, leader);
+    for id in 1..=3 {
+        assert_eq!(term(id).await, Some(formed_in), "member {id}");
+    }
+    for id in 1..=3 {
+        cluster.stop(id);
+    }
+}
