@@ -155,10 +155,10 @@ impl ClusterOptions {
     /// The election timeout is below openraft's 150–300 ms because openraft scales every wait
     /// by its maximum: a follower first waits the maximum as the old leader's lease, and twice
     /// the maximum more once it has seen a longer log (a mark it keeps until its next
-    /// candidacy). With 150–300 ms a leader's death took up to 1.8 s to heal (debug build, 20
-    /// kills under load); with 100–200 ms at most 1.1 s (25 kills), inside the 2 s of
-    /// docs/behaviour.md §9, while a leader still has to fall silent for 300 ms, six
-    /// heartbeats, before anyone stands.
+    /// candidacy). Under load a leader's death took up to about 1.8 s to heal with 150–300 ms
+    /// and about 1.1 s with 100–200 ms (RELIABILITY.md), inside the 2 s of docs/behaviour.md
+    /// §9, while a leader still has to fall silent for 300 ms, six heartbeats, before anyone
+    /// stands.
     pub fn new(node_id: NodeId, members: Members) -> ClusterOptions {
         ClusterOptions {
             node_id,

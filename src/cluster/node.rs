@@ -178,8 +178,8 @@ impl ClusterNode {
     /// Forms the cluster in the background, after a wait that grows with the member's rank in
     /// the list: twice the longest election timeout per member listed before it. Several
     /// members forming the same cluster is safe, but one that forms it after a leader was
-    /// elected stands for election at once and deposes that leader (about 0.3 s without one,
-    /// seen when a member started late); waiting lets the first member's election and
+    /// elected stands for election at once and deposes that leader (about 0.3 s without a
+    /// leader); waiting lets the first member's election and
     /// appends reach the others first, so they find their log no longer empty and do nothing,
     /// while a cluster whose first members are down still forms.
     fn form_later(self: &Arc<Self>) {
