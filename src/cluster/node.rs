@@ -27,11 +27,10 @@ use super::state_machine::StateMachine;
 use super::types::{Answer, Command, NodeId, Raft};
 use super::{ClusterError, ClusterOptions, Leader};
 use crate::contact::Timestamp;
-use crate::event::Event;
 use crate::graph::{Decision, GraphOptions, IdentifyRequest, Identity};
 use crate::snapshot::SnapshotDir;
 use crate::storage::DiskSpace;
-use crate::store::Outcome;
+use crate::store::{Outcome, over_contact_limit};
 use crate::wal::WalOptions;
 
 /// A member's role, as `/healthz` and `/metrics` report it.
@@ -179,9 +178,9 @@ impl ClusterNode {
     /// the list: twice the longest election timeout per member listed before it. Several
     /// members forming the same cluster is safe, but one that forms it after a leader was
     /// elected stands for election at once and deposes that leader (about 0.3 s without a
-    /// leader); waiting lets the first member's election and
-    /// appends reach the others first, so they find their log no longer empty and do nothing,
-    /// while a cluster whose first members are down still forms.
+    /// leader); waiting lets the first member's election and appends reach the others first,
+    /// so they find their log no longer empty and do nothing, while a cluster whose first
+    /// members are down still forms.
     fn form_later(self: &Arc<Self>) {
         let rank = self
             .options
@@ -355,29 +354,22 @@ impl ClusterNode {
         &self,
         request: &IdentifyRequest,
     ) -> Result<(Identity, Outcome), ClusterError> {
-        // What the request would do on the replica as it is: read, or add how many contacts
-        // to how many held.
-        let decide = |state: &super::replica::ReplicaState| match state
-            .graph
-            .decide(request, Timestamp::now)
-        {
-            Decision::Read(..) => None,
-            Decision::Write(events) => Some((
-                events
-                    .iter()
-                    .filter(|e| matches!(e, Event::ContactInserted(_)))
-                    .count() as u64,
-                state.graph.len() as u64,
-            )),
-        };
-        let decided = self.replica.read(decide);
-        // The contact limit is the leader's check before it proposes (docs/behaviour.md §3.6):
-        // entries are applied on every member whatever their limit, so replicas stay equal,
-        // and requests already proposed when the limit is reached may pass it by their number.
-        if let (Some((added, held)), Some(limit)) = (decided, self.options.max_contacts)
-            && added > 0
-            && held + added > limit
-        {
+        // What the request would do on the replica as it is: read (`None`), or write, past the
+        // contact limit or not. The limit is the leader's check before it proposes
+        // (docs/behaviour.md §3.6): entries are applied on every member whatever their limit,
+        // so replicas stay equal, and requests already proposed when the limit is reached may
+        // pass it by their number.
+        let decided =
+            self.replica
+                .read(|state| match state.graph.decide(request, Timestamp::now) {
+                    Decision::Read(..) => None,
+                    Decision::Write(events) => Some(over_contact_limit(
+                        &events,
+                        state.graph.len(),
+                        self.options.max_contacts,
+                    )),
+                });
+        if let Some(Some(limit)) = decided {
             return Err(ClusterError::CapacityExceeded { limit });
         }
         // A request that writes needs no read-index round: its entry is decided again when it

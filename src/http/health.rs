@@ -75,8 +75,9 @@ impl Health {
     description = "200 once recovery has finished; 503 `unavailable` once the log can no longer \
         acknowledge writes (a restart recovers from what is on disk); 503 `disk_full` while the \
         data directory's file system has less than `--disk-full-below-bytes` (default 1 MiB) \
-        available, on a single node and on a cluster member (200 again once space is freed). With `--max-contacts`, the body also has `contacts`, `max_contacts` and \
-        `capacity` (`ok` or `full`: new contacts are refused with 507 while reads go on).",
+        available, on a single node and on a cluster member (200 again once space is freed). \
+        With `--max-contacts`, the body also has `contacts`, `max_contacts` and `capacity` \
+        (`ok` or `full`: new contacts are refused with 507 while reads go on).",
     responses(
         (status = 200, description = "Serving and able to acknowledge writes.", body = Health),
         (status = 408, description = "The request took longer than `--request-timeout-ms`.",
@@ -90,32 +91,28 @@ impl Health {
     )
 )]
 pub(crate) async fn healthz(State(app): State<AppState>) -> Result<Response, ApiError> {
-    if let Some(node) = app.backend.cluster() {
-        let role = node.role();
-        if role == crate::cluster::Role::Shutdown {
-            return Err(StoreError::Unavailable.into());
-        }
-        if node.disk_full() {
-            return Err(disk_full());
-        }
+    // A cluster member is up until it shuts down (its role body says whether it can write); a
+    // single node until its log fails.
+    let node = app.backend.cluster();
+    let role = node.map(|node| node.role());
+    let up = role.map_or_else(
+        || app.backend.healthy(),
+        |role| role != crate::cluster::Role::Shutdown,
+    );
+    if !up {
+        return Err(StoreError::Unavailable.into());
+    }
+    if app.backend.disk_full() {
+        return Err(disk_full());
+    }
+    let mut health = Health::of_capacity(&app);
+    if let (Some(node), Some(role)) = (node, role) {
         let leader = node.leader();
-        return Ok(json_response(
-            StatusCode::OK,
-            &Health {
-                role: Some(role.as_str().to_owned()),
-                writable: Some(leader.is_some()),
-                leader: leader.map(|l| l.id),
-                ..Health::of_capacity(&app)
-            },
-        ));
+        health.role = Some(role.as_str().to_owned());
+        health.writable = Some(leader.is_some());
+        health.leader = leader.map(|l| l.id);
     }
-    if app.backend.healthy() && !app.backend.disk_full() {
-        Ok(json_response(StatusCode::OK, &Health::of_capacity(&app)))
-    } else if !app.backend.healthy() {
-        Err(StoreError::Unavailable.into())
-    } else {
-        Err(disk_full())
-    }
+    Ok(json_response(StatusCode::OK, &health))
 }
 
 /// `503 disk_full`: the data directory's file system has less than `--disk-full-below-bytes` free.

@@ -33,6 +33,18 @@ pub(super) fn large_read_turns() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
+/// The contact limit (docs/behaviour.md §3.6): `Some(limit)` when applying `events` to a graph
+/// holding `held` contacts would add at least one contact and take it past `limit`; `None`
+/// otherwise, and always without a limit.
+pub fn over_contact_limit(events: &[Event], held: usize, limit: Option<u64>) -> Option<u64> {
+    let limit = limit?;
+    let added = events
+        .iter()
+        .filter(|e| matches!(e, Event::ContactInserted(_)))
+        .count() as u64;
+    (added > 0 && held as u64 + added > limit).then_some(limit)
+}
+
 /// A large read's turn ([`LARGE_READ_MEMBERS`]), returned with its answer: the caller keeps it
 /// until the answer is rendered, so that rendering counts against the turn as copying did.
 /// Empty for every other answer.
@@ -145,14 +157,10 @@ impl Store {
             };
             // Checked under the write lock, against the plan about to be applied, so concurrent
             // requests cannot together overshoot the limit; a refused request leaves no event.
-            if let Some(limit) = self.options.max_contacts {
-                let added = events
-                    .iter()
-                    .filter(|e| matches!(e, Event::ContactInserted(_)))
-                    .count() as u64;
-                if added > 0 && state.graph.len() as u64 + added > limit {
-                    return Err(StoreError::CapacityExceeded { limit });
-                }
+            if let Some(limit) =
+                over_contact_limit(&events, state.graph.len(), self.options.max_contacts)
+            {
+                return Err(StoreError::CapacityExceeded { limit });
             }
             let mut outcome = Outcome::PureRead;
             for event in &events {

@@ -45,7 +45,7 @@ mod space;
 mod split;
 
 pub use deletion::{Deletion, Erasure};
-pub use identify::{LARGE_READ_MEMBERS, ReadTurn};
+pub use identify::{LARGE_READ_MEMBERS, ReadTurn, over_contact_limit};
 pub use import::{
     IMPORT_MARKER, ImportReport, ImportTarget, check_import_target, import, is_interrupted_import,
 };
