@@ -15,8 +15,7 @@ use openraft::{EntryPayload, StoredMembership};
 use parking_lot::RwLock;
 
 use crate::contact::{ContactId, Timestamp};
-use crate::event::Event;
-use crate::graph::{ApplyError, IdentifyRequest, IdentityGraph};
+use crate::graph::{IdentifyRequest, IdentityGraph};
 use crate::store::{Deletion, Erasure, Outcome};
 
 use super::types::{Answer, Command, Entry, LogId, Node, NodeId};
@@ -170,37 +169,24 @@ fn erases(answer: &Answer) -> bool {
     }
 }
 
-/// `DELETE /contacts/{id}` on `graph` (docs/behaviour.md §6.6).
+/// `DELETE /contacts/{id}` on `graph` (docs/behaviour.md §6.6), decided as the single-node
+/// store decides it ([`IdentityGraph::plan_deletion`]).
 fn delete(graph: &mut IdentityGraph, id: ContactId, at: Timestamp) -> Deletion {
-    match graph.contact(id) {
-        None => Deletion::NotFound,
-        Some(row) if row.deleted_at.is_some() => Deletion::AlreadyDeleted(row),
-        Some(_) => {
-            let at = graph.clock(at);
-            match apply_one(graph, &Event::ContactDeleted { id, at }) {
-                Ok(()) => graph
-                    .contact(id)
-                    .map_or(Deletion::NotFound, Deletion::Deleted),
-                Err(_) => Deletion::NotFound,
-            }
-        }
+    match graph.plan_deletion(id, at) {
+        Err(found) => found,
+        Ok(event) => match graph.apply(&event) {
+            Ok(()) => graph.deletion_answer(id),
+            Err(_) => Deletion::NotFound,
+        },
     }
 }
 
-/// `DELETE /identities/{id}?erase=true` on `graph` (docs/behaviour.md §6.7).
+/// `DELETE /identities/{id}?erase=true` on `graph` (docs/behaviour.md §6.7), decided as the
+/// single-node store decides it ([`IdentityGraph::plan_erasure`]).
 fn erase(graph: &mut IdentityGraph, id: ContactId, at: Timestamp) -> Option<Erasure> {
-    let rows = graph.identity_rows(id)?;
-    let primary = graph.find(id).unwrap_or(id);
-    let at = graph.clock(at);
-    apply_one(graph, &Event::IdentityErased { id, at }).ok()?;
-    Some(Erasure {
-        primary_contact_id: primary,
-        contact_ids: rows.iter().map(|r| r.id).collect(),
-    })
-}
-
-fn apply_one(graph: &mut IdentityGraph, event: &Event) -> Result<(), ApplyError> {
-    graph.apply(event)
+    let (event, erasure) = graph.plan_erasure(id, at)?;
+    graph.apply(&event).ok()?;
+    Some(erasure)
 }
 
 #[cfg(test)]

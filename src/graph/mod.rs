@@ -52,6 +52,7 @@
 //! # Files
 //! - `plan.rs`: what `/identify` does (§3, §3.6) and lookups by value (§6.3);
 //! - `apply.rs`: applying events: inserts, merges, deletions, erasure, refusals;
+//! - `removal.rs`: what a deletion (§6.6) or an erasure (§6.7) finds and the event it applies;
 //! - `union_find.rs`: roots, unions and member rings;
 //! - `bulk.rs`: recovery mode, where the indexes are built once at the end;
 //! - `capture.rs`: snapshot entries, and chunked copy-on-write captures of them;
@@ -82,6 +83,7 @@ mod history;
 mod invariants;
 mod links;
 mod plan;
+mod removal;
 mod sizes;
 mod split;
 mod union_find;
@@ -94,6 +96,7 @@ pub use capture::{CaptureBuffer, CaptureCursor};
 pub use history::HistoryEntry;
 pub use links::{Link, LinkReason};
 pub use plan::{Decision, IdentifyRequest, Lookup};
+pub use removal::{Deletion, Erasure};
 use sizes::IdentitySizes;
 pub use split::{SplitOutcome, SplitReport};
 use value_index::ValueIndex;

@@ -1,36 +1,15 @@
 //! Deletion and erasure (docs/behaviour.md §6.6, §6.7): the two admin writes besides
 //! `/identify`, each one event in the log.
 
-use crate::contact::{ContactId, ContactRow, Timestamp};
-use crate::event::Event;
-use crate::graph::ApplyError;
+use crate::contact::{ContactId, Timestamp};
+pub use crate::graph::{Deletion, Erasure};
 
 use super::identify::mark_changed;
 use super::{Store, StoreError};
 
-/// What `DELETE /contacts/{id}` found (docs/behaviour.md §6.6).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Deletion {
-    /// The row was deleted; this is it now.
-    Deleted(ContactRow),
-    /// No contact has that id (or it was erased): `404`.
-    NotFound,
-    /// The row was already deleted: `409`.
-    AlreadyDeleted(ContactRow),
-}
-
-/// What an erasure removed (docs/behaviour.md §6.7).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Erasure {
-    /// The primary of the erased identity.
-    pub primary_contact_id: ContactId,
-    /// Every contact removed, in id order.
-    pub contact_ids: Vec<ContactId>,
-}
-
 impl Store {
     /// `DELETE /contacts/{id}` (docs/behaviour.md §6.6): logs and applies
-    /// [`Event::ContactDeleted`] and answers the deleted row once durable.
+    /// [`Event::ContactDeleted`](crate::event::Event::ContactDeleted) and answers the deleted row once durable.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the log has failed.
@@ -38,20 +17,14 @@ impl Store {
         let now = Timestamp::now();
         let (deletion, lsn) = {
             let mut state = self.write_state()?;
-            match state.graph.contact(id) {
-                None => (Deletion::NotFound, state.lsn),
-                Some(row) if row.deleted_at.is_some() => (Deletion::AlreadyDeleted(row), state.lsn),
-                Some(_) => {
-                    let at = state.graph.clock(now);
-                    self.apply_and_log(&mut state, &Event::ContactDeleted { id, at })?;
+            match state.graph.plan_deletion(id, now) {
+                Err(found) => (found, state.lsn),
+                Ok(event) => {
+                    self.apply_and_log(&mut state, &event)?;
                     if let Some(key) = state.graph.identity_key_of(id) {
                         mark_changed(&self.wal, &mut state, key);
                     }
-                    let row = state
-                        .graph
-                        .contact(id)
-                        .ok_or(ApplyError::UnknownContact(id))?;
-                    (Deletion::Deleted(row), state.lsn)
+                    (state.graph.deletion_answer(id), state.lsn)
                 }
             }
         };
@@ -63,7 +36,7 @@ impl Store {
     }
 
     /// `DELETE /identities/{contactId}?erase=true` (docs/behaviour.md §6.7): logs and applies
-    /// [`Event::IdentityErased`] (which carries no personal data), answers once durable, and
+    /// [`Event::IdentityErased`](crate::event::Event::IdentityErased) (which carries no personal data), answers once durable, and
     /// queues a compaction ([`Store::compact_blocking`]) on the maintenance task so the erased
     /// values leave every file within one snapshot's time. `None` for an unknown or already
     /// erased id.
@@ -78,7 +51,7 @@ impl Store {
         self.mark_erasure()?;
         let (erasure, lsn) = {
             let mut state = self.write_state()?;
-            let found = state.graph.identity_rows(id);
+            let found = state.graph.plan_erasure(id, now);
             if found.is_none() {
                 // Nothing to erase: settled, the marker need not wait for it.
                 self.erasures_settled
@@ -86,16 +59,10 @@ impl Store {
             }
             match found {
                 None => (None, state.lsn),
-                Some(rows) => {
-                    let primary = state.graph.find(id).unwrap_or(id);
-                    let at = state.graph.clock(now);
-                    self.apply_and_log(&mut state, &Event::IdentityErased { id, at })?;
+                Some((event, erasure)) => {
+                    self.apply_and_log(&mut state, &event)?;
                     self.erasures_settled
                         .fetch_add(1, std::sync::atomic::Ordering::Release);
-                    let erasure = Erasure {
-                        primary_contact_id: primary,
-                        contact_ids: rows.iter().map(|r| r.id).collect(),
-                    };
                     (Some(erasure), state.lsn)
                 }
             }
