@@ -38,6 +38,7 @@ mod large_reads;
 mod leftovers;
 mod linearizability;
 mod logs;
+mod merge_guards;
 mod metrics;
 mod openapi;
 mod phone_region;
