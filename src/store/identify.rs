@@ -83,14 +83,32 @@ impl Store {
         &self,
         request: &IdentifyRequest,
     ) -> Result<(Identity, Outcome, ReadTurn), StoreError> {
-        /// What the shared lock's decision leaves once the lock is released.
-        enum Decided {
-            Read { answer: Identity, changed_at: Lsn },
-            Write { events: Vec<Event>, planned_at: Lsn },
+        match self.decide(request).await? {
+            Decided::Read {
+                answer,
+                changed_at,
+                turn,
+            } => {
+                self.durable(changed_at).await?;
+                Ok((answer, Outcome::PureRead, turn))
+            }
+            Decided::Write { events, planned_at } => {
+                let (identity, outcome) = self.write(request, events, planned_at).await?;
+                Ok((identity, outcome, ReadTurn::none()))
+            }
         }
+    }
+
+    /// Decides `request` under the shared lock (module docs): a pure read copies its answer
+    /// out there, a write leaves the events it plans. A pure read of a large identity first
+    /// takes its turn and is decided again with it.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the log has failed.
+    async fn decide(&self, request: &IdentifyRequest) -> Result<Decided, StoreError> {
         // A turn to read a large identity, taken only once a request turns out to be one.
         let mut turn = None;
-        let decided = loop {
+        loop {
             {
                 let state = self.state.read();
                 if state.lsn == Lsn::MAX {
@@ -106,18 +124,19 @@ impl Store {
                     .decide_within(request, Timestamp::now, max_members)
                 {
                     Ok(Decision::Read(key, identity)) => {
-                        break Decided::Read {
+                        return Ok(Decided::Read {
                             answer: identity.to_identity(),
                             // Everything a pure read reveals was last changed at `changed_at`
                             // (older changes to the identity are durable or have smaller LSNs).
                             changed_at: changed_at(&self.wal, &state, key),
-                        };
+                            turn: ReadTurn { permit: turn },
+                        });
                     }
                     Ok(Decision::Write(events)) => {
-                        break Decided::Write {
+                        return Ok(Decided::Write {
                             events,
                             planned_at: state.lsn,
-                        };
+                        });
                     }
                     Err(_) => {}
                 }
@@ -132,15 +151,21 @@ impl Store {
             // A turn given back wakes the next waiter ahead of every other task of its thread;
             // yielding lets the runtime first take up the requests that arrived meanwhile.
             tokio::task::yield_now().await;
-        };
-        let (planned, planned_at) = match decided {
-            Decided::Read { answer, changed_at } => {
-                self.durable(changed_at).await?;
-                return Ok((answer, Outcome::PureRead, ReadTurn { permit: turn }));
-            }
-            Decided::Write { events, planned_at } => (events, planned_at),
-        };
-        drop(turn);
+        }
+    }
+
+    /// Applies and logs the write `planned` for `request` under the shared lock at
+    /// `planned_at` (planning again under the write lock if anything was applied since), and
+    /// answers once it is durable.
+    ///
+    /// # Errors
+    /// As [`Store::identify`].
+    async fn write(
+        &self,
+        request: &IdentifyRequest,
+        planned: Vec<Event>,
+        planned_at: Lsn,
+    ) -> Result<(Identity, Outcome), StoreError> {
         if self.wal.is_failed() {
             return Err(StoreError::Unavailable);
         }
@@ -181,8 +206,20 @@ impl Store {
             self.note_applied(applied);
         }
         self.durable(lsn).await?;
-        Ok((identity, outcome, ReadTurn::none()))
+        Ok((identity, outcome))
     }
+}
+
+/// What [`Store::decide`] leaves once the shared lock is released.
+enum Decided {
+    /// A pure read: its answer, the LSN it must wait for, and its turn if it took one.
+    Read {
+        answer: Identity,
+        changed_at: Lsn,
+        turn: ReadTurn,
+    },
+    /// A write: the events planned and the state's LSN when they were.
+    Write { events: Vec<Event>, planned_at: Lsn },
 }
 
 impl Outcome {
