@@ -8,8 +8,10 @@ use super::identify::mark_changed;
 use super::{Store, StoreError};
 
 impl Store {
-    /// `DELETE /contacts/{id}` (docs/behaviour.md §6.6): logs and applies
-    /// [`Event::ContactDeleted`](crate::event::Event::ContactDeleted) and answers the deleted row once durable.
+    /// `DELETE /contacts/{id}` (docs/behaviour.md §6.6): logs and applies the
+    /// [`Event::ContactDeleted`](crate::event::Event::ContactDeleted) the graph plans
+    /// ([`IdentityGraph::plan_deletion`](crate::graph::IdentityGraph::plan_deletion)) and
+    /// answers the deleted row once durable.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the log has failed.
@@ -36,10 +38,10 @@ impl Store {
     }
 
     /// `DELETE /identities/{contactId}?erase=true` (docs/behaviour.md §6.7): logs and applies
-    /// [`Event::IdentityErased`](crate::event::Event::IdentityErased) (which carries no personal data), answers once durable, and
-    /// queues a compaction ([`Store::compact_blocking`]) on the maintenance task so the erased
-    /// values leave every file within one snapshot's time. `None` for an unknown or already
-    /// erased id.
+    /// the [`Event::IdentityErased`](crate::event::Event::IdentityErased) the graph plans
+    /// (which carries no personal data), answers once durable, and queues a compaction
+    /// ([`Store::compact_blocking`]) on the maintenance task so the erased values leave every
+    /// file within one snapshot's time. `None` for an unknown or already erased id.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the log has failed.
