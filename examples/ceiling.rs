@@ -16,6 +16,8 @@
 //! write in every run. The log goes to `DATA_DIR/wal` and starts empty: a previous run's log there
 //! is removed, and any other file in `DATA_DIR` is refused.
 //!
+//! It runs the service's allocator (`idrecon::alloc`).
+//!
 //! Run: `cargo run --release --example ceiling -- 127.0.0.1:3001 [--durable DATA_DIR [PERCENT]]`
 
 use std::net::SocketAddr;
@@ -34,6 +36,11 @@ use idrecon::phone_region::Normalizer;
 use idrecon::wal::{Wal, WalOptions};
 
 const FIXED_ANSWER: &str = r#"{"contact":{"primaryContactId":1,"emails":["lorraine@hillvalley.edu","mcfly@hillvalley.edu"],"phoneNumbers":["123456"],"secondaryContactIds":[23]}}"#;
+
+/// The allocator of `idrecon serve` (`idrecon::alloc`), so the ceiling differs from the
+/// service only in the work it leaves out.
+#[global_allocator]
+static GLOBAL: idrecon::alloc::SplitAllocator = idrecon::alloc::SplitAllocator;
 
 fn fixed_answer() -> Response {
     (

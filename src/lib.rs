@@ -18,6 +18,7 @@
 //!
 //! graph, snapshot, rows ──► contact, event        wal, snapshot ──► storage
 //! metrics: metric names only, a leaf any layer may use
+//! alloc: the global allocator of the binary and the HTTP ceiling, a leaf
 //! ```
 //!
 //! The domain types:
@@ -40,7 +41,8 @@
 //! - [`cluster`]: cluster mode: a Raft group on openraft whose log is a write-ahead log, whose
 //!   state machine is the graph and whose snapshots are snapshot files (docs/behaviour.md §9);
 //! - [`rows`]: CSV / JSON Lines reading, import planning and export of Contact rows;
-//! - [`metrics`]: the names, help texts and buckets of every metric, and the Prometheus recorder.
+//! - [`metrics`]: the names, help texts and buckets of every metric, and the Prometheus recorder;
+//! - [`alloc`]: the global allocator: blocks under 256 KiB from mimalloc, larger ones from glibc.
 //!
 //! The HTTP layer, [`http`]: the axum router and one module per resource, whose handlers
 //! extract and validate input into domain types, call the store and map errors to the JSON error
@@ -52,6 +54,7 @@
 //! flags and environment variables, the `tracing` subscriber and the progress of long jobs.
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod cli;
 pub mod cluster;
 pub mod contact;

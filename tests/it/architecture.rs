@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Each top-level module's layer: a module may use modules of its own or lower layers only.
-const LAYERS: [(&str, u8); 14] = [
+const LAYERS: [(&str, u8); 15] = [
     ("cli", 6),
     ("http", 5),
     ("cluster", 4),
@@ -22,6 +22,7 @@ const LAYERS: [(&str, u8); 14] = [
     ("phone_region", 1),
     ("contact", 0),
     ("metrics", 0),
+    ("alloc", 0),
     ("lib", 7),
 ];
 
