@@ -103,17 +103,9 @@ impl Arena {
             .unwrap_or_default()
     }
 
-    /// A stored value as text. Values are stored from `&str`, and wiped ones are zero bytes, so
-    /// the bytes are always UTF-8; anything else reads as empty rather than panicking.
+    /// A stored value as text ([`stored_text`]).
     pub fn get(&self, r: StrRef) -> &str {
-        let bytes = self.bytes(r);
-        // Most values are ASCII, which a word-at-a-time scan confirms in a fraction of what the
-        // full UTF-8 check costs on short strings.
-        if bytes.is_ascii() {
-            // SAFETY: every ASCII byte sequence is valid UTF-8.
-            return unsafe { std::str::from_utf8_unchecked(bytes) };
-        }
-        std::str::from_utf8(bytes).unwrap_or_default()
+        stored_text(self.bytes(r))
     }
 
     /// Overwrites a stored value with zeros (erasure); its space is not reused.
@@ -131,6 +123,19 @@ impl Arena {
             .iter()
             .any(|page| page.windows(needle.len()).any(|w| w == needle))
     }
+}
+
+/// A stored value's bytes as text. Values are stored from `&str`, and erased ones are zero
+/// bytes, so the bytes are always UTF-8; anything else (only a damaged arena could hold it)
+/// reads as empty rather than panicking.
+pub fn stored_text(bytes: &[u8]) -> &str {
+    // Most values are ASCII, which a word-at-a-time scan confirms in a fraction of what the
+    // full UTF-8 check costs on short strings.
+    if bytes.is_ascii() {
+        // SAFETY: every ASCII byte sequence is valid UTF-8.
+        return unsafe { std::str::from_utf8_unchecked(bytes) };
+    }
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -100,7 +100,7 @@ pub use removal::{Deletion, Erasure};
 use sizes::IdentitySizes;
 pub use split::{SplitOutcome, SplitReport};
 use value_index::ValueIndex;
-pub use view::{Identity, IdentityParts, IdentityView, stored_text};
+pub use view::{Identity, IdentityView};
 
 /// Configuration of the over-merge guards (docs/behaviour.md §3.6). The default is §3 exactly:
 /// no blocked value, no cap.

@@ -3,7 +3,7 @@
 
 use smallvec::SmallVec;
 
-use super::arena::StrRef;
+use super::arena::{StrRef, stored_text};
 use super::{IdentityGraph, Node};
 use crate::contact::{ContactId, ContactRow, Email, LinkPrecedence, Phone};
 
@@ -20,57 +20,14 @@ pub struct Identity {
     pub secondary_contact_ids: Vec<ContactId>,
 }
 
-/// The parts of a consolidated identity an answer is rendered from (docs/behaviour.md §3 step 5),
-/// in answer order: implemented by the owned [`Identity`] and by the borrowed [`IdentityView`], so
-/// one encoder (`http::IdentifyAnswer`) serves both.
-///
-/// Emails and phones are given as their UTF-8 bytes, as stored: the encoder copies a plain ASCII
-/// value without reading it as text first (no UTF-8 check per answered value). They are always
-/// valid UTF-8 (values are stored from `&str`; an erased one is zero bytes); [`stored_text`] reads
-/// one as text.
-pub trait IdentityParts {
-    /// Id of the identity's primary contact.
-    fn primary_contact_id(&self) -> ContactId;
-    /// Distinct emails: the primary's first, then in age order of first carrier.
-    fn emails(&self) -> impl Iterator<Item = &[u8]>;
-    /// Distinct phones, ordered like the emails.
-    fn phone_numbers(&self) -> impl Iterator<Item = &[u8]>;
-    /// Ids of every live secondary, in age order.
-    fn secondary_contact_ids(&self) -> impl Iterator<Item = ContactId>;
-}
-
-/// A value of [`IdentityParts`] as text; bytes that are not UTF-8 (which only a damaged arena
-/// could hold) read as empty, as [`Arena::get`](super::arena::Arena::get) reads them.
-pub fn stored_text(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).unwrap_or_default()
-}
-
-impl IdentityParts for Identity {
-    fn primary_contact_id(&self) -> ContactId {
-        self.primary_contact_id
-    }
-
-    fn emails(&self) -> impl Iterator<Item = &[u8]> {
-        self.emails.iter().map(|e| e.as_str().as_bytes())
-    }
-
-    fn phone_numbers(&self) -> impl Iterator<Item = &[u8]> {
-        self.phone_numbers.iter().map(|p| p.as_str().as_bytes())
-    }
-
-    fn secondary_contact_ids(&self) -> impl Iterator<Item = ContactId> {
-        self.secondary_contact_ids.iter().copied()
-    }
-}
-
 /// Members an [`IdentityView`] holds without allocating: most identities are one or two
 /// contacts, so a typical answer allocates nothing.
 const INLINE_MEMBERS: usize = 6;
 
-/// A consolidated identity read in place: the answer of [`Identity`] with its values borrowed from
-/// the graph's arena instead of copied out, so a pure read renders its answer under the shared lock
-/// without an allocation per value or list (the member list is inline up to `INLINE_MEMBERS`).
-/// [`IdentityView::to_identity`] copies it out.
+/// A consolidated identity read in place: the answer of [`Identity`] with its values still in the
+/// graph's arena, so deciding a request under the shared lock copies nothing
+/// (the member list is inline up to `INLINE_MEMBERS`). [`IdentityView::to_identity`] copies out
+/// the answer, which is rendered after the lock is released.
 #[derive(Clone)]
 pub struct IdentityView<'g> {
     graph: &'g IdentityGraph,
@@ -121,21 +78,23 @@ impl IdentityView<'_> {
             first.then_some(bytes)
         })
     }
-}
 
-impl IdentityParts for IdentityView<'_> {
+    /// Id of the identity's primary contact.
     fn primary_contact_id(&self) -> ContactId {
         self.graph.nodes[self.primary as usize].id
     }
 
+    /// Distinct emails as stored bytes: the primary's first, then in age order of first carrier.
     fn emails(&self) -> impl Iterator<Item = &[u8]> {
         self.distinct(|node| node.email)
     }
 
+    /// Distinct phones as stored bytes, ordered like the emails.
     fn phone_numbers(&self) -> impl Iterator<Item = &[u8]> {
         self.distinct(|node| node.phone)
     }
 
+    /// Ids of every live secondary, in age order.
     fn secondary_contact_ids(&self) -> impl Iterator<Item = ContactId> {
         let nodes = &self.graph.nodes;
         self.order
