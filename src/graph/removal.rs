@@ -53,10 +53,16 @@ impl IdentityGraph {
     /// changing anything: the [`Event::IdentityErased`] to apply and what it removes, or `None`
     /// when no identity has a contact `id` (unknown, or erased already).
     pub fn plan_erasure(&self, id: ContactId, now: Timestamp) -> Option<(Event, Erasure)> {
-        let rows = self.identity_rows(id)?;
+        let root = self.root(self.slot_of(id)?);
+        // The members' ids only: building their rows would copy the values being erased.
+        let mut contact_ids: Vec<ContactId> = self
+            .members(root)
+            .map(|slot| self.nodes[slot as usize].id)
+            .collect();
+        contact_ids.sort_unstable();
         let erasure = Erasure {
             primary_contact_id: self.find(id).unwrap_or(id),
-            contact_ids: rows.iter().map(|r| r.id).collect(),
+            contact_ids,
         };
         let event = Event::IdentityErased {
             id,
