@@ -154,9 +154,9 @@ impl Store {
         }
     }
 
-    /// Applies and logs the write `planned` for `request` under the shared lock at
-    /// `planned_at` (planning again under the write lock if anything was applied since), and
-    /// answers once it is durable.
+    /// Applies and logs `planned`, the events [`Store::decide`] planned for `request` when the
+    /// state was at `planned_at` (planning again under the write lock if anything was applied
+    /// since), and answers once they are durable.
     ///
     /// # Errors
     /// As [`Store::identify`].
